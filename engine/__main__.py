@@ -1,0 +1,187 @@
+"""The CLI: python -m engine {train, runs, metrics, pause, resume, stop, set-lr, worker}.
+
+Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass. Bad input
+gets one line on stderr and exit status 2; nothing is launched and nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import time
+
+from . import export, runner
+from .config import ConfigError, RunConfig, from_dict, load_file
+
+DRY_RUN = dict(steps=3, d_in=8, hidden=4, d_out=2, n_samples=8, batch_size=8, telemetry_every=1,
+               image_size=8, flush_every=2)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):              # one line, exit 2 (argparse's default prints usage too)
+        sys.stderr.write(f"liveprop: error: {message}\n")
+        sys.exit(2)
+
+
+def add_config_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("run configuration (defaults: engine/config.py)")
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(RunConfig(), f.name)
+        if isinstance(default, bool):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            g.add_argument(flag, dest=f.name, type=type(default), default=None,
+                           metavar=type(default).__name__.upper(), help=f"default {default!r}")
+    p.add_argument("--config", help="a TOML or JSON file of settings; flags override it")
+    p.add_argument("--dry-run", action="store_true", help="a tiny configuration, as a smoke test")
+
+
+def config_from_args(args) -> RunConfig:
+    d = load_file(args.config) if args.config else {}
+    if args.dry_run:
+        d.update(DRY_RUN)
+    for f in dataclasses.fields(RunConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            d[f.name] = v
+    return from_dict(d)
+
+
+class Progress:
+    """A one-line progress bar on stderr, fed by the trainer's on_flush events."""
+
+    def __init__(self, total: int):
+        self.total, self.t0, self.rate = total, time.time(), 0.0
+
+    def __call__(self, flush):
+        if not flush.losses:
+            return
+        done = flush.last_step + 1
+        rates = [v for s, k, v in flush.scalars if k == "steps_per_s"]
+        self.rate = rates[-1] if rates else self.rate
+        eta = (self.total - done) / self.rate if self.rate else 0
+        bar = "#" * int(30 * done / self.total)
+        sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} loss {flush.losses[-1]:.4g} "
+                         f"{self.rate:,.0f} steps/s ETA {time.strftime('%M:%S', time.gmtime(eta))} ")
+        sys.stderr.flush()
+
+
+def cmd_train(args):
+    cfg = config_from_args(args)
+    run_id, p = runner.create_run(cfg, args.store)
+    print(f"device: {p.device_note}", file=sys.stderr)
+    if args.detach:
+        # the run is written; the worker starts it
+        print(run_id)
+        runner.spawn_worker(run_id, args.store)
+        return 0
+    print(f"run {run_id}: {p.cfg.mode} / {p.cfg.arch} / {p.cfg.dataset}, {p.total_steps} steps", file=sys.stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    status = runner.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
+    sys.stderr.write("\n")
+    run = runner.get_run(run_id, args.store)
+    print(f"{status}: final loss {export.final_loss(run_id, args.store)}" +
+          (f" ({run['error']})" if run["error"] else ""), file=sys.stderr)
+    print(run_id)
+    return 0 if status in ("finished", "stopped") else 1
+
+
+def cmd_runs(args):
+    rows = runner.list_runs(args.store)
+    if args.format == "json":
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    print(f"{'run':<23} {'status':<9} {'mode':<15} {'arch':<14} {'optimizer':<9} {'lr':>8} "
+          f"{'step':>9} {'loss':>10}")
+    for r in rows:
+        c = r["config"]
+        loss = export.final_loss(r["id"], args.store)
+        print(f"{r['id']:<23} {r['status']:<9} {c['mode']:<15} {c['arch']:<14} {c['optimizer'] or '-':<9} "
+              f"{c['lr']:>8.1e} {r['step']:>4}/{r['total_steps'] or '?':<4} "
+              f"{'-' if loss is None else format(loss, '.4g'):>10}")
+    return 0
+
+
+def cmd_metrics(args):
+    if runner.get_run(args.run, args.store) is None:
+        raise ConfigError(f"no run {args.run!r}")
+    sys.stdout.write(export.metrics(args.run, args.format, args.store))
+    return 0
+
+
+def cmd_control(args):
+    fn = {"pause": runner.pause, "resume": runner.resume, "stop": runner.stop}[args.command]
+    cid = fn(args.run, store=args.store)
+    return _report_ack(cid, args)
+
+
+def cmd_set_lr(args):
+    cid = runner.set_lr(args.run, args.lr, store=args.store)
+    return _report_ack(cid, args)
+
+
+def _report_ack(cid, args):
+    ack = runner.wait_ack(cid, args.store, timeout=args.wait)
+    if ack is None:
+        print(f"sent; the worker has not acknowledged it within {args.wait:g} s", file=sys.stderr)
+        return 1
+    print(f"{ack['command']}: {ack['result']}")
+    return 0
+
+
+def cmd_worker(args):
+    status = runner.run_worker(args.run, args.store)
+    return 0 if status in ("finished", "stopped") else 1
+
+
+def main(argv=None):
+    p = Parser(prog="python -m engine", description="Liveprop's training engine")
+    p.add_argument("--store", default=None, help="run store path (default $LIVEPROP_STORE or runs/liveprop.db)")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+
+    t = sub.add_parser("train", help="train in the foreground with a progress bar; prints the run id")
+    add_config_flags(t)
+    t.add_argument("--detach", action="store_true", help="start a background worker instead")
+    t.set_defaults(fn=cmd_train)
+
+    r = sub.add_parser("runs", help="a table of runs")
+    r.add_argument("--format", choices=["table", "json"], default="table")
+    r.set_defaults(fn=cmd_runs)
+
+    m = sub.add_parser("metrics", help="the full series of a run (not downsampled)")
+    m.add_argument("run")
+    m.add_argument("--format", choices=["csv", "json"], default="csv")
+    m.set_defaults(fn=cmd_metrics)
+
+    for name in ("pause", "resume", "stop"):
+        c = sub.add_parser(name, help=f"{name} a run")
+        c.add_argument("run")
+        c.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the acknowledgement")
+        c.set_defaults(fn=cmd_control, command=name)
+    s = sub.add_parser("set-lr", help="change a run's learning rate while it trains")
+    s.add_argument("run")
+    s.add_argument("lr", type=float)
+    s.add_argument("--wait", type=float, default=10.0)
+    s.set_defaults(fn=cmd_set_lr)
+
+    w = sub.add_parser("worker", help="(internal) the background worker for a run")
+    w.add_argument("run")
+    w.set_defaults(fn=cmd_worker)
+
+    # --store is accepted after the subcommand too
+    for sp in (t, r, m, s, w, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
+        sp.add_argument("--store", default=argparse.SUPPRESS)
+
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        sys.stderr.write(f"liveprop: error: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

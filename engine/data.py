@@ -1,0 +1,229 @@
+"""Datasets (torch.utils.data.Dataset) and the batches the trainer consumes.
+
+    random        the lecture's x = torch.randn(N, D_in), y = torch.randn(N, D_out)
+    teacher       regression against a fixed random teacher network, so the curve means something
+    digits        scikit-learn's bundled 8x8 digits (1797 real images, 10 classes)
+    csv           a user's CSV: numeric columns, one of them the target
+    imagefolder   torchvision.datasets.ImageFolder
+    mnist, fashion_mnist, cifar10   torchvision datasets, downloaded to data_root when the network allows
+
+`describe(cfg)` says a dataset's shapes without loading it (for validation and memory checks);
+`load(cfg)` builds it; `batches(...)` yields device batches forever.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, WeightedRandomSampler
+
+from .config import ConfigError
+
+IMAGE_ARCHS = ("cnn", "torchvision")
+TORCHVISION_SETS = {   # name: (torchvision class, (C, H, W), classes)
+    "mnist": ("MNIST", (1, 28, 28), 10),
+    "fashion_mnist": ("FashionMNIST", (1, 28, 28), 10),
+    "cifar10": ("CIFAR10", (3, 32, 32), 10),
+}
+
+
+@dataclass
+class DataSpec:
+    in_shape: tuple      # one sample's shape, e.g. (1000,) or (1, 8, 8)
+    out_dim: int         # regression outputs, or number of classes
+    task: str            # "regression" | "classification"
+    n: int | None = None  # samples, when known without loading
+
+
+class TensorData(Dataset):
+    """In-memory samples. __getitems__ lets the DataLoader fetch a whole batch in one indexing."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, idx):
+        idx = torch.as_tensor(idx)
+        return self.x[idx], self.y[idx]
+
+
+def _whole_batch(batch):     # collate_fn for TensorData: __getitems__ already made the batch
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+def read_csv(path: str, target: str, task: str):
+    """Parse a numeric CSV with a header. Every bad cell is reported by line and column."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise ConfigError(f"{path}: needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if target not in header:
+        raise ConfigError(f"{path}: no column named {target!r}; columns are: {', '.join(header)}")
+    values = []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise ConfigError(f"{path} line {lineno}: {len(row)} cells, the header has {len(header)}")
+        try:
+            values.append([float(v) for v in row])
+        except ValueError:
+            col = next(i for i, v in enumerate(row) if not _is_number(v))
+            raise ConfigError(f"{path} line {lineno}, column {header[col]!r}: "
+                              f"{row[col]!r} is not a number") from None
+    data = torch.tensor(values, dtype=torch.float64)
+    if not torch.isfinite(data).all():
+        raise ConfigError(f"{path}: contains nan or inf cells")
+    t = header.index(target)
+    y = data[:, t]
+    x = torch.cat([data[:, :t], data[:, t + 1:]], dim=1)
+    if x.shape[1] == 0:
+        raise ConfigError(f"{path}: no feature columns besides the target")
+    if task == "auto":
+        whole = bool((y == y.round()).all())
+        task = "classification" if whole and len(y.unique()) <= 20 else "regression"
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12) if len(x) > 1 else x   # standardized features
+    if task == "classification":
+        classes, y = y.unique(return_inverse=True)
+        return x.float(), y.long(), task, len(classes)
+    return x.float(), y.float()[:, None], task, 1
+
+
+def _is_number(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# describe and load
+
+def describe(cfg) -> DataSpec:
+    """Shapes and task of cfg's dataset, loading only what is small (CSV, digits)."""
+    image = cfg.arch in IMAGE_ARCHS
+    if cfg.dataset in ("random", "teacher"):
+        if image:
+            raise ConfigError(f"dataset {cfg.dataset!r} is tabular; arch {cfg.arch!r} needs images")
+        return DataSpec((cfg.d_in,), cfg.d_out, "regression", cfg.n_samples)
+    if cfg.dataset == "digits":
+        return DataSpec((1, 8, 8) if image else (64,), 10, "classification", 1797)
+    if cfg.dataset == "csv":
+        if image:
+            raise ConfigError(f"a CSV is tabular; arch {cfg.arch!r} needs images")
+        x, _, task, out = read_csv(cfg.csv_path, cfg.csv_target, cfg.task)
+        return DataSpec((x.shape[1],), out, task, len(x))
+    if cfg.dataset == "imagefolder":
+        classes = [d for d in os.listdir(cfg.image_dir) if os.path.isdir(os.path.join(cfg.image_dir, d))]
+        if not classes:
+            raise ConfigError(f"{cfg.image_dir}: an image folder needs one sub-folder per class")
+        shape = (3, cfg.image_size, cfg.image_size)
+        return DataSpec(shape if image else (math.prod(shape),), len(classes), "classification")
+    _, shape, classes = TORCHVISION_SETS[cfg.dataset]
+    return DataSpec(shape if image else (math.prod(shape),), classes, "classification")
+
+
+def load(cfg) -> tuple[Dataset, DataSpec]:
+    spec = describe(cfg)
+    g = torch.Generator().manual_seed(cfg.seed + 1)   # data does not depend on the model's draws
+    if cfg.dataset == "random":
+        x = torch.randn(cfg.n_samples, cfg.d_in, generator=g)
+        y = torch.randn(cfg.n_samples, cfg.d_out, generator=g)
+        return TensorData(x, y), spec
+    if cfg.dataset == "teacher":
+        x = torch.randn(cfg.n_samples, cfg.d_in, generator=g)
+        w1 = torch.randn(cfg.d_in, cfg.hidden, generator=g) / math.sqrt(cfg.d_in)
+        w2 = torch.randn(cfg.hidden, cfg.d_out, generator=g) / math.sqrt(cfg.hidden)
+        y = torch.tanh(x @ w1) @ w2
+        return TensorData(x, y), spec
+    if cfg.dataset == "digits":
+        from sklearn.datasets import load_digits            # bundled with scikit-learn, no download
+        d = load_digits()
+        x = torch.tensor(d.data, dtype=torch.float32) / 16.0
+        return TensorData(x.reshape(len(x), *spec.in_shape), torch.tensor(d.target)), spec
+    if cfg.dataset == "csv":
+        x, y, _, _ = read_csv(cfg.csv_path, cfg.csv_target, cfg.task)
+        return TensorData(x, y), spec
+    import torchvision.transforms as T
+    flat = [T.Lambda(lambda t: t.flatten())] if len(spec.in_shape) == 1 else []
+    if cfg.dataset == "imagefolder":
+        import torchvision
+        tf = T.Compose([T.Resize((cfg.image_size, cfg.image_size)), T.Lambda(lambda im: im.convert("RGB")),
+                        T.ToTensor(), *flat])
+        return torchvision.datasets.ImageFolder(cfg.image_dir, transform=tf), spec
+    return _torchvision_set(cfg, T.Compose([T.ToTensor(), *flat])), spec
+
+
+def _torchvision_set(cfg, transform):
+    import torchvision
+    cls_name = TORCHVISION_SETS[cfg.dataset][0]
+    try:
+        return getattr(torchvision.datasets, cls_name)(cfg.data_root, train=True, download=True, transform=transform)
+    except Exception as e:    # no network: urllib's URLError, or torchvision's RuntimeError
+        raise ConfigError(f"could not download {cls_name} into {os.path.abspath(cfg.data_root)} "
+                          f"({type(e).__name__}); download it on a machine with internet and copy the "
+                          f"{cls_name} folder into --data-root, or use --dataset digits, which ships "
+                          f"with scikit-learn") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+
+def _adapt(x, y, cfg, spec, device, dtype, channels):
+    x = x.to(device, dtype, non_blocking=True)
+    if channels and x.dim() == 4 and x.shape[1] != channels:   # grayscale into a 3-channel network
+        x = x.expand(-1, channels, -1, -1)
+    y = y.to(device, non_blocking=True)
+    if spec.task == "regression":
+        y = y.to(dtype)
+    return x, y
+
+
+def batches(dataset, spec, cfg, device, dtype, channels=None):
+    """Yield (x, y) on the device forever.
+
+    A dataset in memory that fits in one batch (the lecture's case) moves to the device once and
+    is yielded as is, every step: full-batch gradient descent, no loader on the hot path.
+    Anything else goes through a DataLoader with the configured sampler.
+    """
+    if isinstance(dataset, TensorData) and len(dataset) <= cfg.batch_size and cfg.sampler == "none":
+        x, y = _adapt(dataset.x, dataset.y, cfg, spec, device, dtype, channels)
+        while True:
+            yield x, y
+    sampler = None
+    if cfg.sampler == "random":
+        sampler = RandomSampler(dataset, replacement=True)
+    elif cfg.sampler == "sequential":
+        sampler = SequentialSampler(dataset)
+    elif cfg.sampler == "balanced":
+        if spec.task != "classification":
+            raise ConfigError("sampler 'balanced' needs a classification dataset")
+        labels = torch.as_tensor(dataset.y if isinstance(dataset, TensorData) else dataset.targets)
+        weights = (1.0 / torch.bincount(labels).double())[labels]
+        sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
+    tensor_data = isinstance(dataset, TensorData)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size,
+                        shuffle=cfg.shuffle and sampler is None, sampler=sampler,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        collate_fn=_whole_batch if tensor_data else None,
+                        persistent_workers=cfg.num_workers > 0)
+    while True:
+        for x, y in loader:
+            yield _adapt(x, y, cfg, spec, device, dtype, channels)
+
+
+def steps_per_epoch(n: int, cfg) -> int:
+    return max(1, math.ceil(n / cfg.batch_size))

@@ -1,0 +1,15 @@
+"""The lecture's five ways to train, one file each, with the same names and the same structure.
+
+Every mode offers: forward_backward(x, y) -> loss, update(), zero_grad(), named_params(),
+named_grads(), the lr attribute, reference_grads(x, y) for the gradient check (or None), and
+state_dict(). The trainer calls them in that order; the modes know nothing about telemetry.
+"""
+from . import autograd, custom_function, manual, nn_optim, nn_sgd
+
+MODES = {
+    "manual": manual.Mode,
+    "autograd": autograd.Mode,
+    "custom_function": custom_function.Mode,
+    "nn": nn_sgd.Mode,
+    "optim": nn_optim.Mode,
+}

@@ -1,0 +1,168 @@
+"""Telemetry computed on the device, brought to the host in one transfer per flush.
+
+Per step, the hot loop only appends the loss tensor it already has to a Python list: no kernel,
+no host sync. Every K steps a snapshot computes, still on the device:
+    per-layer weight and gradient histograms (explicit ranges: no histc min == max readback),
+    weight and gradient norms, the update/weight ratio ||dw|| / ||w||,
+    non-finite counts (histograms never raise on NaN or inf: those values are counted instead),
+    and, where the mode has a reference, the gradient check's max relative error per layer.
+`flush()` concatenates everything pending into one tensor, copies it once, and returns a Flush.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Hist:
+    step: int
+    layer: str
+    kind: str                 # "weight" | "grad"
+    lo: float
+    hi: float
+    counts: list[float]       # len(counts) bins, evenly spaced over [lo, hi]
+    nonfinite: int
+
+    @property
+    def edges(self) -> list[float]:
+        n = len(self.counts)
+        return [self.lo + (self.hi - self.lo) * i / n for i in range(n + 1)]
+
+
+@dataclass
+class Flush:
+    """Everything measured since the previous flush; what the sinks consume."""
+    first_step: int
+    losses: list[float]                                   # losses[i] is step first_step + i
+    scalars: list[tuple[int, str, float]] = field(default_factory=list)   # (step, key, value)
+    hists: list[Hist] = field(default_factory=list)
+    events: list[tuple[int, str, dict]] = field(default_factory=list)     # (step, kind, data)
+
+    @property
+    def last_step(self) -> int:
+        return self.first_step + len(self.losses) - 1
+
+
+def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
+    """[counts (bins), lo, hi, nonfinite] of t's finite values, without reading back to the host."""
+    t = t.detach().flatten().float()
+    finite = torch.isfinite(t)
+    lo = torch.where(finite, t, float("inf")).amin()
+    hi = torch.where(finite, t, float("-inf")).amax()
+    lo = torch.where(torch.isfinite(lo), lo, 0.0)             # no finite value at all
+    hi = torch.where(torch.isfinite(hi), hi, 0.0)
+    span = (hi - lo).clamp_min(1e-30)
+    idx = torch.nan_to_num((t - lo) / span * bins).clamp_(0, bins - 1).long()
+    counts = torch.zeros(bins, device=t.device).index_add_(0, idx, finite.float())
+    return torch.cat([counts, lo[None], hi[None], (~finite).sum()[None].float()])
+
+
+def memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    with open("/proc/self/statm") as f:                      # resident set size
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Telemetry:
+    def __init__(self, every: int, bins: int, flush_every: int, flush_seconds: float,
+                 device: torch.device, batch_size: int):
+        self.every, self.bins = every, bins
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self.device, self.batch_size = device, batch_size
+        self._losses: list[torch.Tensor] = []     # 0-dim device tensors since the last flush
+        self._first_step = 0
+        self._pieces: list[torch.Tensor] = []     # device vectors of pending snapshots
+        self._layout: list[tuple] = []            # how to read them back: (step, key, size)
+        self._host_scalars: list[tuple[int, str, float]] = []
+        self._before: dict[str, torch.Tensor] = {}
+        self._last_flush_time = time.perf_counter()
+        self._done = None                         # steps completed at the last flush
+
+    # -- the hot loop ------------------------------------------------------------------------
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def record_loss(self, step: int, loss: torch.Tensor) -> None:
+        if not self._losses:
+            self._first_step = step
+        self._losses.append(loss)
+
+    def flush_due(self) -> bool:
+        return (len(self._losses) >= self.flush_every
+                or time.perf_counter() - self._last_flush_time >= self.flush_seconds)
+
+    # -- snapshots, every K steps ------------------------------------------------------------
+
+    def _put(self, step: int, key: str, t: torch.Tensor) -> None:
+        t = t.detach().reshape(-1).double()
+        self._pieces.append(t)
+        self._layout.append((step, key, t.numel()))
+
+    def before_update(self, step: int, mode, x, y, lr: float) -> None:
+        """After backward, before the update: gradients, the gradient check, weights kept for the ratio."""
+        self._host_scalars.append((step, "lr", float(lr)))
+        ref = mode.reference_grads(x, y)
+        for name, g in mode.named_grads():
+            if g is None:
+                continue
+            self._put(step, f"hist/grad/{name}", histogram(g, self.bins))
+            self._put(step, f"grad_norm/{name}", torch.linalg.vector_norm(g.float()))
+            if ref is not None and ref.get(name) is not None:
+                r = ref[name]
+                self._put(step, f"gradcheck/{name}", (g - r).abs().max() / r.abs().max().clamp_min(1e-30))
+        self._before = {n: p.clone() for n, p in mode.named_params()}
+
+    def after_update(self, step: int, mode) -> None:
+        """After the update: weight histograms, norms and the update/weight ratio."""
+        for name, p in mode.named_params():
+            self._put(step, f"hist/weight/{name}", histogram(p, self.bins))
+            norm = torch.linalg.vector_norm(p.float())
+            self._put(step, f"weight_norm/{name}", norm)
+            if name in self._before:
+                dw = torch.linalg.vector_norm((p - self._before[name]).float())
+                self._put(step, f"update_ratio/{name}", dw / norm.clamp_min(1e-30))
+        self._before = {}
+
+    # -- the flush: one transfer -------------------------------------------------------------
+
+    def flush(self) -> Flush | None:
+        if not self._losses and not self._pieces:
+            return None
+        n_loss = len(self._losses)
+        parts = ([torch.stack(self._losses).double()] if self._losses else []) + self._pieces
+        host = torch.cat(parts).cpu().tolist()               # the one device -> host copy
+        losses, rest = host[:n_loss], host[n_loss:]
+        out = Flush(self._first_step, losses, scalars=list(self._host_scalars))
+        i = 0
+        for step, key, size in self._layout:
+            v = rest[i:i + size]
+            i += size
+            if key.startswith("hist/"):
+                _, kind, layer = key.split("/", 2)
+                out.hists.append(Hist(step, layer, kind, v[-3], v[-2], v[:-3], int(v[-1])))
+            else:
+                out.scalars.append((step, key, v[0]))
+        # throughput and memory, measured on the host across the flush interval
+        now = time.perf_counter()
+        if losses:
+            end = out.last_step + 1
+            done = end - (self._done if self._done is not None else out.first_step)
+            dt = now - self._last_flush_time
+            if dt > 0 and done > 0:
+                out.scalars.append((out.last_step, "steps_per_s", done / dt))
+                out.scalars.append((out.last_step, "samples_per_s", done * self.batch_size / dt))
+            out.scalars.append((out.last_step, "mem_bytes", float(memory_bytes(self.device))))
+            self._done = end
+        self._last_flush_time = now
+        self._losses, self._pieces, self._layout, self._host_scalars = [], [], [], []
+        return out
+
+    def reset_clock(self, step: int) -> None:
+        """After a pause: throughput counts from now."""
+        self._last_flush_time, self._done = time.perf_counter(), step

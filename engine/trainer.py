@@ -1,0 +1,196 @@
+"""The training loop. It raises events and knows nothing about stores, Visdom or progress bars.
+
+Events (subscribe with add_callback):
+    on_flush(flush)                 a batch of telemetry (engine/telemetry.py Flush)
+    on_status(status, info)         "running" | "paused" | "diverged" ...
+
+The hot path per step: next batch, forward_backward, update, zero_grad, keep the loss tensor.
+No host sync, no I/O, no logging. Every K steps the telemetry snapshot adds device work; every
+flush (flush_every steps or flush_seconds) the pending numbers come to the host in one copy.
+Commands from viewers arrive through `control` (engine/runner.py Control), checked as one
+Python attribute per step.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+
+import torch
+
+
+class Control:
+    """Commands from another thread to the loop: pause, resume, stop, set_lr."""
+
+    def __init__(self):
+        self.pending = False
+        self._lock = threading.Lock()
+        self._commands = []                       # (id, command, value)
+        self._wake = threading.Event()
+        self.acks = []                            # (id, result), read by the store thread
+
+    def put(self, cid, command, value=None):
+        with self._lock:
+            self._commands.append((cid, command, value))
+            self.pending = True
+        self._wake.set()
+
+    def take(self):
+        with self._lock:
+            cmds, self._commands, self.pending = self._commands, [], False
+            self._wake.clear()
+            return cmds
+
+    def wait(self, timeout=None):
+        self._wake.wait(timeout)
+
+    def ack(self, cid, result="ok"):
+        if cid is not None:
+            self.acks.append((cid, result))
+
+
+class Trainer:
+    def __init__(self, mode, batches, telemetry, total_steps: int, start_step: int = 0,
+                 on_divergence: str = "pause", control: Control | None = None):
+        self.mode, self.batches, self.tel = mode, batches, telemetry
+        self.total_steps, self.step = total_steps, start_step
+        self.on_divergence = on_divergence
+        self.control = control or Control()
+        self.callbacks = defaultdict(list)
+        self.stopped = False                      # a stop command ended the run early
+        self.divergence = None                    # {"step": s, "layer": name} once diverged
+        self._last_good = None                    # weights at the last all-finite flush
+        self._events = []                         # (step, kind, data) for the next flush
+
+    def add_callback(self, event, fn):
+        self.callbacks[event].append(fn)
+
+    def trigger(self, event, *args):
+        for fn in self.callbacks[event]:
+            fn(*args)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self):
+        mode, tel, control = self.mode, self.tel, self.control
+        while self.step < self.total_steps and not self.stopped:
+            if control.pending:
+                self._handle_commands()
+                continue
+            step = self.step
+            x, y = next(self.batches)
+            snapshot = tel.due(step) or step == self.total_steps - 1
+            loss = mode.forward_backward(x, y)
+            if snapshot:
+                tel.before_update(step, mode, x, y, mode.lr)
+            mode.update()
+            if snapshot:
+                tel.after_update(step, mode)
+            mode.zero_grad()
+            tel.record_loss(step, loss)
+            self.step = step + 1
+            if tel.flush_due():
+                self.flush()
+        self.flush()
+
+    def flush(self):
+        f = self.tel.flush()
+        if f is None and not self._events:
+            return
+        if f is None:
+            from .telemetry import Flush
+            f = Flush(self.step, [])
+        f.events.extend(self._events)
+        self._events = []
+        bad = next((i for i, v in enumerate(f.losses) if not math.isfinite(v)), None)
+        if bad is None:
+            self._last_good = (self.step, [p.detach().clone() for _, p in self.mode.named_params()])
+            self.trigger("on_flush", f)
+        else:
+            self.trigger("on_flush", f)
+            if self.divergence is None and self.on_divergence != "ignore":
+                self._diverged(f.first_step + bad)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _handle_commands(self):
+        for cid, command, value in self.control.take():
+            self._apply(cid, command, value, paused=False)
+
+    def _apply(self, cid, command, value, paused):
+        """Apply one command. Returns True when it ends a pause (resume or stop)."""
+        if command == "set_lr":
+            old, self.mode.lr = self.mode.lr, float(value)
+            self._events.append((self.step, "lr_change", {"old": old, "new": float(value)}))
+        elif command == "stop":
+            self.stopped = True
+            self._events.append((self.step, "stop", {}))
+        elif command == "resume" and paused:
+            self._events.append((self.step, "resume", {}))
+        elif command == "pause" and not paused:
+            self.control.ack(cid)
+            self._pause("pause", {})
+            return False
+        else:
+            self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")
+            return False
+        self.control.ack(cid)
+        return command in ("stop", "resume")
+
+    def _pause(self, kind, data):
+        """Flush, report paused, and block until resume or stop; set_lr applies while paused."""
+        self._events.append((self.step, kind, data))
+        self.flush()
+        self.trigger("on_status", "paused", data)
+        while True:
+            self.control.wait(0.5)
+            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self.control.take()]
+            if any(ended):
+                self.tel.reset_clock(self.step)
+                self.trigger("on_status", "stopping" if self.stopped else "running", {})
+                return
+
+    # -- divergence --------------------------------------------------------------------------
+
+    def _diverged(self, step):
+        """A non-finite loss at `step`: find the first layer whose gradient went non-finite by
+        replaying from the last finite weights, restore those weights, then pause or stop."""
+        layer = self._first_bad_layer()
+        self.divergence = {"step": step, "layer": layer}
+        self.trigger("on_status", "diverged", self.divergence)
+        if self.on_divergence == "stop":
+            self._events.append((step, "divergence", self.divergence))
+            self.stopped = True
+            self.flush()
+        else:
+            self._pause("divergence", self.divergence)
+            self.divergence = None if not self.stopped else self.divergence
+
+    def _restore_last_good(self):
+        if self._last_good is None:
+            return False
+        with torch.no_grad():
+            for (_, p), saved in zip(self.mode.named_params(), self._last_good[1]):
+                p.copy_(saved)
+        return True
+
+    def _first_bad_layer(self):
+        if not self._restore_last_good():
+            return None
+        layer = None
+        names = [n for n, _ in self.mode.named_params()]
+        for _ in range(self.tel.flush_every + 1):        # bounded replay, host checks allowed here
+            x, y = next(self.batches)
+            self.mode.forward_backward(x, y)
+            grads = dict(self.mode.named_grads())
+            bad = [n for n in names if grads.get(n) is not None and not torch.isfinite(grads[n]).all()]
+            if bad:
+                layer = bad[0]
+                break
+            self.mode.update()
+            self.mode.zero_grad()
+        self.mode.zero_grad()
+        self._restore_last_good()
+        # a snapshot of the finite weights, so the last histograms shown are finite
+        self.tel.after_update(self.step, self.mode)
+        return layer

@@ -74,7 +74,7 @@ class RunConfig:
     image_size: int = 32            # imagefolder resize
     data_root: str = "data"         # torchvision downloads go here
     # telemetry and run control
-    telemetry_every: int = 100      # K: histograms, norms, ratios, gradient check every K steps
+    telemetry_every: int = 200      # K: histograms, norms, ratios, gradient check every K steps
     hist_bins: int = 64
     flush_every: int = 200          # steps between host transfers (also flushed every flush_seconds)
     flush_seconds: float = 0.5

@@ -10,6 +10,7 @@ no host sync. Every K steps a snapshot computes, still on the device:
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -48,8 +49,14 @@ class Flush:
 
 
 def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
-    """[counts (bins), lo, hi, nonfinite] of t's finite values, without reading back to the host."""
+    """[counts (bins), lo, hi, nonfinite] of t's finite values, without reading back to the host
+    on CUDA. On the CPU a readback costs nothing, so the common all-finite case takes the fast
+    path: one aminmax pass and one histc pass with that explicit range."""
     t = t.detach().flatten().float()
+    if t.device.type == "cpu":
+        lo, hi = (v.item() for v in torch.aminmax(t))
+        if math.isfinite(lo) and math.isfinite(hi):
+            return torch.cat([torch.histc(t, bins, lo, hi), torch.tensor([lo, hi, 0.0])])
     finite = torch.isfinite(t)
     lo = torch.where(finite, t, float("inf")).amin()
     hi = torch.where(finite, t, float("-inf")).amax()
@@ -100,7 +107,7 @@ class Telemetry:
     # -- snapshots, every K steps ------------------------------------------------------------
 
     def _put(self, step: int, key: str, t: torch.Tensor) -> None:
-        t = t.detach().reshape(-1).double()
+        t = t.detach().reshape(-1).float()
         self._pieces.append(t)
         self._layout.append((step, key, t.numel()))
 
@@ -135,8 +142,9 @@ class Telemetry:
         if not self._losses and not self._pieces:
             return None
         n_loss = len(self._losses)
-        parts = ([torch.stack(self._losses).double()] if self._losses else []) + self._pieces
-        host = torch.cat(parts).cpu().tolist()               # the one device -> host copy
+        parts = ([torch.stack(self._losses).double()] if self._losses else [])
+        parts += [torch.cat(self._pieces).double()] if self._pieces else []
+        host = torch.cat(parts).cpu().tolist()                       # the one device -> host copy
         losses, rest = host[:n_loss], host[n_loss:]
         out = Flush(self._first_step, losses, scalars=list(self._host_scalars))
         i = 0

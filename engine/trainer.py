@@ -71,9 +71,11 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def run(self):
+    def run(self, max_steps: int | None = None):
+        """Train to total_steps (or max_steps more, for benchmarks that interleave), then flush."""
         mode, tel, control = self.mode, self.tel, self.control
-        while self.step < self.total_steps and not self.stopped:
+        end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
+        while self.step < end and not self.stopped:
             if control.pending:
                 self._handle_commands()
                 continue

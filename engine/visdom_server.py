@@ -140,7 +140,7 @@ def start(port=8097, host="127.0.0.1", env_path=None, assets_dir=None, login=Non
     """
     if host not in LOOPBACK + ALL_INTERFACES:
         raise ValueError(f"host must be one of {LOOPBACK + ALL_INTERFACES}, not {host!r}")
-    port = port or _free_port()
+    port = _check_port(port)
     private = Path(tempfile.mkdtemp(prefix="liveprop-visdom-"))  # mode 0700
     try:
         _build_web_root(private / "static", Path(assets_dir or DEFAULT_ASSETS))
@@ -170,9 +170,15 @@ def start(port=8097, host="127.0.0.1", env_path=None, assets_dir=None, login=Non
     return server
 
 
-def _free_port():
+def _check_port(port):
+    """Return `port`, or a free port for 0. Fail early if it is taken: another server on it
+    would answer our readiness check."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tornado does
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise RuntimeError(f"cannot start Visdom on port {port}: {e.strerror}") from None
         return s.getsockname()[1]
 
 
@@ -209,6 +215,7 @@ if __name__ == "__main__":
     parser.add_argument("--env-path", help="where visdom saves environments")
     cli = parser.parse_args()
     logging.basicConfig(format="%(levelname)s: %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on kill, too
     with start(port=cli.port, host=cli.host, env_path=cli.env_path) as server:
         print(f"Visdom server at {server.url} (pid {server.pid}); Ctrl-C stops it", flush=True)
         try:

@@ -1,0 +1,195 @@
+"""Engine overhead: steps/s of the engine with full telemetry against the bare lecture loop.
+
+For each mode at the lecture's size (N, D_in, H, D_out = 64, 1000, 100, 10), the bare loop is the
+lecture's code as written; the engine is a real Trainer with default telemetry (histograms, norms,
+update ratios and the gradient check every K steps, one flush per 200 steps or 0.5 s) writing to
+a real SQLite store on its own thread. The two run interleaved in one process, in ABBA order,
+chunk by chunk, so machine noise hits both alike. The figure is the median of per-round ratios.
+
+    python bench/bench_engine.py [--device cpu|cuda] [--rounds 8] [--chunk 400]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from engine import runner                                      # noqa: E402
+from engine.config import RunConfig                            # noqa: E402
+from engine.telemetry import Telemetry                         # noqa: E402
+from engine.trainer import Control, Trainer                    # noqa: E402
+
+N, D_in, H, D_out = 64, 1000, 100, 10
+
+
+# -- the lecture's loops, as written (device added) ------------------------------------------------
+
+def bare_manual(device):
+    x, y = torch.randn(N, D_in, device=device), torch.randn(N, D_out, device=device)
+    w1, w2 = torch.randn(D_in, H, device=device), torch.randn(H, D_out, device=device)
+    learning_rate = 1e-6
+
+    def run(steps):
+        for t in range(steps):
+            h = x.mm(w1)
+            h_relu = h.clamp(min=0)
+            y_pred = h_relu.mm(w2)
+            loss = (y_pred - y).pow(2).sum()
+            grad_y_pred = 2.0 * (y_pred - y)
+            grad_w2 = h_relu.t().mm(grad_y_pred)
+            grad_h_relu = grad_y_pred.mm(w2.t())
+            grad_h = grad_h_relu.clone()
+            grad_h[h < 0] = 0
+            grad_w1 = x.t().mm(grad_h)
+            w1.sub_(learning_rate * grad_w1)           # w1 -= learning_rate * grad_w1
+            w2.sub_(learning_rate * grad_w2)
+    return run
+
+
+def _bare_autograd(device, relu):
+    x, y = torch.randn(N, D_in, device=device), torch.randn(N, D_out, device=device)
+    w1 = torch.randn(D_in, H, device=device, requires_grad=True)
+    w2 = torch.randn(H, D_out, device=device, requires_grad=True)
+    learning_rate = 1e-6
+
+    def run(steps):
+        for t in range(steps):
+            y_pred = relu(x.mm(w1)).mm(w2)
+            loss = (y_pred - y).pow(2).sum()
+            loss.backward()
+            with torch.no_grad():
+                w1.sub_(learning_rate * w1.grad)       # w1 -= learning_rate * w1.grad
+                w2.sub_(learning_rate * w2.grad)
+                w1.grad.zero_()
+                w2.grad.zero_()
+    return run
+
+
+def bare_autograd(device):
+    return _bare_autograd(device, lambda h: h.clamp(min=0))
+
+
+def bare_custom_function(device):
+    from engine.functions import my_relu
+    return _bare_autograd(device, my_relu)
+
+
+def _lecture_model(device, parallel=False):
+    if parallel:
+        from engine.models import ParallelBlock
+        return torch.nn.Sequential(ParallelBlock(D_in, H), ParallelBlock(H, H), torch.nn.Linear(H, D_out)).to(device)
+    return torch.nn.Sequential(torch.nn.Linear(D_in, H), torch.nn.ReLU(), torch.nn.Linear(H, D_out)).to(device)
+
+
+def bare_nn(device):
+    x, y = torch.randn(N, D_in, device=device), torch.randn(N, D_out, device=device)
+    model = _lecture_model(device)
+    learning_rate = 1e-2
+
+    def run(steps):
+        for t in range(steps):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            with torch.no_grad():
+                for param in model.parameters():
+                    param -= learning_rate * param.grad
+            model.zero_grad()
+    return run
+
+
+def _bare_adam(device, parallel):
+    x, y = torch.randn(N, D_in, device=device), torch.randn(N, D_out, device=device)
+    model = _lecture_model(device, parallel)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def run(steps):
+        for t in range(steps):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return run
+
+
+CASES = {   # name: (bare loop, engine config)
+    "manual": (bare_manual, dict(mode="manual")),
+    "autograd": (bare_autograd, dict(mode="autograd")),
+    "custom_function": (bare_custom_function, dict(mode="custom_function")),
+    "nn": (bare_nn, dict(mode="nn")),
+    "optim (adam)": (lambda d: _bare_adam(d, False), dict(mode="optim")),
+    "parallel_block + adam": (lambda d: _bare_adam(d, True), dict(mode="optim", arch="parallel_block")),
+}
+
+
+# -- the engine -------------------------------------------------------------------------------------
+
+def engine_runner(overrides, device, store_path, total):
+    cfg = RunConfig(**overrides, device=device, steps=total)
+    run_id, p = runner.create_run(cfg, store_path)
+    mode, batches = runner.build(p)
+    c = p.cfg
+    tel = Telemetry(c.telemetry_every, c.hist_bins, c.flush_every, c.flush_seconds, p.device, c.batch_size)
+    control = Control()
+    trainer = Trainer(mode, batches, tel, total, control=control)
+    sink = runner.StoreSink(store_path, run_id, control)
+    trainer.add_callback("on_flush", sink.on_flush)
+    return trainer, sink
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, steps, device):
+    sync(device)
+    t = time.perf_counter()
+    fn(steps)
+    sync(device)
+    return steps / (time.perf_counter() - t)
+
+
+def bench_case(name, device, rounds, chunk, store_path):
+    bare_factory, overrides = CASES[name]
+    bare = bare_factory(device)
+    trainer, sink = engine_runner(overrides, device, store_path, total=(2 * rounds + 2) * chunk)
+    engine = lambda steps: trainer.run(max_steps=steps)             # noqa: E731
+    bare(chunk // 4), engine(chunk // 4)                             # warm up both
+    bare_rates, engine_rates, ratios = [], [], []
+    for r in range(rounds):
+        order = [("bare", bare), ("engine", engine)] if r % 2 == 0 else [("engine", engine), ("bare", bare)]
+        rates = {k: timed(fn, chunk, device) for k, fn in order}
+        bare_rates.append(rates["bare"])
+        engine_rates.append(rates["engine"])
+        ratios.append(rates["engine"] / rates["bare"])
+    sink.close()
+    return statistics.median(bare_rates), statistics.median(engine_rates), statistics.median(ratios), ratios
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--chunk", type=int, default=0, help="steps per timed chunk (default: 400 cpu, 2000 cuda)")
+    ap.add_argument("--cases", default=",".join(CASES))
+    args = ap.parse_args()
+    chunk = args.chunk or (2000 if args.device == "cuda" else 400)
+    dev_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"engine vs bare lecture loop, N,D_in,H,D_out = {N},{D_in},{H},{D_out}, {dev_name}, "
+          f"torch {torch.__version__}, {args.rounds} interleaved rounds of {chunk} steps")
+    print(f"{'loop':<24} {'bare steps/s':>12} {'engine steps/s':>15} {'ratio':>7}   per-round ratios")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases.split(","):
+            b, e, ratio, ratios = bench_case(name, args.device, args.rounds, chunk, os.path.join(tmp, "bench.db"))
+            print(f"{name:<24} {b:>12,.0f} {e:>15,.0f} {ratio:>6.3f}x   "
+                  + " ".join(f"{r:.2f}" for r in ratios), flush=True)
+
+
+if __name__ == "__main__":
+    main()

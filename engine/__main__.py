@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
 import sys
 import time
 
@@ -79,7 +78,6 @@ def cmd_train(args):
         runner.spawn_worker(run_id, args.store)
         return 0
     print(f"run {run_id}: {p.cfg.mode} / {p.cfg.arch} / {p.cfg.dataset}, {p.total_steps} steps", file=sys.stderr)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     status = runner.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
     sys.stderr.write("\n")
     run = runner.get_run(run_id, args.store)

@@ -24,7 +24,7 @@ import torch
 
 from . import data as data_mod
 from . import models, optimizers
-from .config import RAW_MODES, ConfigError, RunConfig, to_dict, validate
+from .config import RAW_MODES, ConfigError, RunConfig, from_dict, to_dict, validate
 from .modes import MODES
 from .store import ACTIVE, PROJECT, Store, default_path
 from .telemetry import Telemetry
@@ -65,6 +65,8 @@ def prepare(cfg: RunConfig) -> Prepared:
     if (cfg.loss == "cross_entropy") != (spec.task == "classification"):
         raise ConfigError(f"loss {cfg.loss!r} does not fit a {spec.task} dataset; "
                           f"use {'cross_entropy' if spec.task == 'classification' else 'sse or mse'}")
+    if cfg.sampler == "balanced" and spec.task != "classification":   # checked here, not at the first batch
+        raise ConfigError(f"sampler 'balanced' needs a classification dataset; {cfg.dataset!r} is {spec.task}")
     if cfg.steps:
         total = cfg.steps
     elif spec.n is None:
@@ -85,10 +87,13 @@ def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
         if isinstance(out, torch.Tensor):
             activations += out.numel()
 
+    shape = spec.in_shape
+    if cfg.arch == "torchvision":      # grayscale batches reach it expanded to 3 channels (build)
+        shape = (3, *shape[1:])
     with torch.device("meta"):
         model = models.build(dataclasses.replace(cfg, pretrained=""), spec.in_shape, spec.out_dim)
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-        model(torch.empty(cfg.batch_size, *spec.in_shape))
+        model(torch.empty(cfg.batch_size, *shape))
     for h in hooks:
         h.remove()
     params = sum(p.numel() for p in model.parameters())
@@ -213,6 +218,20 @@ def checkpoint_path(store_path: str, run_id: str) -> str:
     return str(Path(store_path).parent / "checkpoints" / f"{run_id}.pt")
 
 
+def _stop_on_signals(control: Control):
+    """SIGTERM or Ctrl-C asks for a graceful stop (final checkpoint); a second one interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame):
+        if getattr(handler, "asked", False):
+            raise KeyboardInterrupt
+        handler.asked = True
+        control.put(None, "stop")
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
 def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | None = None) -> str:
     """Train run_id to the end; returns its final status. Used by the detached worker and by
     `python -m engine train` in the foreground."""
@@ -226,7 +245,6 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     sink = StoreSink(store_path, run_id, control)
     status, error = "failed", None
     try:
-        from .config import from_dict
         p = prepare(from_dict(row["config"]))
         store.update_run(run_id, device=p.device_note, total_steps=p.total_steps)
         mode, batches = build(p)
@@ -238,7 +256,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         for event, fns in (callbacks or {}).items():
             for fn in fns:
                 trainer.add_callback(event, fn)
-        signal.signal(signal.SIGTERM, lambda *_: control.put(None, "stop"))
+        _stop_on_signals(control)
         trainer.run()
         ckpt = checkpoint_path(store_path, run_id)
         save_checkpoint(ckpt, mode, p.cfg, trainer.step)

@@ -26,6 +26,7 @@ from . import data as data_mod
 from . import models, optimizers
 from .config import RAW_MODES, ConfigError, RunConfig, from_dict, to_dict, validate
 from .modes import MODES
+from .sinks import attach as attach_sinks, close as close_sinks
 from .store import ACTIVE, PROJECT, Store, default_path
 from .telemetry import Telemetry
 from .trainer import Control, Trainer
@@ -151,8 +152,12 @@ def save_checkpoint(path: str, mode, cfg: RunConfig, step: int) -> None:
     """Atomically: write a temporary file, then os.replace, so a reader never sees half a file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save({**mode.state_dict(), "step": step, "config": to_dict(cfg)}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({**mode.state_dict(), "step": step, "config": to_dict(cfg)}, tmp)
+        os.replace(tmp, path)
+    except BaseException:           # a failed save (disk full, interrupted) leaves no half file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +248,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     control = Control()
     store.update_run(run_id, status="running", pid=os.getpid(), started=time.time(), heartbeat=time.time())
     sink = StoreSink(store_path, run_id, control)
-    status, error = "failed", None
+    status, error, extra = "failed", None, []
     try:
         p = prepare(from_dict(row["config"]))
         store.update_run(run_id, device=p.device_note, total_steps=p.total_steps)
@@ -251,7 +256,8 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         tel = Telemetry(p.cfg.telemetry_every, p.cfg.hist_bins, p.cfg.flush_every, p.cfg.flush_seconds,
                         p.device, p.cfg.batch_size)
         trainer = Trainer(mode, batches, tel, p.total_steps, on_divergence=p.cfg.on_divergence, control=control)
-        trainer.add_callback("on_flush", sink.on_flush)
+        extra = attach_sinks(trainer, p.cfg, run_id, store_path)   # Visdom, TensorBoard; before the store sink
+        trainer.add_callback("on_flush", sink.on_flush)           # so that their status events are stored
         trainer.add_callback("on_status", sink.on_status)
         for event, fns in (callbacks or {}).items():
             for fn in fns:
@@ -276,6 +282,8 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
             status = "failed"
             store.add_event(run_id, None, "error", {"message": error})
         store.set_status(run_id, status, error)
+        for kind, info in close_sinks(extra, status):   # bounded in time; never changes the outcome
+            store.add_event(run_id, None, kind, info)
         store.update_run(run_id, heartbeat=time.time())
         store.close()
     return status
@@ -377,8 +385,11 @@ def kill(run_id, store=None):
     try:
         run = s.get_run(run_id)
         if run and run["pid"] and run["status"] in ACTIVE:
-            try:
-                os.killpg(run["pid"], signal.SIGKILL)
+            try:   # a launched worker leads its own process group; a foreground `train` does not
+                if os.getpgid(run["pid"]) == run["pid"]:
+                    os.killpg(run["pid"], signal.SIGKILL)
+                else:
+                    os.kill(run["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
             s.set_status(run_id, "failed", "killed by the user")

@@ -159,16 +159,17 @@ class Store:
                 "SELECT step, value FROM scalars WHERE run=? AND key=? AND step BETWEEN ? AND ? ORDER BY step",
                 (run_id, key, first, last))]
         width = max(1, math.ceil((last - first + 1) / (max_points // 2)))
-        out = []
-        for row in self.db.execute(
-                "SELECT (step - ?) / ? AS b, MIN(step), MAX(step), MIN(value), MAX(value) FROM scalars "
-                "WHERE run=? AND key=? AND step BETWEEN ? AND ? GROUP BY b ORDER BY b",
-                (first, width, run_id, key, first, last)):
-            _, s0, s1, vmin, vmax = row
-            out.append((s0, vmin))
-            if s1 != s0:
-                out.append((s1, vmax))
-        return out
+        # Each point is a real (step, value): with a single MIN() or MAX() aggregate, SQLite takes the
+        # bare column `step` from the row that holds the extreme. Pairing a bucket's first step with its
+        # min value instead would draw a falling curve as a saw tooth.
+        points = {}
+        for agg in ("MIN", "MAX"):
+            for _, step, value in self.db.execute(
+                    f"SELECT (step - ?) / ? AS b, step, {agg}(value) FROM scalars "
+                    "WHERE run=? AND key=? AND step BETWEEN ? AND ? GROUP BY b",
+                    (first, width, run_id, key, first, last)):
+                points[step] = value
+        return sorted(points.items())
 
     def histograms(self, run_id: str, kind: str | None = None, layer: str | None = None,
                    after_step: int = -1) -> list[dict]:

@@ -74,6 +74,8 @@ class Trainer:
     def run(self, max_steps: int | None = None):
         """Train to total_steps (or max_steps more, for benchmarks that interleave), then flush."""
         mode, tel, control = self.mode, self.tel, self.control
+        if self._last_good is None:      # a divergence before the first flush restores these
+            self._last_good = (self.step, [p.detach().clone() for _, p in mode.named_params()])
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         while self.step < end and not self.stopped:
             if control.pending:

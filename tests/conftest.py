@@ -1,0 +1,238 @@
+"""Shared fixtures for the engine tests.
+
+Every test gets its own run store under tmp_path (LIVEPROP_STORE points there too, so nothing can
+reach the project's runs/ store), and every background worker a test starts is killed at the end
+of the test if it is still alive. Sizes are tiny unless a test is about the lecture's sizes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# One intra-op thread, here and in every worker and CLI subprocess (they inherit the environment).
+# The machine is small and shared: with two OpenMP threads and a busy neighbour, a tiny ResNet step
+# went from 0.07 s to 2.7 s. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+ACTIVE = ("queued", "running", "paused")
+
+# the tiny configuration most tests start from: D_in, H, D_out = 20, 8, 3 on 16 samples
+SMALL = dict(d_in=20, hidden=8, d_out=3, n_samples=16, batch_size=16, steps=5, telemetry_every=2,
+             flush_every=4, hist_bins=8, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# stores and worker clean-up
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_store(tmp_path_factory):
+    """LIVEPROP_STORE points into the session's temp dir for every test and every subprocess."""
+    import torch
+    torch.set_num_threads(1)           # in case torch was imported before the variables above were set
+    base = tmp_path_factory.mktemp("default-store")
+    saved = {k: os.environ.get(k) for k in ("LIVEPROP_STORE", "LIVEPROP_VISDOM_URL")}
+    os.environ["LIVEPROP_STORE"] = str(base / "liveprop.db")
+    os.environ.pop("LIVEPROP_VISDOM_URL", None)     # no run streams to a Visdom server its test did not start
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    kill_workers(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(autouse=True)
+def _reap_workers(tmp_path):
+    yield
+    kill_workers(tmp_path)
+
+
+def _is_worker(pid: int, run_id: str) -> bool:
+    """Only a process that is our `python -m engine worker RUN` is ever killed."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"engine" in argv and b"worker" in argv and run_id.encode() in argv
+
+
+def kill_workers(root: Path) -> None:
+    """SIGKILL the worker of every still-active run in every store under root."""
+    for db in Path(root).rglob("*.db"):
+        try:
+            con = sqlite3.connect(db, timeout=5)
+            rows = con.execute("SELECT id, pid, status FROM runs").fetchall()
+            con.close()
+        except sqlite3.Error:
+            continue
+        for run_id, pid, status in rows:
+            if pid and status in ACTIVE and _is_worker(pid, run_id):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """A fresh run store path (the file does not exist yet)."""
+    return str(tmp_path / "runs" / "liveprop.db")
+
+
+# ---------------------------------------------------------------------------------------------
+# configs and runs
+
+@pytest.fixture
+def small():
+    """small(**overrides) -> a RunConfig with tiny sizes on the CPU."""
+    from engine import RunConfig
+
+    def make(**kw):
+        return RunConfig(**{**SMALL, **kw})
+    return make
+
+
+def run_in_process(cfg, store, callbacks=None):
+    """(run_id, status): create the run and train it with the worker's own body, in this process.
+
+    Faster than a subprocess, and monkeypatches apply. run_worker installs SIGTERM and SIGINT
+    handlers for the worker; pytest's own are put back afterwards."""
+    from engine import runner
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        run_id, _ = runner.create_run(cfg, store)
+        status = runner.run_worker(run_id, store, callbacks=callbacks)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return run_id, status
+
+
+@pytest.fixture
+def run_inprocess():
+    """run_inprocess(cfg, store, callbacks=None) -> (run_id, status); see run_in_process."""
+    return run_in_process
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+    """Poll until predicate() is truthy; return its value, or fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI as a subprocess
+
+def cli_env(store: str | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if store:
+        env["LIVEPROP_STORE"] = store
+    return env
+
+
+def cli_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "engine", *map(str, args)]
+
+
+@pytest.fixture
+def cli():
+    """cli(*args, store=None, timeout=120) -> CompletedProcess of `python -m engine ARGS`."""
+    def run(*args, store=None, timeout=120):
+        return subprocess.run(cli_cmd(*args), cwd=REPO, env=cli_env(store), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+    return run
+
+
+
+# ---------------------------------------------------------------------------------------------
+# spotting host syncs on the CPU
+
+ENGINE_DIR = str(REPO / "engine") + os.sep
+# torch code that calls .item()/.tolist() on tensors that live on the host even in a CUDA run:
+# torch.optim's step counters, and the DataLoader's sampler indices
+HOST_SIDE_DIRS = tuple(os.sep + os.path.join("torch", *d) + os.sep for d in (("optim",), ("utils", "data")))
+SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__",
+                "__complex__", "__format__", "__repr__", "nonzero")
+
+
+class SyncSpy:
+    """Records every tensor call that would make the host wait for the device, made while engine code
+    is on the stack: item, tolist, cpu, numpy, bool/float/int conversion, printing, nonzero, and
+    boolean-mask indexing (the lecture's grad_h[h < 0] = 0). torch.set_sync_debug_mode does this
+    for real, but only on CUDA; this works on the CPU, by structure.
+
+    Calls made inside `with spy.allowed():` (the flush) are not counted, nor are those torch itself
+    makes on tensors that stay on the host in a CUDA run too (HOST_SIDE_DIRS)."""
+
+    def __init__(self, monkeypatch):
+        import torch
+        self.calls = []                    # (what, "file:line" of the innermost engine frame)
+        self._allowed = 0
+        for name in SYNC_METHODS:
+            monkeypatch.setattr(torch.Tensor, name, self._wrap(name, getattr(torch.Tensor, name)))
+        for name in ("__getitem__", "__setitem__"):
+            monkeypatch.setattr(torch.Tensor, name, self._wrap_index(name, getattr(torch.Tensor, name)))
+
+    def allowed(self):
+        spy = self
+
+        class _Allowed:
+            def __enter__(self):
+                spy._allowed += 1
+
+            def __exit__(self, *exc):
+                spy._allowed -= 1
+        return _Allowed()
+
+    def _note(self, what):
+        if self._allowed:
+            return
+        frame = sys._getframe(2)           # the caller of the patched method
+        if any(d in frame.f_code.co_filename for d in HOST_SIDE_DIRS):
+            return
+        while frame is not None:
+            if frame.f_code.co_filename.startswith(ENGINE_DIR):
+                self.calls.append((what, f"{frame.f_code.co_filename[len(ENGINE_DIR):]}:{frame.f_lineno}"))
+                return
+            frame = frame.f_back
+
+    def _wrap(self, name, original):
+        def patched(tensor, *args, **kwargs):
+            self._note(name)
+            return original(tensor, *args, **kwargs)
+        return patched
+
+    def _wrap_index(self, name, original):
+        import torch
+
+        def is_mask(index):
+            items = index if isinstance(index, tuple) else (index,)
+            return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+        def patched(tensor, index, *args):
+            if is_mask(index):
+                self._note(f"{name} with a boolean mask")
+            return original(tensor, index, *args)
+        return patched
+
+
+@pytest.fixture
+def sync_spy(monkeypatch):
+    return SyncSpy(monkeypatch)

@@ -1,0 +1,302 @@
+"""`python -m engine ...` as a subprocess, each with its own temp --store.
+
+Starting Python with torch costs ~2 s of CPU, so independent invocations are started together and
+awaited together (the `batch` helper). Every bad input is checked in-process through
+engine.__main__.main (the same code, milliseconds each) and a representative set also as real
+subprocesses, which also proves nothing else reaches stderr."""
+import csv
+import io
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import torch
+
+from engine import Store
+from engine.__main__ import main
+
+from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
+
+MODES = ("manual", "autograd", "custom_function", "nn", "optim")
+
+
+def batch(jobs, timeout=180):
+    """jobs: {key: argv}; run them all at once; {key: CompletedProcess}."""
+    procs = {k: subprocess.Popen(cli_cmd(*argv), cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, argv in jobs.items()}
+    out = {}
+    for k, p in procs.items():
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs.values():
+                q.kill()
+            pytest.fail(f"`python -m engine {' '.join(map(str, jobs[k]))}` ran over {timeout} s")
+        out[k] = subprocess.CompletedProcess(jobs[k], p.returncode, stdout, stderr)
+    return out
+
+
+def runs_in(store):
+    if not os.path.exists(store):
+        return []
+    s = Store(store)
+    try:
+        return s.list_runs()
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# dry runs and config files, all started at once
+
+TOML = """
+# a TOML config; flags override it
+mode = "nn"
+arch = "parallel_block"
+name = "from toml"
+lr = 0.05
+"""
+
+JSON = {"mode": "optim", "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "arch": "mlp", "depth": 3,
+        "name": "from json"}
+
+
+@pytest.fixture(scope="module")
+def dry(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-dry")
+    (root / "cfg.toml").write_text(TOML)
+    (root / "cfg.json").write_text(json.dumps(JSON))
+    jobs = {mode: ["train", "--dry-run", "--mode", mode, "--store", root / f"{mode}.db"] for mode in MODES}
+    # nn and optim take their mode from a config file, TOML and JSON (one process less each)
+    jobs["nn"] = ["train", "--dry-run", "--config", root / "cfg.toml", "--name", "flag wins",
+                  "--store", root / "nn.db"]
+    jobs["optim"] = ["--store", root / "optim.db", "train", "--dry-run", "--config", root / "cfg.json"]
+    return root, batch(jobs)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dry_run_of_every_mode_prints_a_run_id(dry, mode):
+    root, results = dry
+    r = results[mode]
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip().splitlines()[-1]
+    [run] = runs_in(str(root / f"{mode}.db"))
+    assert run["id"] == run_id and run["status"] == "finished" and run["config"]["mode"] == mode
+    assert run["step"] == run["total_steps"] == 3
+    assert "device: cpu" in r.stderr and "finished" in r.stderr
+
+
+def test_config_files_toml_and_json(dry):
+    root, results = dry
+    for key in ("nn", "optim"):
+        assert results[key].returncode == 0, results[key].stderr
+    [toml_run] = runs_in(str(root / "nn.db"))
+    c = toml_run["config"]
+    assert (c["mode"], c["arch"], c["lr"], toml_run["name"]) == ("nn", "parallel_block", 0.05, "flag wins")
+    [json_run] = runs_in(str(root / "optim.db"))
+    c = json_run["config"]
+    assert (c["mode"], c["optimizer"], c["momentum"], c["nesterov"], c["depth"]) == ("optim", "sgd", 0.9, True, 3)
+    assert json_run["name"] == "from json" and json_run["status"] == "finished"
+
+
+# ---------------------------------------------------------------------------------------------
+# runs and metrics
+
+@pytest.fixture(scope="module")
+def run_300(tmp_path_factory):
+    """A 300-step run, made in-process, then read back through the CLI."""
+    from engine import RunConfig
+    store = str(tmp_path_factory.mktemp("cli-metrics") / "liveprop.db")
+    cfg = RunConfig(mode="autograd", arch="mlp", d_in=10, hidden=6, d_out=2, n_samples=16, batch_size=16,
+                    steps=300, telemetry_every=100, flush_every=64, hist_bins=4, device="cpu", lr=1e-3)
+    run_id, status = run_in_process(cfg, store)
+    assert status == "finished"
+    s = Store(store)
+    loss = s.scalars(run_id, "loss")
+    s.close()
+    results = batch({"csv": ["metrics", run_id, "--format", "csv", "--store", store],
+                     "json": ["metrics", run_id, "--format", "json", "--store", store],
+                     "runs": ["runs", "--store", store]})
+    return run_id, loss, results
+
+
+def test_metrics_csv_is_the_full_series(run_300):
+    run_id, loss, results = run_300
+    r = results["csv"]
+    assert r.returncode == 0, r.stderr
+    table = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(table) == 300 == len(loss)
+    assert [int(row["step"]) for row in table] == list(range(300))
+    assert [float(row["loss"]) for row in table] == [v for _, v in loss]
+    assert {row["step"] for row in table if row.get("grad_norm/w1")} == {"0", "100", "200", "299"}
+
+
+def test_metrics_json_is_the_full_series(run_300):
+    run_id, loss, results = run_300
+    r = results["json"]
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["run"] == run_id
+    assert [tuple(p) for p in doc["series"]["loss"]] == loss
+    assert len(doc["series"]["loss"]) == 300
+    assert len(doc["series"]["lr"]) == 4
+
+
+def test_runs_prints_a_table(run_300):
+    run_id, loss, results = run_300
+    r = results["runs"]
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.strip().splitlines()
+    assert header.split()[:4] == ["run", "status", "mode", "arch"]
+    [row] = rows
+    assert row.split()[:4] == [run_id, "finished", "autograd", "mlp"]
+    assert "300/300" in row and f"{loss[-1][1]:.4g}" in row
+
+
+# ---------------------------------------------------------------------------------------------
+# controlling a detached run
+
+def test_detached_run_is_controlled_from_the_cli(cli, tmp_path):
+    store = str(tmp_path / "liveprop.db")
+    r = cli("train", "--detach", "--mode", "nn", "--arch", "mlp", "--d-in", 10, "--hidden", 6, "--n-samples", 16,
+            "--batch-size", 16, "--steps", 10 ** 7, "--flush-seconds", 0.05, "--telemetry-every", 1000,
+            "--lr", 0.001, "--store", store)
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.strip().splitlines()[-1]
+
+    def step():
+        s = Store(store)
+        try:
+            return s.get_run(run_id)["step"]
+        finally:
+            s.close()
+    wait_for(lambda: step() > 100, timeout=60, what="the detached worker to train")
+
+    for argv, expect in ((["pause", run_id], "pause: ok"), (["set-lr", run_id, "0.0005"], "set_lr: ok"),
+                         (["resume", run_id], "resume: ok"), (["stop", run_id], "stop: ok")):
+        c = cli(*argv, "--wait", 30, "--store", store)
+        assert c.returncode == 0 and c.stdout.strip() == expect, (argv, c.stdout, c.stderr)
+
+    s = Store(store)
+    try:
+        run = wait_for(lambda: (lambda r: r if r["status"] not in ("running", "paused") else None)(s.get_run(run_id)),
+                       timeout=30, what="the stop")
+        kinds = [(e["kind"], e["data"]) for e in s.events(run_id)
+                 if e["kind"] in ("pause", "resume", "lr_change", "stop")]
+    finally:
+        s.close()
+    assert run["status"] == "stopped", run["error"]
+    assert kinds == [("pause", {}), ("lr_change", {"old": 0.001, "new": 0.0005}), ("resume", {}), ("stop", {})]
+    assert torch.load(run["checkpoint"], weights_only=True)["step"] == run["step"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: exit status 2, one line on stderr, nothing written
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-inputs")
+    (d / "bad.csv").write_text("a,b,y\n1,2,3\n4,five,6\n")
+    (d / "bad.toml").write_text('mode = "nn"\nlr = \n')
+    (d / "bad.json").write_text('{"mode": "nn",')
+    (d / "list.json").write_text('["mode", "nn"]')
+    (d / "unknown.toml").write_text('mood = "nn"\n')
+    (d / "zero.toml").write_text("lr = 0.0\n")
+    return d
+
+
+BAD = {
+    "unknown mode": (["--mode", "warp"], "unknown mode 'warp'"),
+    "unknown arch": (["--arch", "transformer"], "unknown arch"),
+    "unknown dataset": (["--dataset", "imagenet"], "unknown dataset"),
+    "unknown optimizer": (["--mode", "optim", "--optimizer", "lbfgs"], "unknown optimizer"),
+    "unknown torchvision model": (["--mode", "optim", "--arch", "torchvision", "--tv-model", "resnet9000",
+                                   "--dataset", "digits"], "unknown torchvision model"),
+    "unknown sampler": (["--sampler", "fair"], "unknown sampler"),
+    "lr 0": (["--lr", "0"], "learning rate"),
+    "lr -1": (["--lr", "-1"], "learning rate"),
+    "lr nan": (["--lr", "nan"], "learning rate"),
+    "lr inf": (["--lr", "inf"], "learning rate"),
+    "lr not a number": (["--lr", "fast"], "--lr"),
+    "batch size 0": (["--batch-size", "0"], "batch_size"),
+    "negative steps": (["--steps", "-5"], "steps"),
+    "hidden too big": (["--hidden", "100000000"], "GiB"),
+    "data too big": (["--n-samples", "100000000000"], "GiB"),
+    "csv not numeric": (["--mode", "nn", "--dataset", "csv", "--csv-path", "{d}/bad.csv", "--csv-target", "y"],
+                        "line 3, column 'b'"),
+    "csv missing": (["--mode", "nn", "--dataset", "csv", "--csv-path", "{d}/nope.csv", "--csv-target", "y"],
+                    "not found"),
+    "image folder missing": (["--mode", "nn", "--dataset", "imagefolder", "--image-dir", "{d}/no-images"],
+                             "not found"),
+    "toml does not parse": (["--config", "{d}/bad.toml"], "does not parse"),
+    "json does not parse": (["--config", "{d}/bad.json"], "does not parse"),
+    "json not a table": (["--config", "{d}/list.json"], "top level"),
+    "config missing": (["--config", "{d}/missing.toml"], "not found"),
+    "config unknown key": (["--config", "{d}/unknown.toml"], "unknown config key 'mood'"),
+    "config lr 0": (["--config", "{d}/zero.toml"], "learning rate"),
+    "nonsense pair": (["--mode", "manual", "--arch", "cnn", "--dataset", "digits"], "nn or optim"),
+    "cuda without cuda": (["--device", "cuda"], "no CUDA device"),
+}
+SUBPROCESS = ("lr not a number", "hidden too big", "csv not numeric", "cuda without cuda")   # argparse, memory,
+                                                                                        # data, device
+
+
+def bad_argv(name, d, store):
+    flags, _ = BAD[name]
+    return ["train", *(f.format(d=d) for f in flags), "--store", store]
+
+
+def skip_cuda_case(name):
+    if name == "cuda without cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so --device cuda is good input here")
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_exits_2_with_one_line_in_process(name, inputs, tmp_path, capsys):
+    skip_cuda_case(name)
+    store = str(tmp_path / "store" / "liveprop.db")
+    try:
+        code = main([str(a) for a in bad_argv(name, inputs, store)])
+    except SystemExit as e:                    # argparse's errors exit from inside
+        code = e.code
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("liveprop: error: "), err
+    assert BAD[name][1] in lines[0], lines[0]
+    assert out == ""
+    assert not os.path.exists(store) and not os.path.exists(os.path.dirname(store)), "the store was written"
+
+
+def test_bad_input_exits_2_with_one_line_as_a_subprocess(inputs, tmp_path):
+    names = [n for n in SUBPROCESS if not (n == "cuda without cuda" and torch.cuda.is_available())]
+    stores = {n: str(tmp_path / n.replace(" ", "-") / "liveprop.db") for n in names}
+    t0 = time.monotonic()
+    results = batch({n: bad_argv(n, inputs, stores[n]) for n in names})
+    for n, r in results.items():
+        lines = r.stderr.splitlines()
+        assert r.returncode == 2, (n, r.stderr)
+        assert len(lines) == 1 and BAD[n][1] in lines[0], (n, r.stderr)
+        assert r.stdout == "", (n, r.stdout)
+        assert not os.path.exists(stores[n]), f"{n}: the store was written"
+    assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["fly"], "invalid choice: 'fly'"),
+    (["metrics", "no-such-run"], "no run 'no-such-run'"),
+    (["pause", "no-such-run"], "no run 'no-such-run'"),
+    (["set-lr", "no-such-run", "0"], "learning rate must be a positive finite number"),
+])
+def test_unknown_command_and_unknown_run(argv, message, tmp_path, capsys):
+    store = str(tmp_path / "liveprop.db")
+    try:
+        code = main([*argv, "--store", store])
+    except SystemExit as e:
+        code = e.code
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert runs_in(store) == []

@@ -1,0 +1,222 @@
+"""The run store: SQLite in WAL mode, a versioned schema, incremental and downsampled reads while a
+writer writes, and deleting a run. (Reading while a real background worker writes: test_engine_worker.py.)"""
+import math
+import random
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from engine import Store
+from engine.store import SCHEMA_VERSION
+from engine.telemetry import Flush, Hist
+
+
+def test_wal_mode_and_schema_version(store):
+    s = Store(store)
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()
+    raw = sqlite3.connect(store)          # WAL is a property of the file: a plain connection sees it
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"meta", "runs", "scalars", "histograms", "events", "control"} <= tables
+    raw.close()
+
+
+def test_a_newer_schema_is_refused(store):
+    Store(store).close()
+    raw = sqlite3.connect(store)
+    raw.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    raw.commit()
+    raw.close()
+    with pytest.raises(RuntimeError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        Store(store)
+
+
+def flush_of(first_step, losses, **kw):
+    return Flush(first_step, list(losses), **kw)
+
+
+def test_flush_round_trip(store):
+    s = Store(store)
+    s.create_run("r1", {"mode": "manual"}, total_steps=4)
+    hist = Hist(step=2, layer="w1", kind="grad", lo=-1.0, hi=1.0, counts=[1.0, 3.0], nonfinite=2)
+    s.write_flush("r1", flush_of(0, [4.0, 3.0, float("nan"), 1.0], scalars=[(2, "grad_norm/w1", 0.5)],
+                                 hists=[hist], events=[(2, "divergence", {"step": 2, "layer": "w1"})]))
+    assert s.scalars("r1", "loss") == [(0, 4.0), (1, 3.0), (2, None), (3, 1.0)]     # NaN is stored as NULL
+    assert s.scalars("r1", "grad_norm/w1") == [(2, 0.5)]
+    [h] = s.histograms("r1", kind="grad", layer="w1")
+    assert h == dict(step=2, layer="w1", kind="grad", edges=[-1.0, 0.0, 1.0], counts=[1.0, 3.0], nonfinite=2)
+    [e] = s.events("r1")
+    assert (e["step"], e["kind"], e["data"]) == (2, "divergence", {"step": 2, "layer": "w1"})
+    assert s.get_run("r1")["step"] == 4
+    s.close()
+
+
+def test_incremental_reads_while_another_thread_writes(store):
+    """A reader on its own connection fetches only what is new ("after step S") while a writer commits."""
+    Store(store).create_run("r1", {})
+    n_flushes, per_flush = 60, 25
+    errors = []
+    writing = threading.Event()
+
+    def writer():
+        try:
+            w = Store(store)
+            writing.set()
+            for i in range(n_flushes):
+                w.write_flush("r1", flush_of(i * per_flush, [float(i * per_flush + j) for j in range(per_flush)]))
+                time.sleep(0.002)            # as a worker between flushes: the reader gets the GIL
+            w.close()
+        except Exception as e:       # surfaces in the assertion below
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    writing.wait(10)
+    reader = Store(store)
+    got, polls_with_news = [], 0
+    while True:
+        writer_done = not t.is_alive()       # before the read: everything it wrote is then visible
+        new = reader.scalars("r1", "loss", after_step=got[-1][0] if got else -1)
+        polls_with_news += bool(new)
+        got += new
+        if writer_done and not new:
+            break
+    t.join()
+    reader.close()
+    assert not errors, errors
+    assert got == [(i, float(i)) for i in range(n_flushes * per_flush)]   # in order, no gap, no repeat
+    assert polls_with_news >= 2, "the reader saw the data only once: it did not read while writes happened"
+
+
+def test_readers_in_threads_see_whole_flushes_only(store):
+    """Each flush is one transaction: a reader never sees half of one."""
+    Store(store).create_run("r1", {})
+    done = threading.Event()
+    sizes, errors = [], []
+
+    def reader():
+        r = Store(store)
+        try:
+            while not done.is_set():
+                sizes.append(len(r.scalars("r1", "loss")))
+        except Exception as e:
+            errors.append(e)
+        finally:
+            r.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    w = Store(store)
+    for i in range(40):
+        w.write_flush("r1", flush_of(i * 50, [1.0] * 50))
+    done.set()
+    for t in threads:
+        t.join()
+    w.close()
+    assert not errors, errors
+    assert sizes and all(n % 50 == 0 for n in sizes), sorted(set(n % 50 for n in sizes))
+
+
+def series(n, seed=0):
+    rng = random.Random(seed)
+    values, v = [], 100.0
+    for _ in range(n):
+        v = v * 0.999 + rng.gauss(0, 0.5)
+        values.append(v)
+    return values
+
+
+@pytest.mark.parametrize("max_points", [50, 200, 2000])
+def test_downsampled_reads_are_bounded_and_keep_min_and_max(store, max_points):
+    values = series(10_001)
+    values[3_333] = -1e6                 # a spike each way: the min and the max
+    values[7_777] = 1e6
+    s = Store(store)
+    s.create_run("r1", {})
+    s.write_flush("r1", flush_of(0, values))
+    down = s.scalars_downsampled("r1", "loss", max_points=max_points)
+    s.close()
+    assert 0 < len(down) <= max_points
+    assert (3_333, -1e6) in down and (7_777, 1e6) in down
+    steps = [step for step, _ in down]
+    assert steps == sorted(set(steps))
+
+
+@pytest.mark.parametrize("shape", ["decreasing", "random"])
+def test_downsampled_points_are_real_points(store, shape):
+    """Every (step, value) returned is a point of the series, so a plotted curve keeps its shape:
+    a decreasing loss must not come back as a saw tooth."""
+    n = 5_000
+    values = [100.0 / (1 + i) for i in range(n)] if shape == "decreasing" else series(n, seed=1)
+    s = Store(store)
+    s.create_run("r1", {})
+    s.write_flush("r1", flush_of(0, values))
+    down = s.scalars_downsampled("r1", "loss", max_points=100)
+    s.close()
+    assert len(down) <= 100
+    for step, v in down:
+        assert values[step] == v, f"step {step}: downsampled value {v} is not the series' {values[step]}"
+    if shape == "decreasing":
+        vs = [v for _, v in down]
+        assert vs == sorted(vs, reverse=True)
+    assert min(v for _, v in down) == min(values) and max(v for _, v in down) == max(values)
+
+
+def test_short_series_and_windows_come_back_whole(store):
+    s = Store(store)
+    s.create_run("r1", {})
+    s.write_flush("r1", flush_of(0, [float(i) for i in range(1000)]))
+    assert s.scalars_downsampled("r1", "loss", max_points=2000) == [(i, float(i)) for i in range(1000)]
+    window = s.scalars_downsampled("r1", "loss", max_points=500, lo=100, hi=199)
+    assert window == [(i, float(i)) for i in range(100, 200)]
+    assert s.scalars_downsampled("r1", "nothing") == []
+    s.close()
+
+
+def test_delete_run_removes_everything_of_that_run_only(store):
+    s = Store(store)
+    for run in ("keep", "gone"):
+        s.create_run(run, {"mode": "manual"})
+        s.write_flush(run, flush_of(0, [1.0, 2.0], scalars=[(0, "lr", 0.1)],
+                                    hists=[Hist(0, "w1", "weight", 0.0, 1.0, [1.0], 0)],
+                                    events=[(1, "pause", {})]))
+        s.ack_control(s.send_control(run, "pause"))
+    s.delete_run("gone")
+    assert s.get_run("gone") is None and [r["id"] for r in s.list_runs()] == ["keep"]
+    for table in ("scalars", "histograms", "events", "control"):
+        counts = dict(s.db.execute(f"SELECT run, COUNT(*) FROM {table} GROUP BY run").fetchall())
+        assert "gone" not in counts and counts.get("keep", 0) > 0, table
+    s.close()
+
+
+def test_control_rows_are_pending_until_acknowledged(store):
+    s = Store(store)
+    s.create_run("r1", {})
+    a = s.send_control("r1", "pause")
+    b = s.send_control("r1", "set_lr", 0.5)
+    assert [(c["id"], c["command"], c["value"]) for c in s.pending_control("r1")] == [(a, "pause", None),
+                                                                                   (b, "set_lr", 0.5)]
+    s.ack_control(a, "ok")
+    assert [c["id"] for c in s.pending_control("r1")] == [b]
+    row = s.control(a)
+    assert row["acked"] is not None and row["result"] == "ok"
+    s.close()
+
+
+def test_values_are_never_pickled(store):
+    """Config and events are JSON text; numbers are numbers."""
+    s = Store(store)
+    s.create_run("r1", {"lr": 0.1, "mode": "nn"})
+    s.add_event("r1", 3, "lr_change", {"old": 0.1, "new": 0.01})
+    raw = sqlite3.connect(store)
+    assert raw.execute("SELECT typeof(config) FROM runs").fetchone()[0] == "text"
+    assert raw.execute("SELECT typeof(data) FROM events").fetchone()[0] == "text"
+    raw.close()
+    assert s.get_run("r1")["config"] == {"lr": 0.1, "mode": "nn"}
+    assert not math.isnan(s.events("r1")[0]["data"]["new"])
+    s.close()

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from . import export, runner
+from . import export, runner, sinks
 from .config import ConfigError, RunConfig, from_dict, load_file
 
 DRY_RUN = dict(steps=3, d_in=8, hidden=4, d_out=2, n_samples=8, batch_size=8, telemetry_every=1,
@@ -34,6 +34,8 @@ def add_config_flags(p: argparse.ArgumentParser):
         else:
             g.add_argument(flag, dest=f.name, type=type(default), default=None,
                            metavar=type(default).__name__.upper(), help=f"default {default!r}")
+    g.add_argument("--no-visdom", dest="visdom", action="store_const", const="off",
+                   help="no Visdom streaming, even when $LIVEPROP_VISDOM_URL is set")
     p.add_argument("--config", help="a TOML or JSON file of settings; flags override it")
     p.add_argument("--dry-run", action="store_true", help="a tiny configuration, as a smoke test")
 
@@ -46,7 +48,11 @@ def config_from_args(args) -> RunConfig:
         v = getattr(args, f.name)
         if v is not None:
             d[f.name] = v
-    return from_dict(d)
+    cfg = from_dict(d)
+    if "lr" in d and cfg.lr == 0:   # RunConfig's lr 0 means "the mode's default"; a given 0 is a mistake
+        raise ConfigError("learning rate must be a positive finite number, got 0 "
+                          "(leave --lr out for the mode's default)")
+    return cfg
 
 
 class Progress:
@@ -54,8 +60,10 @@ class Progress:
 
     def __init__(self, total: int):
         self.total, self.t0, self.rate = total, time.time(), 0.0
+        self.sinks = {}                    # "visdom" -> "connected" | "buffering N" | "dropped N"
 
     def __call__(self, flush):
+        self.sinks.update((kind, d["status"]) for _, kind, d in flush.events if kind in ("visdom", "tensorboard"))
         if not flush.losses:
             return
         done = flush.last_step + 1
@@ -64,7 +72,8 @@ class Progress:
         eta = (self.total - done) / self.rate if self.rate else 0
         bar = "#" * int(30 * done / self.total)
         sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} loss {flush.losses[-1]:.4g} "
-                         f"{self.rate:,.0f} steps/s ETA {time.strftime('%M:%S', time.gmtime(eta))} ")
+                         f"{self.rate:,.0f} steps/s ETA {time.strftime('%M:%S', time.gmtime(eta))} "
+                         + "".join(f"| {k} {v} " for k, v in self.sinks.items()))
         sys.stderr.flush()
 
 
@@ -83,6 +92,8 @@ def cmd_train(args):
     run = runner.get_run(run_id, args.store)
     print(f"{status}: final loss {export.final_loss(run_id, args.store)}" +
           (f" ({run['error']})" if run["error"] else ""), file=sys.stderr)
+    for kind, info in sinks.last_status(run_id, args.store).items():
+        print(sinks.describe(kind, info), file=sys.stderr)
     print(run_id)
     return 0 if status in ("finished", "stopped") else 1
 

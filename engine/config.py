@@ -12,6 +12,7 @@ import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
 RAW_MODES = ("manual", "autograd", "custom_function")   # raw tensors, MLP family only
@@ -80,6 +81,13 @@ class RunConfig:
     flush_seconds: float = 0.5
     on_divergence: str = "pause"    # pause | stop | ignore, when the loss goes non-finite
     name: str = ""                  # a label for the run
+    # remote sinks (engine/sinks/). No password here: the store keeps this config as JSON
+    visdom: str = ""                # Visdom server URL, e.g. http://127.0.0.1:8097; "" = $LIVEPROP_VISDOM_URL or off; "off" = off
+    visdom_port: int = 0            # overrides the URL's port (0: the URL's, else 8097)
+    visdom_base_url: str = ""       # the server's -base_url, e.g. /visdom
+    visdom_env: str = ""            # "" = liveprop_<name>-<run id>
+    visdom_username: str = ""       # for -enable_login; the password is read from $LIVEPROP_VISDOM_PASSWORD only
+    tensorboard_dir: str = ""       # write TensorBoard event files under DIR/<run>; "" = off
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +229,24 @@ def validate(cfg: RunConfig) -> RunConfig:
     if c.freeze_backbone and c.arch != "torchvision":
         raise ConfigError("freeze_backbone applies to arch torchvision")
 
+    _check_visdom(c)
     if c.init == "auto":   # the lecture's raw loops use torch.randn weights with lr 1e-6
         c.init = "randn" if (c.mode in RAW_MODES and c.arch == "two_layer") else "torch"
     return c
+
+
+def _check_visdom(c):
+    if c.visdom and c.visdom.lower() != "off":
+        try:
+            u = urlsplit(c.visdom if "://" in c.visdom else "http://" + c.visdom)
+            u.port
+        except ValueError:
+            u = None
+        if u is not None and u.password is not None:     # never echo it: this line may be logged
+            raise ConfigError("visdom: put no password in the URL (the config is stored); "
+                              "set LIVEPROP_VISDOM_PASSWORD instead")
+        if u is None or u.scheme not in ("http", "https") or not u.hostname:
+            shown = repr(c.visdom) if "@" not in c.visdom else "the URL"
+            raise ConfigError(f"visdom: {shown} is not a server URL like http://127.0.0.1:8097")
+    if not 0 <= c.visdom_port <= 65535:
+        raise ConfigError(f"visdom_port must be in 0..65535, got {c.visdom_port}")

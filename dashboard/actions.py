@@ -1,0 +1,131 @@
+"""Button callbacks (on_click): every action goes through the engine's public API.
+
+Callbacks run before the rerun they trigger, so the page that follows already shows their effect.
+Messages for the person go to st.session_state["lp_error"] / ["lp_notice"] and are shown once.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import streamlit as st
+
+import engine
+from engine import ConfigError
+from engine.store import ACTIVE, Store, default_path
+
+from . import rules, sidebar
+
+EXPECT_S = 15.0             # how long a control's effect is awaited with live refreshes
+
+
+def validate(cfg) -> tuple[object | None, str | None]:
+    """(prepared, None) or (None, the engine's one-line message)."""
+    try:
+        return engine.prepare(cfg), None
+    except ConfigError as e:
+        return None, str(e)
+
+
+def watch(run_id: str | None):
+    st.session_state.lp_run = run_id
+    if run_id:
+        st.query_params["run"] = run_id
+    else:
+        st.query_params.pop("run", None)
+
+
+def start():
+    """Launch the sidebar's configuration as a background run and watch it."""
+    cfg = sidebar.config()
+    try:
+        run_id = engine.launch(cfg)
+    except ConfigError as e:
+        st.session_state.lp_error = f"Not launched: {e}"
+        return
+    st.session_state.lp_compare = None
+    watch(run_id)
+    expect(run_id, "running")
+
+
+def compare():
+    """The same configuration and seed as manual, autograd and custom Function, side by side."""
+    ids = []
+    try:
+        for cfg in rules.compare_configs(sidebar.config()):
+            ids.append(engine.launch(cfg))
+    except ConfigError as e:
+        st.session_state.lp_error = f"Not launched: {e}"
+    if ids:
+        st.session_state.lp_compare = ids
+        watch(ids[0])
+        for run_id in ids:
+            expect(run_id, "running")
+
+
+def expect(run_id: str, status: str):
+    """Keep the live panels refreshing until the run reaches status (or EXPECT_S passes)."""
+    st.session_state.setdefault("lp_expect", {})[run_id] = (status, time.time() + EXPECT_S)
+
+
+def control(run_id: str, command: str):
+    """pause, resume or stop."""
+    fn = {"pause": engine.pause, "resume": engine.resume, "stop": engine.stop}[command]
+    try:
+        fn(run_id)
+    except ConfigError as e:
+        st.session_state.lp_error = str(e)
+        return
+    expect(run_id, {"pause": "paused", "resume": "running", "stop": "ended"}[command])
+
+
+def set_lr(run_id: str):
+    lr = st.session_state.get("live_lr")
+    try:
+        engine.set_lr(run_id, lr)
+    except (ConfigError, TypeError) as e:
+        st.session_state.lp_error = str(e)
+        return
+    st.session_state.lp_notice = f"Learning rate change to {lr:.3g} sent; it shows as a marker on the curves."
+    expect(run_id, "lr")
+
+
+def ask_delete(run_id: str):
+    st.session_state.lp_confirm_delete = run_id
+
+
+def cancel_delete():
+    st.session_state.lp_confirm_delete = None
+
+
+def delete(run_id: str):
+    """Stop the run if it is active (kill it if it does not answer), then remove it, its
+    checkpoint and its log."""
+    st.session_state.lp_confirm_delete = None
+    run = engine.get_run(run_id)
+    if run is None:
+        return
+    if run["status"] in ACTIVE:
+        try:
+            engine.wait_ack(engine.stop(run_id), timeout=5)
+        except ConfigError:
+            pass
+        if (engine.get_run(run_id) or {}).get("status") in ACTIVE:
+            deadline = time.time() + 5
+            while time.time() < deadline and (engine.get_run(run_id) or {}).get("status") in ACTIVE:
+                time.sleep(0.2)
+            if (engine.get_run(run_id) or {}).get("status") in ACTIVE:
+                engine.kill(run_id)
+    s = Store()
+    try:
+        s.delete_run(run_id)
+    finally:
+        s.close()
+    root = Path(default_path()).parent
+    for path in (run.get("checkpoint"), root / "logs" / f"{run_id}.log"):
+        if path and Path(path).is_file() and Path(path).resolve().is_relative_to(root.resolve()):
+            os.remove(path)
+    if st.session_state.get("lp_run") == run_id:
+        watch(None)
+    st.session_state.lp_notice = f"Deleted run {run_id}."

@@ -1,0 +1,32 @@
+"""Liveprop's dashboard: the one entry file (streamlit run dashboard/app.py, or python -m dashboard).
+
+It sets up the page, keeps the sidebar's configuration across pages, and routes with st.navigation.
+The pages are thin files in dashboard/views/ (not pages/: Streamlit treats a pages/ folder beside
+the entry file as an old-style multipage app, and AppTest then runs the page without this file); what they draw comes from live.py (fragments),
+figures.py (pure figure builders) and actions.py (button callbacks through the engine's API).
+"""
+import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:                   # `streamlit run dashboard/app.py` puts only dashboard/ on the path
+    sys.path.insert(0, ROOT)
+
+import streamlit as st  # noqa: E402
+
+from dashboard import sidebar  # noqa: E402
+
+st.set_page_config(page_title="Liveprop", page_icon=":material/monitoring:", layout="wide")
+HERE = Path(__file__).parent
+PAGES = {
+    "train": st.Page(HERE / "views" / "train.py", title="Train", icon=":material/model_training:", default=True),
+    "runs": st.Page(HERE / "views" / "runs.py", title="Runs", icon=":material/table_rows:"),
+    "graph": st.Page(HERE / "views" / "graph.py", title="Computation graph", icon=":material/account_tree:", url_path="graph"),
+    "about": st.Page(HERE / "views" / "about.py", title="About", icon=":material/menu_book:"),
+}
+page = st.navigation(list(PAGES.values()))
+if page.url_path in ("", "train", "graph"):
+    sidebar.render()
+else:
+    sidebar.keep()                         # not drawn on this page: keep its values for the next
+page.run()

@@ -1,0 +1,222 @@
+"""Pure functions from data to plotly figures. No Streamlit, no store: easy to test.
+
+Scalar series come in as `Buckets` (dashboard/series.py) or as (steps, values) at full resolution,
+which are min-max downsampled here; either way no trace carries more than MAX_POINTS points.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from .series import CAP, Buckets, rebin
+
+MAX_POINTS = 2 * CAP                     # per trace
+PALETTE = qualitative.Plotly
+RATIO_GUIDE = 1e-3                       # update/weight ratio rule of thumb (Karpathy, CS231n)
+RATIO_BAND = (3e-4, 3e-3)
+MAX_EVENT_LINES = 50
+
+
+def as_buckets(series) -> Buckets:
+    """Buckets as they are, or (steps, values) at full resolution downsampled to MAX_POINTS."""
+    if isinstance(series, Buckets):
+        return series.compact(CAP)
+    steps, values = series
+    return Buckets.from_points(steps, values).compact(CAP)
+
+
+def _layout(fig: go.Figure, title: str, ytitle: str = "", log_y: bool = False, height: int = 320) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
+                      margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text=ytitle, type="log" if log_y else "linear")
+    return fig
+
+
+def _color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _faint(color: str, alpha: float = 0.25) -> str:
+    h = color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _raw_and_smooth(fig, b: Buckets, smoothing: float, name: str, color: str, legend_raw: bool = True):
+    x, y = b.points()
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} (raw)", line=dict(color=_faint(color), width=1),
+                             showlegend=legend_raw, legendgroup=name, hoverinfo="skip"))
+    sx, sy = b.ema(smoothing)
+    fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=name, line=dict(color=color, width=2),
+                             legendgroup=name))
+
+
+# ---------------------------------------------------------------------------------------------
+# loss
+
+def loss_figure(series, smoothing: float = 0.6, log_y: bool = True, lr_events=(), divergence=None,
+                title: str = "Loss") -> go.Figure:
+    """The raw loss faint behind its EMA, lr changes as markers (and dotted lines) at their steps,
+    a divergence as a red line."""
+    b = as_buckets(series)
+    fig = go.Figure()
+    _raw_and_smooth(fig, b, smoothing, "loss", _color(0))
+    _event_markers(fig, b, lr_events, "lr change", "triangle-up", "#EF553B",
+                   lambda e: f"lr {e['data'].get('old', 0):.3g} → {e['data'].get('new', 0):.3g}")
+    if divergence:
+        fig.add_vline(x=divergence["step"], line=dict(color="red", width=2),
+                      annotation_text=f"diverged ({divergence.get('layer') or '?'})")
+    return _layout(fig, title, "loss", log_y)
+
+
+def _event_markers(fig, b: Buckets, events, name, symbol, color, text):
+    events = [e for e in events if e.get("step") is not None]
+    if not events:
+        return
+    steps = np.array([e["step"] for e in events], dtype=float)
+    y = b.value_at(steps)
+    fig.add_trace(go.Scatter(x=steps, y=y, mode="markers", name=name, text=[text(e) for e in events],
+                             marker=dict(symbol=symbol, size=11, color=color, line=dict(width=1, color="white")),
+                             hovertemplate="step %{x}: %{text}<extra></extra>"))
+    for s in steps[-MAX_EVENT_LINES:]:
+        fig.add_vline(x=s, line=dict(color=color, width=1, dash="dot"))
+
+
+def overlay_figure(named: dict, smoothing: float = 0.6, log_y: bool = True, title: str = "Loss") -> go.Figure:
+    """Several runs' losses: each raw series faint, its EMA solid, one colour per run."""
+    fig = go.Figure()
+    for i, (name, series) in enumerate(named.items()):
+        _raw_and_smooth(fig, as_buckets(series), smoothing, name, _color(i), legend_raw=False)
+    return _layout(fig, title, "loss", log_y, height=380)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-layer lines
+
+def layer_lines(named: dict, title: str, ytitle: str = "", log_y: bool = True, floor: float | None = None) -> go.Figure:
+    """One line per layer (markers too when a series has few points). On a log axis, values <= 0
+    are raised to floor when given (and said so in the hover), else left out."""
+    fig = go.Figure()
+    for i, (name, series) in enumerate(named.items()):
+        x, y = as_buckets(series).points()
+        if log_y:
+            y = np.where(np.asarray(y) > 0, y, np.nan if floor is None else floor)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 60 else "lines", name=name,
+                                 line=dict(color=_color(i), width=1.5), marker=dict(size=4)))
+    fig = _layout(fig, title, ytitle, log_y)
+    if len(named) > 4:                                  # many layers: the legend goes below the plot
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
+                          height=320 + 22 * ((len(named) + 3) // 4))
+    return fig
+
+
+def grad_norm_figure(named: dict) -> go.Figure:
+    return layer_lines(named, "Gradient norm per layer", "‖grad‖")
+
+
+def update_ratio_figure(named: dict) -> go.Figure:
+    """‖Δw‖ / ‖w‖ per layer, with the ~1e-3 guide band: far below, the layer barely learns; far
+    above, the step is too big for it."""
+    fig = layer_lines(named, "Update / weight ratio per layer", "‖Δw‖ / ‖w‖")
+    fig.add_hrect(y0=RATIO_BAND[0], y1=RATIO_BAND[1], fillcolor="green", opacity=0.12, line_width=0,
+                  annotation_text="~1e-3 guide", annotation_position="top left")
+    fig.add_hline(y=RATIO_GUIDE, line=dict(color="green", width=1, dash="dash"))
+    return fig
+
+
+GRADCHECK_FLOOR = 1e-12
+
+
+def gradcheck_figure(named: dict, what: str = "hand-written vs autograd") -> go.Figure:
+    """Per-layer maximum relative error of the gradient check, over time (an exact match, 0, is
+    drawn at GRADCHECK_FLOOR so the log axis can show it)."""
+    return layer_lines(named, f"Gradient check: max relative error, {what} (0 drawn at 1e-12)", "max rel. error",
+                       floor=GRADCHECK_FLOOR)
+
+
+# ---------------------------------------------------------------------------------------------
+# learning rate and run health
+
+def lr_figure(series, lr_events=()) -> go.Figure:
+    b = as_buckets(series)
+    fig = go.Figure()
+    x, y = b.points()
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 60 else "lines", name="lr",
+                             line=dict(shape="hv", color=_color(1))))
+    _event_markers(fig, b, lr_events, "lr change", "triangle-up", "#EF553B",
+                   lambda e: f"lr → {e['data'].get('new', 0):.3g}")
+    return _layout(fig, "Learning rate", "lr", log_y=True)
+
+
+def throughput_figure(series, unit: str = "steps/s") -> go.Figure:
+    x, y = as_buckets(series).points()
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name=unit, line=dict(color=_color(2))))
+    return _layout(fig, "Throughput", unit)
+
+
+def memory_figure(series, device: str = "") -> go.Figure:
+    x, y = as_buckets(series).points()
+    fig = go.Figure(go.Scatter(x=x, y=np.asarray(y) / 2**20, mode="lines", name="memory",
+                               line=dict(color=_color(3)), fill="tozeroy"))
+    return _layout(fig, f"Memory{' (' + device + ')' if device else ''}", "MiB")
+
+
+def nonfinite_figure(named: dict) -> go.Figure:
+    """Non-finite (NaN or inf) values counted in the weight and gradient snapshots."""
+    fig = go.Figure()
+    for i, (kind, series) in enumerate(named.items()):
+        x, y = as_buckets(series).points()
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{kind}s", line=dict(color=_color(4 + i))))
+    return _layout(fig, "Non-finite values (NaN, inf)", "count")
+
+
+# ---------------------------------------------------------------------------------------------
+# histograms
+
+def hist_grid(snaps: list, bins: int = 64) -> np.ndarray:
+    """Common bin edges spanning every snapshot's finite range."""
+    lo = min((s["edges"][0] for s in snaps), default=0.0)
+    hi = max((s["edges"][-1] for s in snaps), default=1.0)
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def hist_heatmap(snaps: list, title: str = "Distribution over time", bins: int = 64) -> go.Figure:
+    """TensorBoard's "distributions": one column per snapshot step, its histogram rebinned onto a
+    common value axis, colour = share of the values (log scale)."""
+    fig = go.Figure()
+    if snaps:
+        grid = hist_grid(snaps, bins)
+        z = np.array([rebin(s["edges"], s["counts"], grid) for s in snaps]).T       # (bins, steps)
+        total = z.sum(axis=0, keepdims=True)
+        share = np.divide(z, total, out=np.zeros_like(z), where=total > 0)
+        fig.add_trace(go.Heatmap(x=[s["step"] for s in snaps], y=(grid[:-1] + grid[1:]) / 2,
+                                 z=np.log10(share + 1e-6), colorscale="Viridis", zmin=-6, zmax=0,
+                                 colorbar=dict(title="log10 share", thickness=10),
+                                 hovertemplate="step %{x}<br>value %{y:.3g}<br>log10 share %{z:.2f}<extra></extra>"))
+    fig = _layout(fig, title, "value")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def hist_bar(snap: dict | None, title: str = "Histogram") -> go.Figure:
+    """One snapshot's histogram; its non-finite count in the title."""
+    fig = go.Figure()
+    if snap:
+        e = np.asarray(snap["edges"], dtype=float)
+        fig.add_trace(go.Bar(x=(e[:-1] + e[1:]) / 2, y=snap["counts"], width=np.diff(e), name="count",
+                             marker=dict(color=_color(0))))
+        title = f"{title} at step {snap['step']}" + (f" · {snap['nonfinite']} non-finite" if snap["nonfinite"] else "")
+    fig = _layout(fig, title, "count")
+    fig.update_xaxes(title_text="value")
+    fig.update_layout(bargap=0, hovermode="closest")
+    return fig
+
+
+def last_finite(snaps: list) -> dict | None:
+    """The newest snapshot without non-finite values (after a divergence, the last good one)."""
+    return next((s for s in reversed(snaps) if not s["nonfinite"]), snaps[-1] if snaps else None)

@@ -1,0 +1,327 @@
+"""Live panels: st.fragment functions that refresh on their own while a run is active.
+
+Each panel is made a fragment with run_every = the refresh interval while its run is queued or
+running (or a control's effect is awaited), and None once it is paused or has ended. A panel that
+finds its run's state changed asks for one full rerun (st.rerun), which re-creates it with the new
+interval: no polling loop, no full-page reruns for the updates themselves.
+
+Each refresh reads only what is new since the last (RunFeed cursors, dashboard/feed.py), into
+buffers bounded per series; RunFeeds live in st.session_state, at most MAX_FEEDS runs per session.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+
+import streamlit as st
+
+import engine
+from engine import sinks
+from engine.store import ACTIVE
+
+from . import actions, figures, reader, rules
+from .feed import RunFeed
+from .series import CAP, Buckets
+
+FAST = 1.0                   # s between refreshes of the status and the loss
+SLOW = 3.0                   # s between refreshes of the detail panels
+WARMING = 0.25               # s between refreshes while a started run has no data yet
+MAX_FEEDS = 6
+VIEWS = ["Weights", "Gradients", "Per-layer", "Health", "Gradient check"]
+
+
+# ---------------------------------------------------------------------------------------------
+# session state: feeds and awaited effects
+
+def feed(run_id: str) -> RunFeed:
+    feeds = st.session_state.setdefault("lp_feeds", OrderedDict())
+    if run_id in feeds:
+        feeds.move_to_end(run_id)
+    else:
+        feeds[run_id] = RunFeed(run_id)
+        while len(feeds) > MAX_FEEDS:
+            feeds.popitem(last=False)
+    return feeds[run_id]
+
+
+def _awaiting(run: dict) -> bool:
+    """A control was sent and its effect is not visible yet."""
+    want, deadline = st.session_state.get("lp_expect", {}).get(run["id"], (None, 0))
+    if want is None or time.time() > deadline:
+        return False
+    reached = (run["status"] == want or (want == "ended" and run["status"] not in ACTIVE)
+               or (want == "running" and run["status"] not in ACTIVE))
+    if reached:
+        st.session_state.lp_expect.pop(run["id"], None)
+    return not reached
+
+
+def interval(runs: list[dict | None], every: float, warm: bool = False) -> float | None:
+    """every while any of the runs is queued or running or awaited, else None (static). With
+    warm, faster while a live run has no data yet, so its first points show as soon as they exist."""
+    live = [r for r in runs if r and (r["status"] in ("queued", "running") or _awaiting(r))]
+    if not live:
+        return None
+    return min(every, WARMING) if warm and any(not r["step"] for r in live) else every
+
+
+def _runs(ids) -> list[dict | None]:
+    return [engine.get_run(i) for i in ids]
+
+
+def _fragment(body, ids: list[str], every: float, *args, warm: bool = False):
+    """Run body(runs, *args) as a fragment refreshing every `every` s while the runs are live."""
+    run_every = interval(_runs(ids), every, warm)
+
+    def panel():
+        t0 = time.perf_counter()
+        runs = _runs(ids)
+        info = body(runs, *args)
+        _log_timing(body.__name__, ids, t0, info)
+        if interval(runs, every, warm) != run_every:
+            st.rerun()                       # state changed: re-create with the new interval
+
+    panel.__qualname__ = f"live.{body.__name__}"
+    st.fragment(panel, run_every=run_every)()
+
+
+def _log_timing(name: str, ids, t0: float, info: dict | None = None):
+    """With LIVEPROP_TIMING=FILE, append one JSON line per refresh (the benchmark reads them)."""
+    path = os.environ.get("LIVEPROP_TIMING")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"panel": name, "runs": list(ids), "ms": (time.perf_counter() - t0) * 1000,
+                                "time": time.time(), **(info or {})}) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# the panels
+
+def run_panel(run_id: str):
+    """Status, progress, controls and the loss curve: one fragment, refreshed every FAST s."""
+    _fragment(_run_and_loss, [run_id], FAST, run_id, warm=True)
+
+
+def _run_and_loss(runs, run_id):
+    _status(runs, run_id)
+    return _loss(runs, run_id)
+
+
+def detail_panel(run_id: str):
+    _fragment(_details, [run_id], SLOW, run_id)
+
+
+def compare_panel(run_ids: list[str]):
+    _fragment(_compare, list(run_ids), FAST, list(run_ids))
+
+
+def _status(runs, run_id):
+    run = runs[0]
+    if run is None:
+        st.warning(f"Run {run_id} is not in the store (deleted?).")
+        return
+    db = reader.connect()
+    try:
+        f = feed(run_id)
+        f.sync_events(db)
+        _, rate = reader.last_value(db, run_id, "steps_per_s")
+    finally:
+        db.close()
+    cfg, total, done = run["config"], run["total_steps"] or 0, run["step"] or 0
+    changes = f.events_of("lr_change")
+    lr = changes[-1]["data"].get("new", cfg["lr"]) if changes else cfg["lr"]
+    st.markdown(f"**Run `{run_id}`** · {rules.MODE_LABELS.get(cfg['mode'], cfg['mode'])} · {cfg['arch']}"
+                f"{' · ' + cfg['optimizer'] if cfg.get('optimizer') else ''} · lr {lr:.3g}"
+                f" · {run.get('device') or cfg['device']} · status **{run['status']}**")
+    if run["status"] in ("queued", "running"):
+        rate_txt = f"{rate:,.0f} steps/s" if rate else "– steps/s"
+        text = f"step {done:,} / {total:,} · {rate_txt} · ETA {rules.eta_text(done, total, rate)}"
+    else:
+        text = f"{run['status']} at step {done:,} / {total:,}"
+    st.progress(min(1.0, done / total) if total else 0.0, text=text)
+    _sinks(f)
+    _banners(run, f)
+    _controls(run)
+
+
+def _sinks(f: RunFeed):
+    """The latest status of the run's Visdom and TensorBoard sinks, one line."""
+    latest = {e["kind"]: e["data"] for e in f.events if e["kind"] in ("visdom", "tensorboard")}
+    if latest:
+        st.caption(" · ".join(sinks.describe(kind, info) for kind, info in latest.items()))
+
+
+def _banners(run, f: RunFeed):
+    div = f.events_of("divergence")
+    if div:
+        d = div[-1]["data"]
+        st.error(f"Diverged at step {d.get('step')} in layer {d.get('layer') or '(unknown)'}: the loss went "
+                 f"non-finite. The run is {run['status']}; the histograms below show the last finite weights.")
+    if run["status"] == "failed":
+        st.error(f"Run failed: {run.get('error') or 'no reason recorded'}")
+
+
+def _controls(run):
+    rid, status = run["id"], run["status"]
+    c = st.columns([1, 1, 1, 2, 1])
+    c[0].button("Pause", key="btn_pause", on_click=actions.control, args=(rid, "pause"),
+                disabled=status != "running", width="stretch")
+    c[1].button("Resume", key="btn_resume", on_click=actions.control, args=(rid, "resume"),
+                disabled=status != "paused", width="stretch")
+    c[2].button("Stop", key="btn_stop", on_click=actions.control, args=(rid, "stop"),
+                disabled=status not in ACTIVE, width="stretch")
+    st.session_state.setdefault("live_lr", float(run["config"]["lr"]))
+    c[3].number_input("New learning rate", key="live_lr", format="%.3e", step=None, label_visibility="collapsed",
+                      disabled=status not in ("running", "paused"))
+    c[4].button("Set lr", key="btn_lr", on_click=actions.set_lr, args=(rid,),
+                disabled=status not in ("running", "paused"), width="stretch")
+
+
+def _loss(runs, run_id):
+    run = runs[0]
+    if run is None:
+        return
+    c1, c2, c3 = st.columns([3, 1, 1])
+    smoothing = c1.slider("EMA smoothing", 0.0, 0.999, 0.6, step=0.001, key="ema", format="%.3f")
+    log_y = c2.toggle("log y", value=True, key="log_y")
+    zoom = c3.toggle("Zoom", key="zoom", help="Show a step range; up to 2,000 steps, every step is shown")
+    db = reader.connect()
+    try:
+        f = feed(run_id)
+        loss = f.sync(db, "loss")
+        f.sync_events(db)
+        if zoom:
+            z1, z2 = st.columns(2)
+            lo = z1.number_input("from step", min_value=0, value=max(0, loss.last_step - 1000), step=100, key="zoom_lo")
+            hi = z2.number_input("to step", min_value=0, value=max(0, loss.last_step), step=100, key="zoom_hi")
+            loss = Buckets.from_rows(reader.bucket_rows(db, run_id, "loss", CAP, int(lo), int(hi)))
+    finally:
+        db.close()
+    if not len(loss):          # no empty chart: the browser would redraw it at every refresh
+        st.caption("Waiting for the first loss values…")
+        return {"points": 0}
+    div = f.events_of("divergence")
+    fig = figures.loss_figure(loss, smoothing, log_y, lr_events=f.events_of("lr_change"),
+                              divergence=div[-1]["data"] if div else None)
+    st.plotly_chart(fig, key="loss_chart", config={"displaylogo": False})
+    return {"points": max((len(t.x) for t in fig.data), default=0)}
+
+
+def _details(runs, run_id):
+    run = runs[0]
+    if run is None:
+        return
+    view = st.segmented_control("Panel", VIEWS, default="Weights", key="detail_view", required=True,
+                                label_visibility="collapsed")
+    db = reader.connect()
+    try:
+        f = feed(run_id)
+        f.sync_keys(db)
+        f.sync_events(db)
+        if view in ("Weights", "Gradients"):
+            _hist_view(db, f, "weight" if view == "Weights" else "grad", run)
+        elif view == "Per-layer":
+            _layer_view(db, f)
+        elif view == "Health":
+            _health_view(db, f, run)
+        elif view == "Gradient check":
+            _gradcheck_view(db, f, run)
+    finally:
+        db.close()
+
+
+def _hist_view(db, f: RunFeed, kind: str, run: dict):
+    layers = f.sync_layers(db, kind)
+    if not layers:
+        st.caption("No histograms yet (they come every K steps).")
+        return
+    c1, c2 = st.columns([2, 1])
+    layer = c1.selectbox("Layer", layers, key=f"layer_{kind}")
+    follow = c2.toggle("Latest step", value=True, key=f"follow_{kind}")
+    snaps = f.sync_hist(db, kind, layer).snaps
+    title = "Weights" if kind == "weight" else "Gradients"
+    st.plotly_chart(figures.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
+                    key=f"heat_{kind}", config={"displaylogo": False})
+    snap = figures.last_finite(snaps)
+    if len(snaps) > 1:
+        # fixed bounds (the run's length), so the slider keeps its place while snapshots arrive
+        last = max(run["total_steps"] or 0, snaps[-1]["step"])
+        key = f"at_{kind}"
+        if follow or key not in st.session_state:         # the slider shows the step on display
+            st.session_state[key] = snap["step"]
+        at = st.slider("Histogram at step", 0, last, step=run["config"].get("telemetry_every") or 1,
+                       key=key, disabled=follow, help="the nearest snapshot is shown")
+        if not follow:
+            snap = min(snaps, key=lambda s: abs(s["step"] - at))
+    st.plotly_chart(figures.hist_bar(snap, f"{title} of {layer}"), key=f"bar_{kind}", config={"displaylogo": False})
+
+
+def _layer_view(db, f: RunFeed):
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figures.grad_norm_figure(f.sync_prefix(db, "grad_norm/")), key="grad_norm")
+    c2.plotly_chart(figures.update_ratio_figure(f.sync_prefix(db, "update_ratio/")), key="update_ratio")
+    c1.plotly_chart(figures.lr_figure(f.sync(db, "lr"), f.events_of("lr_change")), key="lr")
+    c2.plotly_chart(figures.layer_lines(f.sync_prefix(db, "weight_norm/"), "Weight norm per layer", "‖w‖"),
+                    key="weight_norm")
+
+
+def _health_view(db, f: RunFeed, run):
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figures.throughput_figure(f.sync(db, "steps_per_s")), key="throughput")
+    c2.plotly_chart(figures.memory_figure(f.sync(db, "mem_bytes"), run.get("device") or ""), key="memory")
+    st.plotly_chart(figures.nonfinite_figure(f.sync_nonfinite(db)), key="nonfinite")
+
+
+def _gradcheck_view(db, f: RunFeed, run):
+    mode = run["config"]["mode"]
+    what = {"manual": "hand-written vs autograd", "custom_function": "MyReLU vs the built-in ReLU"}.get(mode)
+    if what is None:
+        st.caption(f"Mode {rules.MODE_LABELS.get(mode, mode)!r} has no gradient check: manual mode compares its "
+                   "hand-written gradients with autograd's, custom Function compares MyReLU with the built-in ReLU.")
+        return
+    st.plotly_chart(figures.gradcheck_figure(f.sync_prefix(db, "gradcheck/"), what), key="gradcheck")
+
+
+def _compare(runs, run_ids):
+    st.subheader("Compare modes: same configuration, same seed")
+    smoothing = st.slider("EMA smoothing ", 0.0, 0.999, 0.0, step=0.001, key="cmp_ema", format="%.3f")
+    db = reader.connect()
+    try:
+        named, checks = {}, {}
+        for run in runs:
+            if run is None:
+                continue
+            f = feed(run["id"])
+            label = rules.MODE_LABELS.get(run["config"]["mode"], run["config"]["mode"])
+            named[f"{label} ({run['status']})"] = f.sync(db, "loss")
+            f.sync_keys(db)
+            for layer, b in f.sync_prefix(db, "gradcheck/").items():
+                checks[f"{label}: {layer}"] = b
+    finally:
+        db.close()
+    st.plotly_chart(figures.overlay_figure(named, smoothing, True, "Loss: manual, autograd, custom Function"),
+                    key="cmp_loss")
+    st.caption("From the same seed the three modes follow the same trajectory; their curves lie on top of each other.")
+    st.plotly_chart(figures.gradcheck_figure(checks, "manual vs autograd, MyReLU vs ReLU"), key="cmp_check")
+
+
+def overlay_panel(run_ids: list[str]):
+    _fragment(_overlay, list(run_ids), FAST, list(run_ids))
+
+
+def _overlay(runs, run_ids):
+    c1, c2 = st.columns([3, 1])
+    smoothing = c1.slider("EMA smoothing", 0.0, 0.999, 0.6, step=0.001, key="ovl_ema", format="%.3f")
+    log_y = c2.toggle("log y", value=True, key="ovl_log")
+    db = reader.connect()
+    try:
+        named = {}
+        for run in runs:
+            if run is not None:
+                label = f"{run['id']} {rules.MODE_LABELS.get(run['config']['mode'], run['config']['mode'])}"
+                named[label] = feed(run["id"]).sync(db, "loss")
+    finally:
+        db.close()
+    st.plotly_chart(figures.overlay_figure(named, smoothing, log_y, "Loss of the selected runs"), key="ovl_loss")

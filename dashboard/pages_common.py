@@ -1,0 +1,40 @@
+"""Small helpers shared by the pages: one-shot messages and which run the Train page watches."""
+from __future__ import annotations
+
+import streamlit as st
+
+import engine
+from engine.store import ACTIVE
+
+
+def messages():
+    """Show and forget the last action's error or notice."""
+    if msg := st.session_state.pop("lp_error", None):
+        st.error(msg)
+    if msg := st.session_state.pop("lp_notice", None):
+        st.success(msg)
+
+
+def current_run() -> str | None:
+    """The run this session watches: chosen here, else in the URL (?run=ID, so a reload keeps it),
+    else the newest active run in the store."""
+    run_id = st.session_state.get("lp_run") or st.query_params.get("run")
+    if run_id is None:
+        active = [r for r in engine.list_runs() if r["status"] in ACTIVE]
+        run_id = active[0]["id"] if active else None
+    st.session_state.lp_run = run_id
+    return run_id
+
+
+def run_rows(runs: list[dict], final_loss: dict) -> list[dict]:
+    """One table row per run: what the Runs page lists."""
+    from dashboard.rules import MODE_LABELS
+    rows = []
+    for r in runs:
+        c = r["config"]
+        rows.append({"run": r["id"], "name": r.get("name") or "", "status": r["status"],
+                     "mode": MODE_LABELS.get(c["mode"], c["mode"]), "arch": c["arch"],
+                     "optimizer": c.get("optimizer") or "–", "lr": c["lr"],
+                     "steps": f"{r['step'] or 0:,} / {r['total_steps'] or 0:,}",
+                     "final loss": final_loss.get(r["id"]), "device": r.get("device") or c.get("device")})
+    return rows

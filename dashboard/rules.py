@@ -1,0 +1,113 @@
+"""Which sidebar controls apply to a configuration, and why not; sidebar values to a RunConfig.
+
+Pure functions of a dict of widget values (the RunConfig field names), so they are tested without
+a browser. The engine's `prepare()` remains the judge of what may launch (config.py knows the valid
+values); this module only decides what to grey out and what to say about it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from engine.config import MLP_ARCHS, RunConfig
+
+MODE_LABELS = {"manual": "manual", "autograd": "autograd", "custom_function": "custom Function",
+               "nn": "nn", "optim": "nn + optim"}
+OPTIMIZER_KNOBS = {                                   # what torch.optim's constructors take
+    "sgd": ("momentum", "nesterov", "weight_decay"),
+    "adam": ("beta1", "beta2", "eps", "weight_decay"),
+    "adamw": ("beta1", "beta2", "eps", "weight_decay"),
+    "rmsprop": ("alpha", "momentum", "eps", "weight_decay"),
+    "adagrad": ("eps", "weight_decay"),
+}
+KNOBS = ("momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay", "alpha")
+TABULAR_SETS = ("random", "teacher")
+COMPARE_MODES = ("manual", "autograd", "custom_function")
+
+# a log-scale learning-rate slider: 1, 2, 5 per decade from 1e-8 to 1
+LR_STEPS = [round(m * 10.0 ** e, 12) for e in range(-8, 1) for m in (1, 2, 5) if m * 10.0 ** e <= 1]
+
+
+def disabled_reasons(v: dict) -> dict[str, str]:
+    """field -> why that control does not apply to the configuration v (missing: it applies)."""
+    why = {}
+    mode, arch, ds = v.get("mode", "manual"), v.get("arch", "two_layer"), v.get("dataset", "random")
+    if mode != "optim":
+        msg = (f"mode {MODE_LABELS.get(mode, mode)!r} updates the weights by hand (w -= lr * grad); "
+               f"optimizers apply to mode 'nn + optim'")
+        why["optimizer"] = msg
+        for k in KNOBS:
+            why[k] = msg
+    else:
+        opt = v.get("optimizer") or "adam"
+        for k in KNOBS:
+            if k not in OPTIMIZER_KNOBS.get(opt, ()):
+                why[k] = f"{opt} has no {k.replace('_', ' ')} setting; it takes {', '.join(OPTIMIZER_KNOBS[opt])}"
+        if "nesterov" not in why and not v.get("momentum"):
+            why["nesterov"] = "Nesterov needs momentum > 0"
+    if arch != "mlp":
+        why["depth"] = "depth applies to arch mlp (two_layer is the depth-2 case)"
+    if arch != "torchvision":
+        for k in ("tv_model", "pretrained", "freeze_backbone"):
+            why[k] = "applies to torchvision models (arch torchvision)"
+    if arch == "torchvision":
+        why["hidden"] = "a torchvision model has its own widths"
+    if ds not in TABULAR_SETS:
+        for k in ("d_in", "d_out", "n_samples"):
+            why[k] = f"dataset {ds!r} sets the input and output sizes"
+    if ds != "csv":
+        why["csv"] = "applies to dataset csv"
+    if ds != "imagefolder":
+        why["image_dir"] = "applies to dataset imagefolder"
+    if ds not in ("mnist", "fashion_mnist", "cifar10"):
+        why["data_root"] = "applies to the torchvision datasets (mnist, fashion_mnist, cifar10)"
+    if v.get("length") == "epochs":
+        why["steps"] = "the run is counted in epochs"
+    else:
+        why["epochs"] = "the run is counted in steps"
+    if mode not in COMPARE_MODES or arch not in MLP_ARCHS:
+        why["compare"] = ("compare modes runs manual, autograd and custom Function, which take the MLP "
+                          "family only (arch two_layer or mlp) and no optimizer")
+    return why
+
+
+def config_from_values(v: dict) -> RunConfig:
+    """A RunConfig from sidebar values. Fields whose control does not apply keep their defaults,
+    so a greyed-out value never reaches the engine."""
+    why = disabled_reasons(v)
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    d = {k: val for k, val in v.items() if k in names and k not in why}
+    if v.get("mode") != "optim":
+        d["optimizer"] = ""
+    if v.get("length") == "epochs":
+        d["steps"] = 0
+    else:
+        d["epochs"] = 0
+    if v.get("dataset") == "csv":
+        d["csv_path"], d["csv_target"] = v.get("csv_path", ""), v.get("csv_target", "")
+    return RunConfig(**d)
+
+
+def with_visdom(cfg: RunConfig, on: bool, host: str, port: int, env: str = "") -> RunConfig:
+    """The sidebar's Visdom target in the config: a URL, or "off"; env "" lets the engine name it
+    per run (liveprop_<name>-<run id>)."""
+    url = f"http://{host.strip()}:{int(port)}" if on and host.strip() else "off"
+    return dataclasses.replace(cfg, visdom=url, visdom_port=0, visdom_env=env.strip())
+
+
+def compare_configs(cfg: RunConfig) -> list[RunConfig]:
+    """The same configuration and seed as manual, autograd and custom Function."""
+    return [dataclasses.replace(cfg, mode=m, optimizer="", name=f"compare {m}") for m in COMPARE_MODES]
+
+
+def nearest_lr_step(lr: float) -> float:
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        return LR_STEPS[0]
+    return min(LR_STEPS, key=lambda s: abs(math.log10(s) - math.log10(lr)))
+
+
+def eta_text(done: int, total: int | None, rate: float | None) -> str:
+    if not total or not rate or rate <= 0 or done >= total:
+        return "–"
+    s = int((total - done) / rate)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

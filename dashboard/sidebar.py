@@ -1,0 +1,277 @@
+"""The sidebar: every RunConfig knob, greyed out with the reason when it does not apply.
+
+Widget values live in st.session_state under "cfg_<field>" (the RunConfig field name), set to
+their defaults once, so `values()` is the configuration the next Start launches. The rules of what
+applies are in rules.py; the engine's prepare() has the last word (see actions.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import streamlit as st
+
+from engine.config import (ARCHS, DATASETS, DEVICES, DTYPES, MODES, ON_DIVERGENCE, OPTIMIZERS, SAMPLERS,
+                           RunConfig, default_lr)
+from engine.store import default_path
+
+from . import rules
+
+K = "cfg_"
+TV_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v3_small", "vgg11"]
+MODE_HELP = {
+    "manual": "raw tensors, forward and backward written by hand",
+    "autograd": "requires_grad tensors, loss.backward()",
+    "custom_function": "autograd with the lecture's MyReLU (a torch.autograd.Function)",
+    "nn": "a torch.nn model, the update written by hand",
+    "optim": "a torch.nn model and a torch.optim optimizer",
+}
+
+
+def values() -> dict:
+    """The sidebar's values by RunConfig field name (plus "length": steps or epochs)."""
+    _init()
+    return {k[len(K):]: v for k, v in st.session_state.items() if isinstance(k, str) and k.startswith(K)}
+
+
+def config() -> RunConfig:
+    t = visdom_target()
+    return rules.with_visdom(rules.config_from_values(values()), t["on"], t["host"], t["port"], t["env"])
+
+
+def visdom_target() -> dict:
+    _init()
+    return {"on": st.session_state.visdom_on, "host": st.session_state.visdom_host,
+            "port": st.session_state.visdom_port, "env": st.session_state.visdom_env}
+
+
+# ---------------------------------------------------------------------------------------------
+# state
+
+def _init():
+    if st.session_state.get("_cfg_ready"):
+        return
+    defaults = RunConfig()
+    st.session_state.setdefault(K + "lr", defaults.lr or default_lr(defaults.mode))   # show the lecture's rate
+    st.session_state.setdefault(K + "optimizer", defaults.optimizer or "adam")
+    for f, v in vars(defaults).items():
+        st.session_state.setdefault(K + f, v)
+    st.session_state.setdefault(K + "length", "steps")
+    st.session_state.setdefault("lr_log", rules.nearest_lr_step(st.session_state[K + "lr"]))
+    started = os.environ.get("LIVEPROP_VISDOM_URL")           # set by python -m dashboard
+    url = urlparse(started or "http://127.0.0.1:8097")
+    st.session_state.setdefault("visdom_on", bool(started))
+    st.session_state.setdefault("visdom_host", url.hostname or "127.0.0.1")
+    st.session_state.setdefault("visdom_port", url.port or 8097)
+    st.session_state.setdefault("visdom_env", "")
+    st.session_state["_cfg_ready"] = True
+
+
+def _mode_changed():
+    lr = default_lr(st.session_state[K + "mode"])       # the lecture's rate for that mode
+    st.session_state[K + "lr"] = lr
+    st.session_state.lr_log = rules.nearest_lr_step(lr)
+
+
+def _lr_slider_changed():
+    st.session_state[K + "lr"] = st.session_state.lr_log
+
+
+def _lr_exact_changed():
+    st.session_state.lr_log = rules.nearest_lr_step(st.session_state[K + "lr"])
+
+
+# ---------------------------------------------------------------------------------------------
+# drawing
+
+def render():
+    """Draw the configuration controls into the sidebar."""
+    _init()
+    why = rules.disabled_reasons(values())
+    with st.sidebar:
+        st.subheader("Configure a run")
+        _mode()
+        _architecture(why)
+        _optimizer(why)
+        _learning_rate()
+        _length(why)
+        _data(why)
+        _device()
+        _run(why)
+        _visdom()
+
+
+def _reason(text: str | None):
+    if text:
+        st.caption(f":grey[:material/block: Not used: {text}]")
+
+
+def _mode():
+    st.radio("Mode", MODES, key=K + "mode", format_func=rules.MODE_LABELS.get, on_change=_mode_changed,
+             help="The lecture's five ways to train; see the About page.")
+    st.caption(MODE_HELP[st.session_state[K + "mode"]])
+
+
+def _architecture(why):
+    st.selectbox("Architecture", ARCHS, key=K + "arch")
+    with st.expander("Architecture sizes"):
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("D_in", min_value=1, step=1, key=K + "d_in", disabled="d_in" in why, help=why.get("d_in"))
+        c2.number_input("H", min_value=1, step=1, key=K + "hidden", disabled="hidden" in why, help=why.get("hidden"))
+        c3.number_input("D_out", min_value=1, step=1, key=K + "d_out", disabled="d_out" in why, help=why.get("d_out"))
+        _reason(why.get("d_in"))
+        st.number_input("Depth (Linear layers)", min_value=1, step=1, key=K + "depth", disabled="depth" in why)
+        _reason(why.get("depth"))
+        st.checkbox("Bias", key=K + "bias")
+        st.selectbox("Torchvision model", TV_MODELS, key=K + "tv_model", accept_new_options=True,
+                     disabled="tv_model" in why)
+        st.text_input("Pretrained weights file (state_dict)", key=K + "pretrained", disabled="pretrained" in why,
+                      placeholder="path/to/resnet18.pth, or 'torchvision'")
+        st.checkbox("Freeze backbone (train the new head only)", key=K + "freeze_backbone",
+                    disabled="freeze_backbone" in why)
+        _reason(why.get("tv_model"))
+
+
+def _optimizer(why):
+    st.selectbox("Optimizer", OPTIMIZERS, key=K + "optimizer", disabled="optimizer" in why)
+    _reason(why.get("optimizer"))
+    with st.expander("Optimizer settings"):
+        c1, c2 = st.columns(2)
+        c1.number_input("Momentum", min_value=0.0, step=0.1, key=K + "momentum", disabled="momentum" in why,
+                        help=why.get("momentum"))
+        c2.checkbox("Nesterov", key=K + "nesterov", disabled="nesterov" in why, help=why.get("nesterov"))
+        c1.number_input("beta1", min_value=0.0, max_value=0.9999, step=0.01, key=K + "beta1",
+                        disabled="beta1" in why, help=why.get("beta1"))
+        c2.number_input("beta2", min_value=0.0, max_value=0.99999, step=0.001, format="%.4f", key=K + "beta2",
+                        disabled="beta2" in why, help=why.get("beta2"))
+        c1.number_input("Weight decay", min_value=0.0, step=1e-4, format="%.2e", key=K + "weight_decay",
+                        disabled="weight_decay" in why, help=why.get("weight_decay"))
+        c2.number_input("eps", min_value=0.0, step=1e-8, format="%.1e", key=K + "eps", disabled="eps" in why,
+                        help=why.get("eps"))
+        c1.number_input("alpha (RMSprop)", min_value=0.0, max_value=0.9999, step=0.01, key=K + "alpha",
+                        disabled="alpha" in why, help=why.get("alpha"))
+        if "optimizer" in why:
+            st.caption(":grey[:material/block: Not used: no optimizer in this mode]")
+        else:
+            opt = st.session_state[K + "optimizer"]
+            st.caption(f"{opt} takes: {', '.join(k.replace('_', ' ') for k in rules.OPTIMIZER_KNOBS[opt])}")
+
+
+def _learning_rate():
+    st.select_slider("Learning rate (log scale)", options=rules.LR_STEPS, key="lr_log", format_func=lambda v: f"{v:.0e}",
+                     on_change=_lr_slider_changed)
+    st.number_input("Learning rate (exact)", key=K + "lr", format="%.3e", step=None, on_change=_lr_exact_changed,
+                    help="Any positive number; the slider snaps to 1, 2, 5 per decade.")
+
+
+def _length(why):
+    c1, c2 = st.columns(2)
+    c1.number_input("Batch size", min_value=0, step=1, key=K + "batch_size")
+    c2.radio("Length in", ("steps", "epochs"), key=K + "length", horizontal=True)
+    if st.session_state[K + "length"] == "steps":
+        st.number_input("Steps", min_value=0, step=100, key=K + "steps")
+    else:
+        st.number_input("Epochs", min_value=0, step=1, key=K + "epochs")
+
+
+def _data(why):
+    with st.expander("Data", expanded=False):
+        st.selectbox("Dataset", DATASETS, key=K + "dataset")
+        st.number_input("Samples (random, teacher)", min_value=1, step=1, key=K + "n_samples",
+                        disabled="n_samples" in why)
+        _reason(why.get("n_samples"))
+        if "csv" not in why:
+            _csv()
+        st.text_input("Image folder (one sub-folder per class)", key=K + "image_dir", disabled="image_dir" in why)
+        st.number_input("Image size (image folder)", min_value=1, step=1, key=K + "image_size",
+                        disabled="image_dir" in why)
+        st.text_input("Data root (torchvision downloads)", key=K + "data_root", disabled="data_root" in why)
+        c1, c2 = st.columns(2)
+        c1.checkbox("Shuffle", key=K + "shuffle")
+        c2.number_input("Loader workers", min_value=0, step=1, key=K + "num_workers")
+        st.selectbox("Sampler", SAMPLERS, key=K + "sampler")
+
+
+def _csv():
+    up = st.file_uploader("CSV file (numeric columns, with a header)", type=["csv"], key="csv_upload")
+    if up is not None:
+        st.session_state[K + "csv_path"] = _save_upload(up)
+    path = st.session_state.get(K + "csv_path", "")
+    header = _csv_header(path)
+    if header:
+        if st.session_state.get(K + "csv_target") not in header:
+            st.session_state[K + "csv_target"] = header[-1]
+        st.selectbox("Target column", header, key=K + "csv_target")
+        st.selectbox("Task", ("auto", "regression", "classification"), key=K + "task")
+    else:
+        st.caption("Upload a CSV to choose its target column.")
+
+
+def _save_upload(up) -> str:
+    data = up.getvalue()
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(up.name).name)[-60:]
+    path = Path(default_path()).parent / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+def _csv_header(path: str) -> list[str]:
+    try:
+        with open(path, newline="") as f:
+            return [h.strip() for h in f.readline().split(",") if h.strip()]
+    except OSError:
+        return []
+
+
+def _device():
+    import torch
+    c1, c2 = st.columns(2)
+    c1.selectbox("Device", DEVICES, key=K + "device")
+    c2.selectbox("dtype", DTYPES, key=K + "dtype")
+    if torch.cuda.is_available():
+        st.caption(f"This machine: CUDA on {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} device(s)).")
+    else:
+        st.caption(f"This machine: no CUDA device; CPU with {os.cpu_count()} cores. 'auto' picks the CPU.")
+
+
+def _run(why):
+    with st.expander("Run and telemetry"):
+        c1, c2 = st.columns(2)
+        c1.number_input("Seed", step=1, key=K + "seed")
+        c2.number_input("Telemetry every K steps", min_value=1, step=10, key=K + "telemetry_every",
+                        help="histograms, norms, update ratios and the gradient check")
+        c1.number_input("Histogram bins", min_value=1, step=8, key=K + "hist_bins")
+        c2.selectbox("On divergence", ON_DIVERGENCE, key=K + "on_divergence")
+        st.text_input("Run name", key=K + "name")
+
+
+def _visdom():
+    with st.expander("Visdom target"):
+        st.checkbox("Send runs to Visdom", key="visdom_on")
+        off = not st.session_state.visdom_on
+        st.text_input("Host", key="visdom_host", disabled=off)
+        c1, c2 = st.columns(2)
+        c1.number_input("Port", min_value=1, max_value=65535, step=1, key="visdom_port", disabled=off)
+        c2.text_input("Environment", key="visdom_env", disabled=off, placeholder="liveprop_<name>-<run>")
+        t = visdom_target()
+        if off:
+            st.caption("Runs started here do not send to Visdom.")
+        else:
+            st.caption(f"Runs started here send to [http://{t['host']}:{t['port']}](http://{t['host']}:{t['port']}), "
+                       f"env `{t['env'] or 'liveprop_<name>-<run id>'}`.")
+        st.text_input("TensorBoard log dir (empty: off)", key=K + "tensorboard_dir")
+
+
+def keep():
+    """Keep the configuration while a page without the sidebar is shown (Streamlit drops the
+    state of widgets that are not drawn in a run unless it is assigned again). Only there: an
+    assignment also pushes the value to the browser, which would race with a person typing."""
+    _init()
+    for k in [k for k in st.session_state if isinstance(k, str) and (k.startswith(K) or k.startswith("visdom_")
+                                                                       or k == "lr_log")]:
+        st.session_state[k] = st.session_state[k]

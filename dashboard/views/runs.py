@@ -1,0 +1,59 @@
+"""Runs: every run in the store; overlay several, download metrics and checkpoints, delete."""
+from pathlib import Path
+
+import streamlit as st
+
+import engine
+from dashboard import actions, live, pages_common, reader
+from engine import export
+
+st.title("Runs")
+pages_common.messages()
+runs = engine.list_runs()
+if not runs:
+    st.info("No runs yet. Start one on the Train page.")
+    st.stop()
+
+db = reader.connect()
+try:
+    final = {r["id"]: reader.last_value(db, r["id"], "loss")[1] for r in runs}
+finally:
+    db.close()
+rows = pages_common.run_rows(runs, final)
+st.button("Refresh", key="runs_refresh")
+table = st.dataframe(rows, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
+                     column_config={"lr": st.column_config.NumberColumn(format="%.2e"),
+                                    "final loss": st.column_config.NumberColumn(format="%.4g")})
+selected = [rows[i]["run"] for i in table.selection.rows]
+st.caption("Select rows to overlay their loss curves.")
+if selected:
+    live.overlay_panel(selected)
+
+st.subheader("One run")
+ids = [r["run"] for r in rows]
+run_id = st.selectbox("Run", ids, index=ids.index(selected[0]) if selected else 0, key="runs_one")
+run = next(r for r in runs if r["id"] == run_id)
+c1, c2, c3, c4 = st.columns(4)
+if c1.button("Watch on the Train page", key="runs_watch"):
+    actions.watch(run_id)
+    st.switch_page("views/train.py")
+c2.download_button("Metrics CSV", data=lambda: export.metrics(run_id, "csv"), file_name=f"{run_id}.csv",
+                   mime="text/csv", key="runs_csv", on_click="ignore")
+ckpt = run.get("checkpoint")
+have_ckpt = bool(ckpt) and Path(ckpt).is_file()
+c3.download_button("Final checkpoint", data=(lambda: Path(ckpt).read_bytes()) if have_ckpt else b"",
+                   file_name=f"{run_id}.pt", mime="application/octet-stream", key="runs_ckpt",
+                   disabled=not have_ckpt, on_click="ignore",
+                   help=None if have_ckpt else "written when the run ends (finished, stopped or diverged)")
+c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
+if st.session_state.get("lp_confirm_delete") == run_id:
+    active = run["status"] in ("queued", "running", "paused")
+    st.warning(f"Delete run {run_id} with its metrics{', checkpoint' if have_ckpt else ''} and log? "
+               + ("It is still active: it will be stopped first. " if active else "") + "This cannot be undone.")
+    d1, d2, _ = st.columns([1, 1, 4])
+    d1.button("Yes, delete", type="primary", key="runs_delete_yes", on_click=actions.delete, args=(run_id,))
+    d2.button("Cancel", key="runs_delete_no", on_click=actions.cancel_delete)
+if run.get("error"):
+    st.error(run["error"])
+with st.expander("Configuration"):
+    st.json(run["config"])

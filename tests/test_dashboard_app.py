@@ -1,0 +1,198 @@
+"""Widget logic with Streamlit's AppTest: disabled controls and their reasons, validation before
+launch, and the calls the buttons make. engine.launch is replaced by a recorder (no real run)."""
+import types
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import engine
+from engine.store import Store
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    calls = []
+
+    def fake_launch(cfg, store=None):
+        engine.prepare(cfg)                      # the real one validates first, so does the fake
+        calls.append(cfg)
+        return f"fake-{len(calls)}"
+    monkeypatch.setattr(engine, "launch", fake_launch)
+    return calls
+
+
+@pytest.fixture
+def app(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.delenv("LIVEPROP_VISDOM_URL", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def captions(at):
+    return " ".join(c.value for c in at.caption)
+
+
+def button(at, key):
+    return at.button(key=key)
+
+
+def test_manual_mode_disables_the_optimizer_and_says_why(app):
+    assert app.sidebar.radio(key="cfg_mode").value == "manual"
+    assert app.sidebar.selectbox(key="cfg_optimizer").disabled
+    assert app.sidebar.number_input(key="cfg_momentum").disabled
+    assert "updates the weights by hand" in captions(app)
+    assert not button(app, "btn_start").disabled
+    assert "Ready: manual" in captions(app)
+
+
+def test_optim_mode_enables_the_optimizer_and_its_knobs(app):
+    app.sidebar.radio(key="cfg_mode").set_value("optim").run()
+    assert not app.sidebar.selectbox(key="cfg_optimizer").disabled
+    assert app.sidebar.number_input(key="cfg_lr").value == pytest.approx(1e-4)     # the lecture's Adam rate
+    assert not app.sidebar.number_input(key="cfg_beta1").disabled
+    assert app.sidebar.number_input(key="cfg_momentum").disabled                    # Adam has none
+    app.sidebar.selectbox(key="cfg_optimizer").set_value("sgd").run()
+    assert not app.sidebar.number_input(key="cfg_momentum").disabled
+    assert app.sidebar.number_input(key="cfg_beta1").disabled
+
+
+def test_bad_combination_is_refused_with_the_engines_message(app, launched):
+    app.sidebar.selectbox(key="cfg_arch").set_value("cnn").run()
+    errors = " ".join(e.value for e in app.error)
+    assert "raw weight tensors" in errors and "two_layer or mlp" in errors
+    assert button(app, "btn_start").disabled and button(app, "btn_compare").disabled
+    app.sidebar.number_input(key="cfg_lr").set_value(-1.0).run()
+    app.sidebar.selectbox(key="cfg_arch").set_value("two_layer").run()
+    assert "learning rate must be a positive finite number" in " ".join(e.value for e in app.error)
+    assert launched == []
+
+
+def test_start_launches_the_sidebar_config(app, launched):
+    app.sidebar.radio(key="cfg_mode").set_value("optim").run()
+    app.sidebar.selectbox(key="cfg_arch").set_value("mlp").run()
+    app.sidebar.selectbox(key="cfg_optimizer").set_value("sgd").run()
+    app.sidebar.number_input(key="cfg_momentum").set_value(0.9).run()
+    app.sidebar.number_input(key="cfg_lr").set_value(0.003).run()
+    app.sidebar.number_input(key="cfg_steps").set_value(40).run()
+    button(app, "btn_start").click().run()
+    assert not app.exception, app.exception
+    (cfg,) = launched
+    assert (cfg.mode, cfg.arch, cfg.optimizer, cfg.momentum, cfg.lr, cfg.steps) == ("optim", "mlp", "sgd", 0.9,
+                                                                                    0.003, 40)
+    assert app.session_state.lp_run == "fake-1" and app.query_params["run"] == "fake-1"
+    assert cfg.visdom == "off"                                    # no Visdom started for this test
+
+
+def test_visdom_target_is_sent_with_the_run(store, monkeypatch, launched):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.setenv("LIVEPROP_VISDOM_URL", "http://127.0.0.1:8123")     # what python -m dashboard sets
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert at.sidebar.checkbox(key="visdom_on").value
+    at.sidebar.text_input(key="visdom_env").input("lecture").run()
+    button(at, "btn_start").click().run()
+    assert (launched[0].visdom, launched[0].visdom_env) == ("http://127.0.0.1:8123", "lecture")
+
+
+def test_lr_slider_and_exact_entry_agree(app):
+    app.sidebar.select_slider(key="lr_log").set_value(2e-3).run()
+    assert app.sidebar.number_input(key="cfg_lr").value == pytest.approx(2e-3)
+    app.sidebar.number_input(key="cfg_lr").set_value(4.5e-5).run()
+    assert app.sidebar.select_slider(key="lr_log").value == pytest.approx(5e-5)
+
+
+def test_compare_modes_launches_three_modes_from_one_seed(app, launched):
+    app.sidebar.number_input(key="cfg_seed").set_value(11).run()
+    button(app, "btn_compare").click().run()
+    assert [c.mode for c in launched] == ["manual", "autograd", "custom_function"]
+    assert {c.seed for c in launched} == {11}
+    assert app.session_state.lp_compare == ["fake-1", "fake-2", "fake-3"]
+
+
+def test_compare_is_disabled_outside_the_mlp_family(app):
+    app.sidebar.radio(key="cfg_mode").set_value("optim").run()
+    app.sidebar.selectbox(key="cfg_arch").set_value("parallel_block").run()
+    assert button(app, "btn_compare").disabled
+    assert "MLP family" in captions(app)
+
+
+def finished_run(store_path, run_id="r1"):
+    s = Store(store_path)
+    s.create_run(run_id, vars(engine.RunConfig(mode="autograd", lr=1e-5)), total_steps=3)
+    hists = [types.SimpleNamespace(step=step, layer="w1", kind=kind, edges=[0.0, 0.5, 1.0], counts=[2.0, 1.0],
+                                   nonfinite=0) for step in (0, 2) for kind in ("weight", "grad")]
+    scalars = [(step, key, 1e-3) for step in (0, 2) for key in ("grad_norm/w1", "update_ratio/w1", "gradcheck/w1",
+                                                               "weight_norm/w1", "lr", "steps_per_s", "mem_bytes")]
+    s.write_flush(run_id, types.SimpleNamespace(first_step=0, losses=[3.0, 2.0, 1.5], scalars=scalars, hists=hists,
+                                                events=[], last_step=2))
+    s.set_status(run_id, "finished")
+    s.close()
+
+
+def test_runs_page_lists_and_deletes_with_confirmation(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    finished_run(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("views/runs.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    row = table.iloc[0]
+    assert (row["run"], row["status"], row["mode"], row["final loss"]) == ("r1", "finished", "autograd", 1.5)
+    at.button(key="runs_delete").click().run()
+    assert "cannot be undone" in at.warning[0].value
+    assert engine.get_run("r1", store) is not None                 # not before the confirmation
+    at.button(key="runs_delete_yes").click().run()
+    assert engine.get_run("r1", store) is None
+
+
+def test_graph_and_about_pages(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("views/graph.py").run()
+    assert not at.exception, at.exception
+    assert "autograd nodes" in captions(at)
+    assert at.get("graphviz_chart")
+    at.switch_page("views/about.py").run()
+    assert not at.exception
+    assert "MyReLU" in " ".join(c.value for c in at.code)
+    assert any("manual" in h.value for h in at.subheader)
+
+
+def test_divergence_and_failure_banners(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    finished_run(store, "div")
+    s = Store(store)
+    s.add_event("div", 2, "divergence", {"step": 2, "layer": "w2"})
+    s.set_status("div", "diverged")
+    s.close()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "div"
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Diverged at step 2 in layer w2" in e.value for e in at.error)
+    assert len(at.get("plotly_chart")) == 3                      # the loss and the last histograms stay
+    s = Store(store)
+    s.set_status("div", "failed", "worker process 123 died (last heartbeat 9.0 s ago)")
+    s.close()
+    at.run()
+    assert any("Run failed: worker process 123 died" in e.value for e in at.error)
+
+
+def test_a_finished_run_is_shown_static_with_its_panels(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    finished_run(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "r1"
+    at.run()
+    assert not at.exception, at.exception
+    assert any("finished at step 3 / 3" in str(p.proto) for p in at.get("progress"))
+    assert at.button(key="btn_pause").disabled and at.button(key="btn_stop").disabled
+    for view in ("Per-layer", "Health", "Gradient check", "Gradients"):
+        at.button_group(key="detail_view").set_value(view).run()
+        assert not at.exception, (view, at.exception)

@@ -1,0 +1,214 @@
+"""End to end in a real browser: `python -m dashboard` (Streamlit + the Visdom server) on free ports
+with a temp store, driven by Debian's headless Chromium through Playwright.
+
+The test configures a run by clicking (mode, architecture, optimizer, learning rate), starts it,
+sees loss points arrive (and the run's Visdom sink report in), toggles manual/autograd, changes the learning rate live, pauses, resumes,
+stops, opens the Runs page, and saves screenshots to tests/artifacts/. Every process it starts
+is stopped afterwards: the dashboard and Visdom by Ctrl-C (SIGINT) to `python -m dashboard`,
+training workers by the conftest's reaper and engine.kill.
+"""
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import engine
+from engine.store import ACTIVE
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
+# the loss chart is the page's first plotly chart; _fullData holds its decoded traces
+FIRST_PLOT_JS = """() => { const g = document.querySelector('.js-plotly-plot');
+    return g && g._fullData && g._fullData.length > 1 ? (g._fullData[1]._length || 0) : 0; }"""
+TRACE_NAMES_JS = """() => { const g = document.querySelector('.js-plotly-plot');
+    return g && g._fullData ? g._fullData.map(t => t.name) : []; }"""
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason=f"Debian's Chromium is not installed at {CHROMIUM} "
+                                       "(apt-get install -y chromium)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Lines:
+    """A child's stdout, line by line, with a timeout."""
+
+    def __init__(self, stream):
+        self.q, self.seen = queue.Queue(), []
+        threading.Thread(target=lambda: [self.q.put(line) for line in stream], daemon=True).start()
+
+    def wait_for(self, pattern, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if m := re.search(pattern, line):
+                return m
+        pytest.fail(f"no line matching {pattern!r} within {timeout} s; output so far:\n{''.join(self.seen)}")
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """`python -m dashboard` on free ports with a temp store; stopped with Ctrl-C afterwards."""
+    store = str(tmp_path / "runs" / "liveprop.db")
+    port, vport = free_port(), free_port()
+    env = {**os.environ, "LIVEPROP_STORE": store, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env.pop("LIVEPROP_HOST", None)
+    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport)],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out = Lines(proc.stdout)
+        url = out.wait_for(r"Liveprop dashboard: (http://\S+)", 90).group(1)
+        visdom = out.wait_for(r"Visdom:\s+(http://\S+)", 10).group(1)
+        yield {"url": url, "visdom": visdom, "store": store, "port": port, "vport": vport}
+    finally:
+        proc.send_signal(signal.SIGINT)                      # what Ctrl-C does
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for run in engine.list_runs(store):
+            if run["status"] in ACTIVE:
+                engine.kill(run["id"], store)
+    assert proc.returncode == 0, f"python -m dashboard exited with {proc.returncode}"
+    assert not port_open(port) and not port_open(vport), "Ctrl-C left a server listening"
+
+
+def status_is(page, status, timeout=30_000):
+    page.get_by_text(re.compile(rf"status\s+{status}\b")).first.wait_for(timeout=timeout)
+
+
+def settle(page):
+    """Wait until no script run is in progress (a click during a full rerun can be dropped, as
+    it would be for a person clicking within a tenth of a second of a page change)."""
+    page.wait_for_function("""() => { const a = document.querySelector('[data-test-script-state]');
+        return a && a.getAttribute('data-test-script-state') !== 'running'; }""")
+
+
+def choose(page, label, option):
+    """Pick an option of a Streamlit selectbox by its label."""
+    page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def set_number(page, label, value):
+    box = page.get_by_role("spinbutton", name=label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_train_watch_control_and_list_a_run(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    assert opener.open(dashboard["visdom"], timeout=10).status == 200               # Visdom is up too
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})
+            page.set_default_timeout(30_000)
+            page.goto(dashboard["url"])
+            sidebar = page.get_by_test_id("stSidebar")
+            main = page.get_by_test_id("stMainBlockContainer")
+            start = page.get_by_role("button", name="Start", exact=True)
+            start.wait_for()
+
+            # configure: nn + optim, mlp, SGD, lr 1e-3, a long run
+            sidebar.get_by_text("nn + optim", exact=True).click()
+            page.get_by_text(re.compile(r"Ready: nn \+ optim")).wait_for()
+            choose(page, "Architecture", "mlp")
+            choose(page, "Optimizer", "sgd")
+            sidebar.get_by_text("Optimizer settings").click()
+            set_number(page, "Momentum", "0.9")
+            page.get_by_text(re.compile(r"Ready: nn \+ optim · mlp")).wait_for()
+            set_number(page, "Learning rate (exact)", "0.001")
+            page.get_by_text(re.compile(r"Ready: nn \+ optim · mlp .* lr 0\.001")).wait_for()
+            set_number(page, "Steps", 200_000)
+            page.get_by_text(re.compile(r"Ready: nn \+ optim · mlp .* lr 0\.001 · 200,000 steps")).wait_for()
+
+            # start, and see loss points arrive and keep arriving
+            start.click()
+            page.wait_for_function(FIRST_PLOT_JS, timeout=90_000)
+            first = page.evaluate(FIRST_PLOT_JS)
+            page.wait_for_function(f"() => ({FIRST_PLOT_JS})() > {first}", timeout=30_000)
+            status_is(page, "running")
+            page.get_by_text(re.compile(r"visdom: \w+ \(env liveprop_")).wait_for()   # the run sends to Visdom too
+            run = engine.list_runs(dashboard["store"])[0]
+            assert (run["config"]["mode"], run["config"]["arch"], run["config"]["optimizer"],
+                    run["config"]["momentum"], run["config"]["lr"]) == ("optim", "mlp", "sgd", 0.9, 0.001)
+
+            # toggle manual / autograd: the optimizer greys out with its reason; back to nn + optim
+            sidebar.get_by_text("manual", exact=True).click()
+            page.get_by_text("updates the weights by hand").first.wait_for()
+            sidebar.get_by_text("autograd", exact=True).click()
+            page.get_by_text(re.compile(r"Ready: autograd")).wait_for()
+            assert page.get_by_text("updates the weights by hand").first.is_visible()
+            assert sidebar.get_by_test_id("stSelectbox").filter(has_text="Optimizer").locator("input").is_disabled()
+            sidebar.get_by_text("manual", exact=True).click()
+            page.get_by_text(re.compile(r"Ready: manual")).wait_for()
+
+            # a live learning-rate change shows as a marker on the loss curve
+            set_number(page, "New learning rate", "0.0005")
+            main.get_by_role("button", name="Set lr").click()
+            page.wait_for_function(f"() => ({TRACE_NAMES_JS})().includes('lr change')", timeout=30_000)
+
+            # pause, resume, stop
+            main.get_by_role("button", name="Pause").click()
+            status_is(page, "paused")
+            settle(page)
+            main.get_by_role("button", name="Resume").click()
+            status_is(page, "running")
+            main.get_by_role("button", name="Stop", exact=True).click()
+            status_is(page, "stopped")
+            main.get_by_role("button", name="Pause").wait_for()
+            assert main.get_by_role("button", name="Resume").is_disabled()
+            time.sleep(1.5)                                                        # let the charts settle
+            page.screenshot(path=str(ARTIFACTS / "dashboard_train.png"))
+
+            # the Runs page lists it, with its downloads
+            sidebar.get_by_role("link", name="Runs").click()
+            page.get_by_role("heading", name="Runs").wait_for()
+            page.get_by_test_id("stDataFrame").wait_for()
+            page.locator("[role=gridcell]", has_text=run["id"]).first.wait_for(state="attached")   # canvas table cells
+            picker = main.get_by_test_id("stSelectbox").first
+            assert run["id"] in picker.evaluate("e => e.innerText + ' ' + (e.querySelector('input') || {}).value")
+            main.get_by_role("button", name="Metrics CSV").wait_for()
+            page.screenshot(path=str(ARTIFACTS / "dashboard_runs.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"))
+            raise
+        finally:
+            browser.close()
+    final = engine.get_run(run["id"], dashboard["store"])
+    assert final["status"] == "stopped" and final["checkpoint"] and os.path.isfile(final["checkpoint"])
+    events = [e["kind"] for e in engine.Store(dashboard["store"]).events(run["id"])]
+    assert {"lr_change", "pause", "resume", "stop"} <= set(events)

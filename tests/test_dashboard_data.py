@@ -1,0 +1,134 @@
+"""The dashboard's read path (reader.py, feed.py) against a real store, and the sidebar rules."""
+import math
+import types
+
+import numpy as np
+import pytest
+
+from dashboard import reader, rules
+from dashboard.feed import RunFeed
+from engine import RunConfig
+from engine.config import ConfigError, validate
+from engine.store import Store
+
+
+def flush(first, losses, scalars=(), hists=(), events=()):
+    return types.SimpleNamespace(first_step=first, losses=list(losses), scalars=list(scalars), hists=list(hists),
+                                 events=list(events), last_step=first + len(losses) - 1)
+
+
+def hist(step, layer, kind="weight", nonfinite=0):
+    return types.SimpleNamespace(step=step, layer=layer, kind=kind, edges=[0.0, 0.5, 1.0], counts=[1.0, 2.0],
+                                 nonfinite=nonfinite)
+
+
+@pytest.fixture
+def db(store):
+    s = Store(store)
+    s.create_run("r", {"mode": "manual"}, total_steps=10_000)
+    yield s
+    s.close()
+
+
+def test_distinct_keys_and_layers(db):
+    db.write_flush("r", flush(0, [1.0, 2.0], [(0, "grad_norm/w1", 1.0), (0, "lr", 0.1)],
+                              [hist(0, "w1"), hist(0, "w2"), hist(0, "w1", "grad")]))
+    con = reader.connect(db.path)
+    assert reader.scalar_keys(con, "r") == ["grad_norm/w1", "loss", "lr"]
+    assert reader.hist_layers(con, "r", "weight") == ["w1", "w2"]
+    assert RunFeed("r").sync_layers(con, "weight") == ["w1", "w2"]
+    assert reader.hist_layers(con, "r", "grad") == ["w1"]
+    assert reader.scalar_keys(con, "other") == []
+
+
+def test_bucket_rows_full_resolution_then_min_max(db):
+    values = [float(i % 7) for i in range(10_000)]
+    values[5_000] = None                                    # a non-finite loss, stored as NULL
+    db.write_flush("r", flush(0, [math.nan if v is None else v for v in values]))
+    con = reader.connect(db.path)
+    rows = reader.bucket_rows(con, "r", "loss", 20_000)
+    assert len(rows) == 10_000 and rows[5_000][2] is None and rows[5_000][5] == 0
+    rows = reader.bucket_rows(con, "r", "loss", 100)
+    assert len(rows) <= 100
+    assert sum(r[5] for r in rows) == 9_999                 # every finite value counted once
+    assert min(r[2] for r in rows) == 0 and max(r[3] for r in rows) == 6
+    ranged = reader.bucket_rows(con, "r", "loss", 2000, 100, 199)     # a zoom: full resolution
+    assert [r[0] for r in ranged] == list(range(100, 200))
+
+
+def test_feed_reads_only_what_is_new(db):
+    con = reader.connect(db.path)
+    f = RunFeed("r")
+    db.write_flush("r", flush(0, range(1, 101)))
+    assert len(f.sync(con, "loss")) == 100 and f.cursors["loss"] == 99
+    db.write_flush("r", flush(100, range(101, 151), events=[(120, "lr_change", {"old": 1, "new": 2})]))
+    b = f.sync(con, "loss")
+    assert b.steps_covered == 150 and f.cursors["loss"] == 149
+    assert f.sync(con, "loss") is b                           # nothing new: the same buffer
+    assert [e["step"] for e in f.sync_events(con)] == [120]
+    assert f.sync_events(con) and f.event_cursor == f.events[-1]["id"]
+
+
+def test_feed_is_bounded_on_a_long_run(db):
+    with db.tx():
+        db.db.executemany("INSERT INTO scalars VALUES ('r', 'loss', ?, ?)", ((i, float(i)) for i in range(100_000)))
+    con = reader.connect(db.path)
+    f = RunFeed("r")
+    b = f.sync(con, "loss", cap=1000)
+    assert len(b) <= 1000 and b.steps_covered == 100_000
+    x, y = b.points()
+    assert len(x) <= 2000 and y.max() == 99_999 and y.min() == 0
+
+
+def test_feed_histograms_and_nonfinite(db):
+    for s in range(0, 50, 10):
+        db.write_flush("r", flush(s, [1.0], hists=[hist(s, "w1", nonfinite=s // 10), hist(s, "w2")]))
+    con = reader.connect(db.path)
+    f = RunFeed("r")
+    buf = f.sync_hist(con, "weight", "w1", cap=3)
+    assert len(buf.snaps) <= 3 and buf.snaps[-1]["step"] == 40
+    nf = f.sync_nonfinite(con)["weight"]
+    assert list(nf.s0) == [0, 10, 20, 30, 40] and list(nf.vmax) == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# sidebar rules
+
+def test_optimizer_disabled_outside_optim_with_reason():
+    why = rules.disabled_reasons({"mode": "manual", "arch": "two_layer", "dataset": "random"})
+    assert "by hand" in why["optimizer"] and "momentum" in why
+    why = rules.disabled_reasons({"mode": "optim", "optimizer": "adam", "arch": "two_layer", "dataset": "random"})
+    assert "optimizer" not in why and "beta1" not in why
+    assert "adam has no momentum" in why["momentum"]
+    assert "nesterov" in why
+
+
+def test_config_from_values_drops_what_does_not_apply():
+    cfg = rules.config_from_values({"mode": "manual", "optimizer": "sgd", "momentum": 0.9, "arch": "two_layer",
+                                    "depth": 7, "dataset": "random", "lr": 1e-5, "length": "steps", "steps": 30})
+    assert cfg.optimizer == "" and cfg.momentum == 0.0 and cfg.depth == RunConfig().depth
+    assert cfg.lr == 1e-5 and cfg.steps == 30
+    validate(cfg)                                             # greyed-out values never reach the engine
+
+
+def test_bad_combination_is_left_to_the_engine():
+    cfg = rules.config_from_values({"mode": "manual", "arch": "cnn", "dataset": "digits", "length": "steps",
+                                    "steps": 5})
+    with pytest.raises(ConfigError, match="raw weight tensors"):
+        validate(cfg)
+
+
+def test_compare_configs_and_helpers():
+    cfgs = rules.compare_configs(RunConfig(seed=7, lr=1e-5))
+    assert [c.mode for c in cfgs] == ["manual", "autograd", "custom_function"]
+    assert {c.seed for c in cfgs} == {7} and {c.lr for c in cfgs} == {1e-5}
+    assert rules.nearest_lr_step(3e-4) in (2e-4, 5e-4) and rules.nearest_lr_step(-1) == rules.LR_STEPS[0]
+    assert rules.eta_text(50, 100, 10) == "0:05" and rules.eta_text(0, 100, None) == "–"
+    assert np.all(np.diff(rules.LR_STEPS) > 0) and rules.LR_STEPS[-1] == 1
+
+
+def test_visdom_target_goes_into_the_config():
+    cfg = rules.with_visdom(RunConfig(), True, "127.0.0.1", 8097, "lecture")
+    assert (cfg.visdom, cfg.visdom_env) == ("http://127.0.0.1:8097", "lecture")
+    validate(cfg)
+    assert rules.with_visdom(RunConfig(), False, "127.0.0.1", 8097).visdom == "off"

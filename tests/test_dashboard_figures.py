@@ -1,0 +1,194 @@
+"""Figure builders and the bounded series behind them: pure functions, checked on their output."""
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from dashboard import figures
+from dashboard.series import CAP, Buckets, HistBuffer, downsample, ema, rebin, sample_steps
+
+
+def noisy_loss(n, seed=0):
+    rng = np.random.default_rng(seed)
+    steps = np.arange(n)
+    return steps, 100 * np.exp(-steps / (n / 5)) + rng.random(n)
+
+
+def max_points(fig: go.Figure) -> int:
+    return max(len(t.x) for t in fig.data if t.x is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# series: downsampling and EMA
+
+def test_downsample_bounds_and_keeps_extremes():
+    steps, values = noisy_loss(1_000_000)
+    values[123_457] = 1e6                                   # a spike
+    values[654_321] = -5.0                                  # a dip
+    x, y = downsample(steps, values, 4000)
+    assert len(x) <= 4000
+    assert y.max() == 1e6 and y.min() == -5.0
+    assert 123_457 in x and 654_321 in x                    # where they were, not just their values
+    assert np.all(np.diff(x) >= 0)
+
+
+def test_small_series_is_full_resolution():
+    steps, values = noisy_loss(500)
+    x, y = downsample(steps, values, 4000)
+    np.testing.assert_array_equal(x, steps)
+    np.testing.assert_array_equal(y, values)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.6, 0.99])
+def test_ema_matches_pandas(smoothing):
+    _, values = noisy_loss(3000, seed=1)
+    ref = pd.Series(values).ewm(alpha=1 - smoothing, adjust=False).mean().to_numpy()
+    np.testing.assert_allclose(ema(values, smoothing), ref, rtol=1e-12)
+
+
+def test_ema_skips_missing_values():
+    values = [1.0, None, float("nan"), 3.0]
+    out = ema(values, 0.5)
+    assert out[1] == out[2] == 1.0                          # held over the gap
+    assert out[3] == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
+
+
+def test_bucketed_ema_tracks_full_resolution_ema():
+    steps, values = noisy_loss(200_000)
+    b = Buckets.from_points(steps, values).compact(CAP)
+    x, smooth = b.ema(0.999)
+    ref = pd.Series(values).ewm(alpha=0.001, adjust=False).mean().to_numpy()
+    np.testing.assert_allclose(smooth, np.interp(x, steps, ref), rtol=0.02)
+
+
+def test_append_stays_bounded_and_counts_every_step():
+    b = Buckets()
+    rng = np.random.default_rng(2)
+    for start in range(0, 50_000, 997):
+        steps = np.arange(start, min(start + 997, 50_000))
+        b = b.append(Buckets.from_points(steps, rng.random(len(steps))), cap=500)
+        assert len(b) <= 500
+    assert b.steps_covered == 50_000 and int(b.n.sum()) == 50_000
+    assert b.s0[0] == 0 and b.s1[-1] == 49_999
+
+
+def test_hist_buffer_is_bounded_and_keeps_newest():
+    buf = HistBuffer(cap=10)
+    for s in range(100):
+        buf.extend([{"step": s, "edges": [0, 1], "counts": [1], "nonfinite": 0}])
+    assert len(buf.snaps) <= 10 and buf.snaps[-1]["step"] == 99 and buf.cursor == 99
+    assert sample_steps(list(range(1000)), 5) == [0, 250, 500, 749, 999]
+
+
+def test_rebin_keeps_the_mass():
+    grid = np.linspace(-2, 2, 17)
+    out = rebin([-1, 0, 1], [3, 5], grid)
+    assert out.sum() == pytest.approx(8)
+    assert out[grid[:-1] < -1].sum() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+def test_loss_figure_raw_behind_smoothed_with_log_y():
+    fig = figures.loss_figure(noisy_loss(1000), smoothing=0.9, log_y=True)
+    assert [t.name for t in fig.data] == ["loss (raw)", "loss"]
+    raw, smooth = fig.data
+    assert "0.25" in raw.line.color and raw.line.width < smooth.line.width      # faint, behind
+    assert fig.layout.yaxis.type == "log"
+    assert figures.loss_figure(noisy_loss(10), log_y=False).layout.yaxis.type == "linear"
+
+
+def test_loss_figure_downsamples_a_million_steps():
+    fig = figures.loss_figure(noisy_loss(1_000_000))
+    assert max_points(fig) <= 4000
+
+
+def test_loss_figure_marks_lr_changes_at_their_steps():
+    events = [{"step": 200, "kind": "lr_change", "data": {"old": 1e-3, "new": 1e-4}},
+              {"step": 700, "kind": "lr_change", "data": {"old": 1e-4, "new": 1e-5}}]
+    fig = figures.loss_figure(noisy_loss(1000), lr_events=events)
+    markers = [t for t in fig.data if t.name == "lr change"]
+    assert len(markers) == 1 and list(markers[0].x) == [200, 700]
+    assert np.all(np.isfinite(markers[0].y))
+    assert sorted(s.x0 for s in fig.layout.shapes) == [200, 700]
+
+
+def test_loss_figure_marks_divergence():
+    fig = figures.loss_figure(noisy_loss(100), divergence={"step": 42, "layer": "w2"})
+    assert any(s.x0 == 42 for s in fig.layout.shapes)
+    assert any("w2" in a.text for a in fig.layout.annotations)
+
+
+def test_overlay_has_two_traces_per_run_and_is_bounded():
+    named = {f"run{i}": noisy_loss(300_000, seed=i) for i in range(3)}
+    fig = figures.overlay_figure(named)
+    assert len(fig.data) == 6 and max_points(fig) <= 4000
+    assert len({t.line.color for t in fig.data[1::2]}) == 3
+
+
+def test_update_ratio_has_the_1e3_guide_band():
+    named = {"w1": noisy_loss(50), "w2": noisy_loss(50, seed=3)}
+    fig = figures.update_ratio_figure(named)
+    assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(rects) == 1 and rects[0].y0 < 1e-3 < rects[0].y1
+    assert any(s.type == "line" and s.y0 == 1e-3 for s in fig.layout.shapes)
+
+
+@pytest.mark.parametrize("build", [figures.grad_norm_figure, figures.gradcheck_figure, figures.nonfinite_figure])
+def test_per_layer_figures_one_trace_per_layer(build):
+    named = {"w1": noisy_loss(20_000), "b1": noisy_loss(20_000, 1), "w2": noisy_loss(20_000, 2)}
+    fig = build(named)
+    assert [t.name.rstrip("s") for t in fig.data] == ["w1", "b1", "w2"]
+    assert max_points(fig) <= 4000
+
+
+def test_health_figures():
+    steps, values = noisy_loss(5000)
+    assert max_points(figures.throughput_figure((steps, values))) <= 4000
+    mem = figures.memory_figure((steps, np.full(5000, 2 ** 30)), "cpu")
+    assert mem.data[0].y[0] == 1024                                             # MiB
+    lr = figures.lr_figure((np.arange(10), [1e-3] * 5 + [1e-4] * 5),
+                           [{"step": 5, "kind": "lr_change", "data": {"new": 1e-4}}])
+    assert lr.data[0].line.shape == "hv" and list(lr.data[1].x) == [5]
+
+
+def hist(step, lo, hi, counts, nonfinite=0):
+    n = len(counts)
+    return {"step": step, "edges": [lo + (hi - lo) * i / n for i in range(n + 1)], "counts": counts,
+            "nonfinite": nonfinite}
+
+
+def test_histogram_heatmap_one_column_per_step_on_a_common_grid():
+    snaps = [hist(s, -1 - s, 1 + s, [1, 2, 3, 4]) for s in range(5)]
+    fig = figures.hist_heatmap(snaps, bins=32)
+    heat = fig.data[0]
+    assert isinstance(heat, go.Heatmap) and list(heat.x) == [0, 1, 2, 3, 4]
+    z = np.asarray(heat.z)
+    assert z.shape == (32, 5)
+    assert heat.y[0] > -5 and heat.y[-1] < 5                                    # spans every snapshot
+
+
+def test_histogram_at_one_step_and_last_finite():
+    snaps = [hist(0, 0, 1, [1, 2]), hist(10, 0, 2, [3, 4]), hist(20, 0, 0, [0, 0], nonfinite=7)]
+    assert figures.last_finite(snaps)["step"] == 10
+    fig = figures.hist_bar(snaps[2])
+    assert "7 non-finite" in fig.layout.title.text
+    bar = figures.hist_bar(snaps[1]).data[0]
+    assert list(bar.y) == [3, 4] and list(bar.x) == [0.5, 1.5]
+
+
+def test_empty_inputs_give_empty_figures():
+    assert len(figures.loss_figure(([], [])).data) == 2
+    assert len(figures.hist_heatmap([]).data) == 0
+    assert len(figures.hist_bar(None).data) == 0
+    assert len(figures.grad_norm_figure({}).data) == 0
+
+
+def test_log_axes_never_get_zero():
+    named = {"w1": (np.arange(4), [1e-3, 0.0, -1.0, 1e-5])}
+    g = figures.gradcheck_figure(named).data[0]
+    assert list(g.y) == [1e-3, figures.GRADCHECK_FLOOR, figures.GRADCHECK_FLOOR, 1e-5]
+    n = figures.grad_norm_figure(named).data[0]
+    assert np.isnan(n.y[1]) and np.isnan(n.y[2])

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import engine                                                  # noqa: E402
 from dashboard import reader, serve                            # noqa: E402
 from dashboard.feed import RunFeed                             # noqa: E402
-from engine.store import Store                                 # noqa: E402
+from engine.store import ACTIVE, Store                         # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -77,10 +77,10 @@ def time_to_first_plot(browser, starts: int, tmp: Path) -> list[dict]:
                 engine.stop(run["id"], store)
             except engine.ConfigError:                         # already finished (500 steps)
                 pass
-            out.append({"total": t1 - t0, "launch": run["created"] - t0, "worker_start": run["started"] - run["created"],
-                        "rest": t1 - run["started"]})
+            out.append({"total": t1 - t0, "launch": run["created"] - t0,
+                        "worker_start": run["started"] - run["created"], "rest": t1 - run["started"]})
             deadline = time.time() + 20
-            while engine.get_run(run["id"], store)["status"] in ("queued", "running", "paused") and time.time() < deadline:
+            while engine.get_run(run["id"], store)["status"] in ACTIVE and time.time() < deadline:
                 time.sleep(0.2)
             engine.kill(run["id"], store)
             page.goto("about:blank")

@@ -2,8 +2,9 @@
 
 It sets up the page, keeps the sidebar's configuration across pages, and routes with st.navigation.
 The pages are thin files in dashboard/views/ (not pages/: Streamlit treats a pages/ folder beside
-the entry file as an old-style multipage app, and AppTest then runs the page without this file); what they draw comes from live.py (fragments),
-figures.py (pure figure builders) and actions.py (button callbacks through the engine's API).
+the entry file as an old-style multipage app, and AppTest then runs the page without this file).
+What they draw comes from live.py (fragments), figures.py (pure figure builders) and actions.py
+(button callbacks through the engine's API).
 """
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ HERE = Path(__file__).parent
 PAGES = {
     "train": st.Page(HERE / "views" / "train.py", title="Train", icon=":material/model_training:", default=True),
     "runs": st.Page(HERE / "views" / "runs.py", title="Runs", icon=":material/table_rows:"),
-    "graph": st.Page(HERE / "views" / "graph.py", title="Computation graph", icon=":material/account_tree:", url_path="graph"),
+    "graph": st.Page(HERE / "views" / "graph.py", title="Computation graph", icon=":material/account_tree:",
+                     url_path="graph"),
     "about": st.Page(HERE / "views" / "about.py", title="About", icon=":material/menu_book:"),
 }
 page = st.navigation(list(PAGES.values()))

@@ -82,7 +82,8 @@ def bucket_rows(db, run: str, key: str, buckets: int, lo: int = -1, hi: int = 2*
     width = -(-(last - first + 1) // buckets)
     db.execute("CREATE TEMP TABLE IF NOT EXISTS lp_buckets (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL)")
     db.execute("DELETE FROM lp_buckets")
-    db.executemany("INSERT INTO lp_buckets VALUES (?, ?)", ((lo, lo + width - 1) for lo in range(first, last + 1, width)))
+    db.executemany("INSERT INTO lp_buckets VALUES (?, ?)",
+                   ((lo, lo + width - 1) for lo in range(first, last + 1, width)))
     return db.execute(
         "SELECT MIN(s.step), MAX(s.step), MIN(s.value), MAX(s.value), TOTAL(s.value), COUNT(s.value) "
         "FROM lp_buckets b JOIN scalars s ON s.run=? AND s.key=? AND s.step BETWEEN b.lo AND b.hi "

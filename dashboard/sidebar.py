@@ -161,7 +161,8 @@ def _optimizer(why):
 
 
 def _learning_rate():
-    st.select_slider("Learning rate (log scale)", options=rules.LR_STEPS, key="lr_log", format_func=lambda v: f"{v:.0e}",
+    st.select_slider("Learning rate (log scale)", options=rules.LR_STEPS, key="lr_log",
+                     format_func=lambda v: f"{v:.0e}",
                      on_change=_lr_slider_changed)
     st.number_input("Learning rate (exact)", key=K + "lr", format="%.3e", step=None, on_change=_lr_exact_changed,
                     help="Any positive number; the slider snaps to 1, 2, 5 per decade.")

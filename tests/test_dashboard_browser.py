@@ -2,10 +2,10 @@
 with a temp store, driven by Debian's headless Chromium through Playwright.
 
 The test configures a run by clicking (mode, architecture, optimizer, learning rate), starts it,
-sees loss points arrive (and the run's Visdom sink report in), toggles manual/autograd, changes the learning rate live, pauses, resumes,
-stops, opens the Runs page, and saves screenshots to tests/artifacts/. Every process it starts
-is stopped afterwards: the dashboard and Visdom by Ctrl-C (SIGINT) to `python -m dashboard`,
-training workers by the conftest's reaper and engine.kill.
+sees loss points arrive (and the run's Visdom sink report in), toggles manual/autograd, changes the
+learning rate live, pauses, resumes, stops, opens the Runs page, and saves screenshots to
+tests/artifacts/. Every process it starts is stopped afterwards: the dashboard and Visdom by Ctrl-C
+(SIGINT) to `python -m dashboard`, training workers by engine.kill and the conftest's reaper.
 """
 import os
 import queue

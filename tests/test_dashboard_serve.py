@@ -1,0 +1,20 @@
+"""python -m dashboard's settings: loopback by default, LIVEPROP_HOST or --host to bind elsewhere."""
+from dashboard import __main__ as main, serve
+
+
+def test_binds_loopback_unless_told(monkeypatch):
+    monkeypatch.delenv("LIVEPROP_HOST", raising=False)
+    args = main.parse([])
+    assert (args.host, args.port, args.visdom_port) == ("127.0.0.1", 8501, 8097)
+    monkeypatch.setenv("LIVEPROP_HOST", "0.0.0.0")
+    assert main.parse([]).host == "0.0.0.0"
+    assert main.parse(["--host", "10.1.2.3"]).host == "10.1.2.3"
+
+
+def test_streamlit_command_names_the_address_and_runs_headless():
+    cmd = serve.command("127.0.0.1", 8600)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.port") + 1] == "8600"
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
+    assert cmd[4].endswith("dashboard/app.py")

@@ -82,11 +82,6 @@ def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env: dict | None =
           timeout: float = 60.0) -> Dashboard:
     """Start Streamlit on host:port and return once its health endpoint answers."""
     env = {**os.environ, **(env or {})}
-    # Workers launched from the dashboard inherit this environment. With OpenMP's default
-    # (spinning) wait policy, torch's threads spin against the dashboard and the browser for the
-    # CPU: a CPU run slowed from 1000 steps in 3.9 s to 28.6 s beside two busy processes on a
-    # 2-core machine; PASSIVE brought it to 9 s. A setting already in the environment wins.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:

@@ -137,6 +137,8 @@ def torchvision_model(cfg, in_shape, out_dim):
     return model
 
 
+FLAT_ARCHS = ("two_layer", "mlp", "parallel_block")    # Linear layers of mlp_widths
+
 ARCHS = {
     "two_layer": mlp,
     "mlp": mlp,

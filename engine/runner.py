@@ -55,7 +55,7 @@ def resolve_device(name: str) -> tuple[torch.device, str]:
     return torch.device("cuda"), f"cuda ({torch.cuda.get_device_name(0)})"
 
 
-def prepare(cfg: RunConfig) -> Prepared:
+def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
     """Everything that can be checked without training. Raises ConfigError with one line."""
     cfg = validate(cfg)
     device, note = resolve_device(cfg.device)
@@ -74,7 +74,8 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise ConfigError(f"dataset {cfg.dataset!r} is counted in steps: give --steps")
     else:
         total = cfg.epochs * data_mod.steps_per_epoch(spec.n, cfg)
-    check_memory(cfg, spec, device)
+    if memory:
+        check_memory(cfg, spec, device)
     return Prepared(cfg, spec, device, total, note)
 
 
@@ -88,15 +89,20 @@ def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
         if isinstance(out, torch.Tensor):
             activations += out.numel()
 
-    shape = spec.in_shape
-    if cfg.arch == "torchvision":      # grayscale batches reach it expanded to 3 channels (build)
-        shape = (3, *shape[1:])
     with torch.device("meta"):
-        model = models.build(dataclasses.replace(cfg, pretrained=""), spec.in_shape, spec.out_dim)
+        # shapes only: no weights file, and torch's own init (normal_ on meta imports torch._dynamo: 1.5 s)
+        model = models.build(dataclasses.replace(cfg, pretrained="", init="torch"), spec.in_shape, spec.out_dim)
+    if cfg.arch in models.FLAT_ARCHS:     # (N, width) per layer, pre- and post-activation, both halves
+        activations = 4 * cfg.batch_size * sum(models.mlp_widths(cfg, spec.in_shape, spec.out_dim))
+    else:                                 # convolutions: count every module's output in a meta forward
+        shape = spec.in_shape
+        if cfg.arch == "torchvision":     # grayscale batches reach it expanded to 3 channels (build)
+            shape = (3, *shape[1:])
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-        model(torch.empty(cfg.batch_size, *shape))
-    for h in hooks:
-        h.remove()
+        with torch.device("meta"):
+            model(torch.empty(cfg.batch_size, *shape))
+        for h in hooks:
+            h.remove()
     params = sum(p.numel() for p in model.parameters())
     states = {"adam": 2, "adamw": 2, "rmsprop": 2, "adagrad": 1, "sgd": 1 if cfg.momentum else 0}
     elt = 8 if cfg.dtype == "float64" else 4
@@ -250,7 +256,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     sink = StoreSink(store_path, run_id, control)
     status, error, extra = "failed", None, []
     try:
-        p = prepare(from_dict(row["config"]))
+        p = prepare(from_dict(row["config"]), memory=False)     # checked when the run was created
         store.update_run(run_id, device=p.device_note, total_steps=p.total_steps)
         mode, batches = build(p)
         tel = Telemetry(p.cfg.telemetry_every, p.cfg.hist_bins, p.cfg.flush_every, p.cfg.flush_seconds,
@@ -323,6 +329,9 @@ def spawn_worker(run_id: str, store: str | None = None) -> int:
     log = Path(store_path).parent / "logs" / f"{run_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(PROJECT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # OpenMP's default wait policy spins idle threads; beside a dashboard and a browser on a small
+    # machine that cost a CPU run 7x. A policy already in the environment wins.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", run_id, "--store", store_path],
                                 cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,

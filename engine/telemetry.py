@@ -101,7 +101,8 @@ class Telemetry:
         self._losses.append(loss)
 
     def flush_due(self) -> bool:
-        return (len(self._losses) >= self.flush_every
+        return (self._done is None                  # the first step shows up at once
+                or len(self._losses) >= self.flush_every
                 or time.perf_counter() - self._last_flush_time >= self.flush_seconds)
 
     # -- snapshots, every K steps ------------------------------------------------------------

@@ -59,7 +59,8 @@ class Trainer:
         self.callbacks = defaultdict(list)
         self.stopped = False                      # a stop command ended the run early
         self.divergence = None                    # {"step": s, "layer": name} once diverged
-        self._last_good = None                    # weights at the last all-finite flush
+        self._last_good = None                    # weights known to give a finite loss
+        self._candidate = None                    # weights at the last flush, not yet vouched for
         self._events = []                         # (step, kind, data) for the next flush
 
     def add_callback(self, event, fn):
@@ -74,8 +75,8 @@ class Trainer:
     def run(self, max_steps: int | None = None):
         """Train to total_steps (or max_steps more, for benchmarks that interleave), then flush."""
         mode, tel, control = self.mode, self.tel, self.control
-        if self._last_good is None:      # a divergence before the first flush restores these
-            self._last_good = (self.step, [p.detach().clone() for _, p in mode.named_params()])
+        if self._candidate is None:      # a divergence before the first flush restores these
+            self._candidate = self._weights()
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         while self.step < end and not self.stopped:
             if control.pending:
@@ -108,7 +109,9 @@ class Trainer:
         self._events = []
         bad = next((i for i, v in enumerate(f.losses) if not math.isfinite(v)), None)
         if bad is None:
-            self._last_good = (self.step, [p.detach().clone() for _, p in self.mode.named_params()])
+            # the candidate's weights produced this flush's first loss, which is finite
+            if f.losses:
+                self._last_good, self._candidate = self._candidate, self._weights()
             self.trigger("on_flush", f)
         else:
             self.trigger("on_flush", f)
@@ -170,12 +173,18 @@ class Trainer:
             self._pause("divergence", self.divergence)
             self.divergence = None if not self.stopped else self.divergence
 
+    def _weights(self):
+        return [p.detach().clone() for _, p in self.mode.named_params()]
+
     def _restore_last_good(self):
-        if self._last_good is None:
+        """Put back the last weights known to give a finite loss (or the first ones, if none)."""
+        saved = self._last_good or self._candidate
+        if saved is None:
             return False
         with torch.no_grad():
-            for (_, p), saved in zip(self.mode.named_params(), self._last_good[1]):
-                p.copy_(saved)
+            for (_, p), w in zip(self.mode.named_params(), saved):
+                p.copy_(w)
+        self._candidate = saved
         return True
 
     def _first_bad_layer(self):

@@ -124,10 +124,11 @@ def test_flush_is_one_transfer_with_every_step_and_key(small, sync_spy):
     trainer.run()
 
     # every flush brought everything back with one .cpu() and one .tolist() of that host copy
-    assert [f.first_step for f in flushes] == [0, 5]
-    for calls in transfers[:2]:
+    # the first step is flushed at once (time to first plot), then every flush_every steps
+    assert [f.first_step for f in flushes] == [0, 1, 6]
+    for calls in transfers[:3]:
         assert sorted(w for w, _ in calls) == ["cpu", "tolist"], calls
-    assert [len(f.losses) for f in flushes] == [5, 5]
+    assert [len(f.losses) for f in flushes] == [1, 5, 4]
     got = [v for f in flushes for v in f.losses]
     assert got == pytest.approx([l.item() for l in losses[:10]], rel=1e-12)
 

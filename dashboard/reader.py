@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 
-from engine.store import Store, default_path
+from engine.store import BLOCK, Store, default_path
 
 
 def connect(path: str | None = None) -> sqlite3.Connection:
@@ -76,10 +76,12 @@ def bucket_rows(db, run: str, key: str, buckets: int, lo: int = -1, hi: int = 2*
         return [(s, s, v, v, v if v is not None else 0.0, 0 if v is None else 1)
                 for s, v in db.execute("SELECT step, value FROM scalars WHERE run=? AND key=? "
                                        "AND step BETWEEN ? AND ? ORDER BY step", (run, key, first, last))]
+    width = -(-(last - first + 1) // buckets)
+    if key == "loss" and width >= BLOCK:
+        return rollup_rows(db, run, -(-width // BLOCK), first, last)
     # The bucket bounds go in a temp table keyed by their first step, so that the join walks the
     # buckets in order and SQLite aggregates without sorting: twice as fast as GROUP BY (step-a)/w,
     # which pushes every row through a temp b-tree.
-    width = -(-(last - first + 1) // buckets)
     db.execute("CREATE TEMP TABLE IF NOT EXISTS lp_buckets (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL)")
     db.execute("DELETE FROM lp_buckets")
     db.executemany("INSERT INTO lp_buckets VALUES (?, ?)",
@@ -88,6 +90,18 @@ def bucket_rows(db, run: str, key: str, buckets: int, lo: int = -1, hi: int = 2*
         "SELECT MIN(s.step), MAX(s.step), MIN(s.value), MAX(s.value), TOTAL(s.value), COUNT(s.value) "
         "FROM lp_buckets b JOIN scalars s ON s.run=? AND s.key=? AND s.step BETWEEN b.lo AND b.hi "
         "GROUP BY b.lo ORDER BY b.lo", (run, key)).fetchall()
+
+
+def rollup_rows(db, run: str, k: int, first: int, last: int) -> list[tuple]:
+    """bucket_rows from the store's rollup of the loss: buckets of k blocks (k * BLOCK steps),
+    aligned to block boundaries. A 1,000,000-step run reads about 4,000 rows instead of 10**6."""
+    lo_b, hi_b = first // BLOCK, last // BLOCK
+    rows = db.execute(
+        "SELECT MIN(block), MAX(block), MIN(vmin), MAX(vmax), TOTAL(vsum), SUM(n) FROM rollup "
+        "WHERE run=? AND key='loss' AND block BETWEEN ? AND ? GROUP BY block / ? ORDER BY block / ?",
+        (run, lo_b, hi_b, k, k)).fetchall()
+    return [(max(first, b0 * BLOCK), min(last, b1 * BLOCK + BLOCK - 1), vmin, vmax, vsum, n)
+            for b0, b1, vmin, vmax, vsum, n in rows]
 
 
 def hist_steps(db, run: str, kind: str, layer: str, after: int = -1) -> list[int]:

@@ -14,7 +14,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+BLOCK = 256                 # steps per rollup block of the per-step loss
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = PROJECT / "runs" / "liveprop.db"
 ACTIVE = ("queued", "running", "paused")
@@ -40,7 +41,18 @@ CREATE TABLE IF NOT EXISTS control (
     id INTEGER PRIMARY KEY, run TEXT NOT NULL, time REAL NOT NULL, command TEXT NOT NULL,
     value REAL, acked REAL, result TEXT);
 CREATE INDEX IF NOT EXISTS control_run ON control (run, acked);
+CREATE TABLE IF NOT EXISTS rollup (
+    run TEXT NOT NULL, key TEXT NOT NULL, block INTEGER NOT NULL,
+    n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL NOT NULL,
+    PRIMARY KEY (run, key, block)) WITHOUT ROWID;
 """
+# v1 -> v2: the rollup of the per-step loss, so a long run's overview reads 1/BLOCK of the rows
+BACKFILL = f"""INSERT OR REPLACE INTO rollup SELECT run, key, step / {BLOCK}, COUNT(value), MIN(value),
+    MAX(value), TOTAL(value) FROM scalars WHERE key = 'loss' GROUP BY run, key, step / {BLOCK}"""
+UPSERT_ROLLUP = """INSERT INTO rollup VALUES (?, 'loss', ?, ?, ?, ?, ?) ON CONFLICT (run, key, block) DO UPDATE SET
+    n = n + excluded.n, vsum = vsum + excluded.vsum,
+    vmin = COALESCE(MIN(COALESCE(vmin, excluded.vmin), COALESCE(excluded.vmin, vmin)), vmin),
+    vmax = COALESCE(MAX(COALESCE(vmax, excluded.vmax), COALESCE(excluded.vmax, vmax)), vmax)"""
 
 
 def default_path() -> str:
@@ -77,6 +89,8 @@ class Store:
                 for stmt in SCHEMA.split(";"):
                     if stmt.strip():
                         self.db.execute(stmt)
+                if row is not None:
+                    self.db.execute(BACKFILL)
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def tx(self):
@@ -109,7 +123,7 @@ class Store:
 
     def delete_run(self, run_id: str):
         with self.tx():
-            for table in ("scalars", "histograms", "events", "control"):
+            for table in ("scalars", "histograms", "events", "control", "rollup"):
                 self.db.execute(f"DELETE FROM {table} WHERE run=?", (run_id,))
             self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
@@ -127,6 +141,7 @@ class Store:
                                   h.nonfinite) for h in flush.hists])
             for step, kind, data in flush.events:
                 self.add_event(run_id, step, kind, data)
+            self.db.executemany(UPSERT_ROLLUP, _blocks(run_id, flush.first_step, flush.losses))
             if flush.losses:
                 self.db.execute("UPDATE runs SET step=? WHERE id=?", (flush.last_step + 1, run_id))
 
@@ -215,6 +230,18 @@ class _Tx:
 
     def __exit__(self, exc_type, *_):
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _blocks(run_id: str, first_step: int, losses: list[float]):
+    """Rows for UPSERT_ROLLUP: per BLOCK of steps, (run, block, n, min, max, sum) of finite losses."""
+    out = {}
+    for i, v in enumerate(losses):
+        b = (first_step + i) // BLOCK
+        n, lo, hi, total = out.get(b, (0, None, None, 0.0))
+        if v is not None and math.isfinite(v):
+            n, lo, hi, total = n + 1, v if lo is None else min(lo, v), v if hi is None else max(hi, v), total + v
+        out[b] = (n, lo, hi, total)
+    return [(run_id, b, *vals) for b, vals in out.items()]
 
 
 def _run_dict(row) -> dict:

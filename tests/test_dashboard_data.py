@@ -132,3 +132,26 @@ def test_visdom_target_goes_into_the_config():
     assert (cfg.visdom, cfg.visdom_env) == ("http://127.0.0.1:8097", "lecture")
     validate(cfg)
     assert rules.with_visdom(RunConfig(), False, "127.0.0.1", 8097).visdom == "off"
+
+
+def test_long_runs_read_the_rollup_with_the_same_figures_as_the_rows(db):
+    """Above BLOCK steps per bucket the loss overview comes from the store's rollup; every
+    bucket's min, max, sum and count must equal numpy's over the raw values of its steps."""
+    import numpy as np
+    from engine.store import BLOCK
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(100_000)
+    values[77_777] = np.nan
+    for start in range(0, len(values), 30_000):          # several flushes, blocks split between them
+        db.write_flush("r", flush(start, values[start:start + 30_000].tolist()))
+    con = reader.connect(db.path)
+    rows = reader.bucket_rows(con, "r", "loss", 100)
+    assert 50 <= len(rows) <= 100
+    assert rows[0][0] == 0 and rows[-1][1] == len(values) - 1
+    for s0, s1, vmin, vmax, vsum, n in rows:
+        chunk = values[s0:s1 + 1]
+        finite = chunk[np.isfinite(chunk)]
+        assert (s1 - s0 + 1) % BLOCK == 0 or s1 == len(values) - 1
+        assert n == len(finite)
+        assert vmin == finite.min() and vmax == finite.max()
+        assert vsum == pytest.approx(finite.sum(), abs=1e-9)

@@ -118,9 +118,10 @@ def _bare_adam(device, parallel):
 
 
 CASES = {   # name: (bare loop, engine config)
-    "manual": (bare_manual, dict(mode="manual")),
-    "autograd": (bare_autograd, dict(mode="autograd")),
-    "custom_function": (bare_custom_function, dict(mode="custom_function")),
+    # the lecture's raw-tensor net has no biases (its nn nets do)
+    "manual": (bare_manual, dict(mode="manual", bias=False)),
+    "autograd": (bare_autograd, dict(mode="autograd", bias=False)),
+    "custom_function": (bare_custom_function, dict(mode="custom_function", bias=False)),
     "nn": (bare_nn, dict(mode="nn")),
     "optim (adam)": (lambda d: _bare_adam(d, False), dict(mode="optim")),
     "parallel_block + adam": (lambda d: _bare_adam(d, True), dict(mode="optim", arch="parallel_block")),
@@ -134,7 +135,8 @@ def engine_runner(overrides, device, store_path, total):
     run_id, p = runner.create_run(cfg, store_path)
     mode, batches = runner.build(p)
     c = p.cfg
-    tel = Telemetry(c.telemetry_every, c.hist_bins, c.flush_every, c.flush_seconds, p.device, c.batch_size)
+    tel = Telemetry(c.telemetry_every, c.hist_bins, c.flush_every, c.flush_seconds, p.device, c.batch_size,
+                    c.telemetry_seconds)
     control = Control()
     trainer = Trainer(mode, batches, tel, total, control=control)
     sink = runner.StoreSink(store_path, run_id, control)

@@ -244,8 +244,9 @@ def _run(why):
     with st.expander("Run and telemetry"):
         c1, c2 = st.columns(2)
         c1.number_input("Seed", step=1, key=K + "seed")
-        c2.number_input("Telemetry every K steps", min_value=1, step=10, key=K + "telemetry_every",
-                        help="histograms, norms, update ratios and the gradient check")
+        c2.number_input("Telemetry every K steps", min_value=0, step=10, key=K + "telemetry_every",
+                        help="histograms, norms, update ratios and the gradient check; "
+                             "0 = automatic, about once a second")
         c1.number_input("Histogram bins", min_value=1, step=8, key=K + "hist_bins")
         c2.selectbox("On divergence", ON_DIVERGENCE, key=K + "on_divergence")
         st.text_input("Run name", key=K + "name")

@@ -75,10 +75,12 @@ class RunConfig:
     image_size: int = 32            # imagefolder resize
     data_root: str = "data"         # torchvision downloads go here
     # telemetry and run control
-    telemetry_every: int = 200      # K: histograms, norms, ratios, gradient check every K steps
+    telemetry_every: int = 0        # K: histograms, norms, ratios, gradient check every K steps;
+                                    # 0 = auto: about once per telemetry_seconds of training
+    telemetry_seconds: float = 1.0
     hist_bins: int = 64
-    flush_every: int = 200          # steps between host transfers (also flushed every flush_seconds)
-    flush_seconds: float = 0.5
+    flush_seconds: float = 0.5      # host transfers: every flush_seconds,
+    flush_every: int = 2000         # or every flush_every steps, whichever comes first
     on_divergence: str = "pause"    # pause | stop | ignore, when the loss goes non-finite
     name: str = ""                  # a label for the run
     # remote sinks (engine/sinks/). No password here: the store keeps this config as JSON
@@ -200,7 +202,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _positive("eps", c.eps)
 
     for k in ("batch_size", "d_in", "hidden", "d_out", "depth", "n_samples", "hist_bins",
-              "telemetry_every", "flush_every", "image_size"):
+              "flush_every", "image_size"):
         v = getattr(c, k)
         if v < 1:
             raise ConfigError(f"{k} must be at least 1, got {v}")
@@ -211,6 +213,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     if c.num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {c.num_workers}")
     _positive("flush_seconds", c.flush_seconds)
+    _positive("telemetry_seconds", c.telemetry_seconds)
+    if c.telemetry_every < 0:
+        raise ConfigError(f"telemetry_every must be >= 0 (0 = about once a second), got {c.telemetry_every}")
 
     if c.dataset == "csv":
         if not c.csv_path:

@@ -260,7 +260,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         store.update_run(run_id, device=p.device_note, total_steps=p.total_steps)
         mode, batches = build(p)
         tel = Telemetry(p.cfg.telemetry_every, p.cfg.hist_bins, p.cfg.flush_every, p.cfg.flush_seconds,
-                        p.device, p.cfg.batch_size)
+                        p.device, p.cfg.batch_size, p.cfg.telemetry_seconds)
         trainer = Trainer(mode, batches, tel, p.total_steps, on_divergence=p.cfg.on_divergence, control=control)
         extra = attach_sinks(trainer, p.cfg, run_id, store_path)   # Visdom, TensorBoard; before the store sink
         trainer.add_callback("on_flush", sink.on_flush)           # so that their status events are stored

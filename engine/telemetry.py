@@ -77,8 +77,10 @@ def memory_bytes(device: torch.device) -> int:
 
 class Telemetry:
     def __init__(self, every: int, bins: int, flush_every: int, flush_seconds: float,
-                 device: torch.device, batch_size: int):
-        self.every, self.bins = every, bins
+                 device: torch.device, batch_size: int, seconds: float = 1.0):
+        self.every, self.seconds, self.bins = every, seconds, bins    # every == 0: about every `seconds`
+        self._next_snapshot = 0
+        self._rate = 0.0                          # steps/s at the last flush
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self.device, self.batch_size = device, batch_size
         self._losses: list[torch.Tensor] = []     # 0-dim device tensors since the last flush
@@ -93,7 +95,7 @@ class Telemetry:
     # -- the hot loop ------------------------------------------------------------------------
 
     def due(self, step: int) -> bool:
-        return step % self.every == 0
+        return step >= self._next_snapshot
 
     def record_loss(self, step: int, loss: torch.Tensor) -> None:
         if not self._losses:
@@ -114,6 +116,7 @@ class Telemetry:
 
     def before_update(self, step: int, mode, x, y, lr: float) -> None:
         """After backward, before the update: gradients, the gradient check, weights kept for the ratio."""
+        self._next_snapshot = step + (self.every or max(1, int(self._rate * self.seconds)))
         self._host_scalars.append((step, "lr", float(lr)))
         ref = mode.reference_grads(x, y)
         for name, g in mode.named_grads():
@@ -164,6 +167,7 @@ class Telemetry:
             done = end - (self._done if self._done is not None else out.first_step)
             dt = now - self._last_flush_time
             if dt > 0 and done > 0:
+                self._rate = done / dt
                 out.scalars.append((out.last_step, "steps_per_s", done / dt))
                 out.scalars.append((out.last_step, "samples_per_s", done * self.batch_size / dt))
             out.scalars.append((out.last_step, "mem_bytes", float(memory_bytes(self.device))))

@@ -14,15 +14,15 @@ class Mode:
 
     def __init__(self, params, loss, lr):
         self.params = {n: p.requires_grad_() for n, p in params.items()}   # w1, b1, w2, ...
-        self.depth = sum(1 for n in params if n.startswith("w"))
+        depth = sum(1 for n in params if n.startswith("w"))
+        self.layers = [(self.params[f"w{i}"], self.params.get(f"b{i}")) for i in range(1, depth + 1)]
         self.loss, self.lr = loss, lr
 
     def forward(self, x):
         h = x.reshape(len(x), -1)                                   # (N, D_in)
-        for i in range(1, self.depth + 1):
-            w, b = self.params[f"w{i}"], self.params.get(f"b{i}")
+        for i, (w, b) in enumerate(self.layers, start=1):
             h = h.mm(w) if b is None else torch.addmm(b, h, w)     # (N, H)
-            if i < self.depth:
+            if i < len(self.layers):
                 h = self.relu(h)
         return h                                                    # (N, D_out)
 

@@ -12,7 +12,8 @@ from ..losses import LOSS_GRADS, LOSSES
 class Mode:
     def __init__(self, params, loss, lr):
         self.params = params            # {"w1": (D_in, H), "b1": (H,), "w2": (H, D_out), ...}
-        self.depth = sum(1 for n in params if n.startswith("w"))
+        depth = sum(1 for n in params if n.startswith("w"))
+        self.layers = [(f"w{i}", f"b{i}" if f"b{i}" in params else None) for i in range(1, depth + 1)]
         self.loss, self.lr = loss, lr
         self.grads = {}
 
@@ -20,24 +21,25 @@ class Mode:
         # Forward pass: compute predictions and loss, keeping what the backward pass needs
         h = x.reshape(len(x), -1)                                   # (N, D_in)
         inputs, pre = [], []
-        for i in range(1, self.depth + 1):
-            w, b = self.params[f"w{i}"], self.params.get(f"b{i}")
+        for i, (w, b) in enumerate(self.layers, start=1):
+            w, b = self.params[w], self.params.get(b)
             inputs.append(h)
             z = h.mm(w) if b is None else torch.addmm(b, h, w)    # (N, H)
             pre.append(z)
-            h = z.clamp(min=0) if i < self.depth else z
+            h = z.clamp(min=0) if i < len(self.layers) else z
         y_pred = h                                                  # (N, D_out)
         loss = LOSSES[self.loss](y_pred, y)
 
         # Backward pass: manually compute gradients
         grad = LOSS_GRADS[self.loss](y_pred, y)                     # d loss / d y_pred
-        for i in range(self.depth, 0, -1):
-            self.grads[f"w{i}"] = inputs[i - 1].t().mm(grad)        # (D_in, H)
-            if f"b{i}" in self.params:
-                self.grads[f"b{i}"] = grad.sum(0)
-            if i > 1:
-                grad = grad.mm(self.params[f"w{i}"].t())            # d loss / d h_relu
-                grad = grad.masked_fill(pre[i - 2] < 0, 0)          # d loss / d h: ReLU passes h >= 0
+        for i in range(len(self.layers) - 1, -1, -1):
+            w, b = self.layers[i]
+            self.grads[w] = inputs[i].t().mm(grad)                  # (D_in, H)
+            if b is not None:
+                self.grads[b] = grad.sum(0)
+            if i > 0:
+                grad = grad.mm(self.params[w].t())                  # d loss / d h_relu
+                grad = grad.masked_fill(pre[i - 1] < 0, 0)          # d loss / d h: ReLU passes h >= 0
         return loss
 
     def update(self):

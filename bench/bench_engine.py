@@ -160,9 +160,13 @@ def timed(fn, steps, device):
 def bench_case(name, device, rounds, chunk, store_path):
     bare_factory, overrides = CASES[name]
     bare = bare_factory(device)
-    trainer, sink = engine_runner(overrides, device, store_path, total=(2 * rounds + 2) * chunk)
+    trainer, sink = engine_runner(overrides, device, store_path, total=(2 * rounds + 2) * chunk + 100)
     engine = lambda steps: trainer.run(max_steps=steps)             # noqa: E731
-    bare(chunk // 4), engine(chunk // 4)                             # warm up both
+    bare(50), engine(50)                                             # warm up both
+    if not chunk:   # about 1.5 s of the bare loop, so every chunk holds its share of snapshots and flushes
+        chunk = max(200, int(1.5 * timed(bare, 200, device)))
+        trainer.total_steps = 10**9
+    engine(chunk)                    # past the automatic telemetry interval's first estimates
     bare_rates, engine_rates, ratios = [], [], []
     for r in range(rounds):
         order = [("bare", bare), ("engine", engine)] if r % 2 == 0 else [("engine", engine), ("bare", bare)]
@@ -171,25 +175,25 @@ def bench_case(name, device, rounds, chunk, store_path):
         engine_rates.append(rates["engine"])
         ratios.append(rates["engine"] / rates["bare"])
     sink.close()
-    return statistics.median(bare_rates), statistics.median(engine_rates), statistics.median(ratios), ratios
+    return statistics.median(bare_rates), statistics.median(engine_rates), statistics.median(ratios), ratios, chunk
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=0, help="steps per timed chunk (default: 400 cpu, 2000 cuda)")
+    ap.add_argument("--chunk", type=int, default=0, help="steps per timed chunk (default: about 1.5 s of the bare loop)")
     ap.add_argument("--cases", default=",".join(CASES))
     args = ap.parse_args()
-    chunk = args.chunk or (2000 if args.device == "cuda" else 400)
     dev_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"engine vs bare lecture loop, N,D_in,H,D_out = {N},{D_in},{H},{D_out}, {dev_name}, "
-          f"torch {torch.__version__}, {args.rounds} interleaved rounds of {chunk} steps")
-    print(f"{'loop':<24} {'bare steps/s':>12} {'engine steps/s':>15} {'ratio':>7}   per-round ratios")
+          f"torch {torch.__version__}, {args.rounds} interleaved ABBA rounds, ~1.5 s chunks")
+    print(f"{'loop':<24} {'bare steps/s':>12} {'engine steps/s':>15} {'ratio':>7} {'chunk':>6}   per-round ratios")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
-            b, e, ratio, ratios = bench_case(name, args.device, args.rounds, chunk, os.path.join(tmp, "bench.db"))
-            print(f"{name:<24} {b:>12,.0f} {e:>15,.0f} {ratio:>6.3f}x   "
+            b, e, ratio, ratios, n = bench_case(name, args.device, args.rounds, args.chunk,
+                                                os.path.join(tmp, "bench.db"))
+            print(f"{name:<24} {b:>12,.0f} {e:>15,.0f} {ratio:>6.3f}x {n:>6}   "
                   + " ".join(f"{r:.2f}" for r in ratios), flush=True)
 
 

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import engine                                                  # noqa: E402
 from dashboard import reader, serve                            # noqa: E402
 from dashboard.feed import RunFeed                             # noqa: E402
+from engine import store as store_mod                            # noqa: E402
 from engine.store import ACTIVE, Store                         # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -110,6 +111,7 @@ def write_big_run(store_path: str, steps: int = BIG, k: int = 100, hist_every: i
         for rows in (loss, per_k, run_keys):
             s.db.executemany("INSERT INTO scalars VALUES (?,?,?,?)", rows)
         s.db.executemany("INSERT INTO histograms VALUES (?,?,?,?,?,?,?)", hists)
+        s.db.execute(store_mod.BACKFILL)          # the loss rollup, as Store.write_flush keeps it
         s.add_event(run_id, steps // 2, "lr_change", {"old": 1e-6, "new": 5e-7})
     s.update_run(run_id, status="running", started=time.time(), heartbeat=time.time(), step=steps)
     s.close()
@@ -127,10 +129,11 @@ class LiveWriter(threading.Thread):
     def run(self):
         s = Store(self.store_path)
         while not self.halt.is_set():
-            rows = [(self.run_id, "loss", i, 1000 * math.exp(-i / 2e5) + random.random())
-                    for i in range(self.step, self.step + 500)]
+            losses = [1000 * math.exp(-i / 2e5) + random.random() for i in range(self.step, self.step + 500)]
             with s.tx():
-                s.db.executemany("INSERT INTO scalars VALUES (?,?,?,?)", rows)
+                s.db.executemany("INSERT INTO scalars VALUES (?, 'loss', ?, ?)",
+                                 [(self.run_id, self.step + i, v) for i, v in enumerate(losses)])
+                s.db.executemany(store_mod.UPSERT_ROLLUP, store_mod._blocks(self.run_id, self.step, losses))
                 s.db.execute("INSERT INTO scalars VALUES (?, 'steps_per_s', ?, 5000)", (self.run_id, self.step + 499))
             self.step += 500
             s.update_run(self.run_id, step=self.step, heartbeat=time.time())

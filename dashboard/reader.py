@@ -78,7 +78,9 @@ def bucket_rows(db, run: str, key: str, buckets: int, lo: int = -1, hi: int = 2*
                                        "AND step BETWEEN ? AND ? ORDER BY step", (run, key, first, last))]
     width = -(-(last - first + 1) // buckets)
     if key == "loss" and width >= BLOCK:
-        return rollup_rows(db, run, -(-width // BLOCK), first, last)
+        rows = rollup_rows(db, run, -(-width // BLOCK), first, last)
+        if rows:                       # else a store written around Store.write_flush: read the rows
+            return rows
     # The bucket bounds go in a temp table keyed by their first step, so that the join walks the
     # buckets in order and SQLite aggregates without sorting: twice as fast as GROUP BY (step-a)/w,
     # which pushes every row through a temp b-tree.

@@ -133,7 +133,9 @@ class LiveWriter(threading.Thread):
             with s.tx():
                 s.db.executemany("INSERT INTO scalars VALUES (?, 'loss', ?, ?)",
                                  [(self.run_id, self.step + i, v) for i, v in enumerate(losses)])
-                s.db.executemany(store_mod.UPSERT_ROLLUP, store_mod._blocks(self.run_id, self.step, losses))
+                s.db.executemany(store_mod.UPSERT_ROLLUP, store_mod._blocks(
+                    self.run_id, [("loss", self.step + i, v) for i, v in enumerate(losses)]
+                    + [("steps_per_s", self.step + 499, 5000.0)]))
                 s.db.execute("INSERT INTO scalars VALUES (?, 'steps_per_s', ?, 5000)", (self.run_id, self.step + 499))
             self.step += 500
             s.update_run(self.run_id, step=self.step, heartbeat=time.time())

@@ -77,8 +77,9 @@ def bucket_rows(db, run: str, key: str, buckets: int, lo: int = -1, hi: int = 2*
                 for s, v in db.execute("SELECT step, value FROM scalars WHERE run=? AND key=? "
                                        "AND step BETWEEN ? AND ? ORDER BY step", (run, key, first, last))]
     width = -(-(last - first + 1) // buckets)
-    if key == "loss" and width >= BLOCK:
-        rows = rollup_rows(db, run, -(-width // BLOCK), first, last)
+    blocks = (last - first + 1) // BLOCK
+    if blocks >= buckets // 2:         # the rollup still gives at least half the resolution asked for
+        rows = rollup_rows(db, run, key, max(1, -(-blocks // buckets)), first, last)
         if rows:                       # else a store written around Store.write_flush: read the rows
             return rows
     # The bucket bounds go in a temp table keyed by their first step, so that the join walks the
@@ -94,14 +95,14 @@ def bucket_rows(db, run: str, key: str, buckets: int, lo: int = -1, hi: int = 2*
         "GROUP BY b.lo ORDER BY b.lo", (run, key)).fetchall()
 
 
-def rollup_rows(db, run: str, k: int, first: int, last: int) -> list[tuple]:
-    """bucket_rows from the store's rollup of the loss: buckets of k blocks (k * BLOCK steps),
-    aligned to block boundaries. A 1,000,000-step run reads about 4,000 rows instead of 10**6."""
+def rollup_rows(db, run: str, key: str, k: int, first: int, last: int) -> list[tuple]:
+    """bucket_rows from the store's rollup: buckets of k blocks (k * BLOCK steps), aligned to
+    block boundaries. A 1,000,000-step run's loss reads about 4,000 rows instead of 10**6."""
     lo_b, hi_b = first // BLOCK, last // BLOCK
     rows = db.execute(
         "SELECT MIN(block), MAX(block), MIN(vmin), MAX(vmax), TOTAL(vsum), SUM(n) FROM rollup "
-        "WHERE run=? AND key='loss' AND block BETWEEN ? AND ? GROUP BY block / ? ORDER BY block / ?",
-        (run, lo_b, hi_b, k, k)).fetchall()
+        "WHERE run=? AND key=? AND block BETWEEN ? AND ? GROUP BY block / ? ORDER BY block / ?",
+        (run, key, lo_b, hi_b, k, k)).fetchall()
     return [(max(first, b0 * BLOCK), min(last, b1 * BLOCK + BLOCK - 1), vmin, vmax, vsum, n)
             for b0, b1, vmin, vmax, vsum, n in rows]
 

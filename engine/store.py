@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 SCHEMA_VERSION = 2
-BLOCK = 256                 # steps per rollup block of the per-step loss
+BLOCK = 256                 # steps per rollup block
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = PROJECT / "runs" / "liveprop.db"
 ACTIVE = ("queued", "running", "paused")
@@ -46,10 +46,10 @@ CREATE TABLE IF NOT EXISTS rollup (
     n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL NOT NULL,
     PRIMARY KEY (run, key, block)) WITHOUT ROWID;
 """
-# v1 -> v2: the rollup of the per-step loss, so a long run's overview reads 1/BLOCK of the rows
+# v1 -> v2: a rollup of every series per BLOCK steps, so a long run's overview reads 1/BLOCK of the rows
 BACKFILL = f"""INSERT OR REPLACE INTO rollup SELECT run, key, step / {BLOCK}, COUNT(value), MIN(value),
-    MAX(value), TOTAL(value) FROM scalars WHERE key = 'loss' GROUP BY run, key, step / {BLOCK}"""
-UPSERT_ROLLUP = """INSERT INTO rollup VALUES (?, 'loss', ?, ?, ?, ?, ?) ON CONFLICT (run, key, block) DO UPDATE SET
+    MAX(value), TOTAL(value) FROM scalars GROUP BY run, key, step / {BLOCK}"""
+UPSERT_ROLLUP = """INSERT INTO rollup VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, block) DO UPDATE SET
     n = n + excluded.n, vsum = vsum + excluded.vsum,
     vmin = COALESCE(MIN(COALESCE(vmin, excluded.vmin), COALESCE(excluded.vmin, vmin)), vmin),
     vmax = COALESCE(MAX(COALESCE(vmax, excluded.vmax), COALESCE(excluded.vmax, vmax)), vmax)"""
@@ -141,7 +141,8 @@ class Store:
                                   h.nonfinite) for h in flush.hists])
             for step, kind, data in flush.events:
                 self.add_event(run_id, step, kind, data)
-            self.db.executemany(UPSERT_ROLLUP, _blocks(run_id, flush.first_step, flush.losses))
+            points = [("loss", flush.first_step + i, v) for i, v in enumerate(flush.losses)]
+            self.db.executemany(UPSERT_ROLLUP, _blocks(run_id, points + [(k, s, v) for s, k, v in flush.scalars]))
             if flush.losses:
                 self.db.execute("UPDATE runs SET step=? WHERE id=?", (flush.last_step + 1, run_id))
 
@@ -232,16 +233,16 @@ class _Tx:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _blocks(run_id: str, first_step: int, losses: list[float]):
-    """Rows for UPSERT_ROLLUP: per BLOCK of steps, (run, block, n, min, max, sum) of finite losses."""
+def _blocks(run_id: str, points) -> list[tuple]:
+    """Rows for UPSERT_ROLLUP from (key, step, value) points: per key and BLOCK of steps,
+    (run, key, block, n, min, max, sum) of the finite values."""
     out = {}
-    for i, v in enumerate(losses):
-        b = (first_step + i) // BLOCK
-        n, lo, hi, total = out.get(b, (0, None, None, 0.0))
+    for key, step, v in points:
+        n, lo, hi, total = out.get((key, step // BLOCK), (0, None, None, 0.0))
         if v is not None and math.isfinite(v):
             n, lo, hi, total = n + 1, v if lo is None else min(lo, v), v if hi is None else max(hi, v), total + v
-        out[b] = (n, lo, hi, total)
-    return [(run_id, b, *vals) for b, vals in out.items()]
+        out[key, step // BLOCK] = (n, lo, hi, total)
+    return [(run_id, key, b, *vals) for (key, b), vals in out.items()]
 
 
 def _run_dict(row) -> dict:

@@ -155,3 +155,28 @@ def test_long_runs_read_the_rollup_with_the_same_figures_as_the_rows(db):
         assert n == len(finite)
         assert vmin == finite.min() and vmax == finite.max()
         assert vsum == pytest.approx(finite.sum(), abs=1e-9)
+
+
+def test_per_k_series_use_the_rollup_only_when_it_keeps_the_resolution(db):
+    """A sparse per-K series over a long run reads the rollup (figures equal to numpy over the
+    raw points of each bucket); over a short run it keeps its own resolution."""
+    import numpy as np
+    rng = np.random.default_rng(1)
+    steps = np.arange(0, 1_000_000, 100)
+    values = rng.random(len(steps))
+    for lo in range(0, len(steps), 2_500):
+        db.write_flush("long", flush(int(steps[lo]), [], scalars=[
+            (int(s), "grad_norm/w1", float(v)) for s, v in zip(steps[lo:lo + 2_500], values[lo:lo + 2_500])]))
+    con = reader.connect(db.path)
+    rows = reader.bucket_rows(con, "long", "grad_norm/w1", 4000)
+    assert 2000 <= len(rows) <= 4000
+    assert sum(r[5] for r in rows) == len(steps)                  # every point counted once
+    for s0, s1, vmin, vmax, vsum, n in rows[::97]:
+        inside = values[(steps >= s0) & (steps <= s1)]
+        assert n == len(inside) and vmin == inside.min() and vmax == inside.max()
+        assert vsum == pytest.approx(inside.sum())
+
+    short = [(s, "grad_norm/w1", float(s % 13)) for s in range(0, 8_000, 5)]   # 1,600 points
+    db.write_flush("short", flush(0, [], scalars=short))
+    rows = reader.bucket_rows(con, "short", "grad_norm/w1", 4000)
+    assert sum(r[5] for r in rows) == 1_600 and len(rows) >= 1_600 // 2   # not 31 coarse blocks

@@ -18,6 +18,18 @@ import streamlit as st  # noqa: E402
 from dashboard import sidebar  # noqa: E402
 
 st.set_page_config(page_title="Liveprop", page_icon=":material/monitoring:", layout="wide")
+
+
+@st.cache_resource
+def _warm_plotly():
+    """Plotly builds its trace validators on first use (about 80 ms for a Heatmap): pay that once
+    per server process at the first page load, not in the first live-panel refresh."""
+    import plotly.graph_objects as go
+    for trace in (go.Scatter, go.Heatmap, go.Bar):
+        go.Figure(trace())
+
+
+_warm_plotly()
 HERE = Path(__file__).parent
 PAGES = {
     "train": st.Page(HERE / "views" / "train.py", title="Train", icon=":material/model_training:", default=True),

@@ -87,6 +87,24 @@ def test_rebin_keeps_the_mass():
     assert out[grid[:-1] < -1].sum() == 0
 
 
+def test_rebin_matches_the_overlap_of_each_source_bin():
+    """Against the definition: each source bin's count spread over the grid bins it overlaps, in
+    proportion to the overlap (values uniform inside a bin)."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        lo = rng.normal()
+        edges = lo + np.sort(rng.random(9)) * rng.uniform(0.1, 5)
+        counts = rng.integers(0, 50, 8).astype(float)
+        grid = np.linspace(edges[0] - rng.random(), edges[-1] + rng.random(), 33)
+        want = np.zeros(32)
+        for i, n in enumerate(counts):
+            overlap = np.clip(np.minimum(grid[1:], edges[i + 1]) - np.maximum(grid[:-1], edges[i]), 0, None)
+            want += n * overlap / (edges[i + 1] - edges[i])
+        assert rebin(edges, counts, grid) == pytest.approx(want, abs=1e-9)
+    one_valued = rebin([0.35, 0.35], [7], np.linspace(0, 1, 11))
+    assert one_valued[3] == 7 and one_valued.sum() == 7
+
+
 # ---------------------------------------------------------------------------------------------
 # figures
 

@@ -244,7 +244,7 @@ def test_server_killed_and_restarted_loses_nothing(servers, sinks, fast_retry):
 
 def test_a_stalled_server_never_delays_training_and_gets_the_points_later(servers, sinks, small, fast_retry):
     stall = StalledServer()
-    sink = sinks(stall.url, timeout=0.5, max_points=200_000)      # every step stays below the bound
+    sink = sinks(stall.url, timeout=1.0, max_points=200_000)      # every step stays below the bound
     p = runner.prepare(small(steps=100_000, flush_every=10, telemetry_every=5))
     mode, batches = runner.build(p)
     tel = Telemetry(5, 8, 10, 0.5, p.device, p.cfg.batch_size)
@@ -258,13 +258,15 @@ def test_a_stalled_server_never_delays_training_and_gets_the_points_later(server
         flush_times.append(time.perf_counter() - t)
     trainer.flush = timed_flush
     trainer.add_callback("on_flush", sink.on_flush)
-    t_end = time.monotonic() + 2.0                        # several request timeouts
+    t_end = time.monotonic() + 3.0                        # several request timeouts
     while time.monotonic() < t_end:
         trainer.run(max_steps=50)
     steps = trainer.step
     assert stall.conns and not sink.connected
-    assert "did not answer within 0.5 s" in sink.error
-    assert max(flush_times) < 0.2, max(flush_times)        # a flush never waited for the network
+    assert "did not answer within 1 s" in sink.error
+    # a flush that waited for the network would take the whole 1 s request timeout; half of it
+    # leaves room for a noisy machine's pauses
+    assert max(flush_times) < 0.5, max(flush_times)
     wait_for(lambda: sink.lines["loss"].pending == steps, what="every loss buffered")
 
     stall.close()

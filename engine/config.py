@@ -11,7 +11,7 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")

@@ -31,7 +31,7 @@ from .store import ACTIVE, PROJECT, Store, default_path
 from .telemetry import Telemetry
 from .trainer import Control, Trainer
 
-HEARTBEAT_S = 1.0
+POLL_S = 0.25            # the store thread's heartbeat and control poll
 STALE_S = 15.0           # no heartbeat for this long: the worker is presumed dead even if its pid lives
 
 
@@ -207,7 +207,7 @@ class StoreSink:
                     store.write_flush(self.run_id, item[1])
                 elif item and item[0] == "status":
                     store.set_status(self.run_id, "paused" if item[1] in ("paused", "diverged") else "running")
-                if time.time() - last_beat >= HEARTBEAT_S / 4:
+                if time.time() - last_beat >= POLL_S:
                     last_beat = time.time()
                     store.update_run(self.run_id, heartbeat=last_beat)
                     self._acks(store)

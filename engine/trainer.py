@@ -18,6 +18,8 @@ from collections import defaultdict
 
 import torch
 
+from .telemetry import Flush
+
 
 class Control:
     """Commands from another thread to the loop: pause, resume, stop, set_lr."""
@@ -102,21 +104,16 @@ class Trainer:
         f = self.tel.flush()
         if f is None and not self._events:
             return
-        if f is None:
-            from .telemetry import Flush
-            f = Flush(self.step, [])
+        f = f or Flush(self.step, [])
         f.events.extend(self._events)
         self._events = []
         bad = next((i for i, v in enumerate(f.losses) if not math.isfinite(v)), None)
-        if bad is None:
+        if bad is None and f.losses:
             # the candidate's weights produced this flush's first loss, which is finite
-            if f.losses:
-                self._last_good, self._candidate = self._candidate, self._weights()
-            self.trigger("on_flush", f)
-        else:
-            self.trigger("on_flush", f)
-            if self.divergence is None and self.on_divergence != "ignore":
-                self._diverged(f.first_step + bad)
+            self._last_good, self._candidate = self._candidate, self._weights()
+        self.trigger("on_flush", f)
+        if bad is not None and self.divergence is None and self.on_divergence != "ignore":
+            self._diverged(f.first_step + bad)
 
     # -- commands ----------------------------------------------------------------------------
 

@@ -20,10 +20,12 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from engine import runner                                      # noqa: E402
+from engine import build, runs                                      # noqa: E402
+from engine.sinks import store as store_sink                   # noqa: E402
 from engine.config import RunConfig                            # noqa: E402
 from engine.telemetry import Telemetry                         # noqa: E402
-from engine.trainer import Control, Trainer                    # noqa: E402
+from engine.control import Control                             # noqa: E402
+from engine.trainer import Trainer                             # noqa: E402
 
 N, D_in, H, D_out = 64, 1000, 100, 10
 
@@ -132,14 +134,11 @@ CASES = {   # name: (bare loop, engine config)
 
 def engine_runner(overrides, device, store_path, total):
     cfg = RunConfig(**overrides, device=device, steps=total)
-    run_id, p = runner.create_run(cfg, store_path)
-    mode, batches = runner.build(p)
-    c = p.cfg
-    tel = Telemetry(c.telemetry_every, c.hist_bins, c.flush_every, c.flush_seconds, p.device, c.batch_size,
-                    c.telemetry_seconds)
+    run_id, p = runs.create_run(cfg, store_path)
+    mode, batches = build.build(p)
     control = Control()
-    trainer = Trainer(mode, batches, tel, total, control=control)
-    sink = runner.StoreSink(store_path, run_id, control)
+    trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), total, control=control)
+    sink = store_sink.StoreSink(store_path, run_id, control)
     trainer.add_callback("on_flush", sink.on_flush)
     return trainer, sink
 

@@ -5,7 +5,7 @@
     sidebar.py    the configuration controls; rules.py decides what applies and why not
     actions.py    button callbacks, through the engine's public API
     live.py       the live panels (st.fragment with run_every), per-run feeds in session state
-    feed.py       cursors and bounded buffers per run; reader.py the SQL read paths
+    feed.py       cursors and bounded buffers per run, read through engine.store.Store (the one seam)
     series.py     min-max downsampled, bounded series and the EMA (pure numpy)
     figures.py    pure functions from data to plotly figures
     serve.py      start/stop the Streamlit server; __main__.py adds the Visdom server

@@ -5,15 +5,12 @@ Messages for the person go to st.session_state["lp_error"] / ["lp_notice"] and a
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import streamlit as st
 
 import engine
 from engine import ConfigError
-from engine.store import ACTIVE, Store, default_path
 
 from . import rules, sidebar
 
@@ -100,32 +97,10 @@ def cancel_delete():
 
 
 def delete(run_id: str):
-    """Stop the run if it is active (kill it if it does not answer), then remove it, its
-    checkpoint and its log."""
+    """Stop the run if it is active (kill it if it does not answer), then remove it and its files."""
     st.session_state.lp_confirm_delete = None
-    run = engine.get_run(run_id)
-    if run is None:
+    if not engine.delete_run(run_id):
         return
-    if run["status"] in ACTIVE:
-        try:
-            engine.wait_ack(engine.stop(run_id), timeout=5)
-        except ConfigError:
-            pass
-        if (engine.get_run(run_id) or {}).get("status") in ACTIVE:
-            deadline = time.time() + 5
-            while time.time() < deadline and (engine.get_run(run_id) or {}).get("status") in ACTIVE:
-                time.sleep(0.2)
-            if (engine.get_run(run_id) or {}).get("status") in ACTIVE:
-                engine.kill(run_id)
-    s = Store()
-    try:
-        s.delete_run(run_id)
-    finally:
-        s.close()
-    root = Path(default_path()).parent
-    for path in (run.get("checkpoint"), root / "logs" / f"{run_id}.log"):
-        if path and Path(path).is_file() and Path(path).resolve().is_relative_to(root.resolve()):
-            os.remove(path)
     if st.session_state.get("lp_run") == run_id:
         watch(None)
     st.session_state.lp_notice = f"Deleted run {run_id}."

@@ -1,8 +1,9 @@
 """What a browser session keeps per watched run: cursors and bounded buffers, filled incrementally.
 
-A RunFeed is created empty. The first sync of a series reads it already bucketed by SQL (at most
-CAP buckets, whatever the run's length); every later sync reads only rows after the cursor and
-appends them, compacting when the buffer passes CAP. The dashboard keeps RunFeeds in
+A RunFeed is created empty. The first sync of a series reads it already bucketed by the store
+(Store.bucketed: at most CAP buckets, whatever the run's length); every later sync reads only
+rows after the cursor and appends them, compacting when the buffer passes CAP. Every read goes
+through the `db` passed in, an engine.store.Store. The dashboard keeps RunFeeds in
 st.session_state (a few runs at most, see live.py); this module knows nothing of Streamlit.
 """
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import reader
 from .series import CAP, HIST_CAP, Buckets, HistBuffer, sample_steps
 
 EVENT_CAP = 500             # events kept per run (the newest)
@@ -31,14 +31,14 @@ class RunFeed:
     # -- scalars ---------------------------------------------------------------------------
 
     def sync_keys(self, db) -> list[str]:
-        self.keys = reader.scalar_keys(db, self.run)
+        self.keys = db.scalar_keys(self.run)
         return self.keys
 
     def sync(self, db, key: str, cap: int = CAP) -> Buckets:
         """Bring one series up to date and return it."""
         if key not in self.series:
             return self._load(db, key, cap)
-        new = reader.rows_after(db, self.run, key, self.cursors[key], limit=NEW_ROWS_LIMIT + 1)
+        new = db.scalars(self.run, key, self.cursors[key], limit=NEW_ROWS_LIMIT + 1)
         if len(new) > NEW_ROWS_LIMIT:                 # fell far behind: cheaper to re-bucket
             return self._load(db, key, cap)
         if new:
@@ -48,7 +48,7 @@ class RunFeed:
         return self.series[key]
 
     def _load(self, db, key, cap):
-        b = Buckets.from_rows(reader.bucket_rows(db, self.run, key, cap))
+        b = Buckets.from_rows(db.bucketed(self.run, key, cap))
         self.series[key] = b
         self.cursors[key] = b.last_step
         return b
@@ -60,17 +60,17 @@ class RunFeed:
     # -- histograms ------------------------------------------------------------------------
 
     def sync_layers(self, db, kind: str) -> list[str]:
-        layers = reader.hist_layers(db, self.run, kind)
+        layers = db.hist_layers(self.run, kind)
         # weights before biases (w1, 0.weight, ... then b1, 0.bias), each in model order
         self.layers[kind] = sorted(layers, key=lambda n: (n.startswith("b") or n.endswith("bias"), _natural(n)))
         return self.layers[kind]
 
     def sync_hist(self, db, kind: str, layer: str, cap: int = HIST_CAP) -> HistBuffer:
         buf = self.hists.setdefault((kind, layer), HistBuffer(cap=cap))
-        steps = reader.hist_steps(db, self.run, kind, layer, buf.cursor)
+        steps = db.hist_steps(self.run, kind, layer, buf.cursor)
         if steps:
             want = sample_steps(steps, cap)
-            buf.extend(reader.hist_at(db, self.run, kind, layer, want))
+            buf.extend(db.histograms(self.run, kind, layer, steps=want))
         return buf
 
     def sync_nonfinite(self, db, cap: int = CAP) -> dict[str, Buckets]:
@@ -81,7 +81,7 @@ class RunFeed:
             for layer in self.layers.get(kind) or self.sync_layers(db, kind):
                 key = f"nonfinite/{kind}/{layer}"
                 cur = self.cursors.get(key, -1)
-                rows = reader.nonfinite_after(db, self.run, kind, layer, cur)
+                rows = db.nonfinite(self.run, kind, layer, cur)
                 if rows:
                     steps, values = zip(*rows)
                     prev = self.series.get(key, Buckets())
@@ -97,11 +97,11 @@ class RunFeed:
     # -- events ----------------------------------------------------------------------------
 
     def sync_events(self, db) -> list[dict]:
-        new = reader.events_after(db, self.run, self.event_cursor)
+        new = db.events(self.run, self.event_cursor, limit=500)
         while new:
             self.events.extend(new)
             self.event_cursor = new[-1]["id"]
-            new = reader.events_after(db, self.run, self.event_cursor) if len(new) >= 500 else []
+            new = db.events(self.run, self.event_cursor, limit=500) if len(new) >= 500 else []
         if len(self.events) > EVENT_CAP:
             keep = [e for e in self.events if e["kind"] in ("divergence", "error")][-20:]
             self.events = keep + [e for e in self.events[-EVENT_CAP:] if e not in keep]

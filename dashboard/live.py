@@ -19,9 +19,9 @@ import streamlit as st
 
 import engine
 from engine import sinks
-from engine.store import ACTIVE
+from engine.store import ACTIVE, Store, default_path
 
-from . import actions, figures, reader, rules
+from . import actions, figures, rules
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -33,7 +33,18 @@ VIEWS = ["Weights", "Gradients", "Per-layer", "Health", "Gradient check"]
 
 
 # ---------------------------------------------------------------------------------------------
-# session state: feeds and awaited effects
+# session state: the store connection, feeds and awaited effects
+
+@st.cache_resource(scope="session", on_release=Store.close, show_spinner=False)
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    """This browser session's one store connection, for every refresh of every panel; closed when
+    the session ends. Its refreshes run one at a time, so one connection serves them all."""
+    return _store(default_path())
+
 
 def feed(run_id: str) -> RunFeed:
     feeds = st.session_state.setdefault("lp_feeds", OrderedDict())
@@ -68,7 +79,7 @@ def interval(runs: list[dict | None], every: float, warm: bool = False) -> float
 
 
 def _runs(ids) -> list[dict | None]:
-    return [engine.get_run(i) for i in ids]
+    return [engine.get_run(i, store()) for i in ids]
 
 
 def _fragment(body, ids: list[str], every: float, *args, warm: bool = False):
@@ -122,13 +133,10 @@ def _status(runs, run_id):
     if run is None:
         st.warning(f"Run {run_id} is not in the store (deleted?).")
         return
-    db = reader.connect()
-    try:
-        f = feed(run_id)
-        f.sync_events(db)
-        _, rate = reader.last_value(db, run_id, "steps_per_s")
-    finally:
-        db.close()
+    db = store()
+    f = feed(run_id)
+    f.sync_events(db)
+    _, rate = db.last_value(run_id, "steps_per_s")
     cfg, total, done = run["config"], run["total_steps"] or 0, run["step"] or 0
     changes = f.events_of("lr_change")
     lr = changes[-1]["data"].get("new", cfg["lr"]) if changes else cfg["lr"]
@@ -187,18 +195,15 @@ def _loss(runs, run_id):
     smoothing = c1.slider("EMA smoothing", 0.0, 0.999, 0.6, step=0.001, key="ema", format="%.3f")
     log_y = c2.toggle("log y", value=True, key="log_y")
     zoom = c3.toggle("Zoom", key="zoom", help="Show a step range; up to 2,000 steps, every step is shown")
-    db = reader.connect()
-    try:
-        f = feed(run_id)
-        loss = f.sync(db, "loss")
-        f.sync_events(db)
-        if zoom:
-            z1, z2 = st.columns(2)
-            lo = z1.number_input("from step", min_value=0, value=max(0, loss.last_step - 1000), step=100, key="zoom_lo")
-            hi = z2.number_input("to step", min_value=0, value=max(0, loss.last_step), step=100, key="zoom_hi")
-            loss = Buckets.from_rows(reader.bucket_rows(db, run_id, "loss", CAP, int(lo), int(hi)))
-    finally:
-        db.close()
+    db = store()
+    f = feed(run_id)
+    loss = f.sync(db, "loss")
+    f.sync_events(db)
+    if zoom:
+        z1, z2 = st.columns(2)
+        lo = z1.number_input("from step", min_value=0, value=max(0, loss.last_step - 1000), step=100, key="zoom_lo")
+        hi = z2.number_input("to step", min_value=0, value=max(0, loss.last_step), step=100, key="zoom_hi")
+        loss = Buckets.from_rows(db.bucketed(run_id, "loss", CAP, int(lo), int(hi)))
     if not len(loss):          # no empty chart: the browser would redraw it at every refresh
         st.caption("Waiting for the first loss values…")
         return {"points": 0}
@@ -215,21 +220,18 @@ def _details(runs, run_id):
         return
     view = st.segmented_control("Panel", VIEWS, default="Weights", key="detail_view", required=True,
                                 label_visibility="collapsed")
-    db = reader.connect()
-    try:
-        f = feed(run_id)
-        f.sync_keys(db)
-        f.sync_events(db)
-        if view in ("Weights", "Gradients"):
-            _hist_view(db, f, "weight" if view == "Weights" else "grad", run)
-        elif view == "Per-layer":
-            _layer_view(db, f)
-        elif view == "Health":
-            _health_view(db, f, run)
-        elif view == "Gradient check":
-            _gradcheck_view(db, f, run)
-    finally:
-        db.close()
+    db = store()
+    f = feed(run_id)
+    f.sync_keys(db)
+    f.sync_events(db)
+    if view in ("Weights", "Gradients"):
+        _hist_view(db, f, "weight" if view == "Weights" else "grad", run)
+    elif view == "Per-layer":
+        _layer_view(db, f)
+    elif view == "Health":
+        _health_view(db, f, run)
+    elif view == "Gradient check":
+        _gradcheck_view(db, f, run)
 
 
 def _hist_view(db, f: RunFeed, kind: str, run: dict):
@@ -287,20 +289,17 @@ def _gradcheck_view(db, f: RunFeed, run):
 def _compare(runs, run_ids):
     st.subheader("Compare modes: same configuration, same seed")
     smoothing = st.slider("EMA smoothing ", 0.0, 0.999, 0.0, step=0.001, key="cmp_ema", format="%.3f")
-    db = reader.connect()
-    try:
-        named, checks = {}, {}
-        for run in runs:
-            if run is None:
-                continue
-            f = feed(run["id"])
-            label = rules.MODE_LABELS.get(run["config"]["mode"], run["config"]["mode"])
-            named[f"{label} ({run['status']})"] = f.sync(db, "loss")
-            f.sync_keys(db)
-            for layer, b in f.sync_prefix(db, "gradcheck/").items():
-                checks[f"{label}: {layer}"] = b
-    finally:
-        db.close()
+    db = store()
+    named, checks = {}, {}
+    for run in runs:
+        if run is None:
+            continue
+        f = feed(run["id"])
+        label = rules.MODE_LABELS.get(run["config"]["mode"], run["config"]["mode"])
+        named[f"{label} ({run['status']})"] = f.sync(db, "loss")
+        f.sync_keys(db)
+        for layer, b in f.sync_prefix(db, "gradcheck/").items():
+            checks[f"{label}: {layer}"] = b
     st.plotly_chart(figures.overlay_figure(named, smoothing, True, "Loss: manual, autograd, custom Function"),
                     key="cmp_loss")
     st.caption("From the same seed the three modes follow the same trajectory; their curves lie on top of each other.")
@@ -315,13 +314,10 @@ def _overlay(runs, run_ids):
     c1, c2 = st.columns([3, 1])
     smoothing = c1.slider("EMA smoothing", 0.0, 0.999, 0.6, step=0.001, key="ovl_ema", format="%.3f")
     log_y = c2.toggle("log y", value=True, key="ovl_log")
-    db = reader.connect()
-    try:
-        named = {}
-        for run in runs:
-            if run is not None:
-                label = f"{run['id']} {rules.MODE_LABELS.get(run['config']['mode'], run['config']['mode'])}"
-                named[label] = feed(run["id"]).sync(db, "loss")
-    finally:
-        db.close()
+    db = store()
+    named = {}
+    for run in runs:
+        if run is not None:
+            label = f"{run['id']} {rules.MODE_LABELS.get(run['config']['mode'], run['config']['mode'])}"
+            named[label] = feed(run["id"]).sync(db, "loss")
     st.plotly_chart(figures.overlay_figure(named, smoothing, log_y, "Loss of the selected runs"), key="ovl_loss")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 import engine
-from engine.store import ACTIVE
+
+from .live import store
 
 
 def messages():
@@ -20,7 +21,7 @@ def current_run() -> str | None:
     else the newest active run in the store."""
     run_id = st.session_state.get("lp_run") or st.query_params.get("run")
     if run_id is None:
-        active = [r for r in engine.list_runs() if r["status"] in ACTIVE]
+        active = [r for r in engine.list_runs(store()) if r["status"] in engine.ACTIVE]
         run_id = active[0]["id"] if active else None
     st.session_state.lp_run = run_id
     return run_id

@@ -2,10 +2,14 @@
 
     from engine import RunConfig, launch, pause, resume, stop, set_lr, get_run, list_runs
     run_id = launch(RunConfig(mode="autograd", steps=1000))
-"""
-from .config import ConfigError, RunConfig, validate
-from .runner import get_run, kill, launch, list_runs, pause, prepare, resume, set_lr, stop, wait_ack
-from .store import Store
 
-__all__ = ["ConfigError", "RunConfig", "validate", "launch", "pause", "resume", "stop", "set_lr", "kill",
-           "get_run", "list_runs", "wait_ack", "prepare", "Store"]
+The public API is engine/runs.py (runs from any process) and engine/build.py's prepare (checks
+a config); reads of a run's series go through engine/store.py's Store, the only seam.
+"""
+from .build import prepare
+from .config import ConfigError, RunConfig, validate
+from .runs import delete_run, get_run, kill, launch, list_runs, pause, resume, set_lr, stop, wait_ack
+from .store import ACTIVE, Store
+
+__all__ = ["ConfigError", "RunConfig", "validate", "prepare", "launch", "pause", "resume", "stop", "set_lr",
+           "kill", "wait_ack", "get_run", "list_runs", "delete_run", "Store", "ACTIVE"]

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from . import export, runner, sinks
+from . import export, runs, sinks, worker
 from .config import ConfigError, RunConfig, from_dict, load_file
 
 DRY_RUN = dict(steps=3, d_in=8, hidden=4, d_out=2, n_samples=8, batch_size=8, telemetry_every=1,
@@ -79,17 +79,17 @@ class Progress:
 
 def cmd_train(args):
     cfg = config_from_args(args)
-    run_id, p = runner.create_run(cfg, args.store)
+    run_id, p = runs.create_run(cfg, args.store)
     print(f"device: {p.device_note}", file=sys.stderr)
     if args.detach:
         # the run is written; the worker starts it
         print(run_id)
-        runner.spawn_worker(run_id, args.store)
+        runs.spawn_worker(run_id, args.store)
         return 0
     print(f"run {run_id}: {p.cfg.mode} / {p.cfg.arch} / {p.cfg.dataset}, {p.total_steps} steps", file=sys.stderr)
-    status = runner.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
+    status = worker.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
     sys.stderr.write("\n")
-    run = runner.get_run(run_id, args.store)
+    run = runs.get_run(run_id, args.store)
     print(f"{status}: final loss {export.final_loss(run_id, args.store)}" +
           (f" ({run['error']})" if run["error"] else ""), file=sys.stderr)
     for kind, info in sinks.last_status(run_id, args.store).items():
@@ -99,7 +99,7 @@ def cmd_train(args):
 
 
 def cmd_runs(args):
-    rows = runner.list_runs(args.store)
+    rows = runs.list_runs(args.store)
     if args.format == "json":
         print(json.dumps(rows, indent=1, default=str))
         return 0
@@ -115,25 +115,25 @@ def cmd_runs(args):
 
 
 def cmd_metrics(args):
-    if runner.get_run(args.run, args.store) is None:
+    if runs.get_run(args.run, args.store) is None:
         raise ConfigError(f"no run {args.run!r}")
     sys.stdout.write(export.metrics(args.run, args.format, args.store))
     return 0
 
 
 def cmd_control(args):
-    fn = {"pause": runner.pause, "resume": runner.resume, "stop": runner.stop}[args.command]
+    fn = {"pause": runs.pause, "resume": runs.resume, "stop": runs.stop}[args.command]
     cid = fn(args.run, store=args.store)
     return _report_ack(cid, args)
 
 
 def cmd_set_lr(args):
-    cid = runner.set_lr(args.run, args.lr, store=args.store)
+    cid = runs.set_lr(args.run, args.lr, store=args.store)
     return _report_ack(cid, args)
 
 
 def _report_ack(cid, args):
-    ack = runner.wait_ack(cid, args.store, timeout=args.wait)
+    ack = runs.wait_ack(cid, args.store, timeout=args.wait)
     if ack is None:
         print(f"sent; the worker has not acknowledged it within {args.wait:g} s", file=sys.stderr)
         return 1
@@ -142,7 +142,7 @@ def _report_ack(cid, args):
 
 
 def cmd_worker(args):
-    status = runner.run_worker(args.run, args.store)
+    status = worker.run_worker(args.run, args.store)
     return 0 if status in ("finished", "stopped") else 1
 
 

@@ -5,18 +5,15 @@ import csv
 import io
 import json
 
-from .store import Store
+from .store import opened
 
 
-def series(run_id: str, store: str | None = None) -> dict[str, list[tuple[int, float | None]]]:
-    s = Store(store)
-    try:
+def series(run_id: str, store=None) -> dict[str, list[tuple[int, float | None]]]:
+    with opened(store) as s:
         return {k: s.scalars(run_id, k) for k in sorted(s.scalar_keys(run_id))}
-    finally:
-        s.close()
 
 
-def metrics(run_id: str, fmt: str = "csv", store: str | None = None) -> str:
+def metrics(run_id: str, fmt: str = "csv", store=None) -> str:
     """csv: one row per step, one column per metric (empty where not measured at that step).
     json: {"run": id, "series": {key: [[step, value], ...]}}."""
     data = series(run_id, store)
@@ -39,11 +36,6 @@ def _fmt(v):
     return "nan" if v is None else repr(v) if isinstance(v, float) else v
 
 
-def final_loss(run_id: str, store: str | None = None) -> float | None:
-    s = Store(store)
-    try:
-        row = s.db.execute("SELECT value FROM scalars WHERE run=? AND key='loss' ORDER BY step DESC LIMIT 1",
-                           (run_id,)).fetchone()
-        return row[0] if row else None
-    finally:
-        s.close()
+def final_loss(run_id: str, store=None) -> float | None:
+    with opened(store) as s:
+        return s.last_value(run_id, "loss")[1]

@@ -173,7 +173,7 @@ def graph_for_config(cfg, collapse: str = "auto", depth: int = 1, max_nodes: int
     from .config import RAW_MODES
     from .losses import LOSSES
     from .modes.autograd import Mode as Autograd
-    from .runner import build, prepare
+    from .build import build, prepare
 
     t0 = time.perf_counter()
     small = dict(device="cpu", batch_size=2, steps=1, epochs=0, num_workers=0, sampler="none",

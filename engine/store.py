@@ -1,12 +1,16 @@
 """The run store: SQLite in WAL mode, one writer per run (its worker), many readers.
 
-Tables: runs, scalars (every step's loss and the per-K metrics), histograms, events, control
-(commands from viewers, acknowledged by the worker) and meta (the schema version). Readers fetch
-incrementally (after_step) or downsampled to a bounded number of points (min and max per bucket,
-so spikes survive). Values are stored as numbers and JSON text: nothing is ever unpickled.
+This module is the only code that speaks SQL: the worker, the CLI, the exporter and the dashboard
+all read and write through Store. Tables: runs, scalars (every step's loss and the per-K metrics),
+histograms, events, control (commands from viewers, acknowledged by the worker), rollup (per
+BLOCK steps: count, min, max, sum of each series) and meta (the schema version). Readers fetch
+incrementally (after a step or event id) or bucketed to a bounded number of rows (min and max
+per bucket, so spikes survive). Values are stored as numbers and JSON text: nothing is ever
+unpickled.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -59,17 +63,32 @@ def default_path() -> str:
     return os.environ.get("LIVEPROP_STORE") or str(DEFAULT_PATH)
 
 
+@contextlib.contextmanager
+def opened(store: "str | Store | None"):
+    """The Store passed in, or one opened (and closed again) on a path (None: the default)."""
+    if isinstance(store, Store):
+        yield store
+        return
+    s = Store(store)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def _nan_to_none(v):
     return None if v is None or not math.isfinite(v) else v
 
 
 class Store:
-    """A connection to the store. Make one per thread (sqlite3 connections are not shared)."""
+    """A connection to the store. Use it from one thread at a time: the worker's store thread
+    has its own, a dashboard session keeps one for all its refreshes (which Streamlit may run on
+    different threads, one after another)."""
 
     def __init__(self, path: str | None = None):
         self.path = str(path or default_path())
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -150,58 +169,124 @@ class Store:
         self.db.execute("INSERT INTO events (run, step, time, kind, data) VALUES (?,?,?,?,?)",
                         (run_id, step, time.time(), kind, json.dumps(data or {})))
 
-    # -- reading ---------------------------------------------------------------------------------
+    # -- reading: incremental after a cursor, or bucketed for an overview ------------------------
+    # Every query is an index range: scalars are keyed (run, key, step), histograms
+    # (run, kind, layer, step), events by (run, id).
+
+    def _distinct(self, sql_first: str, sql_next: str, args: tuple) -> list[str]:
+        """Distinct values of an index column, by seeking to the next one: no scan of every row
+        (SELECT DISTINCT read all of a 1,000,000-step run's rows)."""
+        out = []
+        row = self.db.execute(sql_first, args).fetchone()
+        while row and row[0] is not None:
+            out.append(row[0])
+            row = self.db.execute(sql_next, (*args, row[0])).fetchone()
+        return out
 
     def scalar_keys(self, run_id: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT key FROM scalars WHERE run=?", (run_id,))]
+        return self._distinct("SELECT MIN(key) FROM scalars WHERE run=?",
+                              "SELECT MIN(key) FROM scalars WHERE run=? AND key>?", (run_id,))
 
-    def scalars(self, run_id: str, key: str, after_step: int = -1) -> list[tuple[int, float | None]]:
-        """Full resolution, incremental: every (step, value) with step > after_step."""
-        return [tuple(r) for r in self.db.execute(
-            "SELECT step, value FROM scalars WHERE run=? AND key=? AND step>? ORDER BY step",
-            (run_id, key, after_step))]
+    def scalars(self, run_id: str, key: str, after_step: int = -1,
+                limit: int | None = None) -> list[tuple[int, float | None]]:
+        """Full resolution, incremental: (step, value) with step > after_step, in step order."""
+        q = "SELECT step, value FROM scalars WHERE run=? AND key=? AND step>? ORDER BY step"
+        args = (run_id, key, after_step)
+        if limit:
+            q, args = q + " LIMIT ?", args + (int(limit),)
+        return [tuple(r) for r in self.db.execute(q, args)]
 
-    def scalars_downsampled(self, run_id: str, key: str, max_points: int = 2000,
-                            lo: int | None = None, hi: int | None = None) -> list[tuple[int, float]]:
-        """At most about max_points points: per bucket of steps, the min and the max (min-max decimation)."""
-        lo_hi = self.db.execute("SELECT MIN(step), MAX(step), COUNT(*) FROM scalars WHERE run=? AND key=?"
-                                " AND step BETWEEN ? AND ?", (run_id, key, lo if lo is not None else -1,
-                                                             hi if hi is not None else 2**62)).fetchone()
-        first, last, count = lo_hi
-        if not count:
+    def last_value(self, run_id: str, key: str) -> tuple[int | None, float | None]:
+        row = self.db.execute("SELECT step, value FROM scalars WHERE run=? AND key=? ORDER BY step DESC LIMIT 1",
+                              (run_id, key)).fetchone()
+        return tuple(row) if row else (None, None)
+
+    def step_span(self, run_id: str, key: str, lo: int = -1, hi: int = 2**62) -> tuple[int, int] | None:
+        """(first, last) step of a series within [lo, hi], by two index seeks."""
+        q = "SELECT {}(step) FROM scalars WHERE run=? AND key=? AND step BETWEEN ? AND ?"
+        first = self.db.execute(q.format("MIN"), (run_id, key, lo, hi)).fetchone()[0]
+        if first is None:
+            return None
+        return first, self.db.execute(q.format("MAX"), (run_id, key, lo, hi)).fetchone()[0]
+
+    def bucketed(self, run_id: str, key: str, buckets: int, lo: int = -1, hi: int = 2**62) -> list[tuple]:
+        """A series within [lo, hi] as at most about `buckets` rows (s0, s1, vmin, vmax, vsum, n),
+        aggregated in SQL so that the rows never reach Python: one row per step when the range is
+        no longer than `buckets`; else equal step ranges, read from the rollup when it still gives
+        at least half the resolution asked for. engine/decimate.py's Buckets.from_rows takes them."""
+        span = self.step_span(run_id, key, lo, hi)
+        if span is None:
             return []
-        if count <= max_points:
-            return [tuple(r) for r in self.db.execute(
-                "SELECT step, value FROM scalars WHERE run=? AND key=? AND step BETWEEN ? AND ? ORDER BY step",
-                (run_id, key, first, last))]
-        width = max(1, math.ceil((last - first + 1) / (max_points // 2)))
-        # Each point is a real (step, value): with a single MIN() or MAX() aggregate, SQLite takes the
-        # bare column `step` from the row that holds the extreme. Pairing a bucket's first step with its
-        # min value instead would draw a falling curve as a saw tooth.
-        points = {}
-        for agg in ("MIN", "MAX"):
-            for _, step, value in self.db.execute(
-                    f"SELECT (step - ?) / ? AS b, step, {agg}(value) FROM scalars "
-                    "WHERE run=? AND key=? AND step BETWEEN ? AND ? GROUP BY b",
-                    (first, width, run_id, key, first, last)):
-                points[step] = value
-        return sorted(points.items())
+        first, last = span
+        if last - first + 1 <= buckets:
+            return [(s, s, v, v, v if v is not None else 0.0, 0 if v is None else 1)
+                    for s, v in self.db.execute("SELECT step, value FROM scalars WHERE run=? AND key=? "
+                                                "AND step BETWEEN ? AND ? ORDER BY step", (run_id, key, first, last))]
+        blocks = (last - first + 1) // BLOCK
+        if blocks >= buckets // 2:
+            rows = self._rollup(run_id, key, max(1, -(-blocks // buckets)), first, last)
+            if rows:                   # else a store written around write_flush: read the rows
+                return rows
+        # The bucket bounds go in a temp table keyed by their first step, so that the join walks the
+        # buckets in order and SQLite aggregates without sorting: twice as fast as GROUP BY (step-a)/w,
+        # which pushes every row through a temp b-tree.
+        width = -(-(last - first + 1) // buckets)
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS lp_buckets (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL)")
+        self.db.execute("DELETE FROM lp_buckets")
+        self.db.executemany("INSERT INTO lp_buckets VALUES (?, ?)",
+                            ((b, b + width - 1) for b in range(first, last + 1, width)))
+        return [tuple(r) for r in self.db.execute(
+            "SELECT MIN(s.step), MAX(s.step), MIN(s.value), MAX(s.value), TOTAL(s.value), COUNT(s.value) "
+            "FROM lp_buckets b JOIN scalars s ON s.run=? AND s.key=? AND s.step BETWEEN b.lo AND b.hi "
+            "GROUP BY b.lo ORDER BY b.lo", (run_id, key))]
+
+    def _rollup(self, run_id: str, key: str, k: int, first: int, last: int) -> list[tuple]:
+        """bucketed() rows from the rollup: buckets of k blocks (k * BLOCK steps), aligned to block
+        boundaries. A 1,000,000-step run's loss reads about 4,000 rows instead of 10**6."""
+        rows = self.db.execute(
+            "SELECT MIN(block), MAX(block), MIN(vmin), MAX(vmax), TOTAL(vsum), SUM(n) FROM rollup "
+            "WHERE run=? AND key=? AND block BETWEEN ? AND ? GROUP BY block / ? ORDER BY block / ?",
+            (run_id, key, first // BLOCK, last // BLOCK, k, k)).fetchall()
+        return [(max(first, b0 * BLOCK), min(last, b1 * BLOCK + BLOCK - 1), vmin, vmax, vsum, n)
+                for b0, b1, vmin, vmax, vsum, n in rows]
+
+    def hist_layers(self, run_id: str, kind: str) -> list[str]:
+        return self._distinct("SELECT MIN(layer) FROM histograms WHERE run=? AND kind=?",
+                              "SELECT MIN(layer) FROM histograms WHERE run=? AND kind=? AND layer>?", (run_id, kind))
+
+    def hist_steps(self, run_id: str, kind: str, layer: str, after_step: int = -1) -> list[int]:
+        return [r[0] for r in self.db.execute(
+            "SELECT step FROM histograms WHERE run=? AND kind=? AND layer=? AND step>? ORDER BY step",
+            (run_id, kind, layer, after_step))]
 
     def histograms(self, run_id: str, kind: str | None = None, layer: str | None = None,
-                   after_step: int = -1) -> list[dict]:
-        q = "SELECT * FROM histograms WHERE run=? AND step>?"
-        args = [run_id, after_step]
-        if kind:
-            q, args = q + " AND kind=?", args + [kind]
-        if layer:
-            q, args = q + " AND layer=?", args + [layer]
-        return [dict(step=r["step"], layer=r["layer"], kind=r["kind"], edges=json.loads(r["edges"]),
-                     counts=json.loads(r["counts"]), nonfinite=r["nonfinite"])
-                for r in self.db.execute(q + " ORDER BY step", args)]
+                   after_step: int = -1, steps: list[int] | None = None) -> list[dict]:
+        """Histograms after after_step, of one kind (weight, grad) and layer if given, at the given
+        steps if given. Each: step, layer, kind, edges, counts, nonfinite."""
+        q, args = "SELECT * FROM histograms WHERE run=? AND step>?", [run_id, after_step]
+        for col, v in (("kind", kind), ("layer", layer)):
+            if v is not None:
+                q, args = q + f" AND {col}=?", args + [v]
+        chunks = [None] if steps is None else [steps[i:i + 500] for i in range(0, len(steps), 500)]
+        out = []
+        for c in chunks:
+            where = "" if c is None else f" AND step IN ({','.join('?' * len(c))})"
+            out += [dict(step=r["step"], layer=r["layer"], kind=r["kind"], edges=json.loads(r["edges"]),
+                         counts=json.loads(r["counts"]), nonfinite=r["nonfinite"])
+                    for r in self.db.execute(q + where + " ORDER BY step", args + (c or []))]
+        return out
 
-    def events(self, run_id: str, after_id: int = 0) -> list[dict]:
-        return [dict(id=r["id"], step=r["step"], time=r["time"], kind=r["kind"], data=json.loads(r["data"]))
-                for r in self.db.execute("SELECT * FROM events WHERE run=? AND id>? ORDER BY id", (run_id, after_id))]
+    def nonfinite(self, run_id: str, kind: str, layer: str, after_step: int = -1) -> list[tuple[int, int]]:
+        """(step, count of NaN and inf values) of one layer's histograms, after after_step."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT step, nonfinite FROM histograms WHERE run=? AND kind=? AND layer=? AND step>? ORDER BY step",
+            (run_id, kind, layer, after_step))]
+
+    def events(self, run_id: str, after_id: int = 0, limit: int | None = None) -> list[dict]:
+        q, args = "SELECT id, step, time, kind, data FROM events WHERE run=? AND id>? ORDER BY id", (run_id, after_id)
+        if limit:
+            q, args = q + " LIMIT ?", args + (int(limit),)
+        return [dict(id=i, step=s, time=t, kind=k, data=json.loads(d)) for i, s, t, k, d in self.db.execute(q, args)]
 
     # -- control --------------------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ no host sync. Every K steps a snapshot computes, still on the device:
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
+import psutil
 import torch
 
 
@@ -71,13 +71,14 @@ def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
 def memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
-    with open("/proc/self/statm") as f:                      # resident set size
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return psutil.Process().memory_info().rss                  # resident set size
 
 
 class Telemetry:
-    def __init__(self, every: int, bins: int, flush_every: int, flush_seconds: float,
-                 device: torch.device, batch_size: int, seconds: float = 1.0):
+    def __init__(self, *, device: torch.device, batch_size: int, every: int = 0, seconds: float = 1.0,
+                 bins: int = 64, flush_every: int = 2000, flush_seconds: float = 0.5):
+        """every: steps between snapshots, or 0 for about one every `seconds` of training; bins per
+        histogram; a flush every flush_every steps or flush_seconds, whichever comes first."""
         self.every, self.seconds, self.bins = every, seconds, bins    # every == 0: about every `seconds`
         self._next_snapshot = 0
         self._rate = 0.0                          # steps/s at the last flush
@@ -91,6 +92,12 @@ class Telemetry:
         self._before: dict[str, torch.Tensor] = {}
         self._last_flush_time = time.perf_counter()
         self._done = None                         # steps completed at the last flush
+
+    @classmethod
+    def from_config(cls, cfg, device: torch.device) -> "Telemetry":
+        return cls(device=device, batch_size=cfg.batch_size, every=cfg.telemetry_every,
+                   seconds=cfg.telemetry_seconds, bins=cfg.hist_bins, flush_every=cfg.flush_every,
+                   flush_seconds=cfg.flush_seconds)
 
     # -- the hot loop ------------------------------------------------------------------------
 

@@ -7,48 +7,18 @@ Events (subscribe with add_callback):
 The hot path per step: next batch, forward_backward, update, zero_grad, keep the loss tensor.
 No host sync, no I/O, no logging. Every K steps the telemetry snapshot adds device work; every
 flush (flush_every steps or flush_seconds) the pending numbers come to the host in one copy.
-Commands from viewers arrive through `control` (engine/runner.py Control), checked as one
-Python attribute per step.
+Commands from viewers arrive through `control` (engine/control.py), checked as one Python
+attribute per step.
 """
 from __future__ import annotations
 
 import math
-import threading
 from collections import defaultdict
 
 import torch
 
+from .control import Control
 from .telemetry import Flush
-
-
-class Control:
-    """Commands from another thread to the loop: pause, resume, stop, set_lr."""
-
-    def __init__(self):
-        self.pending = False
-        self._lock = threading.Lock()
-        self._commands = []                       # (id, command, value)
-        self._wake = threading.Event()
-        self.acks = []                            # (id, result), read by the store thread
-
-    def put(self, cid, command, value=None):
-        with self._lock:
-            self._commands.append((cid, command, value))
-            self.pending = True
-        self._wake.set()
-
-    def take(self):
-        with self._lock:
-            cmds, self._commands, self.pending = self._commands, [], False
-            self._wake.clear()
-            return cmds
-
-    def wait(self, timeout=None):
-        self._wake.wait(timeout)
-
-    def ack(self, cid, result="ok"):
-        if cid is not None:
-            self.acks.append((cid, result))
 
 
 class Trainer:

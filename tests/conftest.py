@@ -108,11 +108,11 @@ def run_in_process(cfg, store, callbacks=None):
 
     Faster than a subprocess, and monkeypatches apply. run_worker installs SIGTERM and SIGINT
     handlers for the worker; pytest's own are put back afterwards."""
-    from engine import runner
+    from engine import runs, worker
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        run_id, _ = runner.create_run(cfg, store)
-        status = runner.run_worker(run_id, store, callbacks=callbacks)
+        run_id, _ = runs.create_run(cfg, store)
+        status = worker.run_worker(run_id, store, callbacks=callbacks)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

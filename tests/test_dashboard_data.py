@@ -1,11 +1,11 @@
-"""The dashboard's read path (reader.py, feed.py) against a real store, and the sidebar rules."""
+"""The dashboard's read path (feed.py over engine.store.Store's readers) against a real store, and the sidebar rules."""
 import math
 import types
 
 import numpy as np
 import pytest
 
-from dashboard import reader, rules
+from dashboard import rules
 from dashboard.feed import RunFeed
 from engine import RunConfig
 from engine.config import ConfigError, validate
@@ -33,31 +33,31 @@ def db(store):
 def test_distinct_keys_and_layers(db):
     db.write_flush("r", flush(0, [1.0, 2.0], [(0, "grad_norm/w1", 1.0), (0, "lr", 0.1)],
                               [hist(0, "w1"), hist(0, "w2"), hist(0, "w1", "grad")]))
-    con = reader.connect(db.path)
-    assert reader.scalar_keys(con, "r") == ["grad_norm/w1", "loss", "lr"]
-    assert reader.hist_layers(con, "r", "weight") == ["w1", "w2"]
+    con = Store(db.path)
+    assert con.scalar_keys("r") == ["grad_norm/w1", "loss", "lr"]
+    assert con.hist_layers("r", "weight") == ["w1", "w2"]
     assert RunFeed("r").sync_layers(con, "weight") == ["w1", "w2"]
-    assert reader.hist_layers(con, "r", "grad") == ["w1"]
-    assert reader.scalar_keys(con, "other") == []
+    assert con.hist_layers("r", "grad") == ["w1"]
+    assert con.scalar_keys("other") == []
 
 
 def test_bucket_rows_full_resolution_then_min_max(db):
     values = [float(i % 7) for i in range(10_000)]
     values[5_000] = None                                    # a non-finite loss, stored as NULL
     db.write_flush("r", flush(0, [math.nan if v is None else v for v in values]))
-    con = reader.connect(db.path)
-    rows = reader.bucket_rows(con, "r", "loss", 20_000)
+    con = Store(db.path)
+    rows = con.bucketed("r", "loss", 20_000)
     assert len(rows) == 10_000 and rows[5_000][2] is None and rows[5_000][5] == 0
-    rows = reader.bucket_rows(con, "r", "loss", 100)
+    rows = con.bucketed("r", "loss", 100)
     assert len(rows) <= 100
     assert sum(r[5] for r in rows) == 9_999                 # every finite value counted once
     assert min(r[2] for r in rows) == 0 and max(r[3] for r in rows) == 6
-    ranged = reader.bucket_rows(con, "r", "loss", 2000, 100, 199)     # a zoom: full resolution
+    ranged = con.bucketed("r", "loss", 2000, 100, 199)     # a zoom: full resolution
     assert [r[0] for r in ranged] == list(range(100, 200))
 
 
 def test_feed_reads_only_what_is_new(db):
-    con = reader.connect(db.path)
+    con = Store(db.path)
     f = RunFeed("r")
     db.write_flush("r", flush(0, range(1, 101)))
     assert len(f.sync(con, "loss")) == 100 and f.cursors["loss"] == 99
@@ -72,7 +72,7 @@ def test_feed_reads_only_what_is_new(db):
 def test_feed_is_bounded_on_a_long_run(db):
     with db.tx():
         db.db.executemany("INSERT INTO scalars VALUES ('r', 'loss', ?, ?)", ((i, float(i)) for i in range(100_000)))
-    con = reader.connect(db.path)
+    con = Store(db.path)
     f = RunFeed("r")
     b = f.sync(con, "loss", cap=1000)
     assert len(b) <= 1000 and b.steps_covered == 100_000
@@ -83,7 +83,7 @@ def test_feed_is_bounded_on_a_long_run(db):
 def test_feed_histograms_and_nonfinite(db):
     for s in range(0, 50, 10):
         db.write_flush("r", flush(s, [1.0], hists=[hist(s, "w1", nonfinite=s // 10), hist(s, "w2")]))
-    con = reader.connect(db.path)
+    con = Store(db.path)
     f = RunFeed("r")
     buf = f.sync_hist(con, "weight", "w1", cap=3)
     assert len(buf.snaps) <= 3 and buf.snaps[-1]["step"] == 40
@@ -144,8 +144,8 @@ def test_long_runs_read_the_rollup_with_the_same_figures_as_the_rows(db):
     values[77_777] = np.nan
     for start in range(0, len(values), 30_000):          # several flushes, blocks split between them
         db.write_flush("r", flush(start, values[start:start + 30_000].tolist()))
-    con = reader.connect(db.path)
-    rows = reader.bucket_rows(con, "r", "loss", 100)
+    con = Store(db.path)
+    rows = con.bucketed("r", "loss", 100)
     assert 50 <= len(rows) <= 100
     assert rows[0][0] == 0 and rows[-1][1] == len(values) - 1
     for s0, s1, vmin, vmax, vsum, n in rows:
@@ -167,8 +167,8 @@ def test_per_k_series_use_the_rollup_only_when_it_keeps_the_resolution(db):
     for lo in range(0, len(steps), 2_500):
         db.write_flush("long", flush(int(steps[lo]), [], scalars=[
             (int(s), "grad_norm/w1", float(v)) for s, v in zip(steps[lo:lo + 2_500], values[lo:lo + 2_500])]))
-    con = reader.connect(db.path)
-    rows = reader.bucket_rows(con, "long", "grad_norm/w1", 4000)
+    con = Store(db.path)
+    rows = con.bucketed("long", "grad_norm/w1", 4000)
     assert 2000 <= len(rows) <= 4000
     assert sum(r[5] for r in rows) == len(steps)                  # every point counted once
     for s0, s1, vmin, vmax, vsum, n in rows[::97]:
@@ -178,5 +178,5 @@ def test_per_k_series_use_the_rollup_only_when_it_keeps_the_resolution(db):
 
     short = [(s, "grad_norm/w1", float(s % 13)) for s in range(0, 8_000, 5)]   # 1,600 points
     db.write_flush("short", flush(0, [], scalars=short))
-    rows = reader.bucket_rows(con, "short", "grad_norm/w1", 4000)
+    rows = con.bucketed("short", "grad_norm/w1", 4000)
     assert sum(r[5] for r in rows) == 1_600 and len(rows) >= 1_600 // 2   # not 31 coarse blocks

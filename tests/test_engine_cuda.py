@@ -6,7 +6,7 @@ GPU machine."""
 import pytest
 import torch
 
-from engine import runner
+from engine import build
 from engine.telemetry import Telemetry, histogram
 from engine.trainer import Trainer
 
@@ -35,7 +35,7 @@ def case_config(case):
 
 def losses_on(small, device, case, dtype="float64"):
     kw = case_config(case)
-    mode, batches = runner.build(runner.prepare(small(device=device, dtype=dtype, steps=STEPS, **kw)))
+    mode, batches = build.build(build.prepare(small(device=device, dtype=dtype, steps=STEPS, **kw)))
     out = []
     for _ in range(STEPS):
         x, y = next(batches)
@@ -61,7 +61,7 @@ def test_cuda_float32_is_close_to_cpu(small):
 
 
 def test_auto_picks_cuda_and_says_which(small):
-    p = runner.prepare(small(device="auto"))
+    p = build.prepare(small(device="auto"))
     assert p.device.type == "cuda"
     assert p.device_note.startswith("cuda (") and torch.cuda.get_device_name(0) in p.device_note
 
@@ -90,9 +90,9 @@ def test_device_histogram_matches_torch_histogram(seed):
 def test_no_sync_between_flushes(small, case):
     """set_sync_debug_mode("error") raises on any host sync; only the flush may sync."""
     kw = case_config(case)
-    p = runner.prepare(small(device="cuda", steps=30, telemetry_every=7, **kw))
-    mode, batches = runner.build(p)
-    tel = Telemetry(7, 16, flush_every=10, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size)
+    p = build.prepare(small(device="cuda", steps=30, telemetry_every=7, **kw))
+    mode, batches = build.build(p)
+    tel = Telemetry(every=7, bins=16, flush_every=10, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size)
     trainer = Trainer(mode, batches, tel, 30)
     real_flush, armed = trainer.flush, []
 

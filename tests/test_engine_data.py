@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine import ConfigError, Store, runner
+from engine import ConfigError, Store, build, runs
 from engine import data as data_mod
 
 from conftest import REPO, cli_env
 
 
 def batches_of(small, **kw):
-    p = runner.prepare(small(mode="nn", arch="mlp", **kw))
-    _, batches = runner.build(p)
+    p = build.prepare(small(mode="nn", arch="mlp", **kw))
+    _, batches = build.build(p)
     return p, batches
 
 
@@ -31,13 +31,13 @@ def rows(x):
 
 def test_random_is_the_lectures_randn_and_seeded(small):
     cfg = small(dataset="random", n_samples=64)
-    ds, spec = data_mod.load(runner.prepare(cfg).cfg)
+    ds, spec = data_mod.load(build.prepare(cfg).cfg)
     assert ds.x.shape == (64, 20) and ds.y.shape == (64, 3)
     assert spec.task == "regression" and spec.out_dim == 3
     # standard normal draws: mean about 0, std about 1
     assert abs(ds.x.mean().item()) < 0.1 and abs(ds.x.std().item() - 1) < 0.1
-    again, _ = data_mod.load(runner.prepare(cfg).cfg)
-    other, _ = data_mod.load(runner.prepare(small(dataset="random", n_samples=64, seed=1)).cfg)
+    again, _ = data_mod.load(build.prepare(cfg).cfg)
+    other, _ = data_mod.load(build.prepare(small(dataset="random", n_samples=64, seed=1)).cfg)
     assert torch.equal(ds.x, again.x) and torch.equal(ds.y, again.y)
     assert not torch.equal(ds.x, other.x)
 
@@ -46,7 +46,7 @@ def test_teacher_targets_are_a_function_of_the_inputs(small):
     """y comes from a fixed network of x: a least-squares fit of y on tanh features of x is near exact
     for the teacher, while the random dataset's y cannot be predicted at all."""
     def fit_residual(dataset):
-        ds, _ = data_mod.load(runner.prepare(small(dataset=dataset, n_samples=400, d_in=5, hidden=4)).cfg)
+        ds, _ = data_mod.load(build.prepare(small(dataset=dataset, n_samples=400, d_in=5, hidden=4)).cfg)
         x, y = ds.x.double(), ds.y.double()
         # the teacher is tanh(x w1) w2 with unknown w1: a wide random-feature fit gets close
         feats = torch.tanh(x @ torch.randn(5, 300, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
@@ -61,7 +61,7 @@ def test_digits_are_scikit_learns(small):
     from sklearn.datasets import load_digits
     ref = load_digits()
     for arch, shape in (("mlp", (64,)), ("cnn", (1, 8, 8))):
-        cfg = runner.prepare(small(mode="nn", arch=arch, dataset="digits")).cfg
+        cfg = build.prepare(small(mode="nn", arch=arch, dataset="digits")).cfg
         ds, spec = data_mod.load(cfg)
         assert spec.in_shape == shape and spec.out_dim == 10 and spec.task == "classification"
         assert len(ds) == 1797 == spec.n
@@ -85,7 +85,7 @@ def test_csv_regression(small, tmp_path):
         3.0,1,30.0
         4.0,3,41.5
     """)
-    p = runner.prepare(small(mode="nn", arch="mlp", dataset="csv", csv_path=path, csv_target="price"))
+    p = build.prepare(small(mode="nn", arch="mlp", dataset="csv", csv_path=path, csv_target="price"))
     assert p.spec.task == "regression" and p.spec.in_shape == (2,) and p.spec.out_dim == 1
     assert p.cfg.loss == "mse"
     ds, _ = data_mod.load(p.cfg)
@@ -98,7 +98,7 @@ def test_csv_regression(small, tmp_path):
 def test_csv_classification_and_a_short_run(small, tmp_path, run_inprocess, store):
     lines = ["x1,label,x2"] + [f"{i * 0.1:.1f},{i % 3 + 5},{(i * 7) % 11}" for i in range(30)]
     path = write_csv(tmp_path / "cls.csv", "\n".join(lines) + "\n")
-    p = runner.prepare(small(mode="manual", arch="mlp", dataset="csv", csv_path=path, csv_target="label"))
+    p = build.prepare(small(mode="manual", arch="mlp", dataset="csv", csv_path=path, csv_target="label"))
     assert p.spec.task == "classification" and p.spec.out_dim == 3 and p.spec.in_shape == (2,)
     assert p.cfg.loss == "cross_entropy"
     ds, _ = data_mod.load(p.cfg)
@@ -110,7 +110,7 @@ def test_csv_classification_and_a_short_run(small, tmp_path, run_inprocess, stor
 
 def test_csv_task_can_be_forced_to_regression(small, tmp_path):
     path = write_csv(tmp_path / "c.csv", "x,y\n1,0\n2,1\n3,1\n")
-    p = runner.prepare(small(mode="nn", dataset="csv", csv_path=path, csv_target="y", task="regression"))
+    p = build.prepare(small(mode="nn", dataset="csv", csv_path=path, csv_target="y", task="regression"))
     assert p.spec.task == "regression" and p.cfg.loss == "mse"
 
 
@@ -124,7 +124,7 @@ def test_csv_task_can_be_forced_to_regression(small, tmp_path):
 def test_bad_csv_messages_name_the_line_and_column(small, tmp_path, text, needles):
     path = write_csv(tmp_path / "bad.csv", text)
     with pytest.raises(ConfigError) as e:
-        runner.prepare(small(mode="nn", dataset="csv", csv_path=path, csv_target="y"))
+        build.prepare(small(mode="nn", dataset="csv", csv_path=path, csv_target="y"))
     for needle in needles:
         assert needle in str(e.value), (needle, str(e.value))
     assert "\n" not in str(e.value)
@@ -133,11 +133,11 @@ def test_bad_csv_messages_name_the_line_and_column(small, tmp_path, text, needle
 def test_csv_target_must_exist(small, tmp_path):
     path = write_csv(tmp_path / "c.csv", "a,b\n1,2\n")
     with pytest.raises(ConfigError, match=r"no column named 'y'; columns are: a, b"):
-        runner.prepare(small(mode="nn", dataset="csv", csv_path=path, csv_target="y"))
+        build.prepare(small(mode="nn", dataset="csv", csv_path=path, csv_target="y"))
     with pytest.raises(ConfigError, match="CSV file not found"):
-        runner.prepare(small(mode="nn", dataset="csv", csv_path=str(tmp_path / "nope.csv"), csv_target="y"))
+        build.prepare(small(mode="nn", dataset="csv", csv_path=str(tmp_path / "nope.csv"), csv_target="y"))
     with pytest.raises(ConfigError, match="csv_target"):
-        runner.prepare(small(mode="nn", dataset="csv", csv_path=path))
+        build.prepare(small(mode="nn", dataset="csv", csv_path=path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,30 +156,30 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=3, size=(10, 12)):
 
 def test_imagefolder_loads_resizes_and_trains(small, tmp_path, run_inprocess, store):
     folder = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"))
-    p = runner.prepare(small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder, image_size=8,
+    p = build.prepare(small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder, image_size=8,
                              batch_size=4, steps=3))
     assert p.spec.in_shape == (3, 8, 8) and p.spec.out_dim == 3
     ds, _ = data_mod.load(p.cfg)
     assert len(ds) == 9 and ds.classes == ["a", "b", "c"]
     x, y = ds[4]                                          # a grayscale PNG comes out as RGB
     assert x.shape == (3, 8, 8) and y == 1
-    _, batches = runner.build(p)
+    _, batches = build.build(p)
     xb, yb = next(batches)
     assert xb.shape == (4, 3, 8, 8) and yb.dtype == torch.long
     # an MLP sees the images flattened
-    flat = runner.prepare(small(mode="nn", arch="mlp", dataset="imagefolder", image_dir=folder, image_size=8))
+    flat = build.prepare(small(mode="nn", arch="mlp", dataset="imagefolder", image_dir=folder, image_size=8))
     assert flat.spec.in_shape == (192,)
     run_id, status = run_inprocess(small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder,
                                          image_size=8, batch_size=4, steps=3), store)
-    assert status == "finished", runner.get_run(run_id, store)["error"]
+    assert status == "finished", runs.get_run(run_id, store)["error"]
 
 
 def test_imagefolder_needs_class_folders(small, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="one sub-folder per class"):
-        runner.prepare(small(mode="nn", dataset="imagefolder", image_dir=str(tmp_path / "empty")))
+        build.prepare(small(mode="nn", dataset="imagefolder", image_dir=str(tmp_path / "empty")))
     with pytest.raises(ConfigError, match="image folder not found"):
-        runner.prepare(small(mode="nn", dataset="imagefolder", image_dir=str(tmp_path / "missing")))
+        build.prepare(small(mode="nn", dataset="imagefolder", image_dir=str(tmp_path / "missing")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,14 +255,14 @@ def test_balanced_sampler_evens_out_the_classes(small, tmp_path):
 
 def test_epochs_count_steps_from_the_dataset_size(small, run_inprocess, store):
     cfg = small(mode="nn", dataset="random", n_samples=20, batch_size=8, steps=0, epochs=2)
-    assert runner.prepare(cfg).total_steps == 2 * 3
+    assert build.prepare(cfg).total_steps == 2 * 3
     run_id, status = run_inprocess(cfg, store)
     assert status == "finished"
     s = Store(store)
     assert [step for step, _ in s.scalars(run_id, "loss")] == list(range(6))
     assert s.get_run(run_id)["total_steps"] == 6
     s.close()
-    assert runner.prepare(small(mode="nn", steps=7, epochs=5)).total_steps == 7    # steps win
+    assert build.prepare(small(mode="nn", steps=7, epochs=5)).total_steps == 7    # steps win
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def test_mnist_from_a_local_copy_trains_without_network(small, tmp_path, run_inp
         write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), 0x801)
     cfg = small(mode="optim", arch="cnn", dataset="mnist", data_root=str(tmp_path / "data"), batch_size=4,
                 steps=3)
-    ds, spec = data_mod.load(runner.prepare(cfg).cfg)
+    ds, spec = data_mod.load(build.prepare(cfg).cfg)
     assert len(ds) == 12 and spec.in_shape == (1, 28, 28)
     run_id, status = run_inprocess(cfg, store)
-    assert status == "finished", runner.get_run(run_id, store)["error"]
+    assert status == "finished", runs.get_run(run_id, store)["error"]

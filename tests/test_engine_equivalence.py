@@ -1,13 +1,13 @@
 """manual, autograd and custom_function from the same seed follow the same parameter trajectory.
 
-Each mode is built the way a run builds it (engine.runner.prepare + build, dtype float64), then
+Each mode is built the way a run builds it (engine.build.prepare + build, dtype float64), then
 stepped 50 times; the parameters after every step must agree to 1e-6 relative. The trajectories
 must also move far more than that tolerance, or the comparison would prove nothing.
 """
 import pytest
 import torch
 
-from engine import runner
+from engine import build
 
 RAW = ("manual", "autograd", "custom_function")
 STEPS = 50
@@ -22,8 +22,8 @@ CASES = {
 
 
 def trajectory(small, mode, case):
-    p = runner.prepare(small(**{"mode": mode, "dtype": "float64", "dataset": "teacher", "steps": STEPS, **case}))
-    m, batches = runner.build(p)
+    p = build.prepare(small(**{"mode": mode, "dtype": "float64", "dataset": "teacher", "steps": STEPS, **case}))
+    m, batches = build.build(p)
     out = [{n: t.detach().clone() for n, t in m.named_params()}]
     for _ in range(STEPS):
         x, y = next(batches)
@@ -52,8 +52,8 @@ def test_raw_modes_follow_the_same_trajectory(small, case):
 def test_nn_mode_starts_from_the_same_weights(small):
     """Every mode draws its weights from the MLP's Linear layers: raw w_i is Linear_i.weight.T."""
     cfg = dict(arch="mlp", depth=3, dtype="float64", dataset="teacher")
-    raw, _ = runner.build(runner.prepare(small(mode="manual", **cfg)))
-    nn_mode, _ = runner.build(runner.prepare(small(mode="nn", **cfg)))
+    raw, _ = build.build(build.prepare(small(mode="manual", **cfg)))
+    nn_mode, _ = build.build(build.prepare(small(mode="nn", **cfg)))
     linears = [m for m in nn_mode.model.modules() if isinstance(m, torch.nn.Linear)]
     params = dict(raw.named_params())
     assert len(linears) == 3
@@ -65,8 +65,8 @@ def test_nn_mode_starts_from_the_same_weights(small):
 def test_nn_and_autograd_take_the_same_step(small):
     """nn (model + manual update) and autograd on the same weights and batch: one identical step."""
     cfg = dict(arch="mlp", depth=2, dtype="float64", dataset="teacher", loss="mse", lr=0.1, init="torch")
-    a, batches = runner.build(runner.prepare(small(mode="autograd", **cfg)))
-    b, _ = runner.build(runner.prepare(small(mode="nn", **cfg)))
+    a, batches = build.build(build.prepare(small(mode="autograd", **cfg)))
+    b, _ = build.build(build.prepare(small(mode="nn", **cfg)))
     x, y = next(batches)
     for m in (a, b):
         m.forward_backward(x, y)
@@ -83,7 +83,7 @@ def test_nn_and_autograd_take_the_same_step(small):
 
 def test_default_run_is_the_lectures_two_layer_net():
     from engine import RunConfig
-    p = runner.prepare(RunConfig(device="cpu"))
+    p = build.prepare(RunConfig(device="cpu"))
     c = p.cfg
     assert (c.mode, c.arch, c.dataset, c.loss, c.init, c.lr) == ("manual", "two_layer", "random", "sse", "randn", 1e-6)
     assert (c.batch_size, c.d_in, c.hidden, c.d_out, c.n_samples, c.steps) == (64, 1000, 100, 10, 64, 500)
@@ -93,8 +93,8 @@ def test_manual_mode_steps_like_the_lecture_loop():
     """At the lecture's sizes, without biases, as the lecture's raw net: the engine's manual mode and
     the lecture's loop (copied from the notes, grad_h[h < 0] = 0 and all) take the same 30 steps."""
     from engine import RunConfig
-    p = runner.prepare(RunConfig(device="cpu", dtype="float64", bias=False, steps=30))
-    mode, batches = runner.build(p)
+    p = build.prepare(RunConfig(device="cpu", dtype="float64", bias=False, steps=30))
+    mode, batches = build.build(p)
     x, y = next(batches)
     assert x.shape == (64, 1000) and y.shape == (64, 10)
     w1, w2 = (t.clone() for _, t in mode.named_params())

@@ -7,7 +7,7 @@ every-K snapshot may make them. The last tests show the spy does catch `loss.ite
 """
 import pytest
 
-from engine import runner
+from engine import build
 from engine.telemetry import Telemetry
 from engine.trainer import Trainer
 
@@ -32,11 +32,11 @@ STEPS, K = 12, 5
 def spied_trainer(small, spy, case, mode_wrapper=None):
     """A Trainer whose flush and snapshots are the only places allowed to sync."""
     kw = {"dataset": "teacher", **CASES[case]}
-    p = runner.prepare(small(steps=STEPS, telemetry_every=K, flush_every=1000, **kw))
-    mode, batches = runner.build(p)
+    p = build.prepare(small(steps=STEPS, telemetry_every=K, flush_every=1000, **kw))
+    mode, batches = build.build(p)
     if mode_wrapper:
         mode = mode_wrapper(mode)
-    tel = Telemetry(K, 8, flush_every=1000, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size)
+    tel = Telemetry(every=K, bins=8, flush_every=1000, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size)
     trainer = Trainer(mode, batches, tel, STEPS)
     for obj, name in ((trainer, "flush"), (tel, "before_update"), (tel, "after_update")):
         real = getattr(obj, name)

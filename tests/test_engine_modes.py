@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from engine import ConfigError, Store, runner
+from engine import ConfigError, Store, build, runs
 from engine.config import OPTIMIZERS
 
 RAW = ("manual", "autograd", "custom_function")
@@ -34,7 +34,7 @@ def test_mode_arch_pair_runs(small, run_inprocess, store, mode, arch, dataset):
         extra["lr"] = 1e-4           # randn weights and sum of squares, as in the lecture
     cfg = small(mode=mode, arch=arch, dataset=dataset, depth=3, steps=3, **extra)
     run_id, status = run_inprocess(cfg, store)
-    run = runner.get_run(run_id, store)
+    run = runs.get_run(run_id, store)
     assert status == "finished", run["error"]
     assert run["status"] == "finished" and run["step"] == 3
     got = losses(store, run_id)
@@ -47,9 +47,9 @@ def test_mode_arch_pair_runs(small, run_inprocess, store, mode, arch, dataset):
 
 def test_torchvision_head_is_replaced_and_backbone_can_freeze(small):
     """Transfer learning as the lecture sketches it: a new head for the data's classes; frozen backbone."""
-    p = runner.prepare(small(mode="optim", arch="torchvision", dataset="digits", batch_size=2,
+    p = build.prepare(small(mode="optim", arch="torchvision", dataset="digits", batch_size=2,
                              freeze_backbone=True, lr=1e-3))
-    mode, batches = runner.build(p)
+    mode, batches = build.build(p)
     assert mode.model.fc.out_features == 10
     trainable = [n for n, q in mode.model.named_parameters() if q.requires_grad]
     assert trainable == ["fc.weight", "fc.bias"]
@@ -68,9 +68,9 @@ def test_pretrained_weights_load_from_a_local_file(small, tmp_path):
     src = torchvision.models.resnet18(num_classes=7)
     path = tmp_path / "resnet18.pt"
     torch.save(src.state_dict(), path)
-    p = runner.prepare(small(mode="optim", arch="torchvision", dataset="digits", batch_size=2,
+    p = build.prepare(small(mode="optim", arch="torchvision", dataset="digits", batch_size=2,
                              pretrained=str(path)))
-    mode, _ = runner.build(p)
+    mode, _ = build.build(p)
     torch.testing.assert_close(mode.model.conv1.weight.detach(), src.conv1.weight.detach())
     assert mode.model.fc.out_features == 10
 
@@ -80,7 +80,7 @@ def test_pretrained_file_of_another_model_is_refused(small, tmp_path):
     torch.save({"foo.weight": torch.zeros(3)}, path)
     cfg = small(mode="optim", arch="torchvision", dataset="digits", batch_size=2, pretrained=str(path))
     with pytest.raises(ConfigError, match="does not hold resnet18 weights"):
-        runner.build(runner.prepare(cfg))
+        build.build(build.prepare(cfg))
 
 
 OPTIMIZER_CASES = {
@@ -108,7 +108,7 @@ def test_optimizer_trains_and_gets_its_knobs(small, run_inprocess, store, name):
     got = losses(store, run_id)
     assert len(got) == 40
     assert got[-1] < 0.5 * got[0], f"{name}: loss {got[0]:.4g} -> {got[-1]:.4g}"
-    state = torch.load(runner.get_run(run_id, store)["checkpoint"], weights_only=True)
+    state = torch.load(runs.get_run(run_id, store)["checkpoint"], weights_only=True)
     group = state["optimizer"]["param_groups"][0]
     assert group["lr"] == pytest.approx(case["lr"])
     for knob, key in (("momentum", "momentum"), ("nesterov", "nesterov"), ("weight_decay", "weight_decay"),
@@ -157,7 +157,7 @@ NONSENSE = [
 @pytest.mark.parametrize("overrides,names", NONSENSE, ids=[str(o) for o, _ in NONSENSE])
 def test_nonsense_is_refused_naming_what_is_allowed(small, store, overrides, names):
     with pytest.raises(ConfigError) as e:
-        runner.create_run(small(**overrides), store)
+        runs.create_run(small(**overrides), store)
     message = str(e.value)
     assert "\n" not in message
     for name in names:

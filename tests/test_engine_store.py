@@ -62,13 +62,16 @@ def test_incremental_reads_while_another_thread_writes(store):
     errors = []
     writing = threading.Event()
 
+    read_some = threading.Event()
+
     def writer():
         try:
             w = Store(store)
             writing.set()
             for i in range(n_flushes):
+                if i == n_flushes // 2:      # halfway, until the reader has seen rows: it reads mid-write,
+                    read_some.wait(30)       # however the two threads are scheduled
                 w.write_flush("r1", flush_of(i * per_flush, [float(i * per_flush + j) for j in range(per_flush)]))
-                time.sleep(0.002)            # as a worker between flushes: the reader gets the GIL
             w.close()
         except Exception as e:       # surfaces in the assertion below
             errors.append(e)
@@ -83,6 +86,8 @@ def test_incremental_reads_while_another_thread_writes(store):
         new = reader.scalars("r1", "loss", after_step=got[-1][0] if got else -1)
         polls_with_news += bool(new)
         got += new
+        if new:
+            read_some.set()
         if writer_done and not new:
             break
     t.join()
@@ -131,50 +136,50 @@ def series(n, seed=0):
     return values
 
 
-@pytest.mark.parametrize("max_points", [50, 200, 2000])
-def test_downsampled_reads_are_bounded_and_keep_min_and_max(store, max_points):
+@pytest.mark.parametrize("buckets", [50, 200, 2000])
+def test_bucketed_reads_are_bounded_and_keep_min_and_max(store, buckets):
     values = series(10_001)
     values[3_333] = -1e6                 # a spike each way: the min and the max
     values[7_777] = 1e6
     s = Store(store)
     s.create_run("r1", {})
     s.write_flush("r1", flush_of(0, values))
-    down = s.scalars_downsampled("r1", "loss", max_points=max_points)
+    rows = s.bucketed("r1", "loss", buckets)
     s.close()
-    assert 0 < len(down) <= max_points
-    assert (3_333, -1e6) in down and (7_777, 1e6) in down
-    steps = [step for step, _ in down]
-    assert steps == sorted(set(steps))
+    assert 0 < len(rows) <= buckets
+    [low] = [r for r in rows if r[0] <= 3_333 <= r[1]]
+    [high] = [r for r in rows if r[0] <= 7_777 <= r[1]]
+    assert low[2] == -1e6 and high[3] == 1e6
 
 
 @pytest.mark.parametrize("shape", ["decreasing", "random"])
-def test_downsampled_points_are_real_points(store, shape):
-    """Every (step, value) returned is a point of the series, so a plotted curve keeps its shape:
-    a decreasing loss must not come back as a saw tooth."""
+def test_bucketed_figures_equal_a_brute_force_over_the_raw_rows(store, shape):
+    """Each bucket's min, max, sum and count are those of the values of its steps; the buckets
+    tile the series in order, each step in exactly one."""
     n = 5_000
     values = [100.0 / (1 + i) for i in range(n)] if shape == "decreasing" else series(n, seed=1)
+    values[1_234] = math.nan             # stored as NULL: not counted
     s = Store(store)
     s.create_run("r1", {})
     s.write_flush("r1", flush_of(0, values))
-    down = s.scalars_downsampled("r1", "loss", max_points=100)
+    rows = s.bucketed("r1", "loss", 100)
     s.close()
-    assert len(down) <= 100
-    for step, v in down:
-        assert values[step] == v, f"step {step}: downsampled value {v} is not the series' {values[step]}"
-    if shape == "decreasing":
-        vs = [v for _, v in down]
-        assert vs == sorted(vs, reverse=True)
-    assert min(v for _, v in down) == min(values) and max(v for _, v in down) == max(values)
+    assert len(rows) <= 100 and rows[0][0] == 0 and rows[-1][1] == n - 1
+    assert all(b[0] == a[1] + 1 for a, b in zip(rows, rows[1:]))
+    for s0, s1, vmin, vmax, vsum, count in rows:
+        inside = [v for v in values[s0:s1 + 1] if math.isfinite(v)]
+        assert (vmin, vmax, count) == (min(inside), max(inside), len(inside))
+        assert vsum == pytest.approx(sum(inside))
 
 
 def test_short_series_and_windows_come_back_whole(store):
     s = Store(store)
     s.create_run("r1", {})
     s.write_flush("r1", flush_of(0, [float(i) for i in range(1000)]))
-    assert s.scalars_downsampled("r1", "loss", max_points=2000) == [(i, float(i)) for i in range(1000)]
-    window = s.scalars_downsampled("r1", "loss", max_points=500, lo=100, hi=199)
-    assert window == [(i, float(i)) for i in range(100, 200)]
-    assert s.scalars_downsampled("r1", "nothing") == []
+    whole = [(i, i, float(i), float(i), float(i), 1) for i in range(1000)]
+    assert s.bucketed("r1", "loss", 2000) == whole
+    assert s.bucketed("r1", "loss", 500, lo=100, hi=199) == whole[100:200]
+    assert s.bucketed("r1", "nothing", 2000) == []
     s.close()
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import Store, runner
+from engine import Store, build
 from engine.functions import MyReLU
 from engine.losses import LOSS_GRADS
 from engine.telemetry import Telemetry, histogram
@@ -72,9 +72,9 @@ def test_histogram_of_nothing_finite_and_of_a_constant():
 # norms, the update ratio, the flush
 
 def manual_mode(small, **kw):
-    p = runner.prepare(small(mode="manual", arch="mlp", depth=3, dataset="teacher", dtype="float64",
+    p = build.prepare(small(mode="manual", arch="mlp", depth=3, dataset="teacher", dtype="float64",
                              lr=0.05, **kw))
-    return runner.build(p)
+    return build.build(p)
 
 
 def test_norms_and_update_ratio_match_a_direct_computation(small):

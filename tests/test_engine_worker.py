@@ -143,11 +143,11 @@ def test_controls_are_acknowledged_and_recorded_while_a_reader_follows(small, st
 def test_a_checkpoint_is_replaced_atomically(small, tmp_path, monkeypatch):
     """A save that dies half-way leaves the previous checkpoint whole: the new one is written to a
     temporary file, then os.replace'd over the old."""
-    from engine import runner
-    p = runner.prepare(small(mode="optim", arch="mlp"))
-    mode, cfg = runner.build(p)[0], p.cfg
+    from engine import build, worker
+    p = build.prepare(small(mode="optim", arch="mlp"))
+    mode, cfg = build.build(p)[0], p.cfg
     path = str(tmp_path / "checkpoints" / "run.pt")
-    runner.save_checkpoint(path, mode, cfg, step=1)
+    worker.save_checkpoint(path, mode, cfg, step=1)
     before = open(path, "rb").read()
     real_save = torch.save
 
@@ -158,12 +158,12 @@ def test_a_checkpoint_is_replaced_atomically(small, tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(OSError):
-        runner.save_checkpoint(path, mode, cfg, step=2)
+        worker.save_checkpoint(path, mode, cfg, step=2)
     assert open(path, "rb").read() == before
     assert torch.load(path, weights_only=True)["step"] == 1
     assert os.listdir(tmp_path / "checkpoints") == ["run.pt"]      # the half-written temporary is gone
     monkeypatch.setattr(torch, "save", real_save)
-    runner.save_checkpoint(path, mode, cfg, step=3)
+    worker.save_checkpoint(path, mode, cfg, step=3)
     assert torch.load(path, weights_only=True)["step"] == 3
 
 

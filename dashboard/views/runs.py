@@ -4,21 +4,18 @@ from pathlib import Path
 import streamlit as st
 
 import engine
-from dashboard import actions, live, pages_common, reader
+from dashboard import actions, live, pages_common
 from engine import export
 
 st.title("Runs")
 pages_common.messages()
-runs = engine.list_runs()
+db = live.store()
+runs = engine.list_runs(db)
 if not runs:
     st.info("No runs yet. Start one on the Train page.")
     st.stop()
 
-db = reader.connect()
-try:
-    final = {r["id"]: reader.last_value(db, r["id"], "loss")[1] for r in runs}
-finally:
-    db.close()
+final = {r["id"]: db.last_value(r["id"], "loss")[1] for r in runs}
 rows = pages_common.run_rows(runs, final)
 st.button("Refresh", key="runs_refresh")
 table = st.dataframe(rows, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
@@ -37,7 +34,7 @@ c1, c2, c3, c4 = st.columns(4)
 if c1.button("Watch on the Train page", key="runs_watch"):
     actions.watch(run_id)
     st.switch_page("views/train.py")
-c2.download_button("Metrics CSV", data=lambda: export.metrics(run_id, "csv"), file_name=f"{run_id}.csv",
+c2.download_button("Metrics CSV", data=lambda: export.metrics(run_id, "csv", db), file_name=f"{run_id}.csv",
                    mime="text/csv", key="runs_csv", on_click="ignore")
 ckpt = run.get("checkpoint")
 have_ckpt = bool(ckpt) and Path(ckpt).is_file()
@@ -47,7 +44,7 @@ c3.download_button("Final checkpoint", data=(lambda: Path(ckpt).read_bytes()) if
                    help=None if have_ckpt else "written when the run ends (finished, stopped or diverged)")
 c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
 if st.session_state.get("lp_confirm_delete") == run_id:
-    active = run["status"] in ("queued", "running", "paused")
+    active = run["status"] in engine.ACTIVE
     st.warning(f"Delete run {run_id} with its metrics{', checkpoint' if have_ckpt else ''} and log? "
                + ("It is still active: it will be stopped first. " if active else "") + "This cannot be undone.")
     d1, d2, _ = st.columns([1, 1, 4])

@@ -1,7 +1,7 @@
 """Sinks beyond the run store: Visdom (visdom.py) and TensorBoard (tensorboard.py).
 
 Each is a subscriber of the trainer's events with its own thread and a bounded queue; none can
-slow or stop training. The runner calls attach() before it subscribes the store, and close()
+slow or stop training. The worker calls attach() before it subscribes the store, and close()
 at the end. A sink's status reaches the store as an event of kind "visdom" or "tensorboard"
 (data: state, status, error, ...), added to the flush whenever it changes (at most every 2 s
 unless the state word changes) and once more at close. The dashboard and the CLI read the
@@ -35,12 +35,13 @@ class StatusEvents:
 def attach(trainer, cfg, run_id: str, store_path: str, environ=None) -> list:
     """Start the sinks cfg asks for, subscribe them to trainer; returns [(kind, sink)].
     Call it before the store sink subscribes, so the status events reach the store."""
+    from ..files import RunFiles
     from . import visdom
     sinks = []
     settings = visdom.settings_for(cfg, run_id, environ)
     if settings:
         from ..config import to_dict
-        spool = Path(store_path).parent / "visdom" / f"{run_id}.jsonl"
+        spool = RunFiles.of(run_id, store_path).spool
         sinks.append(("visdom", visdom.VisdomSink(settings, run_id, to_dict(cfg), spool=spool)))
     if cfg.tensorboard_dir:
         from .tensorboard import TensorBoardSink
@@ -68,14 +69,12 @@ def close(sinks: list, status: str) -> list[tuple[str, dict]]:
 
 def last_status(run_id: str, store_path: str | None = None) -> dict[str, dict]:
     """{kind: data} of the latest status event of each sink of a run."""
-    from ..store import Store
-    store, found = Store(store_path), {}
-    try:
+    from ..store import opened
+    found = {}
+    with opened(store_path) as store:
         for e in store.events(run_id):
             if e["kind"] in ("visdom", "tensorboard"):
                 found[e["kind"]] = e["data"]
-    finally:
-        store.close()
     return found
 
 

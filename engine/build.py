@@ -1,0 +1,132 @@
+"""From a config to a run: check it, then build its model, data and mode.
+
+    prepare(cfg)      everything that can be checked before training, with no side effects:
+                      validation, the device, the dataset's shape, the loss, the step count, memory
+    build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches)
+
+Both raise ConfigError with one line for a person. Used by the worker, the CLI, the dashboard
+(to validate before a launch), the tests and the benchmarks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import psutil
+import torch
+
+from . import data as data_mod
+from . import models, optimizers
+from .config import RAW_MODES, ConfigError, RunConfig, validate
+from .modes import MODES
+
+
+@dataclasses.dataclass
+class Prepared:
+    cfg: RunConfig               # resolved: no "auto" left
+    spec: data_mod.DataSpec
+    device: torch.device
+    total_steps: int
+    device_note: str
+
+
+def resolve_device(name: str) -> tuple[torch.device, str]:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but no CUDA device is available here; use --device cpu or auto")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu"), "cpu" + (" (no CUDA device found)" if name == "auto" else "")
+    return torch.device("cuda"), f"cuda ({torch.cuda.get_device_name(0)})"
+
+
+def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
+    """Everything that can be checked without training. Raises ConfigError with one line."""
+    cfg = validate(cfg)
+    device, note = resolve_device(cfg.device)
+    spec = data_mod.describe(cfg)
+    if cfg.loss == "auto":
+        cfg.loss = ("cross_entropy" if spec.task == "classification"
+                    else "sse" if cfg.mode in RAW_MODES else "mse")
+    if (cfg.loss == "cross_entropy") != (spec.task == "classification"):
+        raise ConfigError(f"loss {cfg.loss!r} does not fit a {spec.task} dataset; "
+                          f"use {'cross_entropy' if spec.task == 'classification' else 'sse or mse'}")
+    if cfg.sampler == "balanced" and spec.task != "classification":   # checked here, not at the first batch
+        raise ConfigError(f"sampler 'balanced' needs a classification dataset; {cfg.dataset!r} is {spec.task}")
+    if cfg.steps:
+        total = cfg.steps
+    elif spec.n is None:
+        raise ConfigError(f"dataset {cfg.dataset!r} is counted in steps: give --steps")
+    else:
+        total = cfg.epochs * data_mod.steps_per_epoch(spec.n, cfg)
+    if memory:
+        check_memory(cfg, spec, device)
+    return Prepared(cfg, spec, device, total, note)
+
+
+def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
+    """(bytes, parameters): weights, gradients and optimizer state, activations, in-memory data.
+    The model is built on the meta device, so nothing is allocated to count it."""
+    activations = 0
+
+    def count(_module, _inp, out):
+        nonlocal activations
+        if isinstance(out, torch.Tensor):
+            activations += out.numel()
+
+    with torch.device("meta"):
+        # shapes only: no weights file, and torch's own init (normal_ on meta imports torch._dynamo: 1.5 s)
+        model = models.build(dataclasses.replace(cfg, pretrained="", init="torch"), spec.in_shape, spec.out_dim)
+    if cfg.arch in models.FLAT_ARCHS:     # (N, width) per layer, pre- and post-activation, both halves
+        activations = 4 * cfg.batch_size * sum(models.mlp_widths(cfg, spec.in_shape, spec.out_dim))
+    else:                                 # convolutions: count every module's output in a meta forward
+        shape = spec.in_shape
+        if cfg.arch == "torchvision":     # grayscale batches reach it expanded to 3 channels (build)
+            shape = (3, *shape[1:])
+        hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+        with torch.device("meta"):
+            model(torch.empty(cfg.batch_size, *shape))
+        for h in hooks:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    states = {"adam": 2, "adamw": 2, "rmsprop": 2, "adagrad": 1, "sgd": 1 if cfg.momentum else 0}
+    elt = 8 if cfg.dtype == "float64" else 4
+    in_memory = spec.n if cfg.dataset in ("random", "teacher", "csv", "digits") else 0
+    data_elems = in_memory * (math.prod(spec.in_shape) + spec.out_dim)
+    total = elt * (params * (3 + states.get(cfg.optimizer, 0)) + 3 * activations + data_elems)
+    return total, params
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
+
+
+def check_memory(cfg, spec, device):
+    need, params = estimate_bytes(cfg, spec)
+    have = available_bytes(device)
+    if need > 0.9 * have:
+        raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB ({params:,} parameters) "
+                          f"but {device.type} has {have / 2**30:.1f} GiB free; make the model or data smaller")
+
+
+def build(p: Prepared):
+    """(mode, batches) for a prepared config: seeds, data, model, the mode's parameters."""
+    cfg, dtype = p.cfg, getattr(torch, p.cfg.dtype)
+    torch.manual_seed(cfg.seed)
+    dataset, spec = data_mod.load(cfg)
+    model = models.build(cfg, spec.in_shape, spec.out_dim).to(p.device, dtype)
+    if cfg.mode in RAW_MODES:     # w_i = Linear_i.weight.T, the lecture's (D_in, H) layout
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        params = {}
+        for i, lin in enumerate(linears, start=1):
+            params[f"w{i}"] = lin.weight.detach().t().contiguous()
+            if lin.bias is not None:
+                params[f"b{i}"] = lin.bias.detach().clone()
+        mode = MODES[cfg.mode](params, cfg.loss, cfg.lr)
+    elif cfg.mode == "nn":
+        mode = MODES["nn"](model, cfg.loss, cfg.lr)
+    else:
+        trainable = [q for q in model.parameters() if q.requires_grad]
+        mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg))
+    channels = 3 if cfg.arch == "torchvision" else None
+    return mode, data_mod.batches(dataset, spec, cfg, p.device, dtype, channels)

@@ -1,0 +1,190 @@
+"""The public API for runs, from any process: launch them, drive them, read them, delete them.
+
+    launch(cfg)                        validate, write the run as queued, start a detached worker
+    pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
+    wait_ack(control_id)               wait for the worker's acknowledgement
+    get_run / list_runs                the runs, with dead workers marked failed (reaping)
+    kill(run_id)                       SIGKILL a worker that does not answer
+    delete_run(run_id)                 stop (or kill) it, then remove its rows and its files
+
+`store` is the store's path (default: $LIVEPROP_STORE or runs/liveprop.db) or an open Store,
+which a long-lived reader such as the dashboard passes so that no call opens a connection.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from .build import Prepared, prepare
+from .config import ConfigError, RunConfig, to_dict
+from .files import RunFiles
+from .store import ACTIVE, PROJECT, Store, default_path, opened
+
+STALE_S = 15.0           # no heartbeat for this long: the worker is presumed dead even if its pid lives
+
+
+# ---------------------------------------------------------------------------------------------
+# launching
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def create_run(cfg: RunConfig, store: str | None = None) -> tuple[str, Prepared]:
+    """Validate, then write the run as queued. Nothing is written when validation fails."""
+    p = prepare(cfg)
+    run_id = new_run_id()
+    with opened(store) as s:
+        s.create_run(run_id, to_dict(p.cfg), name=p.cfg.name, total_steps=p.total_steps)
+    return run_id, p
+
+
+def launch(cfg: RunConfig, store: str | None = None) -> str:
+    """Validate cfg, start a detached worker for it, and return its run id."""
+    store_path = str(store or default_path())
+    run_id, _ = create_run(cfg, store_path)
+    spawn_worker(run_id, store_path)
+    return run_id
+
+
+def spawn_worker(run_id: str, store: str | None = None) -> int:
+    """Start `python -m engine worker RUN` in its own session, so a viewer that reloads or dies
+    does not take it down. Its output goes to the run's log (engine/files.py)."""
+    store_path = str(store or default_path())
+    log = RunFiles.of(run_id, store_path).log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # OpenMP's default wait policy spins idle threads; beside a dashboard and a browser on a small
+    # machine that cost a CPU run 7x. A policy already in the environment wins.
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", run_id, "--store", store_path],
+                                cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, close_fds=True)
+    with opened(store_path) as s:
+        s.update_run(run_id, pid=proc.pid, heartbeat=time.time())
+    threading.Thread(target=proc.wait, daemon=True).start()   # reap it, so no zombie lingers
+    return proc.pid
+
+
+# ---------------------------------------------------------------------------------------------
+# controlling
+
+def _send(run_id: str, command: str, value=None, store=None) -> int:
+    with opened(store) as s:
+        run = _reap(s, s.get_run(run_id))
+        if run is None:
+            raise ConfigError(f"no run {run_id!r} in {s.path}")
+        if run["status"] not in ACTIVE:
+            raise ConfigError(f"run {run_id} is {run['status']}; it takes no more commands")
+        return s.send_control(run_id, command, value)
+
+
+def wait_ack(control_id: int, store=None, timeout: float = 10.0) -> dict | None:
+    with opened(store) as s:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            c = s.control(control_id)
+            if c and c["acked"]:
+                return c
+            time.sleep(0.05)
+        return None
+
+
+def pause(run_id, store=None):
+    return _send(run_id, "pause", store=store)
+
+
+def resume(run_id, store=None):
+    return _send(run_id, "resume", store=store)
+
+
+def stop(run_id, store=None):
+    return _send(run_id, "stop", store=store)
+
+
+def set_lr(run_id, lr: float, store=None):
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"learning rate must be a positive finite number, got {lr}")
+    return _send(run_id, "set_lr", float(lr), store=store)
+
+
+def kill(run_id, store=None):
+    """Stop a worker that does not answer: SIGKILL its process group."""
+    with opened(store) as s:
+        run = s.get_run(run_id)
+        if run and run["pid"] and run["status"] in ACTIVE:
+            try:   # a launched worker leads its own process group; a foreground `train` does not
+                if os.getpgid(run["pid"]) == run["pid"]:
+                    os.killpg(run["pid"], signal.SIGKILL)
+                else:
+                    os.kill(run["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            s.set_status(run_id, "failed", "killed by the user")
+
+
+def delete_run(run_id: str, store=None, timeout: float = 5.0) -> bool:
+    """Stop the run if it is active (kill it if it does not end within timeout), then remove its
+    rows and its files (engine/files.py). False when there was no such run."""
+    with opened(store) as s:
+        run = _reap(s, s.get_run(run_id))
+        if run is None:
+            return False
+        if run["status"] in ACTIVE:
+            with contextlib.suppress(ConfigError):        # it may have ended in the meantime
+                _send(run_id, "stop", store=s)
+            deadline = time.time() + timeout
+            while time.time() < deadline and (_reap(s, s.get_run(run_id)) or {}).get("status") in ACTIVE:
+                time.sleep(0.1)
+            kill(run_id, s)
+        s.delete_run(run_id)
+        for path in RunFiles.of(run_id, s.path).existing():
+            path.unlink(missing_ok=True)
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# reading, with dead workers reaped
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE    # a zombie is dead
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _reap(s: Store, run: dict | None) -> dict | None:
+    """Mark an active run whose worker is gone as failed, with the reason."""
+    if run is None or run["status"] not in ACTIVE:
+        return run
+    now = time.time()
+    beat = run["heartbeat"] or run["created"]
+    reason = None
+    if run["pid"] and not _alive(run["pid"]):
+        reason = f"worker process {run['pid']} died (last heartbeat {now - beat:.1f} s ago)"
+    elif now - beat > STALE_S and (run["pid"] or now - run["created"] > STALE_S):
+        reason = f"no heartbeat from the worker for {now - beat:.0f} s"
+    if reason:
+        s.set_status(run["id"], "failed", reason)
+        s.add_event(run["id"], run["step"], "error", {"message": reason})
+        run = s.get_run(run["id"])
+    return run
+
+
+def get_run(run_id: str, store=None) -> dict | None:
+    with opened(store) as s:
+        return _reap(s, s.get_run(run_id))
+
+
+def list_runs(store=None) -> list[dict]:
+    with opened(store) as s:
+        return [_reap(s, r) for r in s.list_runs()]

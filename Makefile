@@ -2,31 +2,48 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+HASH    = $(shell cat $(1) | cksum | cut -d' ' -f1)
+RUNTIME := $(VENV)/.runtime-$(call HASH,requirements.txt pyproject.toml)
+TESTING := $(VENV)/.testing-$(call HASH,requirements.txt requirements-test.txt pyproject.toml)
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test lint format bench clean
 
-setup: $(STAMP)
+setup: $(RUNTIME)
 
 # visdom 0.2.4 is an sdist whose setup.py imports pkg_resources: build it with setuptools<81,
-# without build isolation. The Visdom page's browser assets come from the npm registry.
-$(STAMP): requirements.txt
+# without build isolation. The project itself is installed editable (engine, dashboard and the
+# `liveprop` command), so nothing needs sys.path or PYTHONPATH. The Visdom page's browser assets
+# come from the npm registry.
+$(RUNTIME): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools==80.10.2 wheel
 	$(PY) -m pip install -q --no-build-isolation -r requirements.txt
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	@$(PY) scripts/visdom_assets.py .cache/visdom || echo "warning: Visdom's page assets are missing (needs npm); its data API still works"
-	@rm -f $(VENV)/.installed-* && touch $@
+	@rm -f $(VENV)/.runtime-* && touch $@
 
-run: $(STAMP)
+$(TESTING): $(RUNTIME) requirements-test.txt
+	$(PY) -m pip install -q --no-build-isolation -r requirements-test.txt
+	@rm -f $(VENV)/.testing-* && touch $@
+
+run: $(RUNTIME)
 	$(PY) -m dashboard
 
-test: $(STAMP)
+test: $(TESTING)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+lint: $(TESTING)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(TESTING)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: $(TESTING)
 	$(PY) bench/bench_engine.py
-	@test ! -f bench/bench_visdom.py || $(PY) bench/bench_visdom.py
-	@test ! -f bench/bench_dashboard.py || $(PY) bench/bench_dashboard.py
+	$(PY) bench/bench_visdom.py
+	$(PY) bench/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

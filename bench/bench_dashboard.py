@@ -13,7 +13,7 @@
     each panel's server-side time per refresh comes from the dashboard's own timing log
     (LIVEPROP_TIMING), the points per trace from the figures the browser received. Targets: at
     most 200 ms per refresh, at most 4,000 points per trace. For scale, the same store is also
-    read by the engine's Store.scalars_downsampled and by the dashboard's SQL bucketing.
+    read in process through the store's bucketed read (Store.bucketed), cold and incremental.
 
     python bench/bench_dashboard.py [--starts 3] [--refresh-seconds 20]
 """
@@ -31,12 +31,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import engine                                                  # noqa: E402
-from dashboard import reader, serve                            # noqa: E402
-from dashboard.feed import RunFeed                             # noqa: E402
-from engine import store as store_mod                            # noqa: E402
-from engine.store import ACTIVE, Store                         # noqa: E402
+import engine
+from dashboard import serve
+from dashboard.feed import RunFeed
+from engine import store as store_mod
+from engine.store import ACTIVE, Store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -145,13 +144,9 @@ class LiveWriter(threading.Thread):
 
 
 def read_paths(store_path: str, run_id: str) -> dict:
-    """In-process: the engine's downsampled read against the dashboard's, cold and incremental."""
-    s = Store(store_path)
-    t = time.perf_counter()
-    pts = s.scalars_downsampled(run_id, "loss", 4000)
-    engine_ms = (time.perf_counter() - t) * 1000
-    s.close()
-    db = reader.connect(store_path)
+    """In-process, through the store: a first (bucketed) read of the loss and a refresh (rows after
+    the cursor), as a dashboard session makes them on its one connection."""
+    db = Store(store_path)
     feed = RunFeed(run_id)
     t = time.perf_counter()
     b = feed.sync(db, "loss")
@@ -160,8 +155,7 @@ def read_paths(store_path: str, run_id: str) -> dict:
     feed.sync(db, "loss")
     warm_ms = (time.perf_counter() - t) * 1000
     db.close()
-    return {"engine_ms": engine_ms, "engine_points": len(pts), "cold_ms": cold_ms, "warm_ms": warm_ms,
-            "points": len(b.points()[0])}
+    return {"cold_ms": cold_ms, "warm_ms": warm_ms, "points": len(b.points()[0])}
 
 
 def refresh_cost(browser, seconds: float, tmp: Path) -> dict:
@@ -232,9 +226,8 @@ def main(argv=None):
     print(f"\n(b) refresh cost with a 1,000,000-step run in the store (written in {big['write_s']:.1f} s); "
           "targets <= 200 ms, <= 4,000 points per trace")
     print(f"{'read path (in process)':<44} {'ms':>8} {'points':>8}")
-    print(f"{'engine Store.scalars_downsampled(4000)':<44} {paths['engine_ms']:>8.0f} {paths['engine_points']:>8}")
-    print(f"{'dashboard first read (SQL buckets)':<44} {paths['cold_ms']:>8.0f} {paths['points']:>8}")
-    print(f"{'dashboard refresh read (rows after cursor)':<44} {paths['warm_ms']:>8.1f}")
+    print(f"{'first read (Store.bucketed)':<44} {paths['cold_ms']:>8.0f} {paths['points']:>8}")
+    print(f"{'refresh read (Store.scalars after cursor)':<44} {paths['warm_ms']:>8.1f}")
     print(f"\n{'panel (server side, ms per refresh)':<34} {'n':>5} {'first':>9} {'median':>9} {'p95':>9} {'max':>9}")
     by = {}
     for r in big["rows"]:

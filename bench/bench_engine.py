@@ -19,13 +19,12 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from engine import build, runs                                      # noqa: E402
-from engine.sinks import store as store_sink                   # noqa: E402
-from engine.config import RunConfig                            # noqa: E402
-from engine.telemetry import Telemetry                         # noqa: E402
-from engine.control import Control                             # noqa: E402
-from engine.trainer import Trainer                             # noqa: E402
+from engine import build, runs
+from engine.sinks import store as store_sink
+from engine.config import RunConfig
+from engine.telemetry import Telemetry
+from engine.control import Control
+from engine.trainer import Trainer
 
 N, D_in, H, D_out = 64, 1000, 100, 10
 

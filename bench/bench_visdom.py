@@ -26,12 +26,10 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench_engine import D_in, D_out, H, N, engine_runner, timed          # noqa: E402
-from engine import visdom_server                                         # noqa: E402
-from engine.sinks import StatusEvents                                    # noqa: E402
-from engine.sinks.visdom import VisdomSettings, VisdomSink               # noqa: E402
+from bench_engine import D_in, D_out, H, N, engine_runner, timed
+from engine import visdom_server
+from engine.sinks import StatusEvents
+from engine.sinks.visdom import VisdomSettings, VisdomSink
 
 
 class StalledServer:

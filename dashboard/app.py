@@ -6,16 +6,11 @@ the entry file as an old-style multipage app, and AppTest then runs the page wit
 What they draw comes from live.py (fragments), figures.py (pure figure builders) and actions.py
 (button callbacks through the engine's API).
 """
-import sys
 from pathlib import Path
 
-ROOT = str(Path(__file__).resolve().parent.parent)
-if ROOT not in sys.path:                   # `streamlit run dashboard/app.py` puts only dashboard/ on the path
-    sys.path.insert(0, ROOT)
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import sidebar  # noqa: E402
+from dashboard import sidebar
 
 st.set_page_config(page_title="Liveprop", page_icon=":material/monitoring:", layout="wide")
 

@@ -82,7 +82,6 @@ def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env: dict | None =
           timeout: float = 60.0) -> Dashboard:
     """Start Streamlit on host:port and return once its health endpoint answers."""
     env = {**os.environ, **(env or {})}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(command(host, port), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,

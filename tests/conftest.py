@@ -141,7 +141,7 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
 # the CLI as a subprocess
 
 def cli_env(store: str | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)
     if store:
         env["LIVEPROP_STORE"] = store
     return env

@@ -76,7 +76,7 @@ def dashboard(tmp_path):
     """`python -m dashboard` on free ports with a temp store; stopped with Ctrl-C afterwards."""
     store = str(tmp_path / "runs" / "liveprop.db")
     port, vport = free_port(), free_port()
-    env = {**os.environ, "LIVEPROP_STORE": store, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LIVEPROP_STORE": store, "PYTHONUNBUFFERED": "1"}
     env.pop("LIVEPROP_HOST", None)
     proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport)],
                             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -1,9 +1,14 @@
-"""The About page's text: the lecture notes' five ways to train, each with its key lines.
+"""The About page's text: the lecture notes' five ways to train, each with the engine's own code.
 
 The lecture is the PyTorch notes Liveprop is built from (seed/pytorch-lecture-notes.txt). The
-paragraph under each heading is the engine's own docstring for that mode (engine/modes/), so the
-page and the code say the same thing.
+paragraph under each heading is the engine's own docstring for that mode (engine/modes/), and the
+code under it is the engine's source, read with inspect.getsource, so the page shows what runs.
 """
+import inspect
+import textwrap
+
+from engine import models
+from engine.functions import MyReLU, my_relu
 from engine.modes import autograd, custom_function, manual, nn_optim, nn_sgd
 
 INTRO = """
@@ -22,50 +27,23 @@ def _doc(module) -> str:
     return f"*{first}*\n\n{' '.join(rest.split())}"
 
 
-MODES = [
-    ("manual: gradients by hand", """\
-h = x.mm(w1)
-h_relu = h.clamp(min=0)
-y_pred = h_relu.mm(w2)
-loss = (y_pred - y).pow(2).sum()
-grad_y_pred = 2.0 * (y_pred - y)
-grad_w2 = h_relu.t().mm(grad_y_pred)
-grad_h = grad_y_pred.mm(w2.t()).masked_fill(h < 0, 0)   # the lecture: grad_h[h < 0] = 0
-grad_w1 = x.t().mm(grad_h)
-w1 -= learning_rate * grad_w1
-w2 -= learning_rate * grad_w2""", _doc(manual)),
-    ("autograd: PyTorch tracks the graph", """\
-w1 = torch.randn(D_in, H, requires_grad=True)
-loss = (x.mm(w1).clamp(min=0).mm(w2) - y).pow(2).sum()
-loss.backward()                 # d loss / d w for every requires_grad tensor
-with torch.no_grad():
-    w1 -= learning_rate * w1.grad
-    w1.grad.zero_()             # gradients accumulate otherwise""", _doc(autograd)),
-    ("custom Function: your own backward", """\
-class MyReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
+def _source(*objects) -> str:
+    """The engine's code for these functions, methods or classes, dedented, one after the other."""
+    return "\n".join(textwrap.dedent(inspect.getsource(o)) for o in objects).rstrip()
 
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, = ctx.saved_tensors
-        return grad_y.masked_fill(x < 0, 0)""", _doc(custom_function)),
-    ("nn: a torch.nn model", """\
-model = torch.nn.Sequential(torch.nn.Linear(D_in, H), torch.nn.ReLU(), torch.nn.Linear(H, D_out))
-loss = torch.nn.functional.mse_loss(model(x), y)
-loss.backward()
-with torch.no_grad():
-    for param in model.parameters():
-        param -= learning_rate * param.grad
-model.zero_grad()""", _doc(nn_sgd)),
-    ("nn + optim: an optimizer does the update", """\
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)   # the lecture prefers Adam
-loss = torch.nn.functional.mse_loss(model(x), y)
-loss.backward()
-optimizer.step()
-optimizer.zero_grad()""", _doc(nn_optim)),
+
+MODES = [
+    ("manual: gradients by hand",
+     _source(manual.TwoLayer.forward_backward, manual.TwoLayer.update), _doc(manual)),
+    ("autograd: PyTorch tracks the graph",
+     _source(autograd.TwoLayer.forward, autograd.TwoLayer.forward_backward, autograd.TwoLayer.update,
+             autograd.TwoLayer.zero_grad), _doc(autograd)),
+    ("custom Function: your own backward",
+     _source(MyReLU, my_relu), _doc(custom_function)),
+    ("nn: a torch.nn model",
+     _source(models.mlp, nn_sgd.Mode.forward_backward, nn_sgd.Mode.update, nn_sgd.Mode.zero_grad), _doc(nn_sgd)),
+    ("nn + optim: an optimizer does the update",
+     _source(nn_sgd.Mode.forward_backward, nn_optim.Mode.update, nn_optim.Mode.zero_grad), _doc(nn_optim)),
 ]
 
 OUTRO = """

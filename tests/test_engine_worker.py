@@ -296,3 +296,31 @@ def test_divergence_pauses_and_resumes_after_set_lr(small, store):
     assert math.isfinite(stored[-1][1])
     kinds = [e["kind"] for e in events(store, run_id) if e["kind"] in CONTROL_EVENTS]
     assert kinds == ["divergence", "lr_change", "resume"]
+
+
+def test_delete_run_stops_a_live_worker_and_removes_every_file_of_that_run_only(small, store):
+    """engine.delete_run: a running worker is stopped (its pid gone), then the run's rows and every
+    file engine/files.py knows of (checkpoint, log, spool, a checkpoint's leftover temp file) are
+    removed, while another run's stay."""
+    from engine.files import RunFiles
+    keep = engine.launch(small(steps=5), store)
+    wait_for(status_is(keep, store, "finished", "failed"), timeout=60)
+    assert engine.get_run(keep, store)["status"] == "finished", engine.get_run(keep, store)["error"]
+    live = engine.launch(long_run(small), store)
+    wait_for(lambda: losses(store, live), timeout=60, what="the live run's first losses")
+    pid = engine.get_run(live, store)["pid"]
+    files = RunFiles.of(live, store)
+    for path in (files.spool, Path(f"{files.checkpoint}.tmp-999")):    # as a sink and a crash leave them
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert files.log.is_file()
+    kept = RunFiles.of(keep, store).existing()
+    assert RunFiles.of(keep, store).checkpoint in kept
+
+    assert engine.delete_run(live, store) is True
+    assert engine.get_run(live, store) is None
+    assert files.existing() == []
+    wait_for(lambda: gone(pid), timeout=10, what="the deleted run's worker to exit")
+    assert RunFiles.of(keep, store).existing() == kept and engine.get_run(keep, store)["status"] == "finished"
+    assert read(store, lambda s: s.scalars(live, "loss")) == [] and read(store, lambda s: s.events(live)) == []
+    assert engine.delete_run(live, store) is False                     # already gone: nothing to do

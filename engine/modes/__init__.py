@@ -3,6 +3,10 @@
 Every mode offers: forward_backward(x, y) -> loss, update(), zero_grad(), named_params(),
 named_grads(), the lr attribute, reference_grads(x, y) for the gradient check (or None), and
 state_dict(). The trainer calls them in that order; the modes know nothing about telemetry.
+
+The raw modes (manual, autograd, custom_function) each hold the lecture's step with its names
+(TwoLayer) and the same step looped over any number of layers (Deep, with deep.py); their Mode
+picks TwoLayer for exactly two layers. A diff of two mode files shows only what the later one adds.
 """
 from . import autograd, custom_function, manual, nn_optim, nn_sgd
 

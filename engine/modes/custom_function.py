@@ -7,18 +7,24 @@ built-in torch.relu on the same weights and batch.
 import torch
 
 from ..functions import my_relu
-from . import autograd
+from . import autograd, deep
 
 
-class Mode(autograd.Mode):
-    relu = staticmethod(my_relu)
+class TwoLayer(autograd.TwoLayer):
+    relu = staticmethod(my_relu)                                    # h_relu = my_relu(h)
 
     def reference_grads(self, x, y):
-        """The same step with the built-in ReLU, for the gradient check."""
-        ref = BuiltinReLU({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
+        """The same step with the built-in torch.relu, for the gradient check."""
+        ref = autograd.Mode({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
+        ref.relu = torch.relu                                       # on this one instance, instead of h.clamp(min=0)
         ref.forward_backward(x, y)
         return dict(ref.named_grads())
 
 
-class BuiltinReLU(autograd.Mode):
-    relu = staticmethod(torch.relu)
+class Deep(TwoLayer):
+    forward = autograd.Deep.forward                                 # the loop over w1..wN, with MyReLU
+
+
+def Mode(params, loss, lr):
+    """The lecture's TwoLayer when there are exactly two layers, Deep for any other number."""
+    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr)

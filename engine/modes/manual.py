@@ -1,50 +1,52 @@
 """manual: raw tensors, the forward and the backward pass written by hand (the lecture's first program).
 
-What is different: no autograd at all. Each layer keeps its input and its pre-activation from the
-forward pass, and the backward pass applies the chain rule to them, last layer first. The lecture's
-grad_h[h < 0] = 0 is a boolean-mask assignment that syncs with the host; masked_fill does not.
+What is different: no autograd at all. The forward pass keeps h and h_relu, and the backward pass
+applies the chain rule to them, last layer first. The lecture's grad_h[h < 0] = 0 is a boolean-mask
+assignment that syncs with the host; masked_fill does not.
 """
 import torch
 
 from ..losses import LOSS_GRADS, LOSSES
+from . import autograd, deep
 
 
-class Mode:
+class TwoLayer:
+    """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
+
     def __init__(self, params, loss, lr):
-        self.params = params            # {"w1": (D_in, H), "b1": (H,), "w2": (H, D_out), ...}
-        depth = sum(1 for n in params if n.startswith("w"))
-        self.layers = [(f"w{i}", f"b{i}" if f"b{i}" in params else None) for i in range(1, depth + 1)]
+        self.params = params            # {"w1": (D_in, H), "w2": (H, D_out)}, with biases "b1": (H,), "b2": (D_out,)
         self.loss, self.lr = loss, lr
         self.grads = {}
 
     def forward_backward(self, x, y):
-        # Forward pass: compute predictions and loss, keeping what the backward pass needs
-        h = x.reshape(len(x), -1)                                   # (N, D_in)
-        inputs, pre = [], []
-        for i, (w, b) in enumerate(self.layers, start=1):
-            w, b = self.params[w], self.params.get(b)
-            inputs.append(h)
-            z = h.mm(w) if b is None else torch.addmm(b, h, w)    # (N, H)
-            pre.append(z)
-            h = z.clamp(min=0) if i < len(self.layers) else z
-        y_pred = h                                                  # (N, D_out)
+        w1, w2 = self.params["w1"], self.params["w2"]
+        b1, b2 = self.params.get("b1"), self.params.get("b2")      # None without biases
+        x = x.reshape(len(x), -1)                                   # (N, D_in)
+
+        # Forward pass: compute predictions
+        h = x.mm(w1) if b1 is None else torch.addmm(b1, x, w1)     # (N, H)
+        h_relu = h.clamp(min=0)                                     # (N, H)
+        y_pred = h_relu.mm(w2) if b2 is None else torch.addmm(b2, h_relu, w2)     # (N, D_out)
         loss = LOSSES[self.loss](y_pred, y)
 
         # Backward pass: manually compute gradients
-        grad = LOSS_GRADS[self.loss](y_pred, y)                     # d loss / d y_pred
-        for i in range(len(self.layers) - 1, -1, -1):
-            w, b = self.layers[i]
-            self.grads[w] = inputs[i].t().mm(grad)                  # (D_in, H)
-            if b is not None:
-                self.grads[b] = grad.sum(0)
-            if i > 0:
-                grad = grad.mm(self.params[w].t())                  # d loss / d h_relu
-                grad = grad.masked_fill(pre[i - 1] < 0, 0)          # d loss / d h: ReLU passes h >= 0
+        grad_y_pred = LOSS_GRADS[self.loss](y_pred, y)              # (N, D_out)
+        grad_w2 = h_relu.t().mm(grad_y_pred)                        # (H, D_out)
+        grad_h_relu = grad_y_pred.mm(w2.t())                        # (N, H)
+        # the lecture: grad_h = grad_h_relu.clone(); grad_h[h < 0] = 0. A boolean-mask assignment
+        # syncs with the host on CUDA; masked_fill computes the same thing on the device.
+        grad_h = grad_h_relu.masked_fill(h < 0, 0)                  # (N, H)
+        grad_w1 = x.t().mm(grad_h)                                  # (D_in, H)
+        self.grads = {"w1": grad_w1, "w2": grad_w2}
+        if b1 is not None:
+            self.grads["b1"] = grad_h.sum(0)                        # (H,)
+        if b2 is not None:
+            self.grads["b2"] = grad_y_pred.sum(0)                   # (D_out,)
         return loss
 
     def update(self):
         for name, w in self.params.items():
-            w.add_(self.grads[name], alpha=-self.lr)                # w -= lr * grad
+            w.add_(self.grads[name], alpha=-self.lr)                # w1 -= learning_rate * grad_w1
 
     def zero_grad(self):
         pass                                                        # grads are rebuilt each step
@@ -57,10 +59,22 @@ class Mode:
 
     def reference_grads(self, x, y):
         """autograd's gradients at the same weights and batch, for the gradient check."""
-        from .autograd import Mode as Autograd
-        ref = Autograd({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
+        ref = autograd.Mode({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
         ref.forward_backward(x, y)
         return dict(ref.named_grads())
 
     def state_dict(self):
         return {"model": dict(self.params)}
+
+
+class Deep(TwoLayer):
+    """Any number of layers w1..wN: the same step, looped over the layers (deep.py)."""
+
+    def forward_backward(self, x, y):
+        loss, self.grads = deep.forward_backward(self.params, x, y, self.loss)
+        return loss
+
+
+def Mode(params, loss, lr):
+    """The lecture's TwoLayer when there are exactly two layers, Deep for any other number."""
+    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr)

@@ -1,4 +1,4 @@
-"""The CLI: python -m engine {train, runs, metrics, pause, resume, stop, set-lr, worker}.
+"""The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, delete, worker}.
 
 Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass. Bad input
 gets one line on stderr and exit status 2; nothing is launched and nothing is written.
@@ -141,6 +141,13 @@ def _report_ack(cid, args):
     return 0
 
 
+def cmd_delete(args):
+    if not runs.delete_run(args.run, args.store):
+        raise ConfigError(f"no run {args.run!r}")
+    print(f"deleted {args.run}")
+    return 0
+
+
 def cmd_worker(args):
     status = worker.run_worker(args.run, args.store)
     return 0 if status in ("finished", "stopped") else 1
@@ -176,12 +183,16 @@ def main(argv=None):
     s.add_argument("--wait", type=float, default=10.0)
     s.set_defaults(fn=cmd_set_lr)
 
+    d = sub.add_parser("delete", help="delete a run, its metrics and its files (stopping it first if active)")
+    d.add_argument("run")
+    d.set_defaults(fn=cmd_delete)
+
     w = sub.add_parser("worker", help="(internal) the background worker for a run")
     w.add_argument("run")
     w.set_defaults(fn=cmd_worker)
 
     # --store is accepted after the subcommand too
-    for sp in (t, r, m, s, w, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
+    for sp in (t, r, m, s, d, w, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
         sp.add_argument("--store", default=argparse.SUPPRESS)
 
     args = p.parse_args(argv)

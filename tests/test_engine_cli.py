@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from engine import Store
+from engine import Store, get_run
 from engine.__main__ import main
 
 from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
@@ -300,3 +300,14 @@ def test_unknown_command_and_unknown_run(argv, message, tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
     assert runs_in(store) == []
+
+
+def test_delete_removes_a_finished_run_and_refuses_an_unknown_one(cli, small, store):
+    from engine.files import RunFiles
+    run_id, status = run_in_process(small(steps=3), store)
+    assert status == "finished" and RunFiles.of(run_id, store).checkpoint.is_file()
+    r = cli("delete", run_id, store=store)
+    assert r.returncode == 0 and r.stdout.strip() == f"deleted {run_id}", r.stderr
+    assert get_run(run_id, store) is None and RunFiles.of(run_id, store).existing() == []
+    r = cli("delete", run_id, store=store)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.strip() == f"liveprop: error: no run {run_id!r}"

@@ -2,6 +2,7 @@
 # The CUDA checks, for the GPU machine (torch 2.11 preinstalled there; no Streamlit or Visdom).
 # Run from the repo root:  bash bench/gpu_check.sh   (about 5 minutes on one H100)
 set -uo pipefail
+# That machine has no .venv and no editable install of this project: PYTHONPATH stands in for it.
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"

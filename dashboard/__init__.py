@@ -6,7 +6,7 @@
     actions.py    button callbacks, through the engine's public API
     live.py       the live panels (st.fragment with run_every), per-run feeds in session state
     feed.py       cursors and bounded buffers per run, read through engine.store.Store (the one seam)
-    series.py     min-max downsampled, bounded series and the EMA (pure numpy)
+    series.py     histogram buffers; the min-max decimation and EMA are engine/decimate.py's (numpy)
     figures.py    pure functions from data to plotly figures
     serve.py      start/stop the Streamlit server; __main__.py adds the Visdom server
 """

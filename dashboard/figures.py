@@ -1,6 +1,6 @@
 """Pure functions from data to plotly figures. No Streamlit, no store: easy to test.
 
-Scalar series come in as `Buckets` (dashboard/series.py) or as (steps, values) at full resolution,
+Scalar series come in as `Buckets` (engine/decimate.py) or as (steps, values) at full resolution,
 which are min-max downsampled here; either way no trace carries more than MAX_POINTS points.
 """
 from __future__ import annotations

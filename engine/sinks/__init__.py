@@ -1,4 +1,4 @@
-"""Sinks beyond the run store: Visdom (visdom.py) and TensorBoard (tensorboard.py).
+"""Sinks: the run store (store.py, the worker's record), Visdom (visdom/) and TensorBoard (tensorboard.py).
 
 Each is a subscriber of the trainer's events with its own thread and a bounded queue; none can
 slow or stop training. The worker calls attach() before it subscribes the store, and close()

@@ -17,6 +17,7 @@
 
     python bench/bench_dashboard.py [--starts 3] [--refresh-seconds 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,15 @@ from engine import store as store_mod
 from engine.store import ACTIVE, Store
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 FIRST_POINT_JS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData && g._fullData.length > 1 ? (g._fullData[1]._length || 0) : 0; }"""
 POINTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(g =>
@@ -56,6 +64,7 @@ def median(xs):
 # ---------------------------------------------------------------------------------------------
 # (a) time to first plot
 
+
 def time_to_first_plot(browser, starts: int, tmp: Path) -> list[dict]:
     store = str(tmp / "ttfp" / "liveprop.db")
     out = []
@@ -67,7 +76,7 @@ def time_to_first_plot(browser, starts: int, tmp: Path) -> list[dict]:
             start = page.get_by_role("button", name="Start", exact=True)
             start.wait_for()
             page.get_by_text("Ready:").wait_for()
-            time.sleep(1.0)                                    # an idle page, as a person would see it
+            time.sleep(1.0)  # an idle page, as a person would see it
             t0 = time.time()
             start.click()
             page.wait_for_function(FIRST_POINT_JS, polling=20)
@@ -75,10 +84,16 @@ def time_to_first_plot(browser, starts: int, tmp: Path) -> list[dict]:
             run = engine.list_runs(store)[0]
             try:
                 engine.stop(run["id"], store)
-            except engine.ConfigError:                         # already finished (500 steps)
+            except engine.ConfigError:  # already finished (500 steps)
                 pass
-            out.append({"total": t1 - t0, "launch": run["created"] - t0,
-                        "worker_start": run["started"] - run["created"], "rest": t1 - run["started"]})
+            out.append(
+                {
+                    "total": t1 - t0,
+                    "launch": run["created"] - t0,
+                    "worker_start": run["started"] - run["created"],
+                    "rest": t1 - run["started"],
+                }
+            )
             deadline = time.time() + 20
             while engine.get_run(run["id"], store)["status"] in ACTIVE and time.time() < deadline:
                 time.sleep(0.2)
@@ -91,6 +106,7 @@ def time_to_first_plot(browser, starts: int, tmp: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # (b) refresh cost on a 1,000,000-step run
 
+
 def write_big_run(store_path: str, steps: int = BIG, k: int = 100, hist_every: int = 1000) -> str:
     s = Store(store_path)
     run_id = "bench-1m"
@@ -98,19 +114,29 @@ def write_big_run(store_path: str, steps: int = BIG, k: int = 100, hist_every: i
     s.create_run(run_id, cfg, name="bench 1M steps", total_steps=2 * steps)
     rng = random.Random(0)
     loss = ((run_id, "loss", i, 1000 * math.exp(-i / 2e5) + rng.random()) for i in range(steps))
-    per_k = ((run_id, f"{m}/{layer}", i, rng.random() * 10 ** -e)
-             for i in range(0, steps, k) for layer in LAYERS
-             for m, e in (("grad_norm", 0), ("weight_norm", 0), ("update_ratio", 3), ("gradcheck", 7)))
-    run_keys = ((run_id, key, i, v) for i in range(0, steps, k)
-                for key, v in (("lr", 1e-6), ("steps_per_s", 5000 + rng.random() * 100), ("mem_bytes", 3e8)))
+    per_k = (
+        (run_id, f"{m}/{layer}", i, rng.random() * 10**-e)
+        for i in range(0, steps, k)
+        for layer in LAYERS
+        for m, e in (("grad_norm", 0), ("weight_norm", 0), ("update_ratio", 3), ("gradcheck", 7))
+    )
+    run_keys = (
+        (run_id, key, i, v)
+        for i in range(0, steps, k)
+        for key, v in (("lr", 1e-6), ("steps_per_s", 5000 + rng.random() * 100), ("mem_bytes", 3e8))
+    )
     edges = json.dumps([-1 + 2 * i / 64 for i in range(65)])
-    hists = ((run_id, i, layer, kind, edges, json.dumps([rng.randint(0, 50) for _ in range(64)]), 0)
-             for i in range(0, steps, hist_every) for layer in LAYERS for kind in ("weight", "grad"))
+    hists = (
+        (run_id, i, layer, kind, edges, json.dumps([rng.randint(0, 50) for _ in range(64)]), 0)
+        for i in range(0, steps, hist_every)
+        for layer in LAYERS
+        for kind in ("weight", "grad")
+    )
     with s.tx():
         for rows in (loss, per_k, run_keys):
             s.db.executemany("INSERT INTO scalars VALUES (?,?,?,?)", rows)
         s.db.executemany("INSERT INTO histograms VALUES (?,?,?,?,?,?,?)", hists)
-        s.db.execute(store_mod.BACKFILL)          # the loss rollup, as Store.write_flush keeps it
+        s.db.execute(store_mod.BACKFILL)  # the loss rollup, as Store.write_flush keeps it
         s.add_event(run_id, steps // 2, "lr_change", {"old": 1e-6, "new": 5e-7})
     s.update_run(run_id, status="running", started=time.time(), heartbeat=time.time(), step=steps)
     s.close()
@@ -130,11 +156,18 @@ class LiveWriter(threading.Thread):
         while not self.halt.is_set():
             losses = [1000 * math.exp(-i / 2e5) + random.random() for i in range(self.step, self.step + 500)]
             with s.tx():
-                s.db.executemany("INSERT INTO scalars VALUES (?, 'loss', ?, ?)",
-                                 [(self.run_id, self.step + i, v) for i, v in enumerate(losses)])
-                s.db.executemany(store_mod.UPSERT_ROLLUP, store_mod._blocks(
-                    self.run_id, [("loss", self.step + i, v) for i, v in enumerate(losses)]
-                    + [("steps_per_s", self.step + 499, 5000.0)]))
+                s.db.executemany(
+                    "INSERT INTO scalars VALUES (?, 'loss', ?, ?)",
+                    [(self.run_id, self.step + i, v) for i, v in enumerate(losses)],
+                )
+                s.db.executemany(
+                    store_mod.UPSERT_ROLLUP,
+                    store_mod._blocks(
+                        self.run_id,
+                        [("loss", self.step + i, v) for i, v in enumerate(losses)]
+                        + [("steps_per_s", self.step + 499, 5000.0)],
+                    ),
+                )
                 s.db.execute("INSERT INTO scalars VALUES (?, 'steps_per_s', ?, 5000)", (self.run_id, self.step + 499))
             self.step += 500
             s.update_run(self.run_id, step=self.step, heartbeat=time.time())
@@ -189,6 +222,7 @@ def refresh_cost(browser, seconds: float, tmp: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def summarize(name, ms):
     first, rest = ms[0], ms[1:] or ms
     rest_sorted = sorted(rest)
@@ -223,8 +257,10 @@ def main(argv=None):
     print(f"{'median':<6} {median([r['total'] for r in starts]):>8.2f}")
 
     paths = big["paths"]
-    print(f"\n(b) refresh cost with a 1,000,000-step run in the store (written in {big['write_s']:.1f} s); "
-          "targets <= 200 ms, <= 4,000 points per trace")
+    print(
+        f"\n(b) refresh cost with a 1,000,000-step run in the store (written in {big['write_s']:.1f} s); "
+        "targets <= 200 ms, <= 4,000 points per trace"
+    )
     print(f"{'read path (in process)':<44} {'ms':>8} {'points':>8}")
     print(f"{'first read (Store.bucketed)':<44} {paths['cold_ms']:>8.0f} {paths['points']:>8}")
     print(f"{'refresh read (Store.scalars after cursor)':<44} {paths['warm_ms']:>8.1f}")

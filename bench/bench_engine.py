@@ -8,22 +8,22 @@ chunk by chunk, so machine noise hits both alike. The figure is the median of pe
 
     python bench/bench_engine.py [--device cpu|cuda] [--rounds 8] [--chunk 400]
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import torch
 
 from engine import build, runs
-from engine.sinks import store as store_sink
 from engine.config import RunConfig
-from engine.telemetry import Telemetry
 from engine.control import Control
+from engine.sinks import store as store_sink
+from engine.telemetry import Telemetry
 from engine.trainer import Trainer
 
 N, D_in, H, D_out = 64, 1000, 100, 10
@@ -31,25 +31,27 @@ N, D_in, H, D_out = 64, 1000, 100, 10
 
 # -- the lecture's loops, as written (device added) ------------------------------------------------
 
+
 def bare_manual(device):
     x, y = torch.randn(N, D_in, device=device), torch.randn(N, D_out, device=device)
     w1, w2 = torch.randn(D_in, H, device=device), torch.randn(H, D_out, device=device)
     learning_rate = 1e-6
 
     def run(steps):
-        for t in range(steps):
+        for t in range(steps):  # noqa: B007  (the lecture's loop, verbatim)
             h = x.mm(w1)
             h_relu = h.clamp(min=0)
             y_pred = h_relu.mm(w2)
-            loss = (y_pred - y).pow(2).sum()
+            loss = (y_pred - y).pow(2).sum()  # noqa: F841  (the lecture computes it; the bench does not print it)
             grad_y_pred = 2.0 * (y_pred - y)
             grad_w2 = h_relu.t().mm(grad_y_pred)
             grad_h_relu = grad_y_pred.mm(w2.t())
             grad_h = grad_h_relu.clone()
             grad_h[h < 0] = 0
             grad_w1 = x.t().mm(grad_h)
-            w1.sub_(learning_rate * grad_w1)           # w1 -= learning_rate * grad_w1
+            w1.sub_(learning_rate * grad_w1)  # w1 -= learning_rate * grad_w1
             w2.sub_(learning_rate * grad_w2)
+
     return run
 
 
@@ -60,15 +62,16 @@ def _bare_autograd(device, relu):
     learning_rate = 1e-6
 
     def run(steps):
-        for t in range(steps):
+        for t in range(steps):  # noqa: B007  (the lecture's loop, verbatim)
             y_pred = relu(x.mm(w1)).mm(w2)
             loss = (y_pred - y).pow(2).sum()
             loss.backward()
             with torch.no_grad():
-                w1.sub_(learning_rate * w1.grad)       # w1 -= learning_rate * w1.grad
+                w1.sub_(learning_rate * w1.grad)  # w1 -= learning_rate * w1.grad
                 w2.sub_(learning_rate * w2.grad)
                 w1.grad.zero_()
                 w2.grad.zero_()
+
     return run
 
 
@@ -78,12 +81,14 @@ def bare_autograd(device):
 
 def bare_custom_function(device):
     from engine.functions import my_relu
+
     return _bare_autograd(device, my_relu)
 
 
 def _lecture_model(device, parallel=False):
     if parallel:
         from engine.models import ParallelBlock
+
         return torch.nn.Sequential(ParallelBlock(D_in, H), ParallelBlock(H, H), torch.nn.Linear(H, D_out)).to(device)
     return torch.nn.Sequential(torch.nn.Linear(D_in, H), torch.nn.ReLU(), torch.nn.Linear(H, D_out)).to(device)
 
@@ -94,13 +99,14 @@ def bare_nn(device):
     learning_rate = 1e-2
 
     def run(steps):
-        for t in range(steps):
+        for t in range(steps):  # noqa: B007  (the lecture's loop, verbatim)
             loss = torch.nn.functional.mse_loss(model(x), y)
             loss.backward()
             with torch.no_grad():
                 for param in model.parameters():
                     param -= learning_rate * param.grad
             model.zero_grad()
+
     return run
 
 
@@ -110,15 +116,16 @@ def _bare_adam(device, parallel):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def run(steps):
-        for t in range(steps):
+        for t in range(steps):  # noqa: B007  (the lecture's loop, verbatim)
             loss = torch.nn.functional.mse_loss(model(x), y)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+
     return run
 
 
-CASES = {   # name: (bare loop, engine config)
+CASES = {  # name: (bare loop, engine config)
     # the lecture's raw-tensor net has no biases (its nn nets do)
     "manual": (bare_manual, dict(mode="manual", bias=False)),
     "autograd": (bare_autograd, dict(mode="autograd", bias=False)),
@@ -130,6 +137,7 @@ CASES = {   # name: (bare loop, engine config)
 
 
 # -- the engine -------------------------------------------------------------------------------------
+
 
 def engine_runner(overrides, device, store_path, total):
     cfg = RunConfig(**overrides, device=device, steps=total)
@@ -159,12 +167,12 @@ def bench_case(name, device, rounds, chunk, store_path):
     bare_factory, overrides = CASES[name]
     bare = bare_factory(device)
     trainer, sink = engine_runner(overrides, device, store_path, total=(2 * rounds + 2) * chunk + 100)
-    engine = lambda steps: trainer.run(max_steps=steps)             # noqa: E731
-    bare(50), engine(50)                                             # warm up both
-    if not chunk:   # about 1.5 s of the bare loop, so every chunk holds its share of snapshots and flushes
+    engine = lambda steps: trainer.run(max_steps=steps)  # noqa: E731
+    bare(50), engine(50)  # warm up both
+    if not chunk:  # about 1.5 s of the bare loop, so every chunk holds its share of snapshots and flushes
         chunk = max(200, int(1.5 * timed(bare, 200, device)))
         trainer.total_steps = 10**9
-    engine(chunk)                    # past the automatic telemetry interval's first estimates
+    engine(chunk)  # past the automatic telemetry interval's first estimates
     bare_rates, engine_rates, ratios = [], [], []
     for r in range(rounds):
         order = [("bare", bare), ("engine", engine)] if r % 2 == 0 else [("engine", engine), ("bare", bare)]
@@ -180,19 +188,26 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=0, help="steps per timed chunk (default: about 1.5 s of the bare loop)")
+    ap.add_argument(
+        "--chunk", type=int, default=0, help="steps per timed chunk (default: about 1.5 s of the bare loop)"
+    )
     ap.add_argument("--cases", default=",".join(CASES))
     args = ap.parse_args()
     dev_name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"engine vs bare lecture loop, N,D_in,H,D_out = {N},{D_in},{H},{D_out}, {dev_name}, "
-          f"torch {torch.__version__}, {args.rounds} interleaved ABBA rounds, ~1.5 s chunks")
+    print(
+        f"engine vs bare lecture loop, N,D_in,H,D_out = {N},{D_in},{H},{D_out}, {dev_name}, "
+        f"torch {torch.__version__}, {args.rounds} interleaved ABBA rounds, ~1.5 s chunks"
+    )
     print(f"{'loop':<24} {'bare steps/s':>12} {'engine steps/s':>15} {'ratio':>7} {'chunk':>6}   per-round ratios")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
-            b, e, ratio, ratios, n = bench_case(name, args.device, args.rounds, args.chunk,
-                                                os.path.join(tmp, "bench.db"))
-            print(f"{name:<24} {b:>12,.0f} {e:>15,.0f} {ratio:>6.3f}x {n:>6}   "
-                  + " ".join(f"{r:.2f}" for r in ratios), flush=True)
+            b, e, ratio, ratios, n = bench_case(
+                name, args.device, args.rounds, args.chunk, os.path.join(tmp, "bench.db")
+            )
+            print(
+                f"{name:<24} {b:>12,.0f} {e:>15,.0f} {ratio:>6.3f}x {n:>6}   " + " ".join(f"{r:.2f}" for r in ratios),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -13,20 +13,20 @@ share is about what it can cost the loop).
 
     python bench/bench_visdom.py [--device cpu|cuda] [--rounds 40] [--chunk N] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 
 import torch
-
 from bench_engine import D_in, D_out, H, N, engine_runner, timed
+
 from engine import visdom_server
 from engine.sinks import StatusEvents
 from engine.sinks.visdom import VisdomSettings, VisdomSink
@@ -63,7 +63,7 @@ def bench(url, device, rounds, chunk, store_path):
     on.add_callback("on_flush", StatusEvents("visdom", sink))
     on.add_callback("on_flush", sink.on_flush)
     sides = {"off": lambda n: off.run(max_steps=n), "on": lambda n: on.run(max_steps=n)}
-    sides["off"](chunk // 4), sides["on"](chunk // 4)                   # warm up both
+    sides["off"](chunk // 4), sides["on"](chunk // 4)  # warm up both
     rates = {"off": [], "on": []}
     ratios = []
     sink_cpu0, train_cpu = thread_cpu(sink._thread.native_id), 0.0
@@ -81,8 +81,14 @@ def bench(url, device, rounds, chunk, store_path):
     status = sink.close()
     off_store.close()
     on_store.close()
-    return (statistics.median(rates["off"]), statistics.median(rates["on"]), statistics.median(ratios), ratios,
-            share, status)
+    return (
+        statistics.median(rates["off"]),
+        statistics.median(rates["on"]),
+        statistics.median(ratios),
+        ratios,
+        share,
+        status,
+    )
 
 
 def thread_cpu(tid: int) -> float:
@@ -96,26 +102,39 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: on a small shared machine two OpenMP threads stall "
-                         "whenever a neighbour takes a core, which swamps the comparison)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a small shared machine two OpenMP threads stall "
+        "whenever a neighbour takes a core, which swamps the comparison)",
+    )
     ap.add_argument("--chunk", type=int, default=0, help="steps per timed chunk (default: 300 cpu, 4000 cuda)")
     args = ap.parse_args()
     chunk = args.chunk or (4000 if args.device == "cuda" else 300)
     torch.set_num_threads(args.threads)
     dev = torch.cuda.get_device_name(0) if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"Visdom sink on vs off: manual two_layer, N,D_in,H,D_out = {N},{D_in},{H},{D_out}, {dev}, "
-          f"torch {torch.__version__}, {args.rounds} ABBA rounds of {chunk} steps")
-    print(f"{'server':<8} {'off steps/s':>11} {'on steps/s':>10} {'ratio':>7} {'sink CPU':>9}   "
-          f"per-round ratios; sink status at the end")
+    print(
+        f"Visdom sink on vs off: manual two_layer, N,D_in,H,D_out = {N},{D_in},{H},{D_out}, {dev}, "
+        f"torch {torch.__version__}, {args.rounds} ABBA rounds of {chunk} steps"
+    )
+    print(
+        f"{'server':<8} {'off steps/s':>11} {'on steps/s':>10} {'ratio':>7} {'sink CPU':>9}   "
+        f"per-round ratios; sink status at the end"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         server, stalled = visdom_server.start(port=0, env_path=os.path.join(tmp, "env")), StalledServer()
         try:
             for name, url in (("healthy", server.url), ("stalled", stalled.url)):
-                off, on, ratio, ratios, share, status = bench(url, args.device, args.rounds, chunk,
-                                                              os.path.join(tmp, f"{name}.db"))
-                print(f"{name:<8} {off:>11,.0f} {on:>10,.0f} {ratio:>6.3f}x {share:>8.1%}   "
-                      + " ".join(f"{r:.2f}" for r in ratios) + f"; {status}", flush=True)
+                off, on, ratio, ratios, share, status = bench(
+                    url, args.device, args.rounds, chunk, os.path.join(tmp, f"{name}.db")
+                )
+                print(
+                    f"{name:<8} {off:>11,.0f} {on:>10,.0f} {ratio:>6.3f}x {share:>8.1%}   "
+                    + " ".join(f"{r:.2f}" for r in ratios)
+                    + f"; {status}",
+                    flush=True,
+                )
         finally:
             server.stop()
             stalled.close()

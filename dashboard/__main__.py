@@ -7,6 +7,7 @@ Both servers bind loopback unless asked otherwise. Ctrl-C (or SIGTERM) stops bot
 keep going in the background (the engine owns them) and the dashboard finds them again at its
 next start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,11 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__.split("\n")[0])
-    p.add_argument("--host", default=os.environ.get("LIVEPROP_HOST", serve.DEFAULT_HOST),
-                   help="address to listen on (env LIVEPROP_HOST; default 127.0.0.1, loopback only)")
+    p.add_argument(
+        "--host",
+        default=os.environ.get("LIVEPROP_HOST", serve.DEFAULT_HOST),
+        help="address to listen on (env LIVEPROP_HOST; default 127.0.0.1, loopback only)",
+    )
     p.add_argument("--port", type=int, default=serve.DEFAULT_PORT, help="dashboard port (default 8501)")
     p.add_argument("--visdom-port", type=int, default=8097, help="Visdom port (default 8097; 0 picks a free one)")
     p.add_argument("--no-visdom", action="store_true", help="do not start the Visdom server")
@@ -39,18 +43,18 @@ def start_visdom(host: str, port: int):
     except ImportError as e:
         print(f"Visdom server not started: {e}", file=sys.stderr)
         return None
-    vhost = "127.0.0.1" if host in LOOPBACK else "0.0.0.0"      # visdom binds loopback or everything
+    vhost = "127.0.0.1" if host in LOOPBACK else "0.0.0.0"  # visdom binds loopback or everything
     if vhost != "127.0.0.1":
         print("note: Visdom cannot bind one address; it listens on all interfaces", file=sys.stderr)
     try:
         return visdom_server.start(port=port, host=vhost)
-    except Exception as e:         # the dashboard is still useful without it: say so, go on
+    except Exception as e:  # the dashboard is still useful without it: say so, go on
         print(f"Visdom server not started: {type(e).__name__}: {e}", file=sys.stderr)
         return None
 
 
 def _interrupt(*_):
-    raise KeyboardInterrupt          # SIGTERM stops both servers the way Ctrl-C does
+    raise KeyboardInterrupt  # SIGTERM stops both servers the way Ctrl-C does
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,7 @@ The lecture is the PyTorch notes Liveprop is built from (seed/pytorch-lecture-no
 paragraph under each heading is the engine's own docstring for that mode (engine/modes/), and the
 code under it is the engine's source, read with inspect.getsource, so the page shows what runs.
 """
+
 import inspect
 import textwrap
 
@@ -33,17 +34,28 @@ def _source(*objects) -> str:
 
 
 MODES = [
-    ("manual: gradients by hand",
-     _source(manual.TwoLayer.forward_backward, manual.TwoLayer.update), _doc(manual)),
-    ("autograd: PyTorch tracks the graph",
-     _source(autograd.TwoLayer.forward, autograd.TwoLayer.forward_backward, autograd.TwoLayer.update,
-             autograd.TwoLayer.zero_grad), _doc(autograd)),
-    ("custom Function: your own backward",
-     _source(MyReLU, my_relu), _doc(custom_function)),
-    ("nn: a torch.nn model",
-     _source(models.mlp, nn_sgd.Mode.forward_backward, nn_sgd.Mode.update, nn_sgd.Mode.zero_grad), _doc(nn_sgd)),
-    ("nn + optim: an optimizer does the update",
-     _source(nn_sgd.Mode.forward_backward, nn_optim.Mode.update, nn_optim.Mode.zero_grad), _doc(nn_optim)),
+    ("manual: gradients by hand", _source(manual.TwoLayer.forward_backward, manual.TwoLayer.update), _doc(manual)),
+    (
+        "autograd: PyTorch tracks the graph",
+        _source(
+            autograd.TwoLayer.forward,
+            autograd.TwoLayer.forward_backward,
+            autograd.TwoLayer.update,
+            autograd.TwoLayer.zero_grad,
+        ),
+        _doc(autograd),
+    ),
+    ("custom Function: your own backward", _source(MyReLU, my_relu), _doc(custom_function)),
+    (
+        "nn: a torch.nn model",
+        _source(models.mlp, nn_sgd.Mode.forward_backward, nn_sgd.Mode.update, nn_sgd.Mode.zero_grad),
+        _doc(nn_sgd),
+    ),
+    (
+        "nn + optim: an optimizer does the update",
+        _source(nn_sgd.Mode.forward_backward, nn_optim.Mode.update, nn_optim.Mode.zero_grad),
+        _doc(nn_optim),
+    ),
 ]
 
 OUTRO = """

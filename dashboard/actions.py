@@ -3,6 +3,7 @@
 Callbacks run before the rerun they trigger, so the page that follows already shows their effect.
 Messages for the person go to st.session_state["lp_error"] / ["lp_notice"] and are shown once.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,7 +15,7 @@ from engine import ConfigError
 
 from . import rules, sidebar
 
-EXPECT_S = 15.0             # how long a control's effect is awaited with live refreshes
+EXPECT_S = 15.0  # how long a control's effect is awaited with live refreshes
 
 
 def validate(cfg) -> tuple[object | None, str | None]:

@@ -6,6 +6,7 @@ the entry file as an old-style multipage app, and AppTest then runs the page wit
 What they draw comes from live.py (fragments), figures.py (pure figure builders) and actions.py
 (button callbacks through the engine's API).
 """
+
 from pathlib import Path
 
 import streamlit as st
@@ -20,6 +21,7 @@ def _warm_plotly():
     """Plotly builds its trace validators on first use (about 80 ms for a Heatmap): pay that once
     per server process at the first page load, not in the first live-panel refresh."""
     import plotly.graph_objects as go
+
     for trace in (go.Scatter, go.Heatmap, go.Bar):
         go.Figure(trace())
 
@@ -29,13 +31,14 @@ HERE = Path(__file__).parent
 PAGES = {
     "train": st.Page(HERE / "views" / "train.py", title="Train", icon=":material/model_training:", default=True),
     "runs": st.Page(HERE / "views" / "runs.py", title="Runs", icon=":material/table_rows:"),
-    "graph": st.Page(HERE / "views" / "graph.py", title="Computation graph", icon=":material/account_tree:",
-                     url_path="graph"),
+    "graph": st.Page(
+        HERE / "views" / "graph.py", title="Computation graph", icon=":material/account_tree:", url_path="graph"
+    ),
     "about": st.Page(HERE / "views" / "about.py", title="About", icon=":material/menu_book:"),
 }
 page = st.navigation(list(PAGES.values()))
 if page.url_path in ("", "train", "graph"):
     sidebar.render()
 else:
-    sidebar.keep()                         # not drawn on this page: keep its values for the next
+    sidebar.keep()  # not drawn on this page: keep its values for the next
 page.run()

@@ -6,6 +6,7 @@ rows after the cursor and appends them, compacting when the buffer passes CAP. E
 through the `db` passed in, an engine.store.Store. The dashboard keeps RunFeeds in
 st.session_state (a few runs at most, see live.py); this module knows nothing of Streamlit.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,20 +14,20 @@ from dataclasses import dataclass, field
 
 from .series import CAP, HIST_CAP, Buckets, HistBuffer, sample_steps
 
-EVENT_CAP = 500             # events kept per run (the newest)
-NEW_ROWS_LIMIT = 50 * CAP   # more new rows than this since the last refresh: re-read bucketed
+EVENT_CAP = 500  # events kept per run (the newest)
+NEW_ROWS_LIMIT = 50 * CAP  # more new rows than this since the last refresh: re-read bucketed
 
 
 @dataclass
 class RunFeed:
     run: str
-    series: dict = field(default_factory=dict)        # key -> Buckets
-    cursors: dict = field(default_factory=dict)       # key -> last step read
-    hists: dict = field(default_factory=dict)         # (kind, layer) -> HistBuffer
+    series: dict = field(default_factory=dict)  # key -> Buckets
+    cursors: dict = field(default_factory=dict)  # key -> last step read
+    hists: dict = field(default_factory=dict)  # (kind, layer) -> HistBuffer
     events: list = field(default_factory=list)
     event_cursor: int = 0
     keys: list = field(default_factory=list)
-    layers: dict = field(default_factory=dict)        # kind -> [layer]
+    layers: dict = field(default_factory=dict)  # kind -> [layer]
 
     # -- scalars ---------------------------------------------------------------------------
 
@@ -39,7 +40,7 @@ class RunFeed:
         if key not in self.series:
             return self._load(db, key, cap)
         new = db.scalars(self.run, key, self.cursors[key], limit=NEW_ROWS_LIMIT + 1)
-        if len(new) > NEW_ROWS_LIMIT:                 # fell far behind: cheaper to re-bucket
+        if len(new) > NEW_ROWS_LIMIT:  # fell far behind: cheaper to re-bucket
             return self._load(db, key, cap)
         if new:
             steps, values = zip(*new)
@@ -55,7 +56,7 @@ class RunFeed:
 
     def sync_prefix(self, db, prefix: str, cap: int = CAP) -> dict[str, Buckets]:
         """Every series whose key starts with prefix, by the rest of its key (e.g. layer name)."""
-        return {k[len(prefix):]: self.sync(db, k, cap) for k in self.keys if k.startswith(prefix)}
+        return {k[len(prefix) :]: self.sync(db, k, cap) for k in self.keys if k.startswith(prefix)}
 
     # -- histograms ------------------------------------------------------------------------
 
@@ -120,5 +121,4 @@ def _sum_aligned(a: Buckets, b: Buckets) -> Buckets:
     """Per-step sum of two series sampled at the same steps (per-layer non-finite counts)."""
     if len(a) != len(b) or (a.s0 != b.s0).any():
         return a if a.steps_covered >= b.steps_covered else b
-    return Buckets(a.s0, a.s1, a.vmin + b.vmin, a.vmax + b.vmax, a.smin, a.smax, a.vsum + b.vsum,
-                   a.n)
+    return Buckets(a.s0, a.s1, a.vmin + b.vmin, a.vmax + b.vmax, a.smin, a.smax, a.vsum + b.vsum, a.n)

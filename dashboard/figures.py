@@ -3,6 +3,7 @@
 Scalar series come in as `Buckets` (engine/decimate.py) or as (steps, values) at full resolution,
 which are min-max downsampled here; either way no trace carries more than MAX_POINTS points.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,9 @@ from plotly.colors import qualitative
 
 from .series import CAP, Buckets, rebin
 
-MAX_POINTS = 2 * CAP                     # per trace
+MAX_POINTS = 2 * CAP  # per trace
 PALETTE = qualitative.Plotly
-RATIO_GUIDE = 1e-3                       # update/weight ratio rule of thumb (Karpathy, CS231n)
+RATIO_GUIDE = 1e-3  # update/weight ratio rule of thumb (Karpathy, CS231n)
 RATIO_BAND = (3e-4, 3e-3)
 MAX_EVENT_LINES = 50
 
@@ -27,9 +28,13 @@ def as_buckets(series) -> Buckets:
 
 
 def _layout(fig: go.Figure, title: str, ytitle: str = "", log_y: bool = False, height: int = 320) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
-                      margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+    fig.update_layout(
+        title=dict(text=title, x=0, xanchor="left"),
+        height=height,
+        margin=dict(l=10, r=10, t=40, b=10),
+        hovermode="x unified",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+    )
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text=ytitle, type="log" if log_y else "linear")
     return fig
@@ -41,34 +46,55 @@ def _color(i: int) -> str:
 
 def _faint(color: str, alpha: float = 0.25) -> str:
     h = color.lstrip("#")
-    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
 
 
 def _raw_and_smooth(fig, b: Buckets, smoothing: float, name: str, color: str, legend_raw: bool = True):
     x, y = b.points()
-    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{name} (raw)", line=dict(color=_faint(color), width=1),
-                             showlegend=legend_raw, legendgroup=name, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="lines",
+            name=f"{name} (raw)",
+            line=dict(color=_faint(color), width=1),
+            showlegend=legend_raw,
+            legendgroup=name,
+            hoverinfo="skip",
+        )
+    )
     sx, sy = b.ema(smoothing)
-    fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=name, line=dict(color=color, width=2),
-                             legendgroup=name))
+    fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=name, line=dict(color=color, width=2), legendgroup=name))
 
 
 # ---------------------------------------------------------------------------------------------
 # loss
 
-def loss_figure(series, smoothing: float = 0.6, log_y: bool = True, lr_events=(), divergence=None,
-                title: str = "Loss") -> go.Figure:
+
+def loss_figure(
+    series, smoothing: float = 0.6, log_y: bool = True, lr_events=(), divergence=None, title: str = "Loss"
+) -> go.Figure:
     """The raw loss faint behind its EMA, lr changes as markers (and dotted lines) at their steps,
     a divergence as a red line."""
     b = as_buckets(series)
     fig = go.Figure()
     _raw_and_smooth(fig, b, smoothing, "loss", _color(0))
-    _event_markers(fig, b, lr_events, "lr change", "triangle-up", "#EF553B",
-                   lambda e: f"lr {e['data'].get('old', 0):.3g} → {e['data'].get('new', 0):.3g}")
+    _event_markers(
+        fig,
+        b,
+        lr_events,
+        "lr change",
+        "triangle-up",
+        "#EF553B",
+        lambda e: f"lr {e['data'].get('old', 0):.3g} → {e['data'].get('new', 0):.3g}",
+    )
     if divergence:
-        fig.add_vline(x=divergence["step"], line=dict(color="red", width=2),
-                      annotation_text=f"diverged ({divergence.get('layer') or '?'})")
+        fig.add_vline(
+            x=divergence["step"],
+            line=dict(color="red", width=2),
+            annotation_text=f"diverged ({divergence.get('layer') or '?'})",
+        )
     return _layout(fig, title, "loss", log_y)
 
 
@@ -78,9 +104,17 @@ def _event_markers(fig, b: Buckets, events, name, symbol, color, text):
         return
     steps = np.array([e["step"] for e in events], dtype=float)
     y = b.value_at(steps)
-    fig.add_trace(go.Scatter(x=steps, y=y, mode="markers", name=name, text=[text(e) for e in events],
-                             marker=dict(symbol=symbol, size=11, color=color, line=dict(width=1, color="white")),
-                             hovertemplate="step %{x}: %{text}<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=steps,
+            y=y,
+            mode="markers",
+            name=name,
+            text=[text(e) for e in events],
+            marker=dict(symbol=symbol, size=11, color=color, line=dict(width=1, color="white")),
+            hovertemplate="step %{x}: %{text}<extra></extra>",
+        )
+    )
     for s in steps[-MAX_EVENT_LINES:]:
         fig.add_vline(x=s, line=dict(color=color, width=1, dash="dot"))
 
@@ -96,6 +130,7 @@ def overlay_figure(named: dict, smoothing: float = 0.6, log_y: bool = True, titl
 # ---------------------------------------------------------------------------------------------
 # per-layer lines
 
+
 def layer_lines(named: dict, title: str, ytitle: str = "", log_y: bool = True, floor: float | None = None) -> go.Figure:
     """One line per layer (markers too when a series has few points). On a log axis, values <= 0
     are raised to floor when given (and said so in the hover), else left out."""
@@ -104,12 +139,22 @@ def layer_lines(named: dict, title: str, ytitle: str = "", log_y: bool = True, f
         x, y = as_buckets(series).points()
         if log_y:
             y = np.where(np.asarray(y) > 0, y, np.nan if floor is None else floor)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 60 else "lines", name=name,
-                                 line=dict(color=_color(i), width=1.5), marker=dict(size=4)))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines+markers" if len(x) < 60 else "lines",
+                name=name,
+                line=dict(color=_color(i), width=1.5),
+                marker=dict(size=4),
+            )
+        )
     fig = _layout(fig, title, ytitle, log_y)
-    if len(named) > 4:                                  # many layers: the legend goes below the plot
-        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
-                          height=320 + 22 * ((len(named) + 3) // 4))
+    if len(named) > 4:  # many layers: the legend goes below the plot
+        fig.update_layout(
+            legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
+            height=320 + 22 * ((len(named) + 3) // 4),
+        )
     return fig
 
 
@@ -121,8 +166,15 @@ def update_ratio_figure(named: dict) -> go.Figure:
     """‖Δw‖ / ‖w‖ per layer, with the ~1e-3 guide band: far below, the layer barely learns; far
     above, the step is too big for it."""
     fig = layer_lines(named, "Update / weight ratio per layer", "‖Δw‖ / ‖w‖")
-    fig.add_hrect(y0=RATIO_BAND[0], y1=RATIO_BAND[1], fillcolor="green", opacity=0.12, line_width=0,
-                  annotation_text="~1e-3 guide", annotation_position="top left")
+    fig.add_hrect(
+        y0=RATIO_BAND[0],
+        y1=RATIO_BAND[1],
+        fillcolor="green",
+        opacity=0.12,
+        line_width=0,
+        annotation_text="~1e-3 guide",
+        annotation_position="top left",
+    )
     fig.add_hline(y=RATIO_GUIDE, line=dict(color="green", width=1, dash="dash"))
     return fig
 
@@ -133,21 +185,31 @@ GRADCHECK_FLOOR = 1e-12
 def gradcheck_figure(named: dict, what: str = "hand-written vs autograd") -> go.Figure:
     """Per-layer maximum relative error of the gradient check, over time (an exact match, 0, is
     drawn at GRADCHECK_FLOOR so the log axis can show it)."""
-    return layer_lines(named, f"Gradient check: max relative error, {what} (0 drawn at 1e-12)", "max rel. error",
-                       floor=GRADCHECK_FLOOR)
+    return layer_lines(
+        named, f"Gradient check: max relative error, {what} (0 drawn at 1e-12)", "max rel. error", floor=GRADCHECK_FLOOR
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # learning rate and run health
 
+
 def lr_figure(series, lr_events=()) -> go.Figure:
     b = as_buckets(series)
     fig = go.Figure()
     x, y = b.points()
-    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 60 else "lines", name="lr",
-                             line=dict(shape="hv", color=_color(1))))
-    _event_markers(fig, b, lr_events, "lr change", "triangle-up", "#EF553B",
-                   lambda e: f"lr → {e['data'].get('new', 0):.3g}")
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="lines+markers" if len(x) < 60 else "lines",
+            name="lr",
+            line=dict(shape="hv", color=_color(1)),
+        )
+    )
+    _event_markers(
+        fig, b, lr_events, "lr change", "triangle-up", "#EF553B", lambda e: f"lr → {e['data'].get('new', 0):.3g}"
+    )
     return _layout(fig, "Learning rate", "lr", log_y=True)
 
 
@@ -159,8 +221,11 @@ def throughput_figure(series, unit: str = "steps/s") -> go.Figure:
 
 def memory_figure(series, device: str = "") -> go.Figure:
     x, y = as_buckets(series).points()
-    fig = go.Figure(go.Scatter(x=x, y=np.asarray(y) / 2**20, mode="lines", name="memory",
-                               line=dict(color=_color(3)), fill="tozeroy"))
+    fig = go.Figure(
+        go.Scatter(
+            x=x, y=np.asarray(y) / 2**20, mode="lines", name="memory", line=dict(color=_color(3)), fill="tozeroy"
+        )
+    )
     return _layout(fig, f"Memory{' (' + device + ')' if device else ''}", "MiB")
 
 
@@ -175,6 +240,7 @@ def nonfinite_figure(named: dict) -> go.Figure:
 
 # ---------------------------------------------------------------------------------------------
 # histograms
+
 
 def hist_grid(snaps: list, bins: int = 64) -> np.ndarray:
     """Common bin edges spanning every snapshot's finite range."""
@@ -191,13 +257,21 @@ def hist_heatmap(snaps: list, title: str = "Distribution over time", bins: int =
     fig = go.Figure()
     if snaps:
         grid = hist_grid(snaps, bins)
-        z = np.array([rebin(s["edges"], s["counts"], grid) for s in snaps]).T       # (bins, steps)
+        z = np.array([rebin(s["edges"], s["counts"], grid) for s in snaps]).T  # (bins, steps)
         total = z.sum(axis=0, keepdims=True)
         share = np.divide(z, total, out=np.zeros_like(z), where=total > 0)
-        fig.add_trace(go.Heatmap(x=[s["step"] for s in snaps], y=(grid[:-1] + grid[1:]) / 2,
-                                 z=np.log10(share + 1e-6), colorscale="Viridis", zmin=-6, zmax=0,
-                                 colorbar=dict(title="log10 share", thickness=10),
-                                 hovertemplate="step %{x}<br>value %{y:.3g}<br>log10 share %{z:.2f}<extra></extra>"))
+        fig.add_trace(
+            go.Heatmap(
+                x=[s["step"] for s in snaps],
+                y=(grid[:-1] + grid[1:]) / 2,
+                z=np.log10(share + 1e-6),
+                colorscale="Viridis",
+                zmin=-6,
+                zmax=0,
+                colorbar=dict(title="log10 share", thickness=10),
+                hovertemplate="step %{x}<br>value %{y:.3g}<br>log10 share %{z:.2f}<extra></extra>",
+            )
+        )
     fig = _layout(fig, title, "value")
     fig.update_layout(hovermode="closest")
     return fig
@@ -208,8 +282,11 @@ def hist_bar(snap: dict | None, title: str = "Histogram") -> go.Figure:
     fig = go.Figure()
     if snap:
         e = np.asarray(snap["edges"], dtype=float)
-        fig.add_trace(go.Bar(x=(e[:-1] + e[1:]) / 2, y=snap["counts"], width=np.diff(e), name="count",
-                             marker=dict(color=_color(0))))
+        fig.add_trace(
+            go.Bar(
+                x=(e[:-1] + e[1:]) / 2, y=snap["counts"], width=np.diff(e), name="count", marker=dict(color=_color(0))
+            )
+        )
         title = f"{title} at step {snap['step']}" + (f" · {snap['nonfinite']} non-finite" if snap["nonfinite"] else "")
     fig = _layout(fig, title, "count")
     fig.update_xaxes(title_text="value")

@@ -8,6 +8,7 @@ interval: no polling loop, no full-page reruns for the updates themselves.
 Each refresh reads only what is new since the last (RunFeed cursors, dashboard/feed.py), into
 buffers bounded per series; RunFeeds live in st.session_state, at most MAX_FEEDS runs per session.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,15 +26,16 @@ from . import actions, figures, rules
 from .feed import RunFeed
 from .series import CAP, Buckets
 
-FAST = 1.0                   # s between refreshes of the status and the loss
-SLOW = 3.0                   # s between refreshes of the detail panels
-WARMING = 0.25               # s between refreshes while a started run has no data yet
+FAST = 1.0  # s between refreshes of the status and the loss
+SLOW = 3.0  # s between refreshes of the detail panels
+WARMING = 0.25  # s between refreshes while a started run has no data yet
 MAX_FEEDS = 6
 VIEWS = ["Weights", "Gradients", "Per-layer", "Health", "Gradient check"]
 
 
 # ---------------------------------------------------------------------------------------------
 # session state: the store connection, feeds and awaited effects
+
 
 @st.cache_resource(scope="session", on_release=Store.close, show_spinner=False)
 def _store(path: str) -> Store:
@@ -62,8 +64,11 @@ def _awaiting(run: dict) -> bool:
     want, deadline = st.session_state.get("lp_expect", {}).get(run["id"], (None, 0))
     if want is None or time.time() > deadline:
         return False
-    reached = (run["status"] == want or (want == "ended" and run["status"] not in ACTIVE)
-               or (want == "running" and run["status"] not in ACTIVE))
+    reached = (
+        run["status"] == want
+        or (want == "ended" and run["status"] not in ACTIVE)
+        or (want == "running" and run["status"] not in ACTIVE)
+    )
     if reached:
         st.session_state.lp_expect.pop(run["id"], None)
     return not reached
@@ -92,7 +97,7 @@ def _fragment(body, ids: list[str], every: float, *args, warm: bool = False):
         info = body(runs, *args)
         _log_timing(body.__name__, ids, t0, info)
         if interval(runs, every, warm) != run_every:
-            st.rerun()                       # state changed: re-create with the new interval
+            st.rerun()  # state changed: re-create with the new interval
 
     panel.__qualname__ = f"live.{body.__name__}"
     st.fragment(panel, run_every=run_every)()
@@ -103,12 +108,23 @@ def _log_timing(name: str, ids, t0: float, info: dict | None = None):
     path = os.environ.get("LIVEPROP_TIMING")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"panel": name, "runs": list(ids), "ms": (time.perf_counter() - t0) * 1000,
-                                "time": time.time(), **(info or {})}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "panel": name,
+                        "runs": list(ids),
+                        "ms": (time.perf_counter() - t0) * 1000,
+                        "time": time.time(),
+                        **(info or {}),
+                    }
+                )
+                + "\n"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
 # the panels
+
 
 def run_panel(run_id: str):
     """Status, progress, controls and the loss curve: one fragment, refreshed every FAST s."""
@@ -140,9 +156,11 @@ def _status(runs, run_id):
     cfg, total, done = run["config"], run["total_steps"] or 0, run["step"] or 0
     changes = f.events_of("lr_change")
     lr = changes[-1]["data"].get("new", cfg["lr"]) if changes else cfg["lr"]
-    st.markdown(f"**Run `{run_id}`** · {rules.MODE_LABELS.get(cfg['mode'], cfg['mode'])} · {cfg['arch']}"
-                f"{' · ' + cfg['optimizer'] if cfg.get('optimizer') else ''} · lr {lr:.3g}"
-                f" · {run.get('device') or cfg['device']} · status **{run['status']}**")
+    st.markdown(
+        f"**Run `{run_id}`** · {rules.MODE_LABELS.get(cfg['mode'], cfg['mode'])} · {cfg['arch']}"
+        f"{' · ' + cfg['optimizer'] if cfg.get('optimizer') else ''} · lr {lr:.3g}"
+        f" · {run.get('device') or cfg['device']} · status **{run['status']}**"
+    )
     if run["status"] in ("queued", "running"):
         rate_txt = f"{rate:,.0f} steps/s" if rate else "– steps/s"
         text = f"step {done:,} / {total:,} · {rate_txt} · ETA {rules.eta_text(done, total, rate)}"
@@ -165,8 +183,10 @@ def _banners(run, f: RunFeed):
     div = f.events_of("divergence")
     if div:
         d = div[-1]["data"]
-        st.error(f"Diverged at step {d.get('step')} in layer {d.get('layer') or '(unknown)'}: the loss went "
-                 f"non-finite. The run is {run['status']}; the histograms below show the last finite weights.")
+        st.error(
+            f"Diverged at step {d.get('step')} in layer {d.get('layer') or '(unknown)'}: the loss went "
+            f"non-finite. The run is {run['status']}; the histograms below show the last finite weights."
+        )
     if run["status"] == "failed":
         st.error(f"Run failed: {run.get('error') or 'no reason recorded'}")
 
@@ -174,17 +194,47 @@ def _banners(run, f: RunFeed):
 def _controls(run):
     rid, status = run["id"], run["status"]
     c = st.columns([1, 1, 1, 2, 1])
-    c[0].button("Pause", key="btn_pause", on_click=actions.control, args=(rid, "pause"),
-                disabled=status != "running", width="stretch")
-    c[1].button("Resume", key="btn_resume", on_click=actions.control, args=(rid, "resume"),
-                disabled=status != "paused", width="stretch")
-    c[2].button("Stop", key="btn_stop", on_click=actions.control, args=(rid, "stop"),
-                disabled=status not in ACTIVE, width="stretch")
+    c[0].button(
+        "Pause",
+        key="btn_pause",
+        on_click=actions.control,
+        args=(rid, "pause"),
+        disabled=status != "running",
+        width="stretch",
+    )
+    c[1].button(
+        "Resume",
+        key="btn_resume",
+        on_click=actions.control,
+        args=(rid, "resume"),
+        disabled=status != "paused",
+        width="stretch",
+    )
+    c[2].button(
+        "Stop",
+        key="btn_stop",
+        on_click=actions.control,
+        args=(rid, "stop"),
+        disabled=status not in ACTIVE,
+        width="stretch",
+    )
     st.session_state.setdefault("live_lr", float(run["config"]["lr"]))
-    c[3].number_input("New learning rate", key="live_lr", format="%.3e", step=None, label_visibility="collapsed",
-                      disabled=status not in ("running", "paused"))
-    c[4].button("Set lr", key="btn_lr", on_click=actions.set_lr, args=(rid,),
-                disabled=status not in ("running", "paused"), width="stretch")
+    c[3].number_input(
+        "New learning rate",
+        key="live_lr",
+        format="%.3e",
+        step=None,
+        label_visibility="collapsed",
+        disabled=status not in ("running", "paused"),
+    )
+    c[4].button(
+        "Set lr",
+        key="btn_lr",
+        on_click=actions.set_lr,
+        args=(rid,),
+        disabled=status not in ("running", "paused"),
+        width="stretch",
+    )
 
 
 def _loss(runs, run_id):
@@ -204,12 +254,13 @@ def _loss(runs, run_id):
         lo = z1.number_input("from step", min_value=0, value=max(0, loss.last_step - 1000), step=100, key="zoom_lo")
         hi = z2.number_input("to step", min_value=0, value=max(0, loss.last_step), step=100, key="zoom_hi")
         loss = Buckets.from_rows(db.bucketed(run_id, "loss", CAP, int(lo), int(hi)))
-    if not len(loss):          # no empty chart: the browser would redraw it at every refresh
+    if not len(loss):  # no empty chart: the browser would redraw it at every refresh
         st.caption("Waiting for the first loss values…")
         return {"points": 0}
     div = f.events_of("divergence")
-    fig = figures.loss_figure(loss, smoothing, log_y, lr_events=f.events_of("lr_change"),
-                              divergence=div[-1]["data"] if div else None)
+    fig = figures.loss_figure(
+        loss, smoothing, log_y, lr_events=f.events_of("lr_change"), divergence=div[-1]["data"] if div else None
+    )
     st.plotly_chart(fig, key="loss_chart", config={"displaylogo": False})
     return {"points": max((len(t.x) for t in fig.data), default=0)}
 
@@ -218,8 +269,9 @@ def _details(runs, run_id):
     run = runs[0]
     if run is None:
         return
-    view = st.segmented_control("Panel", VIEWS, default="Weights", key="detail_view", required=True,
-                                label_visibility="collapsed")
+    view = st.segmented_control(
+        "Panel", VIEWS, default="Weights", key="detail_view", required=True, label_visibility="collapsed"
+    )
     db = store()
     f = feed(run_id)
     f.sync_keys(db)
@@ -244,17 +296,27 @@ def _hist_view(db, f: RunFeed, kind: str, run: dict):
     follow = c2.toggle("Latest step", value=True, key=f"follow_{kind}")
     snaps = f.sync_hist(db, kind, layer).snaps
     title = "Weights" if kind == "weight" else "Gradients"
-    st.plotly_chart(figures.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
-                    key=f"heat_{kind}", config={"displaylogo": False})
+    st.plotly_chart(
+        figures.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
+        key=f"heat_{kind}",
+        config={"displaylogo": False},
+    )
     snap = figures.last_finite(snaps)
     if len(snaps) > 1:
         # fixed bounds (the run's length), so the slider keeps its place while snapshots arrive
         last = max(run["total_steps"] or 0, snaps[-1]["step"])
         key = f"at_{kind}"
-        if follow or key not in st.session_state:         # the slider shows the step on display
+        if follow or key not in st.session_state:  # the slider shows the step on display
             st.session_state[key] = snap["step"]
-        at = st.slider("Histogram at step", 0, last, step=run["config"].get("telemetry_every") or 1,
-                       key=key, disabled=follow, help="the nearest snapshot is shown")
+        at = st.slider(
+            "Histogram at step",
+            0,
+            last,
+            step=run["config"].get("telemetry_every") or 1,
+            key=key,
+            disabled=follow,
+            help="the nearest snapshot is shown",
+        )
         if not follow:
             snap = min(snaps, key=lambda s: abs(s["step"] - at))
     st.plotly_chart(figures.hist_bar(snap, f"{title} of {layer}"), key=f"bar_{kind}", config={"displaylogo": False})
@@ -265,8 +327,9 @@ def _layer_view(db, f: RunFeed):
     c1.plotly_chart(figures.grad_norm_figure(f.sync_prefix(db, "grad_norm/")), key="grad_norm")
     c2.plotly_chart(figures.update_ratio_figure(f.sync_prefix(db, "update_ratio/")), key="update_ratio")
     c1.plotly_chart(figures.lr_figure(f.sync(db, "lr"), f.events_of("lr_change")), key="lr")
-    c2.plotly_chart(figures.layer_lines(f.sync_prefix(db, "weight_norm/"), "Weight norm per layer", "‖w‖"),
-                    key="weight_norm")
+    c2.plotly_chart(
+        figures.layer_lines(f.sync_prefix(db, "weight_norm/"), "Weight norm per layer", "‖w‖"), key="weight_norm"
+    )
 
 
 def _health_view(db, f: RunFeed, run):
@@ -280,8 +343,10 @@ def _gradcheck_view(db, f: RunFeed, run):
     mode = run["config"]["mode"]
     what = {"manual": "hand-written vs autograd", "custom_function": "MyReLU vs the built-in ReLU"}.get(mode)
     if what is None:
-        st.caption(f"Mode {rules.MODE_LABELS.get(mode, mode)!r} has no gradient check: manual mode compares its "
-                   "hand-written gradients with autograd's, custom Function compares MyReLU with the built-in ReLU.")
+        st.caption(
+            f"Mode {rules.MODE_LABELS.get(mode, mode)!r} has no gradient check: manual mode compares its "
+            "hand-written gradients with autograd's, custom Function compares MyReLU with the built-in ReLU."
+        )
         return
     st.plotly_chart(figures.gradcheck_figure(f.sync_prefix(db, "gradcheck/"), what), key="gradcheck")
 
@@ -300,8 +365,9 @@ def _compare(runs, run_ids):
         f.sync_keys(db)
         for layer, b in f.sync_prefix(db, "gradcheck/").items():
             checks[f"{label}: {layer}"] = b
-    st.plotly_chart(figures.overlay_figure(named, smoothing, True, "Loss: manual, autograd, custom Function"),
-                    key="cmp_loss")
+    st.plotly_chart(
+        figures.overlay_figure(named, smoothing, True, "Loss: manual, autograd, custom Function"), key="cmp_loss"
+    )
     st.caption("From the same seed the three modes follow the same trajectory; their curves lie on top of each other.")
     st.plotly_chart(figures.gradcheck_figure(checks, "manual vs autograd, MyReLU vs ReLU"), key="cmp_check")
 

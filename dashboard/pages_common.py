@@ -1,4 +1,5 @@
 """Small helpers shared by the pages: one-shot messages and which run the Train page watches."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -30,12 +31,22 @@ def current_run() -> str | None:
 def run_rows(runs: list[dict], final_loss: dict) -> list[dict]:
     """One table row per run: what the Runs page lists."""
     from dashboard.rules import MODE_LABELS
+
     rows = []
     for r in runs:
         c = r["config"]
-        rows.append({"run": r["id"], "name": r.get("name") or "", "status": r["status"],
-                     "mode": MODE_LABELS.get(c["mode"], c["mode"]), "arch": c["arch"],
-                     "optimizer": c.get("optimizer") or "–", "lr": c["lr"],
-                     "steps": f"{r['step'] or 0:,} / {r['total_steps'] or 0:,}",
-                     "final loss": final_loss.get(r["id"]), "device": r.get("device") or c.get("device")})
+        rows.append(
+            {
+                "run": r["id"],
+                "name": r.get("name") or "",
+                "status": r["status"],
+                "mode": MODE_LABELS.get(c["mode"], c["mode"]),
+                "arch": c["arch"],
+                "optimizer": c.get("optimizer") or "–",
+                "lr": c["lr"],
+                "steps": f"{r['step'] or 0:,} / {r['total_steps'] or 0:,}",
+                "final loss": final_loss.get(r["id"]),
+                "device": r.get("device") or c.get("device"),
+            }
+        )
     return rows

@@ -4,6 +4,7 @@ Pure functions of a dict of widget values (the RunConfig field names), so they a
 a browser. The engine's `prepare()` remains the judge of what may launch (config.py knows the valid
 values); this module only decides what to grey out and what to say about it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +12,14 @@ import math
 
 from engine.config import MLP_ARCHS, RunConfig
 
-MODE_LABELS = {"manual": "manual", "autograd": "autograd", "custom_function": "custom Function",
-               "nn": "nn", "optim": "nn + optim"}
-OPTIMIZER_KNOBS = {                                   # what torch.optim's constructors take
+MODE_LABELS = {
+    "manual": "manual",
+    "autograd": "autograd",
+    "custom_function": "custom Function",
+    "nn": "nn",
+    "optim": "nn + optim",
+}
+OPTIMIZER_KNOBS = {  # what torch.optim's constructors take
     "sgd": ("momentum", "nesterov", "weight_decay"),
     "adam": ("beta1", "beta2", "eps", "weight_decay"),
     "adamw": ("beta1", "beta2", "eps", "weight_decay"),
@@ -25,7 +31,7 @@ TABULAR_SETS = ("random", "teacher")
 COMPARE_MODES = ("manual", "autograd", "custom_function")
 
 # a log-scale learning-rate slider: 1, 2, 5 per decade from 1e-8 to 1
-LR_STEPS = [round(m * 10.0 ** e, 12) for e in range(-8, 1) for m in (1, 2, 5) if m * 10.0 ** e <= 1]
+LR_STEPS = [round(m * 10.0**e, 12) for e in range(-8, 1) for m in (1, 2, 5) if m * 10.0**e <= 1]
 
 
 def disabled_reasons(v: dict) -> dict[str, str]:
@@ -33,8 +39,10 @@ def disabled_reasons(v: dict) -> dict[str, str]:
     why = {}
     mode, arch, ds = v.get("mode", "manual"), v.get("arch", "two_layer"), v.get("dataset", "random")
     if mode != "optim":
-        msg = (f"mode {MODE_LABELS.get(mode, mode)!r} updates the weights by hand (w -= lr * grad); "
-               f"optimizers apply to mode 'nn + optim'")
+        msg = (
+            f"mode {MODE_LABELS.get(mode, mode)!r} updates the weights by hand (w -= lr * grad); "
+            f"optimizers apply to mode 'nn + optim'"
+        )
         why["optimizer"] = msg
         for k in KNOBS:
             why[k] = msg
@@ -66,8 +74,10 @@ def disabled_reasons(v: dict) -> dict[str, str]:
     else:
         why["epochs"] = "the run is counted in steps"
     if mode not in COMPARE_MODES or arch not in MLP_ARCHS:
-        why["compare"] = ("compare modes runs manual, autograd and custom Function, which take the MLP "
-                          "family only (arch two_layer or mlp) and no optimizer")
+        why["compare"] = (
+            "compare modes runs manual, autograd and custom Function, which take the MLP "
+            "family only (arch two_layer or mlp) and no optimizer"
+        )
     return why
 
 

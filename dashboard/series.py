@@ -4,6 +4,7 @@ Scalar series are min-max decimated `Buckets` from engine/decimate.py (the Visdo
 same code); CAP, Buckets, downsample and ema are re-exported here for the dashboard's modules.
 Pure numpy: no Streamlit, no store.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,15 +15,16 @@ from engine.decimate import CAP, Buckets, downsample, ema
 
 __all__ = ["CAP", "HIST_CAP", "Buckets", "HistBuffer", "downsample", "ema", "rebin", "sample_steps"]
 
-HIST_CAP = 200              # histogram snapshots kept per layer and kind
+HIST_CAP = 200  # histogram snapshots kept per layer and kind
 
 
 @dataclass
 class HistBuffer:
     """Up to cap histogram snapshots of one layer and kind, thinned evenly as they arrive
     (every other one is dropped, the newest always kept)."""
-    snaps: list = field(default_factory=list)    # dicts: step, edges, counts, nonfinite
-    cursor: int = -1                              # last step read from the store
+
+    snaps: list = field(default_factory=list)  # dicts: step, edges, counts, nonfinite
+    cursor: int = -1  # last step read from the store
     cap: int = HIST_CAP
 
     def extend(self, snaps: list) -> None:
@@ -51,9 +53,9 @@ def rebin(edges, counts, grid: np.ndarray) -> np.ndarray:
     out = np.zeros(len(grid) - 1)
     if len(c) == 0 or not np.isfinite(e).all():
         return out
-    if not e[-1] > e[0]:                        # a one-valued histogram: all mass at that value
+    if not e[-1] > e[0]:  # a one-valued histogram: all mass at that value
         j = int(np.clip(np.searchsorted(grid, e[0], side="right") - 1, 0, len(out) - 1))
         out[j] = c.sum()
         return out
-    below = np.concatenate([[0.0], np.cumsum(c)])      # mass below each source edge
+    below = np.concatenate([[0.0], np.cumsum(c)])  # mass below each source edge
     return np.diff(np.interp(grid, e, below))

@@ -7,6 +7,7 @@ stop() ends the group: SIGTERM, then SIGKILL after a grace period. Training work
 that group (the engine starts them in their own sessions) and keep running: a dashboard restart
 loses nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,25 @@ def free_port() -> int:
 
 
 def command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP),
-            "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            "--global.developmentMode", "false"]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--global.developmentMode",
+        "false",
+    ]
 
 
 class Dashboard:
@@ -73,19 +89,31 @@ class Dashboard:
 
 def _killpg(pid: int, sig):
     try:
-        os.killpg(pid, sig)          # the server leads its own process group
+        os.killpg(pid, sig)  # the server leads its own process group
     except ProcessLookupError:
         pass
 
 
-def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env: dict | None = None, log: Path | None = None,
-          timeout: float = 60.0) -> Dashboard:
+def start(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    env: dict | None = None,
+    log: Path | None = None,
+    timeout: float = 60.0,
+) -> Dashboard:
     """Start Streamlit on host:port and return once its health endpoint answers."""
     env = {**os.environ, **(env or {})}
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:
-        proc = subprocess.Popen(command(host, port), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT if log else subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            command(host, port),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            start_new_session=True,
+        )
     finally:
         if log:
             out.close()

@@ -4,6 +4,7 @@ Widget values live in st.session_state under "cfg_<field>" (the RunConfig field 
 their defaults once, so `values()` is the configuration the next Start launches. The rules of what
 applies are in rules.py; the engine's prepare() has the last word (see actions.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,18 @@ from urllib.parse import urlparse
 
 import streamlit as st
 
-from engine.config import (ARCHS, DATASETS, DEVICES, DTYPES, MODES, ON_DIVERGENCE, OPTIMIZERS, SAMPLERS,
-                           RunConfig, default_lr)
+from engine.config import (
+    ARCHS,
+    DATASETS,
+    DEVICES,
+    DTYPES,
+    MODES,
+    ON_DIVERGENCE,
+    OPTIMIZERS,
+    SAMPLERS,
+    RunConfig,
+    default_lr,
+)
 from engine.store import default_path
 
 from . import rules
@@ -34,7 +45,7 @@ MODE_HELP = {
 def values() -> dict:
     """The sidebar's values by RunConfig field name (plus "length": steps or epochs)."""
     _init()
-    return {k[len(K):]: v for k, v in st.session_state.items() if isinstance(k, str) and k.startswith(K)}
+    return {k[len(K) :]: v for k, v in st.session_state.items() if isinstance(k, str) and k.startswith(K)}
 
 
 def config() -> RunConfig:
@@ -44,24 +55,29 @@ def config() -> RunConfig:
 
 def visdom_target() -> dict:
     _init()
-    return {"on": st.session_state.visdom_on, "host": st.session_state.visdom_host,
-            "port": st.session_state.visdom_port, "env": st.session_state.visdom_env}
+    return {
+        "on": st.session_state.visdom_on,
+        "host": st.session_state.visdom_host,
+        "port": st.session_state.visdom_port,
+        "env": st.session_state.visdom_env,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # state
 
+
 def _init():
     if st.session_state.get("_cfg_ready"):
         return
     defaults = RunConfig()
-    st.session_state.setdefault(K + "lr", defaults.lr or default_lr(defaults.mode))   # show the lecture's rate
+    st.session_state.setdefault(K + "lr", defaults.lr or default_lr(defaults.mode))  # show the lecture's rate
     st.session_state.setdefault(K + "optimizer", defaults.optimizer or "adam")
     for f, v in vars(defaults).items():
         st.session_state.setdefault(K + f, v)
     st.session_state.setdefault(K + "length", "steps")
     st.session_state.setdefault("lr_log", rules.nearest_lr_step(st.session_state[K + "lr"]))
-    started = os.environ.get("LIVEPROP_VISDOM_URL")           # set by python -m dashboard
+    started = os.environ.get("LIVEPROP_VISDOM_URL")  # set by python -m dashboard
     url = urlparse(started or "http://127.0.0.1:8097")
     st.session_state.setdefault("visdom_on", bool(started))
     st.session_state.setdefault("visdom_host", url.hostname or "127.0.0.1")
@@ -71,7 +87,7 @@ def _init():
 
 
 def _mode_changed():
-    lr = default_lr(st.session_state[K + "mode"])       # the lecture's rate for that mode
+    lr = default_lr(st.session_state[K + "mode"])  # the lecture's rate for that mode
     st.session_state[K + "lr"] = lr
     st.session_state.lr_log = rules.nearest_lr_step(lr)
 
@@ -86,6 +102,7 @@ def _lr_exact_changed():
 
 # ---------------------------------------------------------------------------------------------
 # drawing
+
 
 def render():
     """Draw the configuration controls into the sidebar."""
@@ -110,8 +127,14 @@ def _reason(text: str | None):
 
 
 def _mode():
-    st.radio("Mode", MODES, key=K + "mode", format_func=rules.MODE_LABELS.get, on_change=_mode_changed,
-             help="The lecture's five ways to train; see the About page.")
+    st.radio(
+        "Mode",
+        MODES,
+        key=K + "mode",
+        format_func=rules.MODE_LABELS.get,
+        on_change=_mode_changed,
+        help="The lecture's five ways to train; see the About page.",
+    )
     st.caption(MODE_HELP[st.session_state[K + "mode"]])
 
 
@@ -126,12 +149,18 @@ def _architecture(why):
         st.number_input("Depth (Linear layers)", min_value=1, step=1, key=K + "depth", disabled="depth" in why)
         _reason(why.get("depth"))
         st.checkbox("Bias", key=K + "bias")
-        st.selectbox("Torchvision model", TV_MODELS, key=K + "tv_model", accept_new_options=True,
-                     disabled="tv_model" in why)
-        st.text_input("Pretrained weights file (state_dict)", key=K + "pretrained", disabled="pretrained" in why,
-                      placeholder="path/to/resnet18.pth, or 'torchvision'")
-        st.checkbox("Freeze backbone (train the new head only)", key=K + "freeze_backbone",
-                    disabled="freeze_backbone" in why)
+        st.selectbox(
+            "Torchvision model", TV_MODELS, key=K + "tv_model", accept_new_options=True, disabled="tv_model" in why
+        )
+        st.text_input(
+            "Pretrained weights file (state_dict)",
+            key=K + "pretrained",
+            disabled="pretrained" in why,
+            placeholder="path/to/resnet18.pth, or 'torchvision'",
+        )
+        st.checkbox(
+            "Freeze backbone (train the new head only)", key=K + "freeze_backbone", disabled="freeze_backbone" in why
+        )
         _reason(why.get("tv_model"))
 
 
@@ -140,19 +169,55 @@ def _optimizer(why):
     _reason(why.get("optimizer"))
     with st.expander("Optimizer settings"):
         c1, c2 = st.columns(2)
-        c1.number_input("Momentum", min_value=0.0, step=0.1, key=K + "momentum", disabled="momentum" in why,
-                        help=why.get("momentum"))
+        c1.number_input(
+            "Momentum",
+            min_value=0.0,
+            step=0.1,
+            key=K + "momentum",
+            disabled="momentum" in why,
+            help=why.get("momentum"),
+        )
         c2.checkbox("Nesterov", key=K + "nesterov", disabled="nesterov" in why, help=why.get("nesterov"))
-        c1.number_input("beta1", min_value=0.0, max_value=0.9999, step=0.01, key=K + "beta1",
-                        disabled="beta1" in why, help=why.get("beta1"))
-        c2.number_input("beta2", min_value=0.0, max_value=0.99999, step=0.001, format="%.4f", key=K + "beta2",
-                        disabled="beta2" in why, help=why.get("beta2"))
-        c1.number_input("Weight decay", min_value=0.0, step=1e-4, format="%.2e", key=K + "weight_decay",
-                        disabled="weight_decay" in why, help=why.get("weight_decay"))
-        c2.number_input("eps", min_value=0.0, step=1e-8, format="%.1e", key=K + "eps", disabled="eps" in why,
-                        help=why.get("eps"))
-        c1.number_input("alpha (RMSprop)", min_value=0.0, max_value=0.9999, step=0.01, key=K + "alpha",
-                        disabled="alpha" in why, help=why.get("alpha"))
+        c1.number_input(
+            "beta1",
+            min_value=0.0,
+            max_value=0.9999,
+            step=0.01,
+            key=K + "beta1",
+            disabled="beta1" in why,
+            help=why.get("beta1"),
+        )
+        c2.number_input(
+            "beta2",
+            min_value=0.0,
+            max_value=0.99999,
+            step=0.001,
+            format="%.4f",
+            key=K + "beta2",
+            disabled="beta2" in why,
+            help=why.get("beta2"),
+        )
+        c1.number_input(
+            "Weight decay",
+            min_value=0.0,
+            step=1e-4,
+            format="%.2e",
+            key=K + "weight_decay",
+            disabled="weight_decay" in why,
+            help=why.get("weight_decay"),
+        )
+        c2.number_input(
+            "eps", min_value=0.0, step=1e-8, format="%.1e", key=K + "eps", disabled="eps" in why, help=why.get("eps")
+        )
+        c1.number_input(
+            "alpha (RMSprop)",
+            min_value=0.0,
+            max_value=0.9999,
+            step=0.01,
+            key=K + "alpha",
+            disabled="alpha" in why,
+            help=why.get("alpha"),
+        )
         if "optimizer" in why:
             st.caption(":grey[:material/block: Not used: no optimizer in this mode]")
         else:
@@ -161,11 +226,21 @@ def _optimizer(why):
 
 
 def _learning_rate():
-    st.select_slider("Learning rate (log scale)", options=rules.LR_STEPS, key="lr_log",
-                     format_func=lambda v: f"{v:.0e}",
-                     on_change=_lr_slider_changed)
-    st.number_input("Learning rate (exact)", key=K + "lr", format="%.3e", step=None, on_change=_lr_exact_changed,
-                    help="Any positive number; the slider snaps to 1, 2, 5 per decade.")
+    st.select_slider(
+        "Learning rate (log scale)",
+        options=rules.LR_STEPS,
+        key="lr_log",
+        format_func=lambda v: f"{v:.0e}",
+        on_change=_lr_slider_changed,
+    )
+    st.number_input(
+        "Learning rate (exact)",
+        key=K + "lr",
+        format="%.3e",
+        step=None,
+        on_change=_lr_exact_changed,
+        help="Any positive number; the slider snaps to 1, 2, 5 per decade.",
+    )
 
 
 def _length(why):
@@ -181,14 +256,16 @@ def _length(why):
 def _data(why):
     with st.expander("Data", expanded=False):
         st.selectbox("Dataset", DATASETS, key=K + "dataset")
-        st.number_input("Samples (random, teacher)", min_value=1, step=1, key=K + "n_samples",
-                        disabled="n_samples" in why)
+        st.number_input(
+            "Samples (random, teacher)", min_value=1, step=1, key=K + "n_samples", disabled="n_samples" in why
+        )
         _reason(why.get("n_samples"))
         if "csv" not in why:
             _csv()
         st.text_input("Image folder (one sub-folder per class)", key=K + "image_dir", disabled="image_dir" in why)
-        st.number_input("Image size (image folder)", min_value=1, step=1, key=K + "image_size",
-                        disabled="image_dir" in why)
+        st.number_input(
+            "Image size (image folder)", min_value=1, step=1, key=K + "image_size", disabled="image_dir" in why
+        )
         st.text_input("Data root (torchvision downloads)", key=K + "data_root", disabled="data_root" in why)
         c1, c2 = st.columns(2)
         c1.checkbox("Shuffle", key=K + "shuffle")
@@ -231,6 +308,7 @@ def _csv_header(path: str) -> list[str]:
 
 def _device():
     import torch
+
     c1, c2 = st.columns(2)
     c1.selectbox("Device", DEVICES, key=K + "device")
     c2.selectbox("dtype", DTYPES, key=K + "dtype")
@@ -244,9 +322,13 @@ def _run(why):
     with st.expander("Run and telemetry"):
         c1, c2 = st.columns(2)
         c1.number_input("Seed", step=1, key=K + "seed")
-        c2.number_input("Telemetry every K steps", min_value=0, step=10, key=K + "telemetry_every",
-                        help="histograms, norms, update ratios and the gradient check; "
-                             "0 = automatic, about once a second")
+        c2.number_input(
+            "Telemetry every K steps",
+            min_value=0,
+            step=10,
+            key=K + "telemetry_every",
+            help="histograms, norms, update ratios and the gradient check; 0 = automatic, about once a second",
+        )
         c1.number_input("Histogram bins", min_value=1, step=8, key=K + "hist_bins")
         c2.selectbox("On divergence", ON_DIVERGENCE, key=K + "on_divergence")
         st.text_input("Run name", key=K + "name")
@@ -264,8 +346,10 @@ def _visdom():
         if off:
             st.caption("Runs started here do not send to Visdom.")
         else:
-            st.caption(f"Runs started here send to [http://{t['host']}:{t['port']}](http://{t['host']}:{t['port']}), "
-                       f"env `{t['env'] or 'liveprop_<name>-<run id>'}`.")
+            st.caption(
+                f"Runs started here send to [http://{t['host']}:{t['port']}](http://{t['host']}:{t['port']}), "
+                f"env `{t['env'] or 'liveprop_<name>-<run id>'}`."
+            )
         st.text_input("TensorBoard log dir (empty: off)", key=K + "tensorboard_dir")
 
 
@@ -274,6 +358,9 @@ def keep():
     state of widgets that are not drawn in a run unless it is assigned again). Only there: an
     assignment also pushes the value to the browser, which would race with a person typing."""
     _init()
-    for k in [k for k in st.session_state if isinstance(k, str) and (k.startswith(K) or k.startswith("visdom_")
-                                                                       or k == "lr_log")]:
+    for k in [
+        k
+        for k in st.session_state
+        if isinstance(k, str) and (k.startswith(K) or k.startswith("visdom_") or k == "lr_log")
+    ]:
         st.session_state[k] = st.session_state[k]

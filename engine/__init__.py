@@ -6,10 +6,27 @@
 The public API is engine/runs.py (runs from any process) and engine/build.py's prepare (checks
 a config); reads of a run's series go through engine/store.py's Store, the only seam.
 """
+
 from .build import prepare
 from .config import ConfigError, RunConfig, validate
 from .runs import delete_run, get_run, kill, launch, list_runs, pause, resume, set_lr, stop, wait_ack
 from .store import ACTIVE, Store
 
-__all__ = ["ConfigError", "RunConfig", "validate", "prepare", "launch", "pause", "resume", "stop", "set_lr",
-           "kill", "wait_ack", "get_run", "list_runs", "delete_run", "Store", "ACTIVE"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "validate",
+    "prepare",
+    "launch",
+    "pause",
+    "resume",
+    "stop",
+    "set_lr",
+    "kill",
+    "wait_ack",
+    "get_run",
+    "list_runs",
+    "delete_run",
+    "Store",
+    "ACTIVE",
+]

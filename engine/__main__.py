@@ -3,6 +3,7 @@
 Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass. Bad input
 gets one line on stderr and exit status 2; nothing is launched and nothing is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,12 +15,13 @@ import time
 from . import export, runs, sinks, worker
 from .config import ConfigError, RunConfig, from_dict, load_file
 
-DRY_RUN = dict(steps=3, d_in=8, hidden=4, d_out=2, n_samples=8, batch_size=8, telemetry_every=1,
-               image_size=8, flush_every=2)
+DRY_RUN = dict(
+    steps=3, d_in=8, hidden=4, d_out=2, n_samples=8, batch_size=8, telemetry_every=1, image_size=8, flush_every=2
+)
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):              # one line, exit 2 (argparse's default prints usage too)
+    def error(self, message):  # one line, exit 2 (argparse's default prints usage too)
         sys.stderr.write(f"liveprop: error: {message}\n")
         sys.exit(2)
 
@@ -32,10 +34,21 @@ def add_config_flags(p: argparse.ArgumentParser):
         if isinstance(default, bool):
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
         else:
-            g.add_argument(flag, dest=f.name, type=type(default), default=None,
-                           metavar=type(default).__name__.upper(), help=f"default {default!r}")
-    g.add_argument("--no-visdom", dest="visdom", action="store_const", const="off",
-                   help="no Visdom streaming, even when $LIVEPROP_VISDOM_URL is set")
+            g.add_argument(
+                flag,
+                dest=f.name,
+                type=type(default),
+                default=None,
+                metavar=type(default).__name__.upper(),
+                help=f"default {default!r}",
+            )
+    g.add_argument(
+        "--no-visdom",
+        dest="visdom",
+        action="store_const",
+        const="off",
+        help="no Visdom streaming, even when $LIVEPROP_VISDOM_URL is set",
+    )
     p.add_argument("--config", help="a TOML or JSON file of settings; flags override it")
     p.add_argument("--dry-run", action="store_true", help="a tiny configuration, as a smoke test")
 
@@ -49,9 +62,10 @@ def config_from_args(args) -> RunConfig:
         if v is not None:
             d[f.name] = v
     cfg = from_dict(d)
-    if "lr" in d and cfg.lr == 0:   # RunConfig's lr 0 means "the mode's default"; a given 0 is a mistake
-        raise ConfigError("learning rate must be a positive finite number, got 0 "
-                          "(leave --lr out for the mode's default)")
+    if "lr" in d and cfg.lr == 0:  # RunConfig's lr 0 means "the mode's default"; a given 0 is a mistake
+        raise ConfigError(
+            "learning rate must be a positive finite number, got 0 (leave --lr out for the mode's default)"
+        )
     return cfg
 
 
@@ -60,7 +74,7 @@ class Progress:
 
     def __init__(self, total: int):
         self.total, self.t0, self.rate = total, time.time(), 0.0
-        self.sinks = {}                    # "visdom" -> "connected" | "buffering N" | "dropped N"
+        self.sinks = {}  # "visdom" -> "connected" | "buffering N" | "dropped N"
 
     def __call__(self, flush):
         self.sinks.update((kind, d["status"]) for _, kind, d in flush.events if kind in ("visdom", "tensorboard"))
@@ -71,9 +85,11 @@ class Progress:
         self.rate = rates[-1] if rates else self.rate
         eta = (self.total - done) / self.rate if self.rate else 0
         bar = "#" * int(30 * done / self.total)
-        sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} loss {flush.losses[-1]:.4g} "
-                         f"{self.rate:,.0f} steps/s ETA {time.strftime('%M:%S', time.gmtime(eta))} "
-                         + "".join(f"| {k} {v} " for k, v in self.sinks.items()))
+        sys.stderr.write(
+            f"\r[{bar:<30}] {done}/{self.total} loss {flush.losses[-1]:.4g} "
+            f"{self.rate:,.0f} steps/s ETA {time.strftime('%M:%S', time.gmtime(eta))} "
+            + "".join(f"| {k} {v} " for k, v in self.sinks.items())
+        )
         sys.stderr.flush()
 
 
@@ -90,8 +106,11 @@ def cmd_train(args):
     status = worker.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
     sys.stderr.write("\n")
     run = runs.get_run(run_id, args.store)
-    print(f"{status}: final loss {export.final_loss(run_id, args.store)}" +
-          (f" ({run['error']})" if run["error"] else ""), file=sys.stderr)
+    print(
+        f"{status}: final loss {export.final_loss(run_id, args.store)}"
+        + (f" ({run['error']})" if run["error"] else ""),
+        file=sys.stderr,
+    )
     for kind, info in sinks.last_status(run_id, args.store).items():
         print(sinks.describe(kind, info), file=sys.stderr)
     print(run_id)
@@ -103,14 +122,15 @@ def cmd_runs(args):
     if args.format == "json":
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    print(f"{'run':<23} {'status':<9} {'mode':<15} {'arch':<14} {'optimizer':<9} {'lr':>8} "
-          f"{'step':>9} {'loss':>10}")
+    print(f"{'run':<23} {'status':<9} {'mode':<15} {'arch':<14} {'optimizer':<9} {'lr':>8} {'step':>9} {'loss':>10}")
     for r in rows:
         c = r["config"]
         loss = export.final_loss(r["id"], args.store)
-        print(f"{r['id']:<23} {r['status']:<9} {c['mode']:<15} {c['arch']:<14} {c['optimizer'] or '-':<9} "
-              f"{c['lr']:>8.1e} {r['step']:>4}/{r['total_steps'] or '?':<4} "
-              f"{'-' if loss is None else format(loss, '.4g'):>10}")
+        print(
+            f"{r['id']:<23} {r['status']:<9} {c['mode']:<15} {c['arch']:<14} {c['optimizer'] or '-':<9} "
+            f"{c['lr']:>8.1e} {r['step']:>4}/{r['total_steps'] or '?':<4} "
+            f"{'-' if loss is None else format(loss, '.4g'):>10}"
+        )
     return 0
 
 

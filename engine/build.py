@@ -7,6 +7,7 @@
 Both raise ConfigError with one line for a person. Used by the worker, the CLI, the dashboard
 (to validate before a launch), the tests and the benchmarks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,7 @@ from .modes import MODES
 
 @dataclasses.dataclass
 class Prepared:
-    cfg: RunConfig               # resolved: no "auto" left
+    cfg: RunConfig  # resolved: no "auto" left
     spec: data_mod.DataSpec
     device: torch.device
     total_steps: int
@@ -44,12 +45,13 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
     device, note = resolve_device(cfg.device)
     spec = data_mod.describe(cfg)
     if cfg.loss == "auto":
-        cfg.loss = ("cross_entropy" if spec.task == "classification"
-                    else "sse" if cfg.mode in RAW_MODES else "mse")
+        cfg.loss = "cross_entropy" if spec.task == "classification" else "sse" if cfg.mode in RAW_MODES else "mse"
     if (cfg.loss == "cross_entropy") != (spec.task == "classification"):
-        raise ConfigError(f"loss {cfg.loss!r} does not fit a {spec.task} dataset; "
-                          f"use {'cross_entropy' if spec.task == 'classification' else 'sse or mse'}")
-    if cfg.sampler == "balanced" and spec.task != "classification":   # checked here, not at the first batch
+        raise ConfigError(
+            f"loss {cfg.loss!r} does not fit a {spec.task} dataset; "
+            f"use {'cross_entropy' if spec.task == 'classification' else 'sse or mse'}"
+        )
+    if cfg.sampler == "balanced" and spec.task != "classification":  # checked here, not at the first batch
         raise ConfigError(f"sampler 'balanced' needs a classification dataset; {cfg.dataset!r} is {spec.task}")
     if cfg.steps:
         total = cfg.steps
@@ -75,11 +77,11 @@ def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
     with torch.device("meta"):
         # shapes only: no weights file, and torch's own init (normal_ on meta imports torch._dynamo: 1.5 s)
         model = models.build(dataclasses.replace(cfg, pretrained="", init="torch"), spec.in_shape, spec.out_dim)
-    if cfg.arch in models.FLAT_ARCHS:     # (N, width) per layer, pre- and post-activation, both halves
+    if cfg.arch in models.FLAT_ARCHS:  # (N, width) per layer, pre- and post-activation, both halves
         activations = 4 * cfg.batch_size * sum(models.mlp_widths(cfg, spec.in_shape, spec.out_dim))
-    else:                                 # convolutions: count every module's output in a meta forward
+    else:  # convolutions: count every module's output in a meta forward
         shape = spec.in_shape
-        if cfg.arch == "torchvision":     # grayscale batches reach it expanded to 3 channels (build)
+        if cfg.arch == "torchvision":  # grayscale batches reach it expanded to 3 channels (build)
             shape = (3, *shape[1:])
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
         with torch.device("meta"):
@@ -105,8 +107,10 @@ def check_memory(cfg, spec, device):
     need, params = estimate_bytes(cfg, spec)
     have = available_bytes(device)
     if need > 0.9 * have:
-        raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB ({params:,} parameters) "
-                          f"but {device.type} has {have / 2**30:.1f} GiB free; make the model or data smaller")
+        raise ConfigError(
+            f"this configuration needs about {need / 2**30:.1f} GiB ({params:,} parameters) "
+            f"but {device.type} has {have / 2**30:.1f} GiB free; make the model or data smaller"
+        )
 
 
 def build(p: Prepared):
@@ -115,7 +119,7 @@ def build(p: Prepared):
     torch.manual_seed(cfg.seed)
     dataset, spec = data_mod.load(cfg)
     model = models.build(cfg, spec.in_shape, spec.out_dim).to(p.device, dtype)
-    if cfg.mode in RAW_MODES:     # w_i = Linear_i.weight.T, the lecture's (D_in, H) layout
+    if cfg.mode in RAW_MODES:  # w_i = Linear_i.weight.T, the lecture's (D_in, H) layout
         linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
         params = {}
         for i, lin in enumerate(linears, start=1):

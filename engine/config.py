@@ -4,6 +4,7 @@ The CLI builds its flags from these fields, the dashboard its widgets, and the s
 config as JSON. `validate()` turns a config into a *resolved* config (every "auto" decided) or
 raises ConfigError with one clear line. Nothing is launched or written before it passes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
-RAW_MODES = ("manual", "autograd", "custom_function")   # raw tensors, MLP family only
+RAW_MODES = ("manual", "autograd", "custom_function")  # raw tensors, MLP family only
 MLP_ARCHS = ("two_layer", "mlp")
 ARCHS = MLP_ARCHS + ("parallel_block", "cnn", "torchvision")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -31,6 +32,8 @@ class ConfigError(ValueError):
     """Bad input. The message is one line meant for a person."""
 
 
+# The comments below are a table, one line per knob: the formatter leaves them aligned.
+# fmt: off
 @dataclass
 class RunConfig:
     # what to train
@@ -84,16 +87,19 @@ class RunConfig:
     on_divergence: str = "pause"    # pause | stop | ignore, when the loss goes non-finite
     name: str = ""                  # a label for the run
     # remote sinks (engine/sinks/). No password here: the store keeps this config as JSON
-    visdom: str = ""                # Visdom server URL, e.g. http://127.0.0.1:8097; "" = $LIVEPROP_VISDOM_URL or off; "off" = off
+    visdom: str = ""                # Visdom server URL, e.g. http://127.0.0.1:8097;
+                                    # "" = $LIVEPROP_VISDOM_URL or off; "off" = off
     visdom_port: int = 0            # overrides the URL's port (0: the URL's, else 8097)
     visdom_base_url: str = ""       # the server's -base_url, e.g. /visdom
     visdom_env: str = ""            # "" = liveprop_<name>-<run id>
     visdom_username: str = ""       # for -enable_login; the password is read from $LIVEPROP_VISDOM_PASSWORD only
     tensorboard_dir: str = ""       # write TensorBoard event files under DIR/<run>; "" = off
+# fmt: on
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
+
 
 def from_dict(d: dict) -> RunConfig:
     known = {f.name: f for f in fields(RunConfig)}
@@ -146,6 +152,7 @@ def to_dict(cfg: RunConfig) -> dict:
 # ---------------------------------------------------------------------------------------------
 # validation
 
+
 def _choice(key, value, allowed):
     if value not in allowed:
         raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
@@ -176,11 +183,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice("task", c.task, ("auto", "regression", "classification"))
 
     if c.mode in RAW_MODES and c.arch not in MLP_ARCHS:
-        raise ConfigError(f"mode {c.mode!r} works on raw weight tensors, so it takes arch "
-                          f"{' or '.join(MLP_ARCHS)}; use mode nn or optim for {c.arch!r}")
+        raise ConfigError(
+            f"mode {c.mode!r} works on raw weight tensors, so it takes arch "
+            f"{' or '.join(MLP_ARCHS)}; use mode nn or optim for {c.arch!r}"
+        )
     if c.mode != "optim" and c.optimizer:
-        raise ConfigError(f"an optimizer applies only to mode 'optim'; mode {c.mode!r} "
-                          f"updates the weights by hand (w -= lr * grad)")
+        raise ConfigError(
+            f"an optimizer applies only to mode 'optim'; mode {c.mode!r} updates the weights by hand (w -= lr * grad)"
+        )
     if c.mode == "optim":
         c.optimizer = c.optimizer or "adam"
         _choice("optimizer", c.optimizer, OPTIMIZERS)
@@ -201,8 +211,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{k} must be in [0, 1), got {v}")
     _positive("eps", c.eps)
 
-    for k in ("batch_size", "d_in", "hidden", "d_out", "depth", "n_samples", "hist_bins",
-              "flush_every", "image_size"):
+    for k in ("batch_size", "d_in", "hidden", "d_out", "depth", "n_samples", "hist_bins", "flush_every", "image_size"):
         v = getattr(c, k)
         if v < 1:
             raise ConfigError(f"{k} must be at least 1, got {v}")
@@ -235,7 +244,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("freeze_backbone applies to arch torchvision")
 
     _check_visdom(c)
-    if c.init == "auto":   # the lecture's raw loops use torch.randn weights with lr 1e-6
+    if c.init == "auto":  # the lecture's raw loops use torch.randn weights with lr 1e-6
         c.init = "randn" if (c.mode in RAW_MODES and c.arch == "two_layer") else "torch"
     return c
 
@@ -244,12 +253,13 @@ def _check_visdom(c):
     if c.visdom and c.visdom.lower() != "off":
         try:
             u = urlsplit(c.visdom if "://" in c.visdom else "http://" + c.visdom)
-            u.port
+            _ = u.port  # parsing the port raises ValueError for a bad one
         except ValueError:
             u = None
-        if u is not None and u.password is not None:     # never echo it: this line may be logged
-            raise ConfigError("visdom: put no password in the URL (the config is stored); "
-                              "set LIVEPROP_VISDOM_PASSWORD instead")
+        if u is not None and u.password is not None:  # never echo it: this line may be logged
+            raise ConfigError(
+                "visdom: put no password in the URL (the config is stored); set LIVEPROP_VISDOM_PASSWORD instead"
+            )
         if u is None or u.scheme not in ("http", "https") or not u.hostname:
             shown = repr(c.visdom) if "@" not in c.visdom else "the URL"
             raise ConfigError(f"visdom: {shown} is not a server URL like http://127.0.0.1:8097")

@@ -4,6 +4,7 @@ The worker's store thread (engine/sinks/store.py) puts the viewers' commands her
 checks one Python attribute (`pending`) per step and takes them at the next step boundary. Each
 command is acknowledged (`ack`), and the store thread writes the acknowledgements back.
 """
+
 from __future__ import annotations
 
 import threading
@@ -15,9 +16,9 @@ class Control:
     def __init__(self):
         self.pending = False
         self._lock = threading.Lock()
-        self._commands = []                       # (id, command, value)
+        self._commands = []  # (id, command, value)
         self._wake = threading.Event()
-        self.acks = []                            # (id, result), read by the store thread
+        self.acks = []  # (id, result), read by the store thread
 
     def put(self, cid, command, value=None):
         with self._lock:

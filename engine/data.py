@@ -10,6 +10,7 @@
 `describe(cfg)` says a dataset's shapes without loading it (for validation and memory checks);
 `load(cfg)` builds it; `batches(...)` yields device batches forever.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from .config import ConfigError
 
 IMAGE_ARCHS = ("cnn", "torchvision")
-TORCHVISION_SETS = {   # name: (torchvision class, (C, H, W), classes)
+TORCHVISION_SETS = {  # name: (torchvision class, (C, H, W), classes)
     "mnist": ("MNIST", (1, 28, 28), 10),
     "fashion_mnist": ("FashionMNIST", (1, 28, 28), 10),
     "cifar10": ("CIFAR10", (3, 32, 32), 10),
@@ -32,9 +33,9 @@ TORCHVISION_SETS = {   # name: (torchvision class, (C, H, W), classes)
 
 @dataclass
 class DataSpec:
-    in_shape: tuple      # one sample's shape, e.g. (1000,) or (1, 8, 8)
-    out_dim: int         # regression outputs, or number of classes
-    task: str            # "regression" | "classification"
+    in_shape: tuple  # one sample's shape, e.g. (1000,) or (1, 8, 8)
+    out_dim: int  # regression outputs, or number of classes
+    task: str  # "regression" | "classification"
     n: int | None = None  # samples, when known without loading
 
 
@@ -55,12 +56,13 @@ class TensorData(Dataset):
         return self.x[idx], self.y[idx]
 
 
-def _whole_batch(batch):     # collate_fn for TensorData: __getitems__ already made the batch
+def _whole_batch(batch):  # collate_fn for TensorData: __getitems__ already made the batch
     return batch
 
 
 # ---------------------------------------------------------------------------------------------
 # CSV
+
 
 def read_csv(path: str, target: str, task: str):
     """Parse a numeric CSV with a header. Every bad cell is reported by line and column."""
@@ -81,20 +83,19 @@ def read_csv(path: str, target: str, task: str):
             values.append([float(v) for v in row])
         except ValueError:
             col = next(i for i, v in enumerate(row) if not _is_number(v))
-            raise ConfigError(f"{path} line {lineno}, column {header[col]!r}: "
-                              f"{row[col]!r} is not a number") from None
+            raise ConfigError(f"{path} line {lineno}, column {header[col]!r}: {row[col]!r} is not a number") from None
     data = torch.tensor(values, dtype=torch.float64)
     if not torch.isfinite(data).all():
         raise ConfigError(f"{path}: contains nan or inf cells")
     t = header.index(target)
     y = data[:, t]
-    x = torch.cat([data[:, :t], data[:, t + 1:]], dim=1)
+    x = torch.cat([data[:, :t], data[:, t + 1 :]], dim=1)
     if x.shape[1] == 0:
         raise ConfigError(f"{path}: no feature columns besides the target")
     if task == "auto":
         whole = bool((y == y.round()).all())
         task = "classification" if whole and len(y.unique()) <= 20 else "regression"
-    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12) if len(x) > 1 else x   # standardized features
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12) if len(x) > 1 else x  # standardized features
     if task == "classification":
         classes, y = y.unique(return_inverse=True)
         return x.float(), y.long(), task, len(classes)
@@ -111,6 +112,7 @@ def _is_number(s):
 
 # ---------------------------------------------------------------------------------------------
 # describe and load
+
 
 def describe(cfg) -> DataSpec:
     """Shapes and task of cfg's dataset, loading only what is small (CSV, digits)."""
@@ -138,7 +140,7 @@ def describe(cfg) -> DataSpec:
 
 def load(cfg) -> tuple[Dataset, DataSpec]:
     spec = describe(cfg)
-    g = torch.Generator().manual_seed(cfg.seed + 1)   # data does not depend on the model's draws
+    g = torch.Generator().manual_seed(cfg.seed + 1)  # data does not depend on the model's draws
     if cfg.dataset == "random":
         x = torch.randn(cfg.n_samples, cfg.d_in, generator=g)
         y = torch.randn(cfg.n_samples, cfg.d_out, generator=g)
@@ -150,7 +152,8 @@ def load(cfg) -> tuple[Dataset, DataSpec]:
         y = torch.tanh(x @ w1) @ w2
         return TensorData(x, y), spec
     if cfg.dataset == "digits":
-        from sklearn.datasets import load_digits            # bundled with scikit-learn, no download
+        from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+
         d = load_digits()
         x = torch.tensor(d.data, dtype=torch.float32) / 16.0
         return TensorData(x.reshape(len(x), *spec.in_shape), torch.tensor(d.target)), spec
@@ -158,33 +161,40 @@ def load(cfg) -> tuple[Dataset, DataSpec]:
         x, y, _, _ = read_csv(cfg.csv_path, cfg.csv_target, cfg.task)
         return TensorData(x, y), spec
     import torchvision.transforms as T
+
     flat = [T.Lambda(lambda t: t.flatten())] if len(spec.in_shape) == 1 else []
     if cfg.dataset == "imagefolder":
         import torchvision
-        tf = T.Compose([T.Resize((cfg.image_size, cfg.image_size)), T.Lambda(lambda im: im.convert("RGB")),
-                        T.ToTensor(), *flat])
+
+        tf = T.Compose(
+            [T.Resize((cfg.image_size, cfg.image_size)), T.Lambda(lambda im: im.convert("RGB")), T.ToTensor(), *flat]
+        )
         return torchvision.datasets.ImageFolder(cfg.image_dir, transform=tf), spec
     return _torchvision_set(cfg, T.Compose([T.ToTensor(), *flat])), spec
 
 
 def _torchvision_set(cfg, transform):
     import torchvision
+
     cls_name = TORCHVISION_SETS[cfg.dataset][0]
     try:
         return getattr(torchvision.datasets, cls_name)(cfg.data_root, train=True, download=True, transform=transform)
-    except Exception as e:    # no network: urllib's URLError, or torchvision's RuntimeError
-        raise ConfigError(f"could not download {cls_name} into {os.path.abspath(cfg.data_root)} "
-                          f"({type(e).__name__}); download it on a machine with internet and copy the "
-                          f"{cls_name} folder into --data-root, or use --dataset digits, which ships "
-                          f"with scikit-learn") from None
+    except Exception as e:  # no network: urllib's URLError, or torchvision's RuntimeError
+        raise ConfigError(
+            f"could not download {cls_name} into {os.path.abspath(cfg.data_root)} "
+            f"({type(e).__name__}); download it on a machine with internet and copy the "
+            f"{cls_name} folder into --data-root, or use --dataset digits, which ships "
+            f"with scikit-learn"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
 # batches
 
+
 def _adapt(x, y, cfg, spec, device, dtype, channels):
     x = x.to(device, dtype, non_blocking=True)
-    if channels and x.dim() == 4 and x.shape[1] != channels:   # grayscale into a 3-channel network
+    if channels and x.dim() == 4 and x.shape[1] != channels:  # grayscale into a 3-channel network
         x = x.expand(-1, channels, -1, -1)
     y = y.to(device, non_blocking=True)
     if spec.task == "regression":
@@ -215,11 +225,16 @@ def batches(dataset, spec, cfg, device, dtype, channels=None):
         weights = (1.0 / torch.bincount(labels).double())[labels]
         sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
     tensor_data = isinstance(dataset, TensorData)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size,
-                        shuffle=cfg.shuffle and sampler is None, sampler=sampler,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        collate_fn=_whole_batch if tensor_data else None,
-                        persistent_workers=cfg.num_workers > 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=cfg.shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=_whole_batch if tensor_data else None,
+        persistent_workers=cfg.num_workers > 0,
+    )
     while True:
         for x, y in loader:
             yield _adapt(x, y, cfg, spec, device, dtype, channels)

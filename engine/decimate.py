@@ -19,13 +19,14 @@ ema = w * ema + (1 - w) * value (pandas' ewm(alpha=1 - w, adjust=False)).
 
 Pure numpy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-CAP = 2000                  # buckets per series: at most 2 * CAP = 4,000 points per trace
+CAP = 2000  # buckets per series: at most 2 * CAP = 4,000 points per trace
 
 
 def _f(a) -> np.ndarray:
@@ -39,15 +40,15 @@ def _i(a) -> np.ndarray:
 @dataclass
 class Buckets:
     # one entry per bucket, in step order; steps increase
-    s0: np.ndarray = field(default_factory=lambda: _i([]))     # first step in the bucket
-    s1: np.ndarray = field(default_factory=lambda: _i([]))     # last step in the bucket
-    vmin: np.ndarray = field(default_factory=lambda: _f([]))   # NaN when no finite value
+    s0: np.ndarray = field(default_factory=lambda: _i([]))  # first step in the bucket
+    s1: np.ndarray = field(default_factory=lambda: _i([]))  # last step in the bucket
+    vmin: np.ndarray = field(default_factory=lambda: _f([]))  # NaN when no finite value
     vmax: np.ndarray = field(default_factory=lambda: _f([]))
-    smin: np.ndarray = field(default_factory=lambda: _i([]))   # where the min was (approximate after SQL bucketing)
+    smin: np.ndarray = field(default_factory=lambda: _i([]))  # where the min was (approximate after SQL bucketing)
     smax: np.ndarray = field(default_factory=lambda: _i([]))
-    vsum: np.ndarray = field(default_factory=lambda: _f([]))   # sum of the finite values
-    n: np.ndarray = field(default_factory=lambda: _i([]))      # number of finite values
-    width: int = 1                                             # grid cell in steps, a power of two
+    vsum: np.ndarray = field(default_factory=lambda: _f([]))  # sum of the finite values
+    n: np.ndarray = field(default_factory=lambda: _i([]))  # number of finite values
+    width: int = 1  # grid cell in steps, a power of two
 
     # -- building --------------------------------------------------------------------------
 
@@ -55,7 +56,7 @@ class Buckets:
     def from_points(cls, steps, values) -> Buckets:
         """One bucket per step. None, NaN and inf count as missing (non-finite)."""
         s = _i(steps)
-        v = _f(values) if len(values) else _f([])                   # None becomes NaN
+        v = _f(values) if len(values) else _f([])  # None becomes NaN
         ok = np.isfinite(v)
         v = np.where(ok, v, np.nan)
         return cls(s, s.copy(), v, v.copy(), s.copy(), s.copy(), np.where(ok, v, 0.0), ok.astype(np.int64))
@@ -100,22 +101,30 @@ class Buckets:
             return self
         # a grid cell of w steps holds at most w bucket starts, so w >= len / cap
         width = max(self.width, 1 << (-(-len(self) // cap) - 1).bit_length())
-        while np.count_nonzero(np.diff(self.s0 // width)) + 1 > cap:     # grid cells in use
+        while np.count_nonzero(np.diff(self.s0 // width)) + 1 > cap:  # grid cells in use
             width *= 2
         return self._regroup(width)
 
     def _regroup(self, width: int) -> Buckets:
         """Merge the buckets whose first steps share a grid cell of `width` steps."""
         cell = self.s0 // width
-        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])   # (groups,) first bucket of each
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])  # (groups,) first bucket of each
         if len(starts) == len(self):
             return Buckets(*(getattr(self, f) for f in _FIELDS), width=width)
         ends = np.r_[starts[1:], len(self)] - 1
         imin = _first_extreme(self.vmin, starts, np.minimum, np.inf)
         imax = _first_extreme(self.vmax, starts, np.maximum, -np.inf)
-        return Buckets(self.s0[starts], self.s1[ends], self.vmin[imin], self.vmax[imax], self.smin[imin],
-                       self.smax[imax], np.add.reduceat(self.vsum, starts), np.add.reduceat(self.n, starts),
-                       width=width)
+        return Buckets(
+            self.s0[starts],
+            self.s1[ends],
+            self.vmin[imin],
+            self.vmax[imax],
+            self.smin[imin],
+            self.smax[imax],
+            np.add.reduceat(self.vsum, starts),
+            np.add.reduceat(self.n, starts),
+            width=width,
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -125,13 +134,13 @@ class Buckets:
         when it has no finite value. At most 2 points per bucket."""
         b = self._take(slice(start, stop))
         empty = b.n == 0
-        one = empty | ((b.smin == b.smax) & (b.vmin == b.vmax))          # the min point is the max point
+        one = empty | ((b.smin == b.smax) & (b.vmin == b.vmax))  # the min point is the max point
         min_first = b.smin <= b.smax
-        xa = np.where(min_first, b.smin, b.smax)                             # (buckets,) first point
+        xa = np.where(min_first, b.smin, b.smax)  # (buckets,) first point
         ya = np.where(min_first, b.vmin, b.vmax)
-        xb = np.where(min_first, b.smax, b.smin)                             # (buckets,) second point
+        xb = np.where(min_first, b.smax, b.smin)  # (buckets,) second point
         yb = np.where(min_first, b.vmax, b.vmin)
-        x = np.stack([xa, xb], axis=1).reshape(-1)                           # (2 * buckets,) interleaved
+        x = np.stack([xa, xb], axis=1).reshape(-1)  # (2 * buckets,) interleaved
         y = np.stack([ya, yb], axis=1).reshape(-1)
         keep = np.stack([np.ones_like(one), ~one], axis=1).reshape(-1)
         return x[keep], y[keep]
@@ -174,9 +183,9 @@ def _first_extreme(values: np.ndarray, starts: np.ndarray, ufunc, fill: float) -
     """Index into values of the first min (ufunc np.minimum, fill inf) or max (np.maximum, -inf) of
     each group values[starts[j]:starts[j + 1]], NaN skipped; the group's first index when all are NaN."""
     v = np.where(np.isnan(values), fill, values)
-    best = ufunc.reduceat(v, starts)                                   # (groups,)
+    best = ufunc.reduceat(v, starts)  # (groups,)
     sizes = np.diff(np.r_[starts, len(v)])
-    hits = np.flatnonzero(v == np.repeat(best, sizes))                 # sorted; each group has one
+    hits = np.flatnonzero(v == np.repeat(best, sizes))  # sorted; each group has one
     return hits[np.searchsorted(hits, starts)]
 
 

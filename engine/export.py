@@ -1,4 +1,5 @@
 """Full-resolution export of a run's metrics (the store keeps every step; nothing is downsampled)."""
+
 from __future__ import annotations
 
 import csv

@@ -9,6 +9,7 @@ All of them sit under the store's folder (runs/ by default), named by the run id
 
 delete_run (engine/runs.py) removes exactly these, and nothing outside the store's folder.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,10 +21,10 @@ from .store import default_path
 @dataclass(frozen=True)
 class RunFiles:
     run_id: str
-    root: Path                      # the store's folder
+    root: Path  # the store's folder
 
     @classmethod
-    def of(cls, run_id: str, store_path: str | None = None) -> "RunFiles":
+    def of(cls, run_id: str, store_path: str | None = None) -> RunFiles:
         return cls(run_id, Path(store_path or default_path()).parent)
 
     @property

@@ -15,6 +15,7 @@ is the one autograd records for the same forward pass (the reference of its grad
 
 Never imports Streamlit.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,15 +30,16 @@ MAX_NODES = 150
 @dataclasses.dataclass
 class GraphInfo:
     dot: str
-    nodes: int                   # nodes in the full graph
-    shown: int                   # nodes drawn (fewer when collapsed)
-    depth: int | None            # module depth it was collapsed to, or None
+    nodes: int  # nodes in the full graph
+    shown: int  # nodes drawn (fewer when collapsed)
+    depth: int | None  # module depth it was collapsed to, or None
     note: str
     seconds: float
 
 
 # ---------------------------------------------------------------------------------------------
 # walking the graph
+
 
 def walk(root) -> tuple[list, list[tuple]]:
     """(nodes, edges) reachable from a grad_fn; edges run (input node, consumer node)."""
@@ -80,10 +82,11 @@ def label_modules(model: torch.nn.Module):
                 if fn is None or id(fn) in stop or id(fn) in seen:
                     continue
                 seen.add(id(fn))
-                if id(fn) not in labels:        # inner modules' hooks run first: innermost wins
+                if id(fn) not in labels:  # inner modules' hooks run first: innermost wins
                     labels[id(fn)] = name
                     keep.append(fn)
                 stack.extend(n for n, _ in fn.next_functions)
+
         return hook
 
     hooks = [m.register_forward_hook(hook_for(name)) for name, m in model.named_modules() if name]
@@ -93,13 +96,14 @@ def label_modules(model: torch.nn.Module):
 # ---------------------------------------------------------------------------------------------
 # DOT
 
+
 def _q(s: str) -> str:
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _op_name(fn) -> str:
     name = type(fn).__name__
-    return name[:-len("Backward0")] if name.endswith("Backward0") else name
+    return name[: -len("Backward0")] if name.endswith("Backward0") else name
 
 
 def _param_label(fn, names: dict) -> str:
@@ -110,8 +114,9 @@ def _param_label(fn, names: dict) -> str:
     return f"{names.get(id(var), 'param')}\n({shape})"
 
 
-def to_dot(root, names: dict | None = None, labels: dict | None = None, depth: int | None = None,
-           title: str = "") -> tuple[str, int, int]:
+def to_dot(
+    root, names: dict | None = None, labels: dict | None = None, depth: int | None = None, title: str = ""
+) -> tuple[str, int, int]:
     """DOT text of the graph under root: (dot, nodes in the graph, nodes drawn).
 
     names: id(parameter tensor) -> name. labels: id(node) -> module name; with depth, nodes of
@@ -126,8 +131,11 @@ def to_dot(root, names: dict | None = None, labels: dict | None = None, depth: i
         return ".".join(label.split(".")[:depth]) if label else None
 
     key = {id(fn): (f"m:{group(fn)}" if group(fn) else f"n{i}") for i, fn in enumerate(nodes)}
-    lines = ["digraph autograd {", '  rankdir=TB; node [fontname="Helvetica", fontsize=10];',
-             '  edge [color="#888888", arrowsize=0.6];']
+    lines = [
+        "digraph autograd {",
+        '  rankdir=TB; node [fontname="Helvetica", fontsize=10];',
+        '  edge [color="#888888", arrowsize=0.6];',
+    ]
     if title:
         lines.append(f"  labelloc=t; label={_q(title)};")
     members = Counter(key[id(fn)] for fn in nodes)
@@ -142,17 +150,23 @@ def to_dot(root, names: dict | None = None, labels: dict | None = None, depth: i
         drawn.add(k)
         if k.startswith("m:"):
             top = ", ".join(f"{op}×{c}" if c > 1 else op for op, c in ops_in[k].most_common(3))
-            lines.append(f"  {_q(k)} [shape=box3d, style=filled, fillcolor=\"#FFF2CC\", "
-                         f"label={_q(f'{k[2:]}  ({members[k]} nodes)' + chr(10) + top)}];")
+            lines.append(
+                f'  {_q(k)} [shape=box3d, style=filled, fillcolor="#FFF2CC", '
+                f"label={_q(f'{k[2:]}  ({members[k]} nodes)' + chr(10) + top)}];"
+            )
         elif type(fn).__name__ == "AccumulateGrad":
-            lines.append(f"  {_q(k)} [shape=ellipse, style=filled, fillcolor=\"#DAE8FC\", "
-                         f"label={_q(_param_label(fn, names))}];")
+            lines.append(
+                f'  {_q(k)} [shape=ellipse, style=filled, fillcolor="#DAE8FC", label={_q(_param_label(fn, names))}];'
+            )
         elif fn is root:
-            lines.append(f"  {_q(k)} [shape=box, style=\"filled,bold\", fillcolor=\"#F8CECC\", "
-                         f"label={_q('loss' + chr(10) + _op_name(fn))}];")
+            lines.append(
+                f'  {_q(k)} [shape=box, style="filled,bold", fillcolor="#F8CECC", '
+                f"label={_q('loss' + chr(10) + _op_name(fn))}];"
+            )
         else:
-            lines.append(f"  {_q(k)} [shape=box, style=\"rounded,filled\", fillcolor=\"#F5F5F5\", "
-                         f"label={_q(_op_name(fn))}];")
+            lines.append(
+                f'  {_q(k)} [shape=box, style="rounded,filled", fillcolor="#F5F5F5", label={_q(_op_name(fn))}];'
+            )
     seen_edges = set()
     for src, dst in edges:
         a, b = key[id(src)], key[id(dst)]
@@ -166,18 +180,26 @@ def to_dot(root, names: dict | None = None, labels: dict | None = None, depth: i
 # ---------------------------------------------------------------------------------------------
 # the graph for a run configuration
 
+
 def graph_for_config(cfg, collapse: str = "auto", depth: int = 1, max_nodes: int = MAX_NODES) -> GraphInfo:
     """Build cfg's model on the CPU with a batch of 2, run two forward passes, and return the
     second pass's graph. collapse: "auto" (by module when larger than max_nodes), "always", "never".
     Raises ConfigError for a configuration that cannot be built."""
+    from .build import build, prepare
     from .config import RAW_MODES
     from .losses import LOSSES
     from .modes.autograd import Mode as Autograd
-    from .build import build, prepare
 
     t0 = time.perf_counter()
-    small = dict(device="cpu", batch_size=2, steps=1, epochs=0, num_workers=0, sampler="none",
-                 pretrained="" if cfg.pretrained == "torchvision" else cfg.pretrained)
+    small = dict(
+        device="cpu",
+        batch_size=2,
+        steps=1,
+        epochs=0,
+        num_workers=0,
+        sampler="none",
+        pretrained="" if cfg.pretrained == "torchvision" else cfg.pretrained,
+    )
     if cfg.dataset in ("random", "teacher"):
         small["n_samples"] = 2
     p = prepare(dataclasses.replace(cfg, **small))
@@ -187,11 +209,13 @@ def graph_for_config(cfg, collapse: str = "auto", depth: int = 1, max_nodes: int
     labels, keep, hooks = {}, [], []
     if p.cfg.mode in RAW_MODES:
         params = mode.params
-        if p.cfg.mode == "manual":      # manual mode has no graph: show autograd's for the same forward
+        if p.cfg.mode == "manual":  # manual mode has no graph: show autograd's for the same forward
             params = {n: t.detach().clone().requires_grad_() for n, t in params.items()}
             mode = Autograd(params, p.cfg.loss, p.cfg.lr)
-            note = ("Manual mode records no graph: its backward pass is written by hand. This is the graph "
-                    "autograd records for the same forward pass, the reference of its gradient check.")
+            note = (
+                "Manual mode records no graph: its backward pass is written by hand. This is the graph "
+                "autograd records for the same forward pass, the reference of its gradient check."
+            )
         names = {id(t): n for n, t in params.items()}
         forward = mode.forward
     else:
@@ -214,7 +238,6 @@ def graph_for_config(cfg, collapse: str = "auto", depth: int = 1, max_nodes: int
     if collapse == "always" or (collapse == "auto" and n > max_nodes and labels):
         used_depth = depth
         dot, n, shown = to_dot(loss.grad_fn, names, labels, depth=depth)
-    dyn = ("Each forward pass recorded a new graph (two steps, two distinct grad_fn objects)."
-           if rebuilt else "")
+    dyn = "Each forward pass recorded a new graph (two steps, two distinct grad_fn objects)." if rebuilt else ""
     note = " ".join(x for x in (note, dyn) if x)
     return GraphInfo(dot, n, shown, used_depth, note, time.perf_counter() - t0)

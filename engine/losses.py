@@ -1,9 +1,10 @@
 """Loss functions, and their gradients with respect to the prediction for the manual mode.
 
-    sse            the lecture's (y_pred - y).pow(2).sum()
-    mse            torch.nn.functional.mse_loss, as in the lecture's nn programs
-    cross_entropy  softmax cross-entropy over class logits
+sse            the lecture's (y_pred - y).pow(2).sum()
+mse            torch.nn.functional.mse_loss, as in the lecture's nn programs
+cross_entropy  softmax cross-entropy over class logits
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,7 @@ LOSSES = {"sse": sse, "mse": mse, "cross_entropy": cross_entropy}
 
 
 # d loss / d y_pred, written by hand -------------------------------------------------------------
+
 
 def grad_sse(y_pred, y):
     return 2.0 * (y_pred - y)

@@ -1,4 +1,5 @@
 """Optimizers for the optim mode: a plain dict from name to constructor, each with its usual knobs."""
+
 import torch
 
 
@@ -7,12 +8,14 @@ def _betas(c):
 
 
 OPTIMIZERS = {
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
-                                        weight_decay=c.weight_decay),
+    "sgd": lambda p, c: torch.optim.SGD(
+        p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+    ),
     "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, betas=_betas(c), eps=c.eps, weight_decay=c.weight_decay),
     "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, betas=_betas(c), eps=c.eps, weight_decay=c.weight_decay),
-    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c.lr, alpha=c.alpha, eps=c.eps, momentum=c.momentum,
-                                                weight_decay=c.weight_decay),
+    "rmsprop": lambda p, c: torch.optim.RMSprop(
+        p, lr=c.lr, alpha=c.alpha, eps=c.eps, momentum=c.momentum, weight_decay=c.weight_decay
+    ),
     "adagrad": lambda p, c: torch.optim.Adagrad(p, lr=c.lr, eps=c.eps, weight_decay=c.weight_decay),
 }
 

@@ -10,6 +10,7 @@
 `store` is the store's path (default: $LIVEPROP_STORE or runs/liveprop.db) or an open Store,
 which a long-lived reader such as the dashboard passes so that no call opens a connection.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,11 +30,12 @@ from .config import ConfigError, RunConfig, to_dict
 from .files import RunFiles
 from .store import ACTIVE, PROJECT, Store, default_path, opened
 
-STALE_S = 15.0           # no heartbeat for this long: the worker is presumed dead even if its pid lives
+STALE_S = 15.0  # no heartbeat for this long: the worker is presumed dead even if its pid lives
 
 
 # ---------------------------------------------------------------------------------------------
 # launching
+
 
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -66,17 +68,25 @@ def spawn_worker(run_id: str, store: str | None = None) -> int:
     # machine that cost a CPU run 7x. A policy already in the environment wins.
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", run_id, "--store", store_path],
-                                cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "worker", run_id, "--store", store_path],
+            cwd=PROJECT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
+        )
     with opened(store_path) as s:
         s.update_run(run_id, pid=proc.pid, heartbeat=time.time())
-    threading.Thread(target=proc.wait, daemon=True).start()   # reap it, so no zombie lingers
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so no zombie lingers
     return proc.pid
 
 
 # ---------------------------------------------------------------------------------------------
 # controlling
+
 
 def _send(run_id: str, command: str, value=None, store=None) -> int:
     with opened(store) as s:
@@ -122,7 +132,7 @@ def kill(run_id, store=None):
     with opened(store) as s:
         run = s.get_run(run_id)
         if run and run["pid"] and run["status"] in ACTIVE:
-            try:   # a launched worker leads its own process group; a foreground `train` does not
+            try:  # a launched worker leads its own process group; a foreground `train` does not
                 if os.getpgid(run["pid"]) == run["pid"]:
                     os.killpg(run["pid"], signal.SIGKILL)
                 else:
@@ -140,7 +150,7 @@ def delete_run(run_id: str, store=None, timeout: float = 5.0) -> bool:
         if run is None:
             return False
         if run["status"] in ACTIVE:
-            with contextlib.suppress(ConfigError):        # it may have ended in the meantime
+            with contextlib.suppress(ConfigError):  # it may have ended in the meantime
                 _send(run_id, "stop", store=s)
             deadline = time.time() + timeout
             while time.time() < deadline and (_reap(s, s.get_run(run_id)) or {}).get("status") in ACTIVE:
@@ -155,9 +165,10 @@ def delete_run(run_id: str, store=None, timeout: float = 5.0) -> bool:
 # ---------------------------------------------------------------------------------------------
 # reading, with dead workers reaped
 
+
 def _alive(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE    # a zombie is dead
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie is dead
     except psutil.NoSuchProcess:
         return False
 

@@ -7,7 +7,11 @@ BLOCK steps: count, min, max, sum of each series) and meta (the schema version).
 incrementally (after a step or event id) or bucketed to a bounded number of rows (min and max
 per bucket, so spikes survive). Values are stored as numbers and JSON text: nothing is ever
 unpickled.
+
+It is over 350 lines on purpose: it is the one seam, and splitting its reads from its writes
+would put the schema's SQL in two places again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +23,7 @@ import time
 from pathlib import Path
 
 SCHEMA_VERSION = 2
-BLOCK = 256                 # steps per rollup block
+BLOCK = 256  # steps per rollup block
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = PROJECT / "runs" / "liveprop.db"
 ACTIVE = ("queued", "running", "paused")
@@ -64,7 +68,7 @@ def default_path() -> str:
 
 
 @contextlib.contextmanager
-def opened(store: "str | Store | None"):
+def opened(store: str | Store | None):
     """The Store passed in, or one opened (and closed again) on a path (None: the default)."""
     if isinstance(store, Store):
         yield store
@@ -121,8 +125,10 @@ class Store:
     # -- runs ----------------------------------------------------------------------------------
 
     def create_run(self, run_id: str, config: dict, name: str = "", total_steps: int | None = None):
-        self.db.execute("INSERT INTO runs (id, name, config, status, created, total_steps) VALUES (?,?,?,?,?,?)",
-                        (run_id, name, json.dumps(config), "queued", time.time(), total_steps))
+        self.db.execute(
+            "INSERT INTO runs (id, name, config, status, created, total_steps) VALUES (?,?,?,?,?,?)",
+            (run_id, name, json.dumps(config), "queued", time.time(), total_steps),
+        )
 
     def update_run(self, run_id: str, **fields):
         cols = ", ".join(f"{k}=?" for k in fields)
@@ -130,8 +136,10 @@ class Store:
 
     def set_status(self, run_id: str, status: str, error: str | None = None):
         ended = time.time() if status not in ACTIVE else None
-        self.db.execute("UPDATE runs SET status=?, error=COALESCE(?, error), ended=COALESCE(?, ended) WHERE id=?",
-                        (status, error, ended, run_id))
+        self.db.execute(
+            "UPDATE runs SET status=?, error=COALESCE(?, error), ended=COALESCE(?, ended) WHERE id=?",
+            (status, error, ended, run_id),
+        )
 
     def get_run(self, run_id: str) -> dict | None:
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -151,13 +159,21 @@ class Store:
     def write_flush(self, run_id: str, flush) -> None:
         """One transaction per flush: losses, scalars, histograms, events, and the run's step."""
         with self.tx():
-            self.db.executemany("INSERT OR REPLACE INTO scalars VALUES (?, 'loss', ?, ?)",
-                                [(run_id, flush.first_step + i, _nan_to_none(v)) for i, v in enumerate(flush.losses)])
-            self.db.executemany("INSERT OR REPLACE INTO scalars VALUES (?, ?, ?, ?)",
-                                [(run_id, k, s, _nan_to_none(v)) for s, k, v in flush.scalars])
-            self.db.executemany("INSERT OR REPLACE INTO histograms VALUES (?,?,?,?,?,?,?)",
-                                [(run_id, h.step, h.layer, h.kind, json.dumps(h.edges), json.dumps(h.counts),
-                                  h.nonfinite) for h in flush.hists])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO scalars VALUES (?, 'loss', ?, ?)",
+                [(run_id, flush.first_step + i, _nan_to_none(v)) for i, v in enumerate(flush.losses)],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO scalars VALUES (?, ?, ?, ?)",
+                [(run_id, k, s, _nan_to_none(v)) for s, k, v in flush.scalars],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO histograms VALUES (?,?,?,?,?,?,?)",
+                [
+                    (run_id, h.step, h.layer, h.kind, json.dumps(h.edges), json.dumps(h.counts), h.nonfinite)
+                    for h in flush.hists
+                ],
+            )
             for step, kind, data in flush.events:
                 self.add_event(run_id, step, kind, data)
             points = [("loss", flush.first_step + i, v) for i, v in enumerate(flush.losses)]
@@ -166,8 +182,10 @@ class Store:
                 self.db.execute("UPDATE runs SET step=? WHERE id=?", (flush.last_step + 1, run_id))
 
     def add_event(self, run_id: str, step: int | None, kind: str, data: dict | None = None):
-        self.db.execute("INSERT INTO events (run, step, time, kind, data) VALUES (?,?,?,?,?)",
-                        (run_id, step, time.time(), kind, json.dumps(data or {})))
+        self.db.execute(
+            "INSERT INTO events (run, step, time, kind, data) VALUES (?,?,?,?,?)",
+            (run_id, step, time.time(), kind, json.dumps(data or {})),
+        )
 
     # -- reading: incremental after a cursor, or bucketed for an overview ------------------------
     # Every query is an index range: scalars are keyed (run, key, step), histograms
@@ -184,11 +202,13 @@ class Store:
         return out
 
     def scalar_keys(self, run_id: str) -> list[str]:
-        return self._distinct("SELECT MIN(key) FROM scalars WHERE run=?",
-                              "SELECT MIN(key) FROM scalars WHERE run=? AND key>?", (run_id,))
+        return self._distinct(
+            "SELECT MIN(key) FROM scalars WHERE run=?", "SELECT MIN(key) FROM scalars WHERE run=? AND key>?", (run_id,)
+        )
 
-    def scalars(self, run_id: str, key: str, after_step: int = -1,
-                limit: int | None = None) -> list[tuple[int, float | None]]:
+    def scalars(
+        self, run_id: str, key: str, after_step: int = -1, limit: int | None = None
+    ) -> list[tuple[int, float | None]]:
         """Full resolution, incremental: (step, value) with step > after_step, in step order."""
         q = "SELECT step, value FROM scalars WHERE run=? AND key=? AND step>? ORDER BY step"
         args = (run_id, key, after_step)
@@ -197,8 +217,9 @@ class Store:
         return [tuple(r) for r in self.db.execute(q, args)]
 
     def last_value(self, run_id: str, key: str) -> tuple[int | None, float | None]:
-        row = self.db.execute("SELECT step, value FROM scalars WHERE run=? AND key=? ORDER BY step DESC LIMIT 1",
-                              (run_id, key)).fetchone()
+        row = self.db.execute(
+            "SELECT step, value FROM scalars WHERE run=? AND key=? ORDER BY step DESC LIMIT 1", (run_id, key)
+        ).fetchone()
         return tuple(row) if row else (None, None)
 
     def step_span(self, run_id: str, key: str, lo: int = -1, hi: int = 2**62) -> tuple[int, int] | None:
@@ -219,13 +240,17 @@ class Store:
             return []
         first, last = span
         if last - first + 1 <= buckets:
-            return [(s, s, v, v, v if v is not None else 0.0, 0 if v is None else 1)
-                    for s, v in self.db.execute("SELECT step, value FROM scalars WHERE run=? AND key=? "
-                                                "AND step BETWEEN ? AND ? ORDER BY step", (run_id, key, first, last))]
+            return [
+                (s, s, v, v, v if v is not None else 0.0, 0 if v is None else 1)
+                for s, v in self.db.execute(
+                    "SELECT step, value FROM scalars WHERE run=? AND key=? AND step BETWEEN ? AND ? ORDER BY step",
+                    (run_id, key, first, last),
+                )
+            ]
         blocks = (last - first + 1) // BLOCK
         if blocks >= buckets // 2:
             rows = self._rollup(run_id, key, max(1, -(-blocks // buckets)), first, last)
-            if rows:                   # else a store written around write_flush: read the rows
+            if rows:  # else a store written around write_flush: read the rows
                 return rows
         # The bucket bounds go in a temp table keyed by their first step, so that the join walks the
         # buckets in order and SQLite aggregates without sorting: twice as fast as GROUP BY (step-a)/w,
@@ -233,12 +258,18 @@ class Store:
         width = -(-(last - first + 1) // buckets)
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS lp_buckets (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL)")
         self.db.execute("DELETE FROM lp_buckets")
-        self.db.executemany("INSERT INTO lp_buckets VALUES (?, ?)",
-                            ((b, b + width - 1) for b in range(first, last + 1, width)))
-        return [tuple(r) for r in self.db.execute(
-            "SELECT MIN(s.step), MAX(s.step), MIN(s.value), MAX(s.value), TOTAL(s.value), COUNT(s.value) "
-            "FROM lp_buckets b JOIN scalars s ON s.run=? AND s.key=? AND s.step BETWEEN b.lo AND b.hi "
-            "GROUP BY b.lo ORDER BY b.lo", (run_id, key))]
+        self.db.executemany(
+            "INSERT INTO lp_buckets VALUES (?, ?)", ((b, b + width - 1) for b in range(first, last + 1, width))
+        )
+        return [
+            tuple(r)
+            for r in self.db.execute(
+                "SELECT MIN(s.step), MAX(s.step), MIN(s.value), MAX(s.value), TOTAL(s.value), COUNT(s.value) "
+                "FROM lp_buckets b JOIN scalars s ON s.run=? AND s.key=? AND s.step BETWEEN b.lo AND b.hi "
+                "GROUP BY b.lo ORDER BY b.lo",
+                (run_id, key),
+            )
+        ]
 
     def _rollup(self, run_id: str, key: str, k: int, first: int, last: int) -> list[tuple]:
         """bucketed() rows from the rollup: buckets of k blocks (k * BLOCK steps), aligned to block
@@ -246,41 +277,69 @@ class Store:
         rows = self.db.execute(
             "SELECT MIN(block), MAX(block), MIN(vmin), MAX(vmax), TOTAL(vsum), SUM(n) FROM rollup "
             "WHERE run=? AND key=? AND block BETWEEN ? AND ? GROUP BY block / ? ORDER BY block / ?",
-            (run_id, key, first // BLOCK, last // BLOCK, k, k)).fetchall()
-        return [(max(first, b0 * BLOCK), min(last, b1 * BLOCK + BLOCK - 1), vmin, vmax, vsum, n)
-                for b0, b1, vmin, vmax, vsum, n in rows]
+            (run_id, key, first // BLOCK, last // BLOCK, k, k),
+        ).fetchall()
+        return [
+            (max(first, b0 * BLOCK), min(last, b1 * BLOCK + BLOCK - 1), vmin, vmax, vsum, n)
+            for b0, b1, vmin, vmax, vsum, n in rows
+        ]
 
     def hist_layers(self, run_id: str, kind: str) -> list[str]:
-        return self._distinct("SELECT MIN(layer) FROM histograms WHERE run=? AND kind=?",
-                              "SELECT MIN(layer) FROM histograms WHERE run=? AND kind=? AND layer>?", (run_id, kind))
+        return self._distinct(
+            "SELECT MIN(layer) FROM histograms WHERE run=? AND kind=?",
+            "SELECT MIN(layer) FROM histograms WHERE run=? AND kind=? AND layer>?",
+            (run_id, kind),
+        )
 
     def hist_steps(self, run_id: str, kind: str, layer: str, after_step: int = -1) -> list[int]:
-        return [r[0] for r in self.db.execute(
-            "SELECT step FROM histograms WHERE run=? AND kind=? AND layer=? AND step>? ORDER BY step",
-            (run_id, kind, layer, after_step))]
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT step FROM histograms WHERE run=? AND kind=? AND layer=? AND step>? ORDER BY step",
+                (run_id, kind, layer, after_step),
+            )
+        ]
 
-    def histograms(self, run_id: str, kind: str | None = None, layer: str | None = None,
-                   after_step: int = -1, steps: list[int] | None = None) -> list[dict]:
+    def histograms(
+        self,
+        run_id: str,
+        kind: str | None = None,
+        layer: str | None = None,
+        after_step: int = -1,
+        steps: list[int] | None = None,
+    ) -> list[dict]:
         """Histograms after after_step, of one kind (weight, grad) and layer if given, at the given
         steps if given. Each: step, layer, kind, edges, counts, nonfinite."""
         q, args = "SELECT * FROM histograms WHERE run=? AND step>?", [run_id, after_step]
         for col, v in (("kind", kind), ("layer", layer)):
             if v is not None:
                 q, args = q + f" AND {col}=?", args + [v]
-        chunks = [None] if steps is None else [steps[i:i + 500] for i in range(0, len(steps), 500)]
+        chunks = [None] if steps is None else [steps[i : i + 500] for i in range(0, len(steps), 500)]
         out = []
         for c in chunks:
             where = "" if c is None else f" AND step IN ({','.join('?' * len(c))})"
-            out += [dict(step=r["step"], layer=r["layer"], kind=r["kind"], edges=json.loads(r["edges"]),
-                         counts=json.loads(r["counts"]), nonfinite=r["nonfinite"])
-                    for r in self.db.execute(q + where + " ORDER BY step", args + (c or []))]
+            out += [
+                dict(
+                    step=r["step"],
+                    layer=r["layer"],
+                    kind=r["kind"],
+                    edges=json.loads(r["edges"]),
+                    counts=json.loads(r["counts"]),
+                    nonfinite=r["nonfinite"],
+                )
+                for r in self.db.execute(q + where + " ORDER BY step", args + (c or []))
+            ]
         return out
 
     def nonfinite(self, run_id: str, kind: str, layer: str, after_step: int = -1) -> list[tuple[int, int]]:
         """(step, count of NaN and inf values) of one layer's histograms, after after_step."""
-        return [tuple(r) for r in self.db.execute(
-            "SELECT step, nonfinite FROM histograms WHERE run=? AND kind=? AND layer=? AND step>? ORDER BY step",
-            (run_id, kind, layer, after_step))]
+        return [
+            tuple(r)
+            for r in self.db.execute(
+                "SELECT step, nonfinite FROM histograms WHERE run=? AND kind=? AND layer=? AND step>? ORDER BY step",
+                (run_id, kind, layer, after_step),
+            )
+        ]
 
     def events(self, run_id: str, after_id: int = 0, limit: int | None = None) -> list[dict]:
         q, args = "SELECT id, step, time, kind, data FROM events WHERE run=? AND id>? ORDER BY id", (run_id, after_id)
@@ -291,13 +350,18 @@ class Store:
     # -- control --------------------------------------------------------------------------------
 
     def send_control(self, run_id: str, command: str, value: float | None = None) -> int:
-        cur = self.db.execute("INSERT INTO control (run, time, command, value) VALUES (?,?,?,?)",
-                              (run_id, time.time(), command, value))
+        cur = self.db.execute(
+            "INSERT INTO control (run, time, command, value) VALUES (?,?,?,?)", (run_id, time.time(), command, value)
+        )
         return cur.lastrowid
 
     def pending_control(self, run_id: str) -> list[dict]:
-        return [dict(r) for r in self.db.execute(
-            "SELECT id, command, value FROM control WHERE run=? AND acked IS NULL ORDER BY id", (run_id,))]
+        return [
+            dict(r)
+            for r in self.db.execute(
+                "SELECT id, command, value FROM control WHERE run=? AND acked IS NULL ORDER BY id", (run_id,)
+            )
+        ]
 
     def ack_control(self, control_id: int, result: str = "ok"):
         self.db.execute("UPDATE control SET acked=?, result=? WHERE id=?", (time.time(), result, control_id))

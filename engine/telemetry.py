@@ -8,6 +8,7 @@ no host sync. Every K steps a snapshot computes, still on the device:
     and, where the mode has a reference, the gradient check's max relative error per layer.
 `flush()` concatenates everything pending into one tensor, copies it once, and returns a Flush.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,10 +23,10 @@ import torch
 class Hist:
     step: int
     layer: str
-    kind: str                 # "weight" | "grad"
+    kind: str  # "weight" | "grad"
     lo: float
     hi: float
-    counts: list[float]       # len(counts) bins, evenly spaced over [lo, hi]
+    counts: list[float]  # len(counts) bins, evenly spaced over [lo, hi]
     nonfinite: int
 
     @property
@@ -37,11 +38,12 @@ class Hist:
 @dataclass
 class Flush:
     """Everything measured since the previous flush; what the sinks consume."""
+
     first_step: int
-    losses: list[float]                                   # losses[i] is step first_step + i
-    scalars: list[tuple[int, str, float]] = field(default_factory=list)   # (step, key, value)
+    losses: list[float]  # losses[i] is step first_step + i
+    scalars: list[tuple[int, str, float]] = field(default_factory=list)  # (step, key, value)
     hists: list[Hist] = field(default_factory=list)
-    events: list[tuple[int, str, dict]] = field(default_factory=list)     # (step, kind, data)
+    events: list[tuple[int, str, dict]] = field(default_factory=list)  # (step, kind, data)
 
     @property
     def last_step(self) -> int:
@@ -60,7 +62,7 @@ def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
     finite = torch.isfinite(t)
     lo = torch.where(finite, t, float("inf")).amin()
     hi = torch.where(finite, t, float("-inf")).amax()
-    lo = torch.where(torch.isfinite(lo), lo, 0.0)             # no finite value at all
+    lo = torch.where(torch.isfinite(lo), lo, 0.0)  # no finite value at all
     hi = torch.where(torch.isfinite(hi), hi, 0.0)
     span = (hi - lo).clamp_min(1e-30)
     idx = torch.nan_to_num((t - lo) / span * bins).clamp_(0, bins - 1).long()
@@ -71,33 +73,48 @@ def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
 def memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
-    return psutil.Process().memory_info().rss                  # resident set size
+    return psutil.Process().memory_info().rss  # resident set size
 
 
 class Telemetry:
-    def __init__(self, *, device: torch.device, batch_size: int, every: int = 0, seconds: float = 1.0,
-                 bins: int = 64, flush_every: int = 2000, flush_seconds: float = 0.5):
+    def __init__(
+        self,
+        *,
+        device: torch.device,
+        batch_size: int,
+        every: int = 0,
+        seconds: float = 1.0,
+        bins: int = 64,
+        flush_every: int = 2000,
+        flush_seconds: float = 0.5,
+    ):
         """every: steps between snapshots, or 0 for about one every `seconds` of training; bins per
         histogram; a flush every flush_every steps or flush_seconds, whichever comes first."""
-        self.every, self.seconds, self.bins = every, seconds, bins    # every == 0: about every `seconds`
+        self.every, self.seconds, self.bins = every, seconds, bins  # every == 0: about every `seconds`
         self._next_snapshot = 0
-        self._rate = 0.0                          # steps/s at the last flush
+        self._rate = 0.0  # steps/s at the last flush
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self.device, self.batch_size = device, batch_size
-        self._losses: list[torch.Tensor] = []     # 0-dim device tensors since the last flush
+        self._losses: list[torch.Tensor] = []  # 0-dim device tensors since the last flush
         self._first_step = 0
-        self._pieces: list[torch.Tensor] = []     # device vectors of pending snapshots
-        self._layout: list[tuple] = []            # how to read them back: (step, key, size)
+        self._pieces: list[torch.Tensor] = []  # device vectors of pending snapshots
+        self._layout: list[tuple] = []  # how to read them back: (step, key, size)
         self._host_scalars: list[tuple[int, str, float]] = []
         self._before: dict[str, torch.Tensor] = {}
         self._last_flush_time = time.perf_counter()
-        self._done = None                         # steps completed at the last flush
+        self._done = None  # steps completed at the last flush
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device) -> "Telemetry":
-        return cls(device=device, batch_size=cfg.batch_size, every=cfg.telemetry_every,
-                   seconds=cfg.telemetry_seconds, bins=cfg.hist_bins, flush_every=cfg.flush_every,
-                   flush_seconds=cfg.flush_seconds)
+    def from_config(cls, cfg, device: torch.device) -> Telemetry:
+        return cls(
+            device=device,
+            batch_size=cfg.batch_size,
+            every=cfg.telemetry_every,
+            seconds=cfg.telemetry_seconds,
+            bins=cfg.hist_bins,
+            flush_every=cfg.flush_every,
+            flush_seconds=cfg.flush_seconds,
+        )
 
     # -- the hot loop ------------------------------------------------------------------------
 
@@ -110,9 +127,11 @@ class Telemetry:
         self._losses.append(loss)
 
     def flush_due(self) -> bool:
-        return (self._done is None                  # the first step shows up at once
-                or len(self._losses) >= self.flush_every
-                or time.perf_counter() - self._last_flush_time >= self.flush_seconds)
+        return (
+            self._done is None  # the first step shows up at once
+            or len(self._losses) >= self.flush_every
+            or time.perf_counter() - self._last_flush_time >= self.flush_seconds
+        )
 
     # -- snapshots, every K steps ------------------------------------------------------------
 
@@ -153,14 +172,14 @@ class Telemetry:
         if not self._losses and not self._pieces:
             return None
         n_loss = len(self._losses)
-        parts = ([torch.stack(self._losses).double()] if self._losses else [])
+        parts = [torch.stack(self._losses).double()] if self._losses else []
         parts += [torch.cat(self._pieces).double()] if self._pieces else []
-        host = torch.cat(parts).cpu().tolist()                       # the one device -> host copy
+        host = torch.cat(parts).cpu().tolist()  # the one device -> host copy
         losses, rest = host[:n_loss], host[n_loss:]
         out = Flush(self._first_step, losses, scalars=list(self._host_scalars))
         i = 0
         for step, key, size in self._layout:
-            v = rest[i:i + size]
+            v = rest[i : i + size]
             i += size
             if key.startswith("hist/"):
                 _, kind, layer = key.split("/", 2)

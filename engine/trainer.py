@@ -10,6 +10,7 @@ flush (flush_every steps or flush_seconds) the pending numbers come to the host 
 Commands from viewers arrive through `control` (engine/control.py), checked as one Python
 attribute per step.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,18 +23,26 @@ from .telemetry import Flush
 
 
 class Trainer:
-    def __init__(self, mode, batches, telemetry, total_steps: int, start_step: int = 0,
-                 on_divergence: str = "pause", control: Control | None = None):
+    def __init__(
+        self,
+        mode,
+        batches,
+        telemetry,
+        total_steps: int,
+        start_step: int = 0,
+        on_divergence: str = "pause",
+        control: Control | None = None,
+    ):
         self.mode, self.batches, self.tel = mode, batches, telemetry
         self.total_steps, self.step = total_steps, start_step
         self.on_divergence = on_divergence
         self.control = control or Control()
         self.callbacks = defaultdict(list)
-        self.stopped = False                      # a stop command ended the run early
-        self.divergence = None                    # {"step": s, "layer": name} once diverged
-        self._last_good = None                    # weights known to give a finite loss
-        self._candidate = None                    # weights at the last flush, not yet vouched for
-        self._events = []                         # (step, kind, data) for the next flush
+        self.stopped = False  # a stop command ended the run early
+        self.divergence = None  # {"step": s, "layer": name} once diverged
+        self._last_good = None  # weights known to give a finite loss
+        self._candidate = None  # weights at the last flush, not yet vouched for
+        self._events = []  # (step, kind, data) for the next flush
 
     def add_callback(self, event, fn):
         self.callbacks[event].append(fn)
@@ -47,7 +56,7 @@ class Trainer:
     def run(self, max_steps: int | None = None):
         """Train to total_steps (or max_steps more, for benchmarks that interleave), then flush."""
         mode, tel, control = self.mode, self.tel, self.control
-        if self._candidate is None:      # a divergence before the first flush restores these
+        if self._candidate is None:  # a divergence before the first flush restores these
             self._candidate = self._weights()
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         while self.step < end and not self.stopped:
@@ -159,7 +168,7 @@ class Trainer:
             return None
         layer = None
         names = [n for n, _ in self.mode.named_params()]
-        for _ in range(self.tel.flush_every + 1):        # bounded replay, host checks allowed here
+        for _ in range(self.tel.flush_every + 1):  # bounded replay, host checks allowed here
             x, y = next(self.batches)
             self.mode.forward_backward(x, y)
             grads = dict(self.mode.named_grads())

@@ -107,8 +107,10 @@ class VisdomServer:
         deadline = time.monotonic() + timeout
         while True:
             if not self.running():
-                raise RuntimeError(f"Visdom server exited with code {self._proc.returncode} "
-                                   f"while starting. Its log ends with:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"Visdom server exited with code {self._proc.returncode} "
+                    f"while starting. Its log ends with:\n{self.log_tail()}"
+                )
             try:
                 no_proxy.open(self.url + "/", timeout=1).close()
                 return
@@ -117,8 +119,10 @@ class VisdomServer:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Visdom server at {self.url} did not answer within "
-                                   f"{timeout:.0f} s. Its log ends with:\n{self.log_tail()}")
+                raise TimeoutError(
+                    f"Visdom server at {self.url} did not answer within "
+                    f"{timeout:.0f} s. Its log ends with:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
 
     def __enter__(self):
@@ -128,8 +132,7 @@ class VisdomServer:
         self.stop()
 
 
-def start(port=8097, host="127.0.0.1", env_path=None, assets_dir=None, login=None,
-          timeout=30.0):
+def start(port=8097, host="127.0.0.1", env_path=None, assets_dir=None, login=None, timeout=30.0):
     """Start a Visdom server child process and return once its HTTP API answers.
 
     port: 0 picks a free port. host: a loopback name binds 127.0.0.1 only; "0.0.0.0" binds
@@ -144,20 +147,28 @@ def start(port=8097, host="127.0.0.1", env_path=None, assets_dir=None, login=Non
     private = Path(tempfile.mkdtemp(prefix="liveprop-visdom-"))  # mode 0700
     try:
         _build_web_root(private / "static", Path(assets_dir or DEFAULT_ASSETS))
-        args = ["-port", str(port), "-env_path", str(env_path or DEFAULT_ENV_PATH),
-                "-logging_level", "WARNING"]
+        args = ["-port", str(port), "-env_path", str(env_path or DEFAULT_ENV_PATH), "-logging_level", "WARNING"]
         if host in LOOPBACK:
             args.append("-bind_local")
         env = dict(os.environ, LIVEPROP_VISDOM_DIR=str(private), PYTHONUNBUFFERED="1")
         if login:
             username, password = login
             args.append("-enable_login")
-            env.update(VISDOM_USE_ENV_CREDENTIALS="1", VISDOM_USERNAME=username,
-                       VISDOM_PASSWORD=password, VISDOM_COOKIE=secrets.token_hex(32))
+            env.update(
+                VISDOM_USE_ENV_CREDENTIALS="1",
+                VISDOM_USERNAME=username,
+                VISDOM_PASSWORD=password,
+                VISDOM_COOKIE=secrets.token_hex(32),
+            )
         with open(private / "server.log", "wb") as log_file:
-            proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env,
-                                    stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, *args],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise
@@ -189,12 +200,13 @@ def _build_web_root(root, assets_dir):
         raise RuntimeError("visdom is not installed")
     shutil.copytree(Path(spec.origin).parent / "static", root, copy_function=_link_or_copy)
     if (assets_dir / "COMPLETE").is_file():
-        shutil.copytree(assets_dir / "static", root, dirs_exist_ok=True,
-                        copy_function=_link_or_copy)
+        shutil.copytree(assets_dir / "static", root, dirs_exist_ok=True, copy_function=_link_or_copy)
     else:
-        log.warning("Visdom's page assets are missing from %s, so its page will be blank "
-                    "(the data API works); fetch them with: python scripts/visdom_assets.py",
-                    assets_dir)
+        log.warning(
+            "Visdom's page assets are missing from %s, so its page will be blank "
+            "(the data API works); fetch them with: python scripts/visdom_assets.py",
+            assets_dir,
+        )
     page = root / "index.html"
     html = page.read_text()
     page.unlink()  # it may be a hard link to visdom's own file: never write through it

@@ -7,6 +7,7 @@ engine/runs.py) or in the foreground by `python -m engine train`.
 Signals: SIGTERM or Ctrl-C asks for a graceful stop with a final checkpoint; a second one
 interrupts. Any failure is written to the run as its one-line reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,8 @@ from .build import build, prepare
 from .config import ConfigError, RunConfig, from_dict, to_dict
 from .control import Control
 from .files import RunFiles
-from .sinks import attach as attach_sinks, close as close_sinks
+from .sinks import attach as attach_sinks
+from .sinks import close as close_sinks
 from .sinks.store import StoreSink
 from .store import Store, default_path
 from .telemetry import Telemetry
@@ -36,7 +38,7 @@ def save_checkpoint(path: str | Path, mode, cfg: RunConfig, step: int) -> None:
     try:
         torch.save({**mode.state_dict(), "step": step, "config": to_dict(cfg)}, tmp)
         os.replace(tmp, path)
-    except BaseException:           # a failed save (disk full, interrupted) leaves no half file behind
+    except BaseException:  # a failed save (disk full, interrupted) leaves no half file behind
         Path(tmp).unlink(missing_ok=True)
         raise
 
@@ -51,6 +53,7 @@ def _stop_on_signals(control: Control):
             raise KeyboardInterrupt
         handler.asked = True
         control.put(None, "stop")
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
@@ -67,13 +70,19 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     sink = StoreSink(store_path, run_id, control)
     status, error, extra = "failed", None, []
     try:
-        p = prepare(from_dict(row["config"]), memory=False)     # checked when the run was created
+        p = prepare(from_dict(row["config"]), memory=False)  # checked when the run was created
         store.update_run(run_id, device=p.device_note, total_steps=p.total_steps)
         mode, batches = build(p)
-        trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), p.total_steps,
-                          on_divergence=p.cfg.on_divergence, control=control)
-        extra = attach_sinks(trainer, p.cfg, run_id, store_path)   # Visdom, TensorBoard; before the store sink
-        trainer.add_callback("on_flush", sink.on_flush)           # so that their status events are stored
+        trainer = Trainer(
+            mode,
+            batches,
+            Telemetry.from_config(p.cfg, p.device),
+            p.total_steps,
+            on_divergence=p.cfg.on_divergence,
+            control=control,
+        )
+        extra = attach_sinks(trainer, p.cfg, run_id, store_path)  # Visdom, TensorBoard; before the store sink
+        trainer.add_callback("on_flush", sink.on_flush)  # so that their status events are stored
         trainer.add_callback("on_status", sink.on_status)
         for event, fns in (callbacks or {}).items():
             for fn in fns:
@@ -83,10 +92,10 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         ckpt = RunFiles.of(run_id, store_path).checkpoint
         save_checkpoint(ckpt, mode, p.cfg, trainer.step)
         store.update_run(run_id, checkpoint=str(ckpt))
-        status = ("diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished")
+        status = "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
     except ConfigError as e:
         error = str(e)
-    except BaseException as e:       # KeyboardInterrupt included: the run is marked, then re-raised
+    except BaseException as e:  # KeyboardInterrupt included: the run is marked, then re-raised
         error = f"{type(e).__name__}: {e}"
         traceback.print_exc()
         if not isinstance(e, Exception):
@@ -98,7 +107,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
             status = "failed"
             store.add_event(run_id, None, "error", {"message": error})
         store.set_status(run_id, status, error)
-        for kind, info in close_sinks(extra, status):   # bounded in time; never changes the outcome
+        for kind, info in close_sinks(extra, status):  # bounded in time; never changes the outcome
             store.add_event(run_id, None, kind, info)
         store.update_run(run_id, heartbeat=time.time())
         store.close()

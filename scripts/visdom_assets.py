@@ -48,17 +48,23 @@ FILES = [
 ] + [
     # build.py names the svg font "...svg#glyphicons_halflingsregular"; the browser asks
     # for "...svg" (the "#..." is a URL fragment), so we use the real name.
-    ("bootstrap@3.3.7", f"dist/fonts/glyphicons-halflings-regular.{ext}",
-     f"fonts/glyphicons-halflings-regular.{ext}")
+    ("bootstrap@3.3.7", f"dist/fonts/glyphicons-halflings-regular.{ext}", f"fonts/glyphicons-halflings-regular.{ext}")
     for ext in ("eot", "woff2", "woff", "ttf", "svg")
 ]
 
 # MathJax loads parts of itself on demand, so we keep its runtime tree (not its unpacked
 # sources, tests, other configs or other fonts). build.py fetches a subset of these.
 MATHJAX = "mathjax@2.7.5"
-MATHJAX_KEEP = ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML.js", "config/Safe.js",
-                "extensions/", "jax/", "localization/en/",
-                "fonts/HTML-CSS/TeX/woff/", "fonts/HTML-CSS/TeX/otf/")
+MATHJAX_KEEP = (
+    "MathJax.js",
+    "config/TeX-AMS-MML_HTMLorMML.js",
+    "config/Safe.js",
+    "extensions/",
+    "jax/",
+    "localization/en/",
+    "fonts/HTML-CSS/TeX/woff/",
+    "fonts/HTML-CSS/TeX/otf/",
+)
 MATHJAX_DEST = "js/mathjax/2.7.5/"
 
 
@@ -74,11 +80,10 @@ def manifest_id():
 
 def npm_pack(spec, workdir):
     """Download the package tarball with npm; return its path."""
-    result = subprocess.run(["npm", "pack", "--loglevel=error", spec], cwd=workdir,
-                            capture_output=True, text=True)
+    result = subprocess.run(["npm", "pack", "--loglevel=error", spec], cwd=workdir, capture_output=True, text=True)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        errors = [l for l in result.stderr.splitlines() if not l.startswith("npm error code")]
+        errors = [line for line in result.stderr.splitlines() if not line.startswith("npm error code")]
         fail(f"cannot fetch {spec} from the npm registry: {(errors or ['no output'])[0]}")
     return Path(workdir) / lines[-1]
 

@@ -4,6 +4,7 @@ Every test gets its own run store under tmp_path (LIVEPROP_STORE points there to
 reach the project's runs/ store), and every background worker a test starts is killed at the end
 of the test if it is still alive. Sizes are tiny unless a test is about the lecture's sizes.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,22 +27,34 @@ REPO = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running", "paused")
 
 # the tiny configuration most tests start from: D_in, H, D_out = 20, 8, 3 on 16 samples
-SMALL = dict(d_in=20, hidden=8, d_out=3, n_samples=16, batch_size=16, steps=5, telemetry_every=2,
-             flush_every=4, hist_bins=8, device="cpu")
+SMALL = dict(
+    d_in=20,
+    hidden=8,
+    d_out=3,
+    n_samples=16,
+    batch_size=16,
+    steps=5,
+    telemetry_every=2,
+    flush_every=4,
+    hist_bins=8,
+    device="cpu",
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # stores and worker clean-up
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _session_store(tmp_path_factory):
     """LIVEPROP_STORE points into the session's temp dir for every test and every subprocess."""
     import torch
-    torch.set_num_threads(1)           # in case torch was imported before the variables above were set
+
+    torch.set_num_threads(1)  # in case torch was imported before the variables above were set
     base = tmp_path_factory.mktemp("default-store")
     saved = {k: os.environ.get(k) for k in ("LIVEPROP_STORE", "LIVEPROP_VISDOM_URL")}
     os.environ["LIVEPROP_STORE"] = str(base / "liveprop.db")
-    os.environ.pop("LIVEPROP_VISDOM_URL", None)     # no run streams to a Visdom server its test did not start
+    os.environ.pop("LIVEPROP_VISDOM_URL", None)  # no run streams to a Visdom server its test did not start
     yield
     for k, v in saved.items():
         if v is None:
@@ -93,6 +106,7 @@ def store(tmp_path) -> str:
 # ---------------------------------------------------------------------------------------------
 # configs and runs
 
+
 @pytest.fixture
 def small():
     """small(**overrides) -> a RunConfig with tiny sizes on the CPU."""
@@ -100,6 +114,7 @@ def small():
 
     def make(**kw):
         return RunConfig(**{**SMALL, **kw})
+
     return make
 
 
@@ -109,6 +124,7 @@ def run_in_process(cfg, store, callbacks=None):
     Faster than a subprocess, and monkeypatches apply. run_worker installs SIGTERM and SIGINT
     handlers for the worker; pytest's own are put back afterwards."""
     from engine import runs, worker
+
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         run_id, _ = runs.create_run(cfg, store)
@@ -140,6 +156,7 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
 # ---------------------------------------------------------------------------------------------
 # the CLI as a subprocess
 
+
 def cli_env(store: str | None = None) -> dict:
     env = dict(os.environ)
     if store:
@@ -154,11 +171,19 @@ def cli_cmd(*args) -> list[str]:
 @pytest.fixture
 def cli():
     """cli(*args, store=None, timeout=120) -> CompletedProcess of `python -m engine ARGS`."""
-    def run(*args, store=None, timeout=120):
-        return subprocess.run(cli_cmd(*args), cwd=REPO, env=cli_env(store), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
-    return run
 
+    def run(*args, store=None, timeout=120):
+        return subprocess.run(
+            cli_cmd(*args),
+            cwd=REPO,
+            env=cli_env(store),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,8 +193,20 @@ ENGINE_DIR = str(REPO / "engine") + os.sep
 # torch code that calls .item()/.tolist() on tensors that live on the host even in a CUDA run:
 # torch.optim's step counters, and the DataLoader's sampler indices
 HOST_SIDE_DIRS = tuple(os.sep + os.path.join("torch", *d) + os.sep for d in (("optim",), ("utils", "data")))
-SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__",
-                "__complex__", "__format__", "__repr__", "nonzero")
+SYNC_METHODS = (
+    "item",
+    "tolist",
+    "cpu",
+    "numpy",
+    "__bool__",
+    "__float__",
+    "__int__",
+    "__index__",
+    "__complex__",
+    "__format__",
+    "__repr__",
+    "nonzero",
+)
 
 
 class SyncSpy:
@@ -183,7 +220,8 @@ class SyncSpy:
 
     def __init__(self, monkeypatch):
         import torch
-        self.calls = []                    # (what, "file:line" of the innermost engine frame)
+
+        self.calls = []  # (what, "file:line" of the innermost engine frame)
         self._allowed = 0
         for name in SYNC_METHODS:
             monkeypatch.setattr(torch.Tensor, name, self._wrap(name, getattr(torch.Tensor, name)))
@@ -199,17 +237,18 @@ class SyncSpy:
 
             def __exit__(self, *exc):
                 spy._allowed -= 1
+
         return _Allowed()
 
     def _note(self, what):
         if self._allowed:
             return
-        frame = sys._getframe(2)           # the caller of the patched method
+        frame = sys._getframe(2)  # the caller of the patched method
         if any(d in frame.f_code.co_filename for d in HOST_SIDE_DIRS):
             return
         while frame is not None:
             if frame.f_code.co_filename.startswith(ENGINE_DIR):
-                self.calls.append((what, f"{frame.f_code.co_filename[len(ENGINE_DIR):]}:{frame.f_lineno}"))
+                self.calls.append((what, f"{frame.f_code.co_filename[len(ENGINE_DIR) :]}:{frame.f_lineno}"))
                 return
             frame = frame.f_back
 
@@ -217,6 +256,7 @@ class SyncSpy:
         def patched(tensor, *args, **kwargs):
             self._note(name)
             return original(tensor, *args, **kwargs)
+
         return patched
 
     def _wrap_index(self, name, original):
@@ -230,6 +270,7 @@ class SyncSpy:
             if is_mask(index):
                 self._note(f"{name} with a boolean mask")
             return original(tensor, index, *args)
+
         return patched
 
 

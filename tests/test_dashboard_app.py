@@ -1,5 +1,6 @@
 """Widget logic with Streamlit's AppTest: disabled controls and their reasons, validation before
 launch, and the calls the buttons make. engine.launch is replaced by a recorder (no real run)."""
+
 import types
 from pathlib import Path
 
@@ -17,9 +18,10 @@ def launched(monkeypatch):
     calls = []
 
     def fake_launch(cfg, store=None):
-        engine.prepare(cfg)                      # the real one validates first, so does the fake
+        engine.prepare(cfg)  # the real one validates first, so does the fake
         calls.append(cfg)
         return f"fake-{len(calls)}"
+
     monkeypatch.setattr(engine, "launch", fake_launch)
     return calls
 
@@ -54,9 +56,9 @@ def test_manual_mode_disables_the_optimizer_and_says_why(app):
 def test_optim_mode_enables_the_optimizer_and_its_knobs(app):
     app.sidebar.radio(key="cfg_mode").set_value("optim").run()
     assert not app.sidebar.selectbox(key="cfg_optimizer").disabled
-    assert app.sidebar.number_input(key="cfg_lr").value == pytest.approx(1e-4)     # the lecture's Adam rate
+    assert app.sidebar.number_input(key="cfg_lr").value == pytest.approx(1e-4)  # the lecture's Adam rate
     assert not app.sidebar.number_input(key="cfg_beta1").disabled
-    assert app.sidebar.number_input(key="cfg_momentum").disabled                    # Adam has none
+    assert app.sidebar.number_input(key="cfg_momentum").disabled  # Adam has none
     app.sidebar.selectbox(key="cfg_optimizer").set_value("sgd").run()
     assert not app.sidebar.number_input(key="cfg_momentum").disabled
     assert app.sidebar.number_input(key="cfg_beta1").disabled
@@ -83,15 +85,21 @@ def test_start_launches_the_sidebar_config(app, launched):
     button(app, "btn_start").click().run()
     assert not app.exception, app.exception
     (cfg,) = launched
-    assert (cfg.mode, cfg.arch, cfg.optimizer, cfg.momentum, cfg.lr, cfg.steps) == ("optim", "mlp", "sgd", 0.9,
-                                                                                    0.003, 40)
+    assert (cfg.mode, cfg.arch, cfg.optimizer, cfg.momentum, cfg.lr, cfg.steps) == (
+        "optim",
+        "mlp",
+        "sgd",
+        0.9,
+        0.003,
+        40,
+    )
     assert app.session_state.lp_run == "fake-1" and app.query_params["run"] == "fake-1"
-    assert cfg.visdom == "off"                                    # no Visdom started for this test
+    assert cfg.visdom == "off"  # no Visdom started for this test
 
 
 def test_visdom_target_is_sent_with_the_run(store, monkeypatch, launched):
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    monkeypatch.setenv("LIVEPROP_VISDOM_URL", "http://127.0.0.1:8123")     # what python -m dashboard sets
+    monkeypatch.setenv("LIVEPROP_VISDOM_URL", "http://127.0.0.1:8123")  # what python -m dashboard sets
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert at.sidebar.checkbox(key="visdom_on").value
@@ -125,12 +133,30 @@ def test_compare_is_disabled_outside_the_mlp_family(app):
 def finished_run(store_path, run_id="r1"):
     s = Store(store_path)
     s.create_run(run_id, vars(engine.RunConfig(mode="autograd", lr=1e-5)), total_steps=3)
-    hists = [types.SimpleNamespace(step=step, layer="w1", kind=kind, edges=[0.0, 0.5, 1.0], counts=[2.0, 1.0],
-                                   nonfinite=0) for step in (0, 2) for kind in ("weight", "grad")]
-    scalars = [(step, key, 1e-3) for step in (0, 2) for key in ("grad_norm/w1", "update_ratio/w1", "gradcheck/w1",
-                                                               "weight_norm/w1", "lr", "steps_per_s", "mem_bytes")]
-    s.write_flush(run_id, types.SimpleNamespace(first_step=0, losses=[3.0, 2.0, 1.5], scalars=scalars, hists=hists,
-                                                events=[], last_step=2))
+    hists = [
+        types.SimpleNamespace(step=step, layer="w1", kind=kind, edges=[0.0, 0.5, 1.0], counts=[2.0, 1.0], nonfinite=0)
+        for step in (0, 2)
+        for kind in ("weight", "grad")
+    ]
+    scalars = [
+        (step, key, 1e-3)
+        for step in (0, 2)
+        for key in (
+            "grad_norm/w1",
+            "update_ratio/w1",
+            "gradcheck/w1",
+            "weight_norm/w1",
+            "lr",
+            "steps_per_s",
+            "mem_bytes",
+        )
+    ]
+    s.write_flush(
+        run_id,
+        types.SimpleNamespace(
+            first_step=0, losses=[3.0, 2.0, 1.5], scalars=scalars, hists=hists, events=[], last_step=2
+        ),
+    )
     s.set_status(run_id, "finished")
     s.close()
 
@@ -146,7 +172,7 @@ def test_runs_page_lists_and_deletes_with_confirmation(store, monkeypatch):
     assert (row["run"], row["status"], row["mode"], row["final loss"]) == ("r1", "finished", "autograd", 1.5)
     at.button(key="runs_delete").click().run()
     assert "cannot be undone" in at.warning[0].value
-    assert engine.get_run("r1", store) is not None                 # not before the confirmation
+    assert engine.get_run("r1", store) is not None  # not before the confirmation
     at.button(key="runs_delete_yes").click().run()
     assert engine.get_run("r1", store) is None
 
@@ -176,7 +202,7 @@ def test_divergence_and_failure_banners(store, monkeypatch):
     at.run()
     assert not at.exception, at.exception
     assert any("Diverged at step 2 in layer w2" in e.value for e in at.error)
-    assert len(at.get("plotly_chart")) == 3                      # the loss and the last histograms stay
+    assert len(at.get("plotly_chart")) == 3  # the loss and the last histograms stay
     s = Store(store)
     s.set_status("div", "failed", "worker process 123 died (last heartbeat 9.0 s ago)")
     s.close()

@@ -7,6 +7,7 @@ learning rate live, pauses, resumes, stops, opens the Runs page, and saves scree
 tests/artifacts/. Every process it starts is stopped afterwards: the dashboard and Visdom by Ctrl-C
 (SIGINT) to `python -m dashboard`, training workers by engine.kill and the conftest's reaper.
 """
+
 import os
 import queue
 import re
@@ -24,8 +25,15 @@ import engine
 from engine.store import ACTIVE
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 # the loss chart is the page's first plotly chart; _fullData holds its decoded traces
@@ -34,9 +42,10 @@ FIRST_PLOT_JS = """() => { const g = document.querySelector('.js-plotly-plot');
 TRACE_NAMES_JS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData ? g._fullData.map(t => t.name) : []; }"""
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason=f"Debian's Chromium is not installed at {CHROMIUM} "
-                                       "(apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)",
+)
 
 
 def free_port():
@@ -78,16 +87,23 @@ def dashboard(tmp_path):
     port, vport = free_port(), free_port()
     env = {**os.environ, "LIVEPROP_STORE": store, "PYTHONUNBUFFERED": "1"}
     env.pop("LIVEPROP_HOST", None)
-    proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport)],
-                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out = Lines(proc.stdout)
         url = out.wait_for(r"Liveprop dashboard: (http://\S+)", 90).group(1)
         visdom = out.wait_for(r"Visdom:\s+(http://\S+)", 10).group(1)
         yield {"url": url, "visdom": visdom, "store": store, "port": port, "vport": vport}
     finally:
-        proc.send_signal(signal.SIGINT)                      # what Ctrl-C does
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
@@ -128,8 +144,9 @@ def test_train_watch_control_and_list_a_run(dashboard):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    assert opener.open(dashboard["visdom"], timeout=10).status == 200               # Visdom is up too
+    assert opener.open(dashboard["visdom"], timeout=10).status == 200  # Visdom is up too
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -161,10 +178,15 @@ def test_train_watch_control_and_list_a_run(dashboard):
             first = page.evaluate(FIRST_PLOT_JS)
             page.wait_for_function(f"() => ({FIRST_PLOT_JS})() > {first}", timeout=30_000)
             status_is(page, "running")
-            page.get_by_text(re.compile(r"visdom: \w+ \(env liveprop_")).wait_for()   # the run sends to Visdom too
+            page.get_by_text(re.compile(r"visdom: \w+ \(env liveprop_")).wait_for()  # the run sends to Visdom too
             run = engine.list_runs(dashboard["store"])[0]
-            assert (run["config"]["mode"], run["config"]["arch"], run["config"]["optimizer"],
-                    run["config"]["momentum"], run["config"]["lr"]) == ("optim", "mlp", "sgd", 0.9, 0.001)
+            assert (
+                run["config"]["mode"],
+                run["config"]["arch"],
+                run["config"]["optimizer"],
+                run["config"]["momentum"],
+                run["config"]["lr"],
+            ) == ("optim", "mlp", "sgd", 0.9, 0.001)
 
             # toggle manual / autograd: the optimizer greys out with its reason; back to nn + optim
             sidebar.get_by_text("manual", exact=True).click()
@@ -191,14 +213,14 @@ def test_train_watch_control_and_list_a_run(dashboard):
             status_is(page, "stopped")
             main.get_by_role("button", name="Pause").wait_for()
             assert main.get_by_role("button", name="Resume").is_disabled()
-            time.sleep(1.5)                                                        # let the charts settle
+            time.sleep(1.5)  # let the charts settle
             page.screenshot(path=str(ARTIFACTS / "dashboard_train.png"))
 
             # the Runs page lists it, with its downloads
             sidebar.get_by_role("link", name="Runs").click()
             page.get_by_role("heading", name="Runs").wait_for()
             page.get_by_test_id("stDataFrame").wait_for()
-            page.locator("[role=gridcell]", has_text=run["id"]).first.wait_for(state="attached")   # canvas table cells
+            page.locator("[role=gridcell]", has_text=run["id"]).first.wait_for(state="attached")  # canvas table cells
             picker = main.get_by_test_id("stSelectbox").first
             assert run["id"] in picker.evaluate("e => e.innerText + ' ' + (e.querySelector('input') || {}).value")
             main.get_by_role("button", name="Metrics CSV").wait_for()

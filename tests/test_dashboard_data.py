@@ -1,4 +1,5 @@
 """The dashboard's read path (feed.py over engine.store.Store's readers) against a real store, and the sidebar rules."""
+
 import math
 import types
 
@@ -13,13 +14,20 @@ from engine.store import Store
 
 
 def flush(first, losses, scalars=(), hists=(), events=()):
-    return types.SimpleNamespace(first_step=first, losses=list(losses), scalars=list(scalars), hists=list(hists),
-                                 events=list(events), last_step=first + len(losses) - 1)
+    return types.SimpleNamespace(
+        first_step=first,
+        losses=list(losses),
+        scalars=list(scalars),
+        hists=list(hists),
+        events=list(events),
+        last_step=first + len(losses) - 1,
+    )
 
 
 def hist(step, layer, kind="weight", nonfinite=0):
-    return types.SimpleNamespace(step=step, layer=layer, kind=kind, edges=[0.0, 0.5, 1.0], counts=[1.0, 2.0],
-                                 nonfinite=nonfinite)
+    return types.SimpleNamespace(
+        step=step, layer=layer, kind=kind, edges=[0.0, 0.5, 1.0], counts=[1.0, 2.0], nonfinite=nonfinite
+    )
 
 
 @pytest.fixture
@@ -31,8 +39,15 @@ def db(store):
 
 
 def test_distinct_keys_and_layers(db):
-    db.write_flush("r", flush(0, [1.0, 2.0], [(0, "grad_norm/w1", 1.0), (0, "lr", 0.1)],
-                              [hist(0, "w1"), hist(0, "w2"), hist(0, "w1", "grad")]))
+    db.write_flush(
+        "r",
+        flush(
+            0,
+            [1.0, 2.0],
+            [(0, "grad_norm/w1", 1.0), (0, "lr", 0.1)],
+            [hist(0, "w1"), hist(0, "w2"), hist(0, "w1", "grad")],
+        ),
+    )
     con = Store(db.path)
     assert con.scalar_keys("r") == ["grad_norm/w1", "loss", "lr"]
     assert con.hist_layers("r", "weight") == ["w1", "w2"]
@@ -43,16 +58,16 @@ def test_distinct_keys_and_layers(db):
 
 def test_bucket_rows_full_resolution_then_min_max(db):
     values = [float(i % 7) for i in range(10_000)]
-    values[5_000] = None                                    # a non-finite loss, stored as NULL
+    values[5_000] = None  # a non-finite loss, stored as NULL
     db.write_flush("r", flush(0, [math.nan if v is None else v for v in values]))
     con = Store(db.path)
     rows = con.bucketed("r", "loss", 20_000)
     assert len(rows) == 10_000 and rows[5_000][2] is None and rows[5_000][5] == 0
     rows = con.bucketed("r", "loss", 100)
     assert len(rows) <= 100
-    assert sum(r[5] for r in rows) == 9_999                 # every finite value counted once
+    assert sum(r[5] for r in rows) == 9_999  # every finite value counted once
     assert min(r[2] for r in rows) == 0 and max(r[3] for r in rows) == 6
-    ranged = con.bucketed("r", "loss", 2000, 100, 199)     # a zoom: full resolution
+    ranged = con.bucketed("r", "loss", 2000, 100, 199)  # a zoom: full resolution
     assert [r[0] for r in ranged] == list(range(100, 200))
 
 
@@ -64,7 +79,7 @@ def test_feed_reads_only_what_is_new(db):
     db.write_flush("r", flush(100, range(101, 151), events=[(120, "lr_change", {"old": 1, "new": 2})]))
     b = f.sync(con, "loss")
     assert b.steps_covered == 150 and f.cursors["loss"] == 149
-    assert f.sync(con, "loss") is b                           # nothing new: the same buffer
+    assert f.sync(con, "loss") is b  # nothing new: the same buffer
     assert [e["step"] for e in f.sync_events(con)] == [120]
     assert f.sync_events(con) and f.event_cursor == f.events[-1]["id"]
 
@@ -94,6 +109,7 @@ def test_feed_histograms_and_nonfinite(db):
 # ---------------------------------------------------------------------------------------------
 # sidebar rules
 
+
 def test_optimizer_disabled_outside_optim_with_reason():
     why = rules.disabled_reasons({"mode": "manual", "arch": "two_layer", "dataset": "random"})
     assert "by hand" in why["optimizer"] and "momentum" in why
@@ -104,16 +120,28 @@ def test_optimizer_disabled_outside_optim_with_reason():
 
 
 def test_config_from_values_drops_what_does_not_apply():
-    cfg = rules.config_from_values({"mode": "manual", "optimizer": "sgd", "momentum": 0.9, "arch": "two_layer",
-                                    "depth": 7, "dataset": "random", "lr": 1e-5, "length": "steps", "steps": 30})
+    cfg = rules.config_from_values(
+        {
+            "mode": "manual",
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "arch": "two_layer",
+            "depth": 7,
+            "dataset": "random",
+            "lr": 1e-5,
+            "length": "steps",
+            "steps": 30,
+        }
+    )
     assert cfg.optimizer == "" and cfg.momentum == 0.0 and cfg.depth == RunConfig().depth
     assert cfg.lr == 1e-5 and cfg.steps == 30
-    validate(cfg)                                             # greyed-out values never reach the engine
+    validate(cfg)  # greyed-out values never reach the engine
 
 
 def test_bad_combination_is_left_to_the_engine():
-    cfg = rules.config_from_values({"mode": "manual", "arch": "cnn", "dataset": "digits", "length": "steps",
-                                    "steps": 5})
+    cfg = rules.config_from_values(
+        {"mode": "manual", "arch": "cnn", "dataset": "digits", "length": "steps", "steps": 5}
+    )
     with pytest.raises(ConfigError, match="raw weight tensors"):
         validate(cfg)
 
@@ -138,18 +166,20 @@ def test_long_runs_read_the_rollup_with_the_same_figures_as_the_rows(db):
     """Above BLOCK steps per bucket the loss overview comes from the store's rollup; every
     bucket's min, max, sum and count must equal numpy's over the raw values of its steps."""
     import numpy as np
+
     from engine.store import BLOCK
+
     rng = np.random.default_rng(0)
     values = rng.standard_normal(100_000)
     values[77_777] = np.nan
-    for start in range(0, len(values), 30_000):          # several flushes, blocks split between them
-        db.write_flush("r", flush(start, values[start:start + 30_000].tolist()))
+    for start in range(0, len(values), 30_000):  # several flushes, blocks split between them
+        db.write_flush("r", flush(start, values[start : start + 30_000].tolist()))
     con = Store(db.path)
     rows = con.bucketed("r", "loss", 100)
     assert 50 <= len(rows) <= 100
     assert rows[0][0] == 0 and rows[-1][1] == len(values) - 1
     for s0, s1, vmin, vmax, vsum, n in rows:
-        chunk = values[s0:s1 + 1]
+        chunk = values[s0 : s1 + 1]
         finite = chunk[np.isfinite(chunk)]
         assert (s1 - s0 + 1) % BLOCK == 0 or s1 == len(values) - 1
         assert n == len(finite)
@@ -161,22 +191,31 @@ def test_per_k_series_use_the_rollup_only_when_it_keeps_the_resolution(db):
     """A sparse per-K series over a long run reads the rollup (figures equal to numpy over the
     raw points of each bucket); over a short run it keeps its own resolution."""
     import numpy as np
+
     rng = np.random.default_rng(1)
     steps = np.arange(0, 1_000_000, 100)
     values = rng.random(len(steps))
     for lo in range(0, len(steps), 2_500):
-        db.write_flush("long", flush(int(steps[lo]), [], scalars=[
-            (int(s), "grad_norm/w1", float(v)) for s, v in zip(steps[lo:lo + 2_500], values[lo:lo + 2_500])]))
+        db.write_flush(
+            "long",
+            flush(
+                int(steps[lo]),
+                [],
+                scalars=[
+                    (int(s), "grad_norm/w1", float(v)) for s, v in zip(steps[lo : lo + 2_500], values[lo : lo + 2_500])
+                ],
+            ),
+        )
     con = Store(db.path)
     rows = con.bucketed("long", "grad_norm/w1", 4000)
     assert 2000 <= len(rows) <= 4000
-    assert sum(r[5] for r in rows) == len(steps)                  # every point counted once
+    assert sum(r[5] for r in rows) == len(steps)  # every point counted once
     for s0, s1, vmin, vmax, vsum, n in rows[::97]:
         inside = values[(steps >= s0) & (steps <= s1)]
         assert n == len(inside) and vmin == inside.min() and vmax == inside.max()
         assert vsum == pytest.approx(inside.sum())
 
-    short = [(s, "grad_norm/w1", float(s % 13)) for s in range(0, 8_000, 5)]   # 1,600 points
+    short = [(s, "grad_norm/w1", float(s % 13)) for s in range(0, 8_000, 5)]  # 1,600 points
     db.write_flush("short", flush(0, [], scalars=short))
     rows = con.bucketed("short", "grad_norm/w1", 4000)
-    assert sum(r[5] for r in rows) == 1_600 and len(rows) >= 1_600 // 2   # not 31 coarse blocks
+    assert sum(r[5] for r in rows) == 1_600 and len(rows) >= 1_600 // 2  # not 31 coarse blocks

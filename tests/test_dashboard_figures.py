@@ -1,4 +1,5 @@
 """Figure builders and the bounded series behind them: pure functions, checked on their output."""
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -21,14 +22,15 @@ def max_points(fig: go.Figure) -> int:
 # ---------------------------------------------------------------------------------------------
 # series: downsampling and EMA
 
+
 def test_downsample_bounds_and_keeps_extremes():
     steps, values = noisy_loss(1_000_000)
-    values[123_457] = 1e6                                   # a spike
-    values[654_321] = -5.0                                  # a dip
+    values[123_457] = 1e6  # a spike
+    values[654_321] = -5.0  # a dip
     x, y = downsample(steps, values, 4000)
     assert len(x) <= 4000
     assert y.max() == 1e6 and y.min() == -5.0
-    assert 123_457 in x and 654_321 in x                    # where they were, not just their values
+    assert 123_457 in x and 654_321 in x  # where they were, not just their values
     assert np.all(np.diff(x) >= 0)
 
 
@@ -49,7 +51,7 @@ def test_ema_matches_pandas(smoothing):
 def test_ema_skips_missing_values():
     values = [1.0, None, float("nan"), 3.0]
     out = ema(values, 0.5)
-    assert out[1] == out[2] == 1.0                          # held over the gap
+    assert out[1] == out[2] == 1.0  # held over the gap
     assert out[3] == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
 
 
@@ -108,11 +110,12 @@ def test_rebin_matches_the_overlap_of_each_source_bin():
 # ---------------------------------------------------------------------------------------------
 # figures
 
+
 def test_loss_figure_raw_behind_smoothed_with_log_y():
     fig = figures.loss_figure(noisy_loss(1000), smoothing=0.9, log_y=True)
     assert [t.name for t in fig.data] == ["loss (raw)", "loss"]
     raw, smooth = fig.data
-    assert "0.25" in raw.line.color and raw.line.width < smooth.line.width      # faint, behind
+    assert "0.25" in raw.line.color and raw.line.width < smooth.line.width  # faint, behind
     assert fig.layout.yaxis.type == "log"
     assert figures.loss_figure(noisy_loss(10), log_y=False).layout.yaxis.type == "linear"
 
@@ -123,8 +126,10 @@ def test_loss_figure_downsamples_a_million_steps():
 
 
 def test_loss_figure_marks_lr_changes_at_their_steps():
-    events = [{"step": 200, "kind": "lr_change", "data": {"old": 1e-3, "new": 1e-4}},
-              {"step": 700, "kind": "lr_change", "data": {"old": 1e-4, "new": 1e-5}}]
+    events = [
+        {"step": 200, "kind": "lr_change", "data": {"old": 1e-3, "new": 1e-4}},
+        {"step": 700, "kind": "lr_change", "data": {"old": 1e-4, "new": 1e-5}},
+    ]
     fig = figures.loss_figure(noisy_loss(1000), lr_events=events)
     markers = [t for t in fig.data if t.name == "lr change"]
     assert len(markers) == 1 and list(markers[0].x) == [200, 700]
@@ -165,17 +170,22 @@ def test_per_layer_figures_one_trace_per_layer(build):
 def test_health_figures():
     steps, values = noisy_loss(5000)
     assert max_points(figures.throughput_figure((steps, values))) <= 4000
-    mem = figures.memory_figure((steps, np.full(5000, 2 ** 30)), "cpu")
-    assert mem.data[0].y[0] == 1024                                             # MiB
-    lr = figures.lr_figure((np.arange(10), [1e-3] * 5 + [1e-4] * 5),
-                           [{"step": 5, "kind": "lr_change", "data": {"new": 1e-4}}])
+    mem = figures.memory_figure((steps, np.full(5000, 2**30)), "cpu")
+    assert mem.data[0].y[0] == 1024  # MiB
+    lr = figures.lr_figure(
+        (np.arange(10), [1e-3] * 5 + [1e-4] * 5), [{"step": 5, "kind": "lr_change", "data": {"new": 1e-4}}]
+    )
     assert lr.data[0].line.shape == "hv" and list(lr.data[1].x) == [5]
 
 
 def hist(step, lo, hi, counts, nonfinite=0):
     n = len(counts)
-    return {"step": step, "edges": [lo + (hi - lo) * i / n for i in range(n + 1)], "counts": counts,
-            "nonfinite": nonfinite}
+    return {
+        "step": step,
+        "edges": [lo + (hi - lo) * i / n for i in range(n + 1)],
+        "counts": counts,
+        "nonfinite": nonfinite,
+    }
 
 
 def test_histogram_heatmap_one_column_per_step_on_a_common_grid():
@@ -185,7 +195,7 @@ def test_histogram_heatmap_one_column_per_step_on_a_common_grid():
     assert isinstance(heat, go.Heatmap) and list(heat.x) == [0, 1, 2, 3, 4]
     z = np.asarray(heat.z)
     assert z.shape == (32, 5)
-    assert heat.y[0] > -5 and heat.y[-1] < 5                                    # spans every snapshot
+    assert heat.y[0] > -5 and heat.y[-1] < 5  # spans every snapshot
 
 
 def test_histogram_at_one_step_and_last_finite():

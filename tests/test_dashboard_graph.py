@@ -1,4 +1,5 @@
 """engine/graph.py: the autograd graph walked from grad_fn, as DOT text."""
+
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def test_lecture_autograd_graph():
     loss = (x.mm(w1).clamp(min=0).mm(w2) - y).pow(2).sum()
     dot, n, shown = to_dot(loss.grad_fn, {id(w1): "w1", id(w2): "w2"})
     assert dot.startswith("digraph") and dot.rstrip().endswith("}")
-    assert n == shown == 8            # Sum, Pow, Sub, Mm, Clamp, Mm, and the two AccumulateGrad leaves
+    assert n == shown == 8  # Sum, Pow, Sub, Mm, Clamp, Mm, and the two AccumulateGrad leaves
     for label in ("w1\\n(5×4)", "w2\\n(4×2)", "Clamp", "loss\\nSum"):
         assert label in dot
     assert len(edges(dot)) == 7

@@ -1,5 +1,7 @@
 """python -m dashboard's settings: loopback by default, LIVEPROP_HOST or --host to bind elsewhere."""
-from dashboard import __main__ as main, serve
+
+from dashboard import __main__ as main
+from dashboard import serve
 
 
 def test_binds_loopback_unless_told(monkeypatch):

@@ -6,6 +6,7 @@ a bucket shows its first minimum and its first maximum point in step order (one 
 the same), NaN, inf and None skipped, or (its first step, gap) when it has no finite value.
 Seeded random cases (hypothesis is not installed here), plus the edge cases by name.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,7 @@ def reference(steps, values, cap):
         if not ok:
             points.append((cell[0][0], None))
             continue
-        lo = min(ok, key=lambda p: p[1])              # min() and max() return the first of equals
+        lo = min(ok, key=lambda p: p[1])  # min() and max() return the first of equals
         hi = max(ok, key=lambda p: p[1])
         points += sorted({lo, hi})
     return width, buckets, points
@@ -53,7 +54,7 @@ def check(b: Buckets, steps, values, cap):
     assert len(b) <= cap
     assert b.width == width
     assert [tuple(r) for r in zip(b.s0.tolist(), b.s1.tolist(), b.n.tolist())] == [r[:3] for r in buckets]
-    np.testing.assert_allclose(b.vsum, [r[3] for r in buckets], rtol=1e-9, atol=1e-6)   # spikes of 1e9 cancel
+    np.testing.assert_allclose(b.vsum, [r[3] for r in buckets], rtol=1e-9, atol=1e-6)  # spikes of 1e9 cancel
     assert as_points(*b.points()) == points
 
 
@@ -71,14 +72,14 @@ def random_series(rng: random.Random, n: int):
         if rng.random() < missing:
             values.append(rng.choice([None, float("nan"), float("inf"), -float("inf")]))
         elif rng.random() < 0.02:
-            values.append(rng.choice([1e9, -1e9]))                  # a spike
+            values.append(rng.choice([1e9, -1e9]))  # a spike
         elif rng.random() < 0.2:
-            values.append(float(rng.randint(0, 3)))                 # ties and plateaus
+            values.append(float(rng.randint(0, 3)))  # ties and plateaus
         else:
             values.append(rng.gauss(0, 1) + 1.0 / (1 + i))
-    if n > 20 and rng.random() < 0.5:                               # a long all-missing run
+    if n > 20 and rng.random() < 0.5:  # a long all-missing run
         a, m = rng.randrange(n - 10), rng.randint(5, n // 2)
-        values[a:a + m] = [float("nan")] * len(values[a:a + m])
+        values[a : a + m] = [float("nan")] * len(values[a : a + m])
     return steps, values
 
 
@@ -104,13 +105,18 @@ def test_many_small_appends_equal_one_batch(seed, n, cap):
     b, i = Buckets(), 0
     while i < n:
         k = rng.choice([1, 1, 2, 5, 40, 300])
-        b = b.append(Buckets.from_points(steps[i:i + k], values[i:i + k]), cap)
+        b = b.append(Buckets.from_points(steps[i : i + k], values[i : i + k]), cap)
         i += k
-        check(b, steps[:i], values[:i], cap)            # after every append, not only at the end
+        check(b, steps[:i], values[:i], cap)  # after every append, not only at the end
     assert b.width == whole.width
-    for f in FIELDS:                          # exactly, but for the order of summation in vsum
-        np.testing.assert_allclose(getattr(b, f), getattr(whole, f), rtol=0 if f != "vsum" else 1e-9,
-                                   atol=0 if f != "vsum" else 1e-6, err_msg=f)
+    for f in FIELDS:  # exactly, but for the order of summation in vsum
+        np.testing.assert_allclose(
+            getattr(b, f),
+            getattr(whole, f),
+            rtol=0 if f != "vsum" else 1e-9,
+            atol=0 if f != "vsum" else 1e-6,
+            err_msg=f,
+        )
     # the tail of a series is its points from a bucket on (how the Visdom sink sends appends)
     k = len(b) // 2
     head, tail = as_points(*b.points(0, k)), as_points(*b.points(k))
@@ -120,13 +126,13 @@ def test_many_small_appends_equal_one_batch(seed, n, cap):
 def test_edge_cases():
     nan, inf = float("nan"), float("inf")
     cases = [
-        ([], []),                                          # empty
-        ([5], [2.0]),                                      # a single point
-        ([5], [nan]),                                      # a single gap
-        (list(range(8)), [nan] * 8),                       # all missing
-        (list(range(16)), [1.0] * 7 + [50.0] + [1.0] * 8), # one spike in a plateau
+        ([], []),  # empty
+        ([5], [2.0]),  # a single point
+        ([5], [nan]),  # a single gap
+        (list(range(8)), [nan] * 8),  # all missing
+        (list(range(16)), [1.0] * 7 + [50.0] + [1.0] * 8),  # one spike in a plateau
         (list(range(16)), [nan] * 4 + [3.0, -inf, None, 1.0] + [nan] * 4 + [inf, 2.0, 2.0, nan]),
-        ([0, 1, 1000, 1001], [4.0, 3.0, 2.0, 1.0]),        # far apart
+        ([0, 1, 1000, 1001], [4.0, 3.0, 2.0, 1.0]),  # far apart
     ]
     for steps, values in cases:
         for cap in (1, 2, 3, 100):
@@ -156,4 +162,4 @@ def test_sql_rows_show_min_and_max_mid_bucket():
     b = Buckets.from_rows([(0, 9, -1.0, 3.0, 10.0, 10), (10, 19, 2.0, 2.0, 20.0, 10), (20, 29, None, None, 0.0, 0)])
     assert as_points(*b.points()) == [(4, -1.0), (4, 3.0), (14, 2.0), (24, None)]
     b = b.append(Buckets.from_points([30, 31], [5.0, float("nan")]), cap=2)
-    assert b.width == 16 and as_points(*b.points()) == [(4, -1.0), (4, 3.0), (30, 5.0)]   # cells 0-15, 16-31
+    assert b.width == 16 and as_points(*b.points()) == [(4, -1.0), (4, 3.0), (30, 5.0)]  # cells 0-15, 16-31

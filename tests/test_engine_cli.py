@@ -4,6 +4,7 @@ Starting Python with torch costs ~2 s of CPU, so independent invocations are sta
 awaited together (the `batch` helper). Every bad input is checked in-process through
 engine.__main__.main (the same code, milliseconds each) and a representative set also as real
 subprocesses, which also proves nothing else reaches stderr."""
+
 import csv
 import io
 import json
@@ -13,20 +14,28 @@ import time
 
 import pytest
 import torch
+from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
 from engine import Store, get_run
 from engine.__main__ import main
-
-from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
 
 
 def batch(jobs, timeout=180):
     """jobs: {key: argv}; run them all at once; {key: CompletedProcess}."""
-    procs = {k: subprocess.Popen(cli_cmd(*argv), cwd=REPO, env=cli_env(), stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k, argv in jobs.items()}
+    procs = {
+        k: subprocess.Popen(
+            cli_cmd(*argv),
+            cwd=REPO,
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, argv in jobs.items()
+    }
     out = {}
     for k, p in procs.items():
         try:
@@ -60,8 +69,15 @@ name = "from toml"
 lr = 0.05
 """
 
-JSON = {"mode": "optim", "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "arch": "mlp", "depth": 3,
-        "name": "from json"}
+JSON = {
+    "mode": "optim",
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "nesterov": True,
+    "arch": "mlp",
+    "depth": 3,
+    "name": "from json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +87,7 @@ def dry(tmp_path_factory):
     (root / "cfg.json").write_text(json.dumps(JSON))
     jobs = {mode: ["train", "--dry-run", "--mode", mode, "--store", root / f"{mode}.db"] for mode in MODES}
     # nn and optim take their mode from a config file, TOML and JSON (one process less each)
-    jobs["nn"] = ["train", "--dry-run", "--config", root / "cfg.toml", "--name", "flag wins",
-                  "--store", root / "nn.db"]
+    jobs["nn"] = ["train", "--dry-run", "--config", root / "cfg.toml", "--name", "flag wins", "--store", root / "nn.db"]
     jobs["optim"] = ["--store", root / "optim.db", "train", "--dry-run", "--config", root / "cfg.json"]
     return root, batch(jobs)
 
@@ -105,21 +120,40 @@ def test_config_files_toml_and_json(dry):
 # ---------------------------------------------------------------------------------------------
 # runs and metrics
 
+
 @pytest.fixture(scope="module")
 def run_300(tmp_path_factory):
     """A 300-step run, made in-process, then read back through the CLI."""
     from engine import RunConfig
+
     store = str(tmp_path_factory.mktemp("cli-metrics") / "liveprop.db")
-    cfg = RunConfig(mode="autograd", arch="mlp", d_in=10, hidden=6, d_out=2, n_samples=16, batch_size=16,
-                    steps=300, telemetry_every=100, flush_every=64, hist_bins=4, device="cpu", lr=1e-3)
+    cfg = RunConfig(
+        mode="autograd",
+        arch="mlp",
+        d_in=10,
+        hidden=6,
+        d_out=2,
+        n_samples=16,
+        batch_size=16,
+        steps=300,
+        telemetry_every=100,
+        flush_every=64,
+        hist_bins=4,
+        device="cpu",
+        lr=1e-3,
+    )
     run_id, status = run_in_process(cfg, store)
     assert status == "finished"
     s = Store(store)
     loss = s.scalars(run_id, "loss")
     s.close()
-    results = batch({"csv": ["metrics", run_id, "--format", "csv", "--store", store],
-                     "json": ["metrics", run_id, "--format", "json", "--store", store],
-                     "runs": ["runs", "--store", store]})
+    results = batch(
+        {
+            "csv": ["metrics", run_id, "--format", "csv", "--store", store],
+            "json": ["metrics", run_id, "--format", "json", "--store", store],
+            "runs": ["runs", "--store", store],
+        }
+    )
     return run_id, loss, results
 
 
@@ -159,11 +193,35 @@ def test_runs_prints_a_table(run_300):
 # ---------------------------------------------------------------------------------------------
 # controlling a detached run
 
+
 def test_detached_run_is_controlled_from_the_cli(cli, tmp_path):
     store = str(tmp_path / "liveprop.db")
-    r = cli("train", "--detach", "--mode", "nn", "--arch", "mlp", "--d-in", 10, "--hidden", 6, "--n-samples", 16,
-            "--batch-size", 16, "--steps", 10 ** 7, "--flush-seconds", 0.05, "--telemetry-every", 1000,
-            "--lr", 0.001, "--store", store)
+    r = cli(
+        "train",
+        "--detach",
+        "--mode",
+        "nn",
+        "--arch",
+        "mlp",
+        "--d-in",
+        10,
+        "--hidden",
+        6,
+        "--n-samples",
+        16,
+        "--batch-size",
+        16,
+        "--steps",
+        10**7,
+        "--flush-seconds",
+        0.05,
+        "--telemetry-every",
+        1000,
+        "--lr",
+        0.001,
+        "--store",
+        store,
+    )
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip().splitlines()[-1]
 
@@ -173,19 +231,28 @@ def test_detached_run_is_controlled_from_the_cli(cli, tmp_path):
             return s.get_run(run_id)["step"]
         finally:
             s.close()
+
     wait_for(lambda: step() > 100, timeout=60, what="the detached worker to train")
 
-    for argv, expect in ((["pause", run_id], "pause: ok"), (["set-lr", run_id, "0.0005"], "set_lr: ok"),
-                         (["resume", run_id], "resume: ok"), (["stop", run_id], "stop: ok")):
+    for argv, expect in (
+        (["pause", run_id], "pause: ok"),
+        (["set-lr", run_id, "0.0005"], "set_lr: ok"),
+        (["resume", run_id], "resume: ok"),
+        (["stop", run_id], "stop: ok"),
+    ):
         c = cli(*argv, "--wait", 30, "--store", store)
         assert c.returncode == 0 and c.stdout.strip() == expect, (argv, c.stdout, c.stderr)
 
     s = Store(store)
     try:
-        run = wait_for(lambda: (lambda r: r if r["status"] not in ("running", "paused") else None)(s.get_run(run_id)),
-                       timeout=30, what="the stop")
-        kinds = [(e["kind"], e["data"]) for e in s.events(run_id)
-                 if e["kind"] in ("pause", "resume", "lr_change", "stop")]
+        run = wait_for(
+            lambda: (lambda r: r if r["status"] not in ("running", "paused") else None)(s.get_run(run_id)),
+            timeout=30,
+            what="the stop",
+        )
+        kinds = [
+            (e["kind"], e["data"]) for e in s.events(run_id) if e["kind"] in ("pause", "resume", "lr_change", "stop")
+        ]
     finally:
         s.close()
     assert run["status"] == "stopped", run["error"]
@@ -195,6 +262,7 @@ def test_detached_run_is_controlled_from_the_cli(cli, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # bad input: exit status 2, one line on stderr, nothing written
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
@@ -213,8 +281,10 @@ BAD = {
     "unknown arch": (["--arch", "transformer"], "unknown arch"),
     "unknown dataset": (["--dataset", "imagenet"], "unknown dataset"),
     "unknown optimizer": (["--mode", "optim", "--optimizer", "lbfgs"], "unknown optimizer"),
-    "unknown torchvision model": (["--mode", "optim", "--arch", "torchvision", "--tv-model", "resnet9000",
-                                   "--dataset", "digits"], "unknown torchvision model"),
+    "unknown torchvision model": (
+        ["--mode", "optim", "--arch", "torchvision", "--tv-model", "resnet9000", "--dataset", "digits"],
+        "unknown torchvision model",
+    ),
     "unknown sampler": (["--sampler", "fair"], "unknown sampler"),
     "lr 0": (["--lr", "0"], "learning rate"),
     "lr -1": (["--lr", "-1"], "learning rate"),
@@ -225,12 +295,15 @@ BAD = {
     "negative steps": (["--steps", "-5"], "steps"),
     "hidden too big": (["--hidden", "100000000"], "GiB"),
     "data too big": (["--n-samples", "100000000000"], "GiB"),
-    "csv not numeric": (["--mode", "nn", "--dataset", "csv", "--csv-path", "{d}/bad.csv", "--csv-target", "y"],
-                        "line 3, column 'b'"),
-    "csv missing": (["--mode", "nn", "--dataset", "csv", "--csv-path", "{d}/nope.csv", "--csv-target", "y"],
-                    "not found"),
-    "image folder missing": (["--mode", "nn", "--dataset", "imagefolder", "--image-dir", "{d}/no-images"],
-                             "not found"),
+    "csv not numeric": (
+        ["--mode", "nn", "--dataset", "csv", "--csv-path", "{d}/bad.csv", "--csv-target", "y"],
+        "line 3, column 'b'",
+    ),
+    "csv missing": (
+        ["--mode", "nn", "--dataset", "csv", "--csv-path", "{d}/nope.csv", "--csv-target", "y"],
+        "not found",
+    ),
+    "image folder missing": (["--mode", "nn", "--dataset", "imagefolder", "--image-dir", "{d}/no-images"], "not found"),
     "toml does not parse": (["--config", "{d}/bad.toml"], "does not parse"),
     "json does not parse": (["--config", "{d}/bad.json"], "does not parse"),
     "json not a table": (["--config", "{d}/list.json"], "top level"),
@@ -240,8 +313,8 @@ BAD = {
     "nonsense pair": (["--mode", "manual", "--arch", "cnn", "--dataset", "digits"], "nn or optim"),
     "cuda without cuda": (["--device", "cuda"], "no CUDA device"),
 }
-SUBPROCESS = ("lr not a number", "hidden too big", "csv not numeric", "cuda without cuda")   # argparse, memory,
-                                                                                        # data, device
+# caught by argparse, the memory estimate, the data and the device check, each in a real process
+SUBPROCESS = ("lr not a number", "hidden too big", "csv not numeric", "cuda without cuda")
 
 
 def bad_argv(name, d, store):
@@ -260,7 +333,7 @@ def test_bad_input_exits_2_with_one_line_in_process(name, inputs, tmp_path, caps
     store = str(tmp_path / "store" / "liveprop.db")
     try:
         code = main([str(a) for a in bad_argv(name, inputs, store)])
-    except SystemExit as e:                    # argparse's errors exit from inside
+    except SystemExit as e:  # argparse's errors exit from inside
         code = e.code
     out, err = capsys.readouterr()
     assert code == 2, (out, err)
@@ -285,12 +358,15 @@ def test_bad_input_exits_2_with_one_line_as_a_subprocess(inputs, tmp_path):
     assert time.monotonic() - t0 < 120
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["fly"], "invalid choice: 'fly'"),
-    (["metrics", "no-such-run"], "no run 'no-such-run'"),
-    (["pause", "no-such-run"], "no run 'no-such-run'"),
-    (["set-lr", "no-such-run", "0"], "learning rate must be a positive finite number"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["fly"], "invalid choice: 'fly'"),
+        (["metrics", "no-such-run"], "no run 'no-such-run'"),
+        (["pause", "no-such-run"], "no run 'no-such-run'"),
+        (["set-lr", "no-such-run", "0"], "learning rate must be a positive finite number"),
+    ],
+)
 def test_unknown_command_and_unknown_run(argv, message, tmp_path, capsys):
     store = str(tmp_path / "liveprop.db")
     try:
@@ -304,6 +380,7 @@ def test_unknown_command_and_unknown_run(argv, message, tmp_path, capsys):
 
 def test_delete_removes_a_finished_run_and_refuses_an_unknown_one(cli, small, store):
     from engine.files import RunFiles
+
     run_id, status = run_in_process(small(steps=3), store)
     assert status == "finished" and RunFiles.of(run_id, store).checkpoint.is_file()
     r = cli("delete", run_id, store=store)

@@ -3,6 +3,7 @@ torch.histogram, and torch.cuda.set_sync_debug_mode("error") finds no sync betwe
 
 Skipped with a visible reason where there is no CUDA device; bench/gpu_check.sh runs this on the
 GPU machine."""
+
 import pytest
 import torch
 
@@ -10,8 +11,9 @@ from engine import build
 from engine.telemetry import Telemetry, histogram
 from engine.trainer import Trainer
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device here; bench/gpu_check.sh runs this on the GPU machine")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here; bench/gpu_check.sh runs this on the GPU machine"
+)
 
 CASES = {
     "manual": dict(mode="manual", arch="two_layer", lr=1e-4),
@@ -69,7 +71,7 @@ def test_auto_picks_cuda_and_says_which(small):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_device_histogram_matches_torch_histogram(seed):
     gen = torch.Generator().manual_seed(seed)
-    k = torch.randint(0, 16, (1000,), generator=gen).float() + 0.5      # bin centres: no edge ties
+    k = torch.randint(0, 16, (1000,), generator=gen).float() + 0.5  # bin centres: no edge ties
     t = torch.cat([k, torch.tensor([0.0, 16.0])])
     h = histogram(t.cuda(), 16).cpu()
     assert h[16:].tolist() == [0.0, 16.0, 0.0]
@@ -82,11 +84,12 @@ def test_device_histogram_matches_torch_histogram(seed):
     lo, hi = finite.min().item(), finite.max().item()
     assert h[32:].tolist() == pytest.approx([lo, hi, 2.0])
     want = torch.histogram(finite, bins=32, range=(lo, hi)).hist
-    assert h[:32].sum() == want.sum() and (h[:32] - want).abs().sum() <= 4     # at most a tie or two moved
+    assert h[:32].sum() == want.sum() and (h[:32] - want).abs().sum() <= 4  # at most a tie or two moved
 
 
-@pytest.mark.parametrize("case", ["manual", "manual-ce", "autograd", "custom_function", "nn", "optim-adam",
-                                  "optim-cnn"])
+@pytest.mark.parametrize(
+    "case", ["manual", "manual-ce", "autograd", "custom_function", "nn", "optim-adam", "optim-cnn"]
+)
 def test_no_sync_between_flushes(small, case):
     """set_sync_debug_mode("error") raises on any host sync; only the flush may sync."""
     kw = case_config(case)
@@ -103,10 +106,11 @@ def test_no_sync_between_flushes(small, case):
         finally:
             if armed:
                 torch.cuda.set_sync_debug_mode("error")
+
     trainer.flush = flush
     flushes = []
     trainer.add_callback("on_flush", flushes.append)
-    trainer.run(max_steps=1)                     # warm-up: first batch to the device, library init
+    trainer.run(max_steps=1)  # warm-up: first batch to the device, library init
     torch.cuda.synchronize()
     armed.append(True)
     torch.cuda.set_sync_debug_mode("error")

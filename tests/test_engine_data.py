@@ -1,5 +1,6 @@
 """Datasets and batches: random, teacher, digits, CSV, image folders, torchvision sets, the DataLoader
 path (batch size, shuffle, samplers) and epochs. Every file a test reads is made here, in tmp_path."""
+
 import gzip
 import struct
 import subprocess
@@ -9,11 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, cli_env
 
 from engine import ConfigError, Store, build, runs
 from engine import data as data_mod
-
-from conftest import REPO, cli_env
 
 
 def batches_of(small, **kw):
@@ -28,6 +28,7 @@ def rows(x):
 
 # ---------------------------------------------------------------------------------------------
 # built-in datasets
+
 
 def test_random_is_the_lectures_randn_and_seeded(small):
     cfg = small(dataset="random", n_samples=64)
@@ -45,6 +46,7 @@ def test_random_is_the_lectures_randn_and_seeded(small):
 def test_teacher_targets_are_a_function_of_the_inputs(small):
     """y comes from a fixed network of x: a least-squares fit of y on tanh features of x is near exact
     for the teacher, while the random dataset's y cannot be predicted at all."""
+
     def fit_residual(dataset):
         ds, _ = data_mod.load(build.prepare(small(dataset=dataset, n_samples=400, d_in=5, hidden=4)).cfg)
         x, y = ds.x.double(), ds.y.double()
@@ -53,12 +55,14 @@ def test_teacher_targets_are_a_function_of_the_inputs(small):
         feats = torch.cat([feats, x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
         sol = torch.linalg.lstsq(feats[:300], y[:300]).solution
         return ((feats[300:] @ sol - y[300:]).pow(2).mean() / y[300:].var()).item()
+
     assert fit_residual("teacher") < 0.1
     assert fit_residual("random") > 0.5
 
 
 def test_digits_are_scikit_learns(small):
     from sklearn.datasets import load_digits
+
     ref = load_digits()
     for arch, shape in (("mlp", (64,)), ("cnn", (1, 8, 8))):
         cfg = build.prepare(small(mode="nn", arch=arch, dataset="digits")).cfg
@@ -72,26 +76,30 @@ def test_digits_are_scikit_learns(small):
 # ---------------------------------------------------------------------------------------------
 # CSV
 
+
 def write_csv(path, text):
     path.write_text(textwrap.dedent(text).lstrip())
     return str(path)
 
 
 def test_csv_regression(small, tmp_path):
-    path = write_csv(tmp_path / "reg.csv", """
+    path = write_csv(
+        tmp_path / "reg.csv",
+        """
         a,b,price
         1.0,2,10.5
         2.0,4,20.25
         3.0,1,30.0
         4.0,3,41.5
-    """)
+    """,
+    )
     p = build.prepare(small(mode="nn", arch="mlp", dataset="csv", csv_path=path, csv_target="price"))
     assert p.spec.task == "regression" and p.spec.in_shape == (2,) and p.spec.out_dim == 1
     assert p.cfg.loss == "mse"
     ds, _ = data_mod.load(p.cfg)
     torch.testing.assert_close(ds.y[:, 0], torch.tensor([10.5, 20.25, 30.0, 41.5]))
     raw = torch.tensor([[1.0, 2], [2, 4], [3, 1], [4, 3]], dtype=torch.float64)
-    want = (raw - raw.mean(0)) / raw.std(0)            # features are standardized
+    want = (raw - raw.mean(0)) / raw.std(0)  # features are standardized
     torch.testing.assert_close(ds.x, want.float())
 
 
@@ -102,9 +110,10 @@ def test_csv_classification_and_a_short_run(small, tmp_path, run_inprocess, stor
     assert p.spec.task == "classification" and p.spec.out_dim == 3 and p.spec.in_shape == (2,)
     assert p.cfg.loss == "cross_entropy"
     ds, _ = data_mod.load(p.cfg)
-    assert ds.y.dtype == torch.long and sorted(ds.y.unique().tolist()) == [0, 1, 2]   # 5, 6, 7 -> 0, 1, 2
-    _, status = run_inprocess(small(mode="manual", arch="mlp", dataset="csv", csv_path=path,
-                                    csv_target="label", batch_size=8), store)
+    assert ds.y.dtype == torch.long and sorted(ds.y.unique().tolist()) == [0, 1, 2]  # 5, 6, 7 -> 0, 1, 2
+    _, status = run_inprocess(
+        small(mode="manual", arch="mlp", dataset="csv", csv_path=path, csv_target="label", batch_size=8), store
+    )
     assert status == "finished"
 
 
@@ -114,13 +123,16 @@ def test_csv_task_can_be_forced_to_regression(small, tmp_path):
     assert p.spec.task == "regression" and p.cfg.loss == "mse"
 
 
-@pytest.mark.parametrize("text,needles", [
-    ("a,b,y\n1,2,3\n4,oops,6\n", ["line 3", "column 'b'", "'oops'", "not a number"]),
-    ("a,b,y\n1,2,3\n4,5,6\n7,8,\n", ["line 4", "column 'y'"]),
-    ("a,b,y\n1,2,3\n4,5\n", ["line 3", "2 cells", "3"]),
-    ("a,b,y\n", ["header row and at least one data row"]),
-    ("a,b,y\n1,nan,3\n", ["nan or inf"]),
-])
+@pytest.mark.parametrize(
+    "text,needles",
+    [
+        ("a,b,y\n1,2,3\n4,oops,6\n", ["line 3", "column 'b'", "'oops'", "not a number"]),
+        ("a,b,y\n1,2,3\n4,5,6\n7,8,\n", ["line 4", "column 'y'"]),
+        ("a,b,y\n1,2,3\n4,5\n", ["line 3", "2 cells", "3"]),
+        ("a,b,y\n", ["header row and at least one data row"]),
+        ("a,b,y\n1,nan,3\n", ["nan or inf"]),
+    ],
+)
 def test_bad_csv_messages_name_the_line_and_column(small, tmp_path, text, needles):
     path = write_csv(tmp_path / "bad.csv", text)
     with pytest.raises(ConfigError) as e:
@@ -143,25 +155,28 @@ def test_csv_target_must_exist(small, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # image folders
 
+
 def make_image_folder(root, classes=("cat", "dog"), per_class=3, size=(10, 12)):
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for c in classes:
         (root / c).mkdir(parents=True)
         for i in range(per_class):
             image = Image.fromarray(rng.integers(0, 256, size=(*size, 3), dtype=np.uint8))
-            (image.convert("L") if i == 1 else image).save(root / c / f"{i}.png")   # one grayscale each
+            (image.convert("L") if i == 1 else image).save(root / c / f"{i}.png")  # one grayscale each
     return str(root)
 
 
 def test_imagefolder_loads_resizes_and_trains(small, tmp_path, run_inprocess, store):
     folder = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"))
-    p = build.prepare(small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder, image_size=8,
-                             batch_size=4, steps=3))
+    p = build.prepare(
+        small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder, image_size=8, batch_size=4, steps=3)
+    )
     assert p.spec.in_shape == (3, 8, 8) and p.spec.out_dim == 3
     ds, _ = data_mod.load(p.cfg)
     assert len(ds) == 9 and ds.classes == ["a", "b", "c"]
-    x, y = ds[4]                                          # a grayscale PNG comes out as RGB
+    x, y = ds[4]  # a grayscale PNG comes out as RGB
     assert x.shape == (3, 8, 8) and y == 1
     _, batches = build.build(p)
     xb, yb = next(batches)
@@ -169,8 +184,10 @@ def test_imagefolder_loads_resizes_and_trains(small, tmp_path, run_inprocess, st
     # an MLP sees the images flattened
     flat = build.prepare(small(mode="nn", arch="mlp", dataset="imagefolder", image_dir=folder, image_size=8))
     assert flat.spec.in_shape == (192,)
-    run_id, status = run_inprocess(small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder,
-                                         image_size=8, batch_size=4, steps=3), store)
+    run_id, status = run_inprocess(
+        small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder, image_size=8, batch_size=4, steps=3),
+        store,
+    )
     assert status == "finished", runs.get_run(run_id, store)["error"]
 
 
@@ -185,11 +202,12 @@ def test_imagefolder_needs_class_folders(small, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the DataLoader path
 
+
 def test_full_batch_when_the_data_fits(small):
     p, batches = batches_of(small, dataset="random", n_samples=16, batch_size=64)
     x1, _ = next(batches)
     x2, _ = next(batches)
-    assert x1.shape == (16, 20) and x2 is x1            # moved to the device once, yielded every step
+    assert x1.shape == (16, 20) and x2 is x1  # moved to the device once, yielded every step
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -200,11 +218,11 @@ def test_minibatches_cover_an_epoch(small, shuffle):
     assert [len(x) for x, _ in epoch] == [8, 8, 4]
     xs = torch.cat([x for x, _ in epoch])
     ys = torch.cat([y for _, y in epoch])
-    assert rows(xs) == rows(ds.x) and len(rows(xs)) == 20       # each sample once per epoch
+    assert rows(xs) == rows(ds.x) and len(rows(xs)) == 20  # each sample once per epoch
     if shuffle:
         assert not torch.equal(xs, ds.x)
         second = torch.cat([next(batches)[0] for _ in range(3)])
-        assert not torch.equal(second, xs)                         # reshuffled every epoch
+        assert not torch.equal(second, xs)  # reshuffled every epoch
     else:
         torch.testing.assert_close(xs, ds.x, rtol=0, atol=0)
         torch.testing.assert_close(ys, ds.y, rtol=0, atol=0)
@@ -213,14 +231,13 @@ def test_minibatches_cover_an_epoch(small, shuffle):
 def test_loader_worker_processes_give_the_same_batches(small):
     p, batches = batches_of(small, dataset="random", n_samples=20, batch_size=8, shuffle=False, num_workers=1)
     ds, _ = data_mod.load(p.cfg)
-    xs = [next(batches)[0] for _ in range(6)]             # two epochs, through a worker process
+    xs = [next(batches)[0] for _ in range(6)]  # two epochs, through a worker process
     assert [len(x) for x in xs] == [8, 8, 4] * 2
     torch.testing.assert_close(torch.cat(xs[3:]), ds.x, rtol=0, atol=0)
 
 
 def test_sequential_sampler_keeps_the_order_even_with_shuffle(small):
-    p, batches = batches_of(small, dataset="random", n_samples=20, batch_size=8, shuffle=True,
-                            sampler="sequential")
+    p, batches = batches_of(small, dataset="random", n_samples=20, batch_size=8, shuffle=True, sampler="sequential")
     ds, _ = data_mod.load(p.cfg)
     torch.testing.assert_close(torch.cat([next(batches)[0] for _ in range(3)]), ds.x, rtol=0, atol=0)
 
@@ -242,14 +259,16 @@ def test_random_sampler_applies_to_a_dataset_that_fits_in_one_batch(small):
 
 
 def test_balanced_sampler_evens_out_the_classes(small, tmp_path):
-    lines = ["f,label"] + [f"{i},{int(i >= 90)}" for i in range(100)]     # 90 of class 0, 10 of class 1
+    lines = ["f,label"] + [f"{i},{int(i >= 90)}" for i in range(100)]  # 90 of class 0, 10 of class 1
     path = write_csv(tmp_path / "imbalanced.csv", "\n".join(lines) + "\n")
     kw = dict(dataset="csv", csv_path=path, csv_target="label", batch_size=50)
     _, plain = batches_of(small, **kw)
     _, balanced = batches_of(small, sampler="balanced", **kw)
-    share = {name: torch.cat([next(b)[1] for _ in range(20)]).float().mean().item()
-             for name, b in (("plain", plain), ("balanced", balanced))}
-    assert share["plain"] == pytest.approx(0.1, abs=1e-6)          # shuffled, every sample once per epoch
+    share = {
+        name: torch.cat([next(b)[1] for _ in range(20)]).float().mean().item()
+        for name, b in (("plain", plain), ("balanced", balanced))
+    }
+    assert share["plain"] == pytest.approx(0.1, abs=1e-6)  # shuffled, every sample once per epoch
     assert 0.4 < share["balanced"] < 0.6, share
 
 
@@ -262,7 +281,7 @@ def test_epochs_count_steps_from_the_dataset_size(small, run_inprocess, store):
     assert [step for step, _ in s.scalars(run_id, "loss")] == list(range(6))
     assert s.get_run(run_id)["total_steps"] == 6
     s.close()
-    assert build.prepare(small(mode="nn", steps=7, epochs=5)).total_steps == 7    # steps win
+    assert build.prepare(small(mode="nn", steps=7, epochs=5)).total_steps == 7  # steps win
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,11 +305,19 @@ print(f"seconds {{time.time() - t:.1f}}")
 def test_mnist_without_network_says_what_to_do(tmp_path):
     root = tmp_path / "data"
     try:
-        out = subprocess.run([sys.executable, "-c", MNIST_PROBE.format(root=str(root))], cwd=REPO,
-                             env=cli_env(), capture_output=True, text=True, timeout=90)
+        out = subprocess.run(
+            [sys.executable, "-c", MNIST_PROBE.format(root=str(root))],
+            cwd=REPO,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     except subprocess.TimeoutExpired:
-        pytest.skip("torchvision's MNIST download neither failed nor finished within 90 s here "
-                    "(the network drops packets instead of refusing); the message is not reachable quickly")
+        pytest.skip(
+            "torchvision's MNIST download neither failed nor finished within 90 s here "
+            "(the network drops packets instead of refusing); the message is not reachable quickly"
+        )
     if "LOADED" in out.stdout:
         pytest.skip("this machine reached the network and downloaded MNIST; the offline message is not shown")
     line = out.stdout.splitlines()[0]
@@ -313,8 +340,7 @@ def test_mnist_from_a_local_copy_trains_without_network(small, tmp_path, run_inp
     for split, n in (("train", 12), ("t10k", 4)):
         write_idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 0x803)
         write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), 0x801)
-    cfg = small(mode="optim", arch="cnn", dataset="mnist", data_root=str(tmp_path / "data"), batch_size=4,
-                steps=3)
+    cfg = small(mode="optim", arch="cnn", dataset="mnist", data_root=str(tmp_path / "data"), batch_size=4, steps=3)
     ds, spec = data_mod.load(build.prepare(cfg).cfg)
     assert len(ds) == 12 and spec.in_shape == (1, 28, 28)
     run_id, status = run_inprocess(cfg, store)

@@ -4,6 +4,7 @@ Each mode is built the way a run builds it (engine.build.prepare + build, dtype 
 stepped 50 times; the parameters after every step must agree to 1e-6 relative. The trajectories
 must also move far more than that tolerance, or the comparison would prove nothing.
 """
+
 import pytest
 import torch
 
@@ -81,8 +82,10 @@ def test_nn_and_autograd_take_the_same_step(small):
 # ---------------------------------------------------------------------------------------------
 # the engine's default against the lecture's first program, run literally
 
+
 def test_default_run_is_the_lectures_two_layer_net():
     from engine import RunConfig
+
     p = build.prepare(RunConfig(device="cpu"))
     c = p.cfg
     assert (c.mode, c.arch, c.dataset, c.loss, c.init, c.lr) == ("manual", "two_layer", "random", "sse", "randn", 1e-6)
@@ -93,6 +96,7 @@ def test_manual_mode_steps_like_the_lecture_loop():
     """At the lecture's sizes, without biases, as the lecture's raw net: the engine's manual mode and
     the lecture's loop (copied from the notes, grad_h[h < 0] = 0 and all) take the same 30 steps."""
     from engine import RunConfig
+
     p = build.prepare(RunConfig(device="cpu", dtype="float64", bias=False, steps=30))
     mode, batches = build.build(p)
     x, y = next(batches)

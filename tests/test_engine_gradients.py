@@ -3,6 +3,7 @@
 The reference here is written in the test with torch.nn.functional and loss.backward(): it shares
 no code with engine/modes/manual.py, so a wrong chain rule there cannot hide in both.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ def make_params(depth, bias, gen):
     widths = [D_IN] + [H] * (depth - 1) + [D_OUT]
     params = {}
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1):
-        params[f"w{i}"] = torch.randn(a, b, generator=gen, dtype=torch.float64) / a ** 0.5
+        params[f"w{i}"] = torch.randn(a, b, generator=gen, dtype=torch.float64) / a**0.5
         if bias:
             params[f"b{i}"] = torch.randn(b, generator=gen, dtype=torch.float64)
     return params
@@ -42,9 +43,11 @@ def reference(params, x, y, loss, depth):
         h = h @ p[f"w{i}"] + (p[f"b{i}"] if f"b{i}" in p else 0)
         if i < depth:
             h = torch.relu(h)
-    value = {"sse": lambda: ((h - y) ** 2).sum(),
-             "mse": lambda: F.mse_loss(h, y),
-             "cross_entropy": lambda: F.cross_entropy(h, y)}[loss]()
+    value = {
+        "sse": lambda: ((h - y) ** 2).sum(),
+        "mse": lambda: F.mse_loss(h, y),
+        "cross_entropy": lambda: F.cross_entropy(h, y),
+    }[loss]()
     value.backward()
     return value.detach(), {n: t.grad for n, t in p.items()}
 
@@ -67,7 +70,7 @@ def test_manual_gradients_match_autograd(depth, bias, loss):
     for name in params:
         assert got[name] is not None, name
         assert want[name].abs().max() > 0, f"{name}: a zero reference gradient would prove nothing"
-        torch.testing.assert_close(got[name], want[name], **TOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], want[name], **TOL, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("depth", [1, 3])
@@ -115,6 +118,7 @@ def test_myrelu_passes_gradcheck():
 
 def test_gradcheck_would_catch_a_wrong_backward():
     """The gradcheck above can fail: a ReLU whose backward forgets the mask does not pass it."""
+
     class Unmasked(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x):
@@ -130,8 +134,8 @@ def test_gradcheck_would_catch_a_wrong_backward():
 
 def test_myrelu_matches_torch_relu_forward_and_backward():
     gen = torch.Generator().manual_seed(6)
-    x = torch.randn(32, 9, generator=gen, dtype=torch.float64) * 0.01    # many values close to the kink
-    assert (x != 0).all()                                                  # where the two may differ
+    x = torch.randn(32, 9, generator=gen, dtype=torch.float64) * 0.01  # many values close to the kink
+    assert (x != 0).all()  # where the two may differ
     upstream = torch.randn(32, 9, generator=gen, dtype=torch.float64)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = my_relu(a), torch.relu(b)
@@ -139,7 +143,7 @@ def test_myrelu_matches_torch_relu_forward_and_backward():
     ya.backward(upstream)
     yb.backward(upstream)
     torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
-    assert (a.grad == 0).any() and (a.grad != 0).any()    # both sides of the kink were exercised
+    assert (a.grad == 0).any() and (a.grad != 0).any()  # both sides of the kink were exercised
 
 
 def test_myrelu_saves_its_input_for_backward():

@@ -5,6 +5,7 @@ On the CPU the check is structural: every tensor call that syncs (item, tolist, 
 printing, boolean-mask indexing...) is spied on while engine code runs, and only the flush and the
 every-K snapshot may make them. The last tests show the spy does catch `loss.item()` in the loop.
 """
+
 import pytest
 
 from engine import build
@@ -44,6 +45,7 @@ def spied_trainer(small, spy, case, mode_wrapper=None):
         def allowed(*args, _real=real, **kwargs):
             with spy.allowed():
                 return _real(*args, **kwargs)
+
         setattr(obj, name, allowed)
     steps_seen = []
     trainer.add_callback("on_flush", lambda f: steps_seen.extend(range(f.first_step, f.last_step + 1)))
@@ -54,7 +56,7 @@ def spied_trainer(small, spy, case, mode_wrapper=None):
 def test_no_host_sync_between_flushes_and_snapshots(small, sync_spy, case):
     trainer, steps_seen = spied_trainer(small, sync_spy, case)
     trainer.run()
-    assert steps_seen == list(range(STEPS))      # steps 1-4, 6-9 and 10 ran outside flush and snapshot
+    assert steps_seen == list(range(STEPS))  # steps 1-4, 6-9 and 10 ran outside flush and snapshot
     assert sync_spy.calls == [], f"host syncs on the hot path: {sync_spy.calls}"
 
 

@@ -5,6 +5,7 @@ y_pred, loss, grad_y_pred, ...), in float64 on the CPU, boolean-mask assignment 
 two-layer step must take the same steps; its depth-N generalisation (engine/modes/deep.py) must take the
 same step as the two-layer one on two layers; and the About page must show the engine's real code.
 """
+
 import textwrap
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def lecture_data(seed=0):
 # ---------------------------------------------------------------------------------------------
 # the lecture's cells, as the notes write them (In [16], In [19], In [23])
 
+
 def lecture_tensor_cell(x, y, w1, w2, steps):
     learning_rate = 1e-6
     losses = []
@@ -46,15 +48,15 @@ def lecture_tensor_cell(x, y, w1, w2, steps):
         h = x.mm(w1)
         h_relu = h.clamp(min=0)
         y_pred = h_relu.mm(w2)
-        loss = (y_pred-y).pow(2).sum()
+        loss = (y_pred - y).pow(2).sum()
         losses.append(loss)
 
         # Backward pass: manually compute gradients
-        grad_y_pred = 2.0 * (y_pred-y)
+        grad_y_pred = 2.0 * (y_pred - y)
         grad_w2 = h_relu.t().mm(grad_y_pred)
         grad_h_relu = grad_y_pred.mm(w2.t())
         grad_h = grad_h_relu.clone()
-        grad_h[h<0] = 0
+        grad_h[h < 0] = 0
         grad_w1 = x.t().mm(grad_h)
 
         w1 -= learning_rate * grad_w1
@@ -71,7 +73,7 @@ def lecture_autograd_cell(x, y, w1, w2, steps, relu=lambda h: h.clamp(min=0)):
         h = x.mm(w1)
         h_relu = relu(h)
         y_pred = h_relu.mm(w2)
-        loss = (y_pred-y).pow(2).sum()
+        loss = (y_pred - y).pow(2).sum()
         losses.append(loss.detach())
 
         loss.backward()
@@ -89,13 +91,13 @@ def lecture_custom_function_cell(x, y, w1, w2, steps):
         @staticmethod
         def forward(ctx, x):
             ctx.save_for_backward(x)
-            return x.clamp(min = 0)
+            return x.clamp(min=0)
 
         @staticmethod
         def backward(ctx, grad_y):
-            x, = ctx.saved_tensors
+            (x,) = ctx.saved_tensors
             grad_input = grad_y.clone()
-            grad_input[x<0] = 0
+            grad_input[x < 0] = 0
             return grad_input
 
     def my_relu(x):
@@ -136,11 +138,12 @@ def test_two_layer_step_is_the_lectures_cell(name):
 # ---------------------------------------------------------------------------------------------
 # the depth-N generalisation against the two-layer step
 
+
 def make_params(depth, bias, gen, D_in=20, H=8, D_out=5):
     widths = [D_in] + [H] * (depth - 1) + [D_out]
     params = {}
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1):
-        params[f"w{i}"] = torch.randn(a, b, generator=gen, dtype=torch.float64) / a ** 0.5
+        params[f"w{i}"] = torch.randn(a, b, generator=gen, dtype=torch.float64) / a**0.5
         if bias:
             params[f"b{i}"] = torch.randn(b, generator=gen, dtype=torch.float64)
     return params
@@ -223,13 +226,19 @@ def test_custom_function_reference_is_the_builtin_relu(depth):
 # ---------------------------------------------------------------------------------------------
 # the About page shows the engine's code, not a copy of it
 
+
 def engine_lines():
     return {line.strip() for path in (ROOT / "engine").rglob("*.py") for line in path.read_text().splitlines()}
 
 
 def test_about_page_code_is_the_engines_source():
-    assert [title.split(":")[0] for title, _, _ in about_text.MODES] == \
-        ["manual", "autograd", "custom Function", "nn", "nn + optim"]
+    assert [title.split(":")[0] for title, _, _ in about_text.MODES] == [
+        "manual",
+        "autograd",
+        "custom Function",
+        "nn",
+        "nn + optim",
+    ]
     source = engine_lines()
     for title, code, doc in about_text.MODES:
         assert code.strip() and doc.strip(), title
@@ -239,15 +248,19 @@ def test_about_page_code_is_the_engines_source():
 
 def test_about_page_shows_the_lectures_lines():
     code = {title.split(":")[0]: code for title, code, _ in about_text.MODES}
-    for line in ("h_relu = h.clamp(min=0)", "grad_h_relu = grad_y_pred.mm(w2.t())",
-                 "grad_h = grad_h_relu.masked_fill(h < 0, 0)", "grad_w1 = x.t().mm(grad_h)"):
+    for line in (
+        "h_relu = h.clamp(min=0)",
+        "grad_h_relu = grad_y_pred.mm(w2.t())",
+        "grad_h = grad_h_relu.masked_fill(h < 0, 0)",
+        "grad_w1 = x.t().mm(grad_h)",
+    ):
         assert line in code["manual"], line
     for line in ("loss.backward()", "with torch.no_grad():", "w.grad.zero_()"):
         assert line in code["autograd"], line
     # MyReLU.backward as engine/functions.py spells it, read from the file, not through inspect
     text = (ROOT / "engine" / "functions.py").read_text()
     start = text.index("    def backward(ctx, grad_y):")
-    backward = text[start:text.index("\n\n", start)]
+    backward = text[start : text.index("\n\n", start)]
     assert "class MyReLU(torch.autograd.Function):" in code["custom Function"]
     assert "masked_fill" in backward
     assert backward in code["custom Function"] or textwrap.dedent(backward) in code["custom Function"]

@@ -1,5 +1,6 @@
 """Every mode x architecture pair that makes sense runs on the CPU; every optimizer trains; pairs that
 make no sense are refused before anything is written, with a message that names what is allowed."""
+
 import math
 
 import pytest
@@ -12,10 +13,10 @@ RAW = ("manual", "autograd", "custom_function")
 
 PAIRS = (
     [(mode, arch, "teacher") for mode in RAW for arch in ("two_layer", "mlp")]
-    + [(mode, "mlp", "digits") for mode in RAW]                      # cross-entropy through the raw modes
+    + [(mode, "mlp", "digits") for mode in RAW]  # cross-entropy through the raw modes
     + [(mode, arch, "teacher") for mode in ("nn", "optim") for arch in ("two_layer", "mlp", "parallel_block")]
     + [(mode, "cnn", "digits") for mode in ("nn", "optim")]
-    + [(mode, "torchvision", "digits") for mode in ("nn", "optim")]   # resnet18, tiny batch
+    + [(mode, "torchvision", "digits") for mode in ("nn", "optim")]  # resnet18, tiny batch
 )
 
 
@@ -31,7 +32,7 @@ def losses(store, run_id):
 def test_mode_arch_pair_runs(small, run_inprocess, store, mode, arch, dataset):
     extra = dict(batch_size=4, tv_model="resnet18", lr=1e-3) if arch == "torchvision" else {}
     if mode in RAW and arch == "two_layer" and dataset == "teacher":
-        extra["lr"] = 1e-4           # randn weights and sum of squares, as in the lecture
+        extra["lr"] = 1e-4  # randn weights and sum of squares, as in the lecture
     cfg = small(mode=mode, arch=arch, dataset=dataset, depth=3, steps=3, **extra)
     run_id, status = run_inprocess(cfg, store)
     run = runs.get_run(run_id, store)
@@ -47,8 +48,9 @@ def test_mode_arch_pair_runs(small, run_inprocess, store, mode, arch, dataset):
 
 def test_torchvision_head_is_replaced_and_backbone_can_freeze(small):
     """Transfer learning as the lecture sketches it: a new head for the data's classes; frozen backbone."""
-    p = build.prepare(small(mode="optim", arch="torchvision", dataset="digits", batch_size=2,
-                             freeze_backbone=True, lr=1e-3))
+    p = build.prepare(
+        small(mode="optim", arch="torchvision", dataset="digits", batch_size=2, freeze_backbone=True, lr=1e-3)
+    )
     mode, batches = build.build(p)
     assert mode.model.fc.out_features == 10
     trainable = [n for n, q in mode.model.named_parameters() if q.requires_grad]
@@ -65,11 +67,11 @@ def test_torchvision_head_is_replaced_and_backbone_can_freeze(small):
 def test_pretrained_weights_load_from_a_local_file(small, tmp_path):
     """--pretrained FILE: weights_only load; a head trained for other classes is dropped and replaced."""
     import torchvision
+
     src = torchvision.models.resnet18(num_classes=7)
     path = tmp_path / "resnet18.pt"
     torch.save(src.state_dict(), path)
-    p = build.prepare(small(mode="optim", arch="torchvision", dataset="digits", batch_size=2,
-                             pretrained=str(path)))
+    p = build.prepare(small(mode="optim", arch="torchvision", dataset="digits", batch_size=2, pretrained=str(path)))
     mode, _ = build.build(p)
     torch.testing.assert_close(mode.model.conv1.weight.detach(), src.conv1.weight.detach())
     assert mode.model.fc.out_features == 10
@@ -101,8 +103,18 @@ def test_every_optimizer_is_covered():
 @pytest.mark.parametrize("name", list(OPTIMIZER_CASES))
 def test_optimizer_trains_and_gets_its_knobs(small, run_inprocess, store, name):
     case = OPTIMIZER_CASES[name]
-    cfg = small(mode="optim", arch="mlp", depth=2, dataset="teacher", hidden=16, n_samples=64,
-                batch_size=64, steps=40, telemetry_every=20, **case)
+    cfg = small(
+        mode="optim",
+        arch="mlp",
+        depth=2,
+        dataset="teacher",
+        hidden=16,
+        n_samples=64,
+        batch_size=64,
+        steps=40,
+        telemetry_every=20,
+        **case,
+    )
     run_id, status = run_inprocess(cfg, store)
     assert status == "finished"
     got = losses(store, run_id)
@@ -111,8 +123,12 @@ def test_optimizer_trains_and_gets_its_knobs(small, run_inprocess, store, name):
     state = torch.load(runs.get_run(run_id, store)["checkpoint"], weights_only=True)
     group = state["optimizer"]["param_groups"][0]
     assert group["lr"] == pytest.approx(case["lr"])
-    for knob, key in (("momentum", "momentum"), ("nesterov", "nesterov"), ("weight_decay", "weight_decay"),
-                      ("alpha", "alpha")):
+    for knob, key in (
+        ("momentum", "momentum"),
+        ("nesterov", "nesterov"),
+        ("weight_decay", "weight_decay"),
+        ("alpha", "alpha"),
+    ):
         if knob in case:
             assert group[key] == case[knob], knob
     if "beta1" in case:
@@ -120,8 +136,7 @@ def test_optimizer_trains_and_gets_its_knobs(small, run_inprocess, store, name):
 
 
 def test_classification_loss_decreases_on_digits(small, run_inprocess, store):
-    cfg = small(mode="optim", arch="cnn", dataset="digits", batch_size=32, steps=40, lr=1e-2,
-                telemetry_every=20)
+    cfg = small(mode="optim", arch="cnn", dataset="digits", batch_size=32, steps=40, lr=1e-2, telemetry_every=20)
     run_id, status = run_inprocess(cfg, store)
     got = losses(store, run_id)
     assert status == "finished"

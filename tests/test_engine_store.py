@@ -1,10 +1,10 @@
 """The run store: SQLite in WAL mode, a versioned schema, incremental and downsampled reads while a
 writer writes, and deleting a run. (Reading while a real background worker writes: test_engine_worker.py.)"""
+
 import math
 import random
 import sqlite3
 import threading
-import time
 
 import pytest
 
@@ -17,7 +17,7 @@ def test_wal_mode_and_schema_version(store):
     s = Store(store)
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     s.close()
-    raw = sqlite3.connect(store)          # WAL is a property of the file: a plain connection sees it
+    raw = sqlite3.connect(store)  # WAL is a property of the file: a plain connection sees it
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -43,9 +43,17 @@ def test_flush_round_trip(store):
     s = Store(store)
     s.create_run("r1", {"mode": "manual"}, total_steps=4)
     hist = Hist(step=2, layer="w1", kind="grad", lo=-1.0, hi=1.0, counts=[1.0, 3.0], nonfinite=2)
-    s.write_flush("r1", flush_of(0, [4.0, 3.0, float("nan"), 1.0], scalars=[(2, "grad_norm/w1", 0.5)],
-                                 hists=[hist], events=[(2, "divergence", {"step": 2, "layer": "w1"})]))
-    assert s.scalars("r1", "loss") == [(0, 4.0), (1, 3.0), (2, None), (3, 1.0)]     # NaN is stored as NULL
+    s.write_flush(
+        "r1",
+        flush_of(
+            0,
+            [4.0, 3.0, float("nan"), 1.0],
+            scalars=[(2, "grad_norm/w1", 0.5)],
+            hists=[hist],
+            events=[(2, "divergence", {"step": 2, "layer": "w1"})],
+        ),
+    )
+    assert s.scalars("r1", "loss") == [(0, 4.0), (1, 3.0), (2, None), (3, 1.0)]  # NaN is stored as NULL
     assert s.scalars("r1", "grad_norm/w1") == [(2, 0.5)]
     [h] = s.histograms("r1", kind="grad", layer="w1")
     assert h == dict(step=2, layer="w1", kind="grad", edges=[-1.0, 0.0, 1.0], counts=[1.0, 3.0], nonfinite=2)
@@ -69,11 +77,11 @@ def test_incremental_reads_while_another_thread_writes(store):
             w = Store(store)
             writing.set()
             for i in range(n_flushes):
-                if i == n_flushes // 2:      # halfway, until the reader has seen rows: it reads mid-write,
-                    read_some.wait(30)       # however the two threads are scheduled
+                if i == n_flushes // 2:  # halfway, until the reader has seen rows: it reads mid-write,
+                    read_some.wait(30)  # however the two threads are scheduled
                 w.write_flush("r1", flush_of(i * per_flush, [float(i * per_flush + j) for j in range(per_flush)]))
             w.close()
-        except Exception as e:       # surfaces in the assertion below
+        except Exception as e:  # surfaces in the assertion below
             errors.append(e)
 
     t = threading.Thread(target=writer)
@@ -82,7 +90,7 @@ def test_incremental_reads_while_another_thread_writes(store):
     reader = Store(store)
     got, polls_with_news = [], 0
     while True:
-        writer_done = not t.is_alive()       # before the read: everything it wrote is then visible
+        writer_done = not t.is_alive()  # before the read: everything it wrote is then visible
         new = reader.scalars("r1", "loss", after_step=got[-1][0] if got else -1)
         polls_with_news += bool(new)
         got += new
@@ -93,7 +101,7 @@ def test_incremental_reads_while_another_thread_writes(store):
     t.join()
     reader.close()
     assert not errors, errors
-    assert got == [(i, float(i)) for i in range(n_flushes * per_flush)]   # in order, no gap, no repeat
+    assert got == [(i, float(i)) for i in range(n_flushes * per_flush)]  # in order, no gap, no repeat
     assert polls_with_news >= 2, "the reader saw the data only once: it did not read while writes happened"
 
 
@@ -139,7 +147,7 @@ def series(n, seed=0):
 @pytest.mark.parametrize("buckets", [50, 200, 2000])
 def test_bucketed_reads_are_bounded_and_keep_min_and_max(store, buckets):
     values = series(10_001)
-    values[3_333] = -1e6                 # a spike each way: the min and the max
+    values[3_333] = -1e6  # a spike each way: the min and the max
     values[7_777] = 1e6
     s = Store(store)
     s.create_run("r1", {})
@@ -158,7 +166,7 @@ def test_bucketed_figures_equal_a_brute_force_over_the_raw_rows(store, shape):
     tile the series in order, each step in exactly one."""
     n = 5_000
     values = [100.0 / (1 + i) for i in range(n)] if shape == "decreasing" else series(n, seed=1)
-    values[1_234] = math.nan             # stored as NULL: not counted
+    values[1_234] = math.nan  # stored as NULL: not counted
     s = Store(store)
     s.create_run("r1", {})
     s.write_flush("r1", flush_of(0, values))
@@ -167,7 +175,7 @@ def test_bucketed_figures_equal_a_brute_force_over_the_raw_rows(store, shape):
     assert len(rows) <= 100 and rows[0][0] == 0 and rows[-1][1] == n - 1
     assert all(b[0] == a[1] + 1 for a, b in zip(rows, rows[1:]))
     for s0, s1, vmin, vmax, vsum, count in rows:
-        inside = [v for v in values[s0:s1 + 1] if math.isfinite(v)]
+        inside = [v for v in values[s0 : s1 + 1] if math.isfinite(v)]
         assert (vmin, vmax, count) == (min(inside), max(inside), len(inside))
         assert vsum == pytest.approx(sum(inside))
 
@@ -187,9 +195,16 @@ def test_delete_run_removes_everything_of_that_run_only(store):
     s = Store(store)
     for run in ("keep", "gone"):
         s.create_run(run, {"mode": "manual"})
-        s.write_flush(run, flush_of(0, [1.0, 2.0], scalars=[(0, "lr", 0.1)],
-                                    hists=[Hist(0, "w1", "weight", 0.0, 1.0, [1.0], 0)],
-                                    events=[(1, "pause", {})]))
+        s.write_flush(
+            run,
+            flush_of(
+                0,
+                [1.0, 2.0],
+                scalars=[(0, "lr", 0.1)],
+                hists=[Hist(0, "w1", "weight", 0.0, 1.0, [1.0], 0)],
+                events=[(1, "pause", {})],
+            ),
+        )
         s.ack_control(s.send_control(run, "pause"))
     s.delete_run("gone")
     assert s.get_run("gone") is None and [r["id"] for r in s.list_runs()] == ["keep"]
@@ -204,8 +219,10 @@ def test_control_rows_are_pending_until_acknowledged(store):
     s.create_run("r1", {})
     a = s.send_control("r1", "pause")
     b = s.send_control("r1", "set_lr", 0.5)
-    assert [(c["id"], c["command"], c["value"]) for c in s.pending_control("r1")] == [(a, "pause", None),
-                                                                                   (b, "set_lr", 0.5)]
+    assert [(c["id"], c["command"], c["value"]) for c in s.pending_control("r1")] == [
+        (a, "pause", None),
+        (b, "set_lr", 0.5),
+    ]
     s.ack_control(a, "ok")
     assert [c["id"] for c in s.pending_control("r1")] == [b]
     row = s.control(a)

@@ -1,6 +1,7 @@
 """Telemetry against direct computations: histograms against torch.histogram and numpy, norms and the
 update ratio against torch.linalg, the flush's contents, and the gradient check, which must be tiny
 for correct gradients and large for a broken one."""
+
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ def split(h, bins):
 
 # ---------------------------------------------------------------------------------------------
 # histograms
+
 
 @pytest.mark.parametrize("bins", [8, 64])
 def test_histogram_matches_torch_and_numpy_on_bin_centres(bins):
@@ -50,7 +52,7 @@ def test_histogram_counts_nan_and_inf_instead_of_raising():
     t[[3, 50, 77]] = float("nan")
     t[10] = float("inf")
     t[11] = float("-inf")
-    with pytest.raises(RuntimeError):      # what the engine avoids: histc on a NaN range raises
+    with pytest.raises(RuntimeError):  # what the engine avoids: histc on a NaN range raises
         torch.histc(t, bins=8)
     counts, lo, hi, nonfinite = split(histogram(t, 8), 8)
     assert nonfinite == 5
@@ -64,23 +66,22 @@ def test_histogram_of_nothing_finite_and_of_a_constant():
     assert counts.sum() == 0 and nonfinite == 7 and math.isfinite(lo) and math.isfinite(hi)
     counts, lo, hi, nonfinite = split(histogram(torch.full((9,), 2.5), 4), 4)
     assert counts.sum() == 9 and lo == hi == 2.5 and nonfinite == 0
-    counts, lo, hi, nonfinite = split(histogram(torch.zeros(5), 4), 4)      # zeroed biases
+    counts, lo, hi, nonfinite = split(histogram(torch.zeros(5), 4), 4)  # zeroed biases
     assert counts.sum() == 5 and lo == hi == 0 and nonfinite == 0
 
 
 # ---------------------------------------------------------------------------------------------
 # norms, the update ratio, the flush
 
+
 def manual_mode(small, **kw):
-    p = build.prepare(small(mode="manual", arch="mlp", depth=3, dataset="teacher", dtype="float64",
-                             lr=0.05, **kw))
+    p = build.prepare(small(mode="manual", arch="mlp", depth=3, dataset="teacher", dtype="float64", lr=0.05, **kw))
     return build.build(p)
 
 
 def test_norms_and_update_ratio_match_a_direct_computation(small):
     mode, batches = manual_mode(small)
-    tel = Telemetry(every=1, bins=8, flush_every=100, flush_seconds=1e9, device=torch.device("cpu"),
-                    batch_size=16)
+    tel = Telemetry(every=1, bins=8, flush_every=100, flush_seconds=1e9, device=torch.device("cpu"), batch_size=16)
     x, y = next(batches)
     mode.forward_backward(x, y)
     grads = {n: g.clone() for n, g in mode.named_grads()}
@@ -105,8 +106,7 @@ def test_norms_and_update_ratio_match_a_direct_computation(small):
 
 def test_flush_is_one_transfer_with_every_step_and_key(small, sync_spy):
     mode, batches = manual_mode(small)
-    tel = Telemetry(every=4, bins=8, flush_every=5, flush_seconds=1e9, device=torch.device("cpu"),
-                    batch_size=16)
+    tel = Telemetry(every=4, bins=8, flush_every=5, flush_seconds=1e9, device=torch.device("cpu"), batch_size=16)
     trainer = Trainer(mode, batches, tel, total_steps=10)
     flushes, transfers = [], []
     trainer.add_callback("on_flush", flushes.append)
@@ -117,6 +117,7 @@ def test_flush_is_one_transfer_with_every_step_and_key(small, sync_spy):
         out = real_flush()
         transfers.append(sync_spy.calls[n:])
         return out
+
     tel.flush = counted_flush
     losses = []
     real_fb = mode.forward_backward
@@ -130,19 +131,20 @@ def test_flush_is_one_transfer_with_every_step_and_key(small, sync_spy):
         assert sorted(w for w, _ in calls) == ["cpu", "tolist"], calls
     assert [len(f.losses) for f in flushes] == [1, 5, 4]
     got = [v for f in flushes for v in f.losses]
-    assert got == pytest.approx([l.item() for l in losses[:10]], rel=1e-12)
+    assert got == pytest.approx([v.item() for v in losses[:10]], rel=1e-12)
 
     names = [n for n, _ in mode.named_params()]
     per_step = {}
     for f in flushes:
         for s, k, _ in f.scalars:
             per_step.setdefault(s, set()).add(k)
-    snapshot_keys = {"lr"} | {f"{kind}/{n}" for kind in ("grad_norm", "weight_norm", "update_ratio",
-                                                         "gradcheck") for n in names}
-    for step in (0, 4, 8, 9):          # every K = 4 steps, and the last step
+    snapshot_keys = {"lr"} | {
+        f"{kind}/{n}" for kind in ("grad_norm", "weight_norm", "update_ratio", "gradcheck") for n in names
+    }
+    for step in (0, 4, 8, 9):  # every K = 4 steps, and the last step
         assert snapshot_keys <= per_step[step], step
     assert not any(k.startswith("grad_norm/") for s in (1, 2, 3, 5, 6, 7) for k in per_step.get(s, ()))
-    for f in flushes:                   # throughput and memory, once per flush
+    for f in flushes:  # throughput and memory, once per flush
         assert {"steps_per_s", "samples_per_s", "mem_bytes"} <= per_step[f.last_step]
     hists = {(h.step, h.kind, h.layer) for f in flushes for h in f.hists}
     assert hists == {(s, kind, n) for s in (0, 4, 8, 9) for kind in ("weight", "grad") for n in names}
@@ -157,6 +159,7 @@ def test_a_flush_with_nothing_pending_is_none():
 # ---------------------------------------------------------------------------------------------
 # the gradient check, through a real run and its store
 
+
 def gradchecks(store, run_id):
     s = Store(store)
     try:
@@ -166,8 +169,17 @@ def gradchecks(store, run_id):
 
 
 def gradcheck_run(small, run_inprocess, store, mode):
-    cfg = small(mode=mode, arch="mlp", depth=3, dataset="teacher", dtype="float64", lr=0.05, loss="sse",
-                steps=6, telemetry_every=2)
+    cfg = small(
+        mode=mode,
+        arch="mlp",
+        depth=3,
+        dataset="teacher",
+        dtype="float64",
+        lr=0.05,
+        loss="sse",
+        steps=6,
+        telemetry_every=2,
+    )
     run_id, status = run_inprocess(cfg, store)
     assert status == "finished"
     return gradchecks(store, run_id)
@@ -178,17 +190,17 @@ def test_gradcheck_is_tiny_for_correct_gradients(small, run_inprocess, store, mo
     checks = gradcheck_run(small, run_inprocess, store, mode)
     assert set(checks) == {f"gradcheck/{n}" for i in (1, 2, 3) for n in (f"w{i}", f"b{i}")}
     for key, values in checks.items():
-        assert len(values) == 4, key                       # steps 0, 2, 4 and the last, 5
+        assert len(values) == 4, key  # steps 0, 2, 4 and the last, 5
         assert max(values) < 1e-10, (key, values)
 
 
 def test_gradcheck_catches_a_broken_manual_gradient(small, run_inprocess, store, monkeypatch):
-    monkeypatch.setitem(LOSS_GRADS, "sse", lambda y_pred, y: 3.0 * (y_pred - y))    # should be 2.0
+    monkeypatch.setitem(LOSS_GRADS, "sse", lambda y_pred, y: 3.0 * (y_pred - y))  # should be 2.0
     checks = gradcheck_run(small, run_inprocess, store, "manual")
     assert checks and all(max(v) > 0.1 for v in checks.values()), checks
 
 
 def test_gradcheck_catches_a_broken_myrelu(small, run_inprocess, store, monkeypatch):
-    monkeypatch.setattr(MyReLU, "backward", staticmethod(lambda ctx, grad_y: grad_y))   # forgets the mask
+    monkeypatch.setattr(MyReLU, "backward", staticmethod(lambda ctx, grad_y: grad_y))  # forgets the mask
     checks = gradcheck_run(small, run_inprocess, store, "custom_function")
     assert max(max(checks[f"gradcheck/{n}"]) for n in ("w1", "b1", "w2", "b2")) > 0.01, checks

@@ -3,6 +3,7 @@
 
 Each launched worker is a real `python -m engine worker RUN` process; conftest kills any still alive
 when a test ends."""
+
 import math
 import os
 import signal
@@ -12,20 +13,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import wait_for
 
 import engine
 from engine import ConfigError, Store
 
-from conftest import wait_for
-
-LONG = 10 ** 7       # steps: a run that only ends when told to
-CONTROL_EVENTS = ("pause", "resume", "lr_change", "stop", "divergence", "error")   # not the sinks' status
+LONG = 10**7  # steps: a run that only ends when told to
+CONTROL_EVENTS = ("pause", "resume", "lr_change", "stop", "divergence", "error")  # not the sinks' status
 
 
 def status_is(run_id, store, *wanted):
     def check():
         run = engine.get_run(run_id, store)
         return run if run["status"] in wanted else None
+
     return check
 
 
@@ -53,8 +54,17 @@ def acked(cid, store):
 
 
 def long_run(small, **kw):
-    return small(mode="nn", arch="mlp", dataset="teacher", steps=LONG, telemetry_every=500, flush_every=5000,
-                 flush_seconds=0.05, lr=1e-3, **kw)
+    return small(
+        mode="nn",
+        arch="mlp",
+        dataset="teacher",
+        steps=LONG,
+        telemetry_every=500,
+        flush_every=5000,
+        flush_seconds=0.05,
+        lr=1e-3,
+        **kw,
+    )
 
 
 def gone(pid):
@@ -71,6 +81,7 @@ def no_tmp_files(store):
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def test_launch_finishes_with_a_checkpoint(small, store):
     run_id = engine.launch(small(mode="optim", arch="mlp", steps=30, flush_every=7), store=store)
@@ -100,7 +111,7 @@ def test_controls_are_acknowledged_and_recorded_while_a_reader_follows(small, st
         polls_with_news += bool(new)
         seen += new
         time.sleep(0.05)
-    assert [s for s, _ in seen] == list(range(len(seen)))      # incremental: no gap, no repeat
+    assert [s for s, _ in seen] == list(range(len(seen)))  # incremental: no gap, no repeat
     run = engine.get_run(run_id, store)
     assert run["status"] == "running" and time.time() - run["heartbeat"] < 5
 
@@ -144,6 +155,7 @@ def test_a_checkpoint_is_replaced_atomically(small, tmp_path, monkeypatch):
     """A save that dies half-way leaves the previous checkpoint whole: the new one is written to a
     temporary file, then os.replace'd over the old."""
     from engine import build, worker
+
     p = build.prepare(small(mode="optim", arch="mlp"))
     mode, cfg = build.build(p)[0], p.cfg
     path = str(tmp_path / "checkpoints" / "run.pt")
@@ -156,12 +168,13 @@ def test_a_checkpoint_is_replaced_atomically(small, tmp_path, monkeypatch):
         with open(f, "r+b") as out:
             out.truncate(100)
         raise OSError("disk full")
+
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(OSError):
         worker.save_checkpoint(path, mode, cfg, step=2)
     assert open(path, "rb").read() == before
     assert torch.load(path, weights_only=True)["step"] == 1
-    assert os.listdir(tmp_path / "checkpoints") == ["run.pt"]      # the half-written temporary is gone
+    assert os.listdir(tmp_path / "checkpoints") == ["run.pt"]  # the half-written temporary is gone
     monkeypatch.setattr(torch, "save", real_save)
     worker.save_checkpoint(path, mode, cfg, step=3)
     assert torch.load(path, weights_only=True)["step"] == 3
@@ -239,19 +252,31 @@ def test_controls_of_an_unknown_run_say_so(store):
 # ---------------------------------------------------------------------------------------------
 # divergence
 
+
 def diverging(small, lr=10.0, flush_every=4, **kw):
     """The lecture's raw two-layer net with a learning rate far too large: the loss overflows
     (at step 2 with lr 10, inside the first flush; at step 5 with lr 3e-3, after two finite flushes)."""
-    return small(mode="manual", arch="two_layer", dataset="random", lr=lr, telemetry_every=3,
-                 flush_every=flush_every, flush_seconds=100.0, **kw)
+    return small(
+        mode="manual",
+        arch="two_layer",
+        dataset="random",
+        lr=lr,
+        telemetry_every=3,
+        flush_every=flush_every,
+        flush_seconds=100.0,
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("when,lr,flush_every", [("before the first flush", 10.0, 4),
-                                                 ("after finite flushes", 3e-3, 2)])
-def test_divergence_stops_with_the_step_and_layer_and_finite_histograms(small, run_inprocess, store,
-                                                                        when, lr, flush_every):
-    run_id, status = run_inprocess(diverging(small, lr=lr, flush_every=flush_every, steps=60,
-                                             on_divergence="stop"), store)
+@pytest.mark.parametrize(
+    "when,lr,flush_every", [("before the first flush", 10.0, 4), ("after finite flushes", 3e-3, 2)]
+)
+def test_divergence_stops_with_the_step_and_layer_and_finite_histograms(
+    small, run_inprocess, store, when, lr, flush_every
+):
+    run_id, status = run_inprocess(
+        diverging(small, lr=lr, flush_every=flush_every, steps=60, on_divergence="stop"), store
+    )
     assert status == "diverged"
     run = engine.get_run(run_id, store)
     assert run["status"] == "diverged" and run["step"] < 60
@@ -268,7 +293,7 @@ def test_divergence_stops_with_the_step_and_layer_and_finite_histograms(small, r
     for h in final:
         assert h["nonfinite"] == 0 and all(map(math.isfinite, h["edges"] + h["counts"])), h
         assert sum(h["counts"]) > 0
-    state = torch.load(run["checkpoint"], weights_only=True)    # the last finite weights are kept
+    state = torch.load(run["checkpoint"], weights_only=True)  # the last finite weights are kept
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
@@ -288,8 +313,9 @@ def test_divergence_pauses_and_resumes_after_set_lr(small, store):
 
     acked(engine.set_lr(run_id, 1e-7, store), store)
     acked(engine.resume(run_id, store), store)
-    run = wait_for(status_is(run_id, store, "finished", "failed", "diverged", "stopped"), timeout=60,
-                   what="the run to finish")
+    run = wait_for(
+        status_is(run_id, store, "finished", "failed", "diverged", "stopped"), timeout=60, what="the run to finish"
+    )
     assert run["status"] == "finished", run["error"]
     stored = losses(store, run_id)
     assert len(stored) >= 300 and stored[-1][0] == 299
@@ -303,6 +329,7 @@ def test_delete_run_stops_a_live_worker_and_removes_every_file_of_that_run_only(
     file engine/files.py knows of (checkpoint, log, spool, a checkpoint's leftover temp file) are
     removed, while another run's stay."""
     from engine.files import RunFiles
+
     keep = engine.launch(small(steps=5), store)
     wait_for(status_is(keep, store, "finished", "failed"), timeout=60)
     assert engine.get_run(keep, store)["status"] == "finished", engine.get_run(keep, store)["error"]
@@ -310,7 +337,7 @@ def test_delete_run_stops_a_live_worker_and_removes_every_file_of_that_run_only(
     wait_for(lambda: losses(store, live), timeout=60, what="the live run's first losses")
     pid = engine.get_run(live, store)["pid"]
     files = RunFiles.of(live, store)
-    for path in (files.spool, Path(f"{files.checkpoint}.tmp-999")):    # as a sink and a crash leave them
+    for path in (files.spool, Path(f"{files.checkpoint}.tmp-999")):  # as a sink and a crash leave them
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}")
     assert files.log.is_file()
@@ -323,4 +350,4 @@ def test_delete_run_stops_a_live_worker_and_removes_every_file_of_that_run_only(
     wait_for(lambda: gone(pid), timeout=10, what="the deleted run's worker to exit")
     assert RunFiles.of(keep, store).existing() == kept and engine.get_run(keep, store)["status"] == "finished"
     assert read(store, lambda s: s.scalars(live, "loss")) == [] and read(store, lambda s: s.events(live)) == []
-    assert engine.delete_run(live, store) is False                     # already gone: nothing to do
+    assert engine.delete_run(live, store) is False  # already gone: nothing to do

@@ -3,6 +3,7 @@
 Each check reads the source with ast (nothing is imported), so a new file is covered the day it
 is added.
 """
+
 import ast
 from pathlib import Path
 
@@ -15,9 +16,19 @@ MAX_LINES = 350
 # engine/runs.py behind it), the store (the one seam), the config (the knobs and their choices),
 # the shared min-max decimation, the exporter, the graph builder, the sinks' status lines, the
 # local Visdom server it starts, and the lecture's own source that the About page shows.
-DASHBOARD_MAY_IMPORT = {"engine", "engine.store", "engine.config", "engine.decimate", "engine.export",
-                        "engine.graph", "engine.sinks", "engine.visdom_server",
-                        "engine.modes", "engine.functions", "engine.models"}        # (their source, shown)
+DASHBOARD_MAY_IMPORT = {
+    "engine",
+    "engine.store",
+    "engine.config",
+    "engine.decimate",
+    "engine.export",
+    "engine.graph",
+    "engine.sinks",
+    "engine.visdom_server",
+    "engine.modes",
+    "engine.functions",
+    "engine.models",
+}  # (their source, shown)
 
 
 def sources(package: str) -> list[Path]:
@@ -38,17 +49,16 @@ def imports(path: Path, source: str | None = None) -> set[str]:
                 parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{parent}.{base}" if base else parent
             out.add(base)
-            out |= {f"{base}.{a.name}" for a in node.names}       # `from engine import store`
+            out |= {f"{base}.{a.name}" for a in node.names}  # `from engine import store`
     return out
 
 
 def engine_modules(names: set[str]) -> set[str]:
     """The engine modules among imported names (a name from `from engine import X` that is not a
     module, such as engine.launch, counts as the package itself)."""
-    known = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-             for p in sources("engine")}
+    known = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in sources("engine")}
     found = {n if n in known else n.rsplit(".", 1)[0] for n in names if n.split(".")[0] == "engine"}
-    return {"engine.modes" if n.startswith("engine.modes.") else n for n in found}     # one file per mode
+    return {"engine.modes" if n.startswith("engine.modes.") else n for n in found}  # one file per mode
 
 
 @pytest.mark.parametrize("path", sources("dashboard"), ids=lambda p: str(p.relative_to(ROOT)))
@@ -65,8 +75,7 @@ def test_engine_never_imports_streamlit_or_the_dashboard(path):
 
 
 def test_only_the_store_speaks_sql():
-    speakers = [str(p.relative_to(ROOT)) for p in sources("engine") + sources("dashboard")
-                if "sqlite3" in imports(p)]
+    speakers = [str(p.relative_to(ROOT)) for p in sources("engine") + sources("dashboard") if "sqlite3" in imports(p)]
     assert speakers == ["engine/store.py"]
 
 
@@ -74,13 +83,15 @@ def test_only_the_store_speaks_sql():
 def test_engine_modules_stay_small_or_say_why(path):
     lines = len(path.read_text().splitlines())
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    assert lines <= MAX_LINES or f"over {MAX_LINES} lines" in doc, \
+    assert lines <= MAX_LINES or f"over {MAX_LINES} lines" in doc, (
         f"{path.name} has {lines} lines: split it by job, or say in its docstring why it is over {MAX_LINES} lines"
+    )
 
 
 def test_the_checks_see_a_violation():
     """The import reader resolves what a violation would look like (so the checks above can fail)."""
-    names = imports(ROOT / "dashboard" / "probe.py",
-                    "import sqlite3\nfrom engine.runs import _reap\nfrom .feed import RunFeed\n")
+    names = imports(
+        ROOT / "dashboard" / "probe.py", "import sqlite3\nfrom engine.runs import _reap\nfrom .feed import RunFeed\n"
+    )
     assert "sqlite3" in names and "dashboard.feed" in names
     assert engine_modules(names) - DASHBOARD_MAY_IMPORT == {"engine.runs"}

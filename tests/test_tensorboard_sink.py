@@ -1,11 +1,11 @@
 """The TensorBoard sink: a real run's event files hold every loss, the telemetry scalars and the
 weight and gradient histograms, read back with tensorboard's own EventAccumulator."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from engine.sinks import last_status
@@ -16,12 +16,12 @@ from engine.telemetry import Flush
 
 
 def test_event_files_hold_the_scalars_and_histograms(small, store, run_inprocess, tmp_path, monkeypatch):
-    monkeypatch.setattr(tb, "LOSS_POINTS_PER_S", 1e12)           # every step's loss, whatever the speed
+    monkeypatch.setattr(tb, "LOSS_POINTS_PER_S", 1e12)  # every step's loss, whatever the speed
     cfg = small(steps=60, flush_every=16, telemetry_every=10, hist_bins=8, tensorboard_dir=str(tmp_path / "tb"))
     run_id, status = run_inprocess(cfg, store)
     assert status == "finished"
     logdir = Path(cfg.tensorboard_dir) / env_name(cfg.name, run_id)
-    acc = EventAccumulator(str(logdir), size_guidance={"histograms": 0, "scalars": 0})   # 0: keep all
+    acc = EventAccumulator(str(logdir), size_guidance={"histograms": 0, "scalars": 0})  # 0: keep all
     acc.Reload()
 
     s = Store(store)
@@ -32,8 +32,9 @@ def test_event_files_hold_the_scalars_and_histograms(small, store, run_inprocess
     loss = acc.Scalars("loss")
     assert [e.step for e in loss] == list(range(60))
     assert [e.value for e in loss] == [float(np.float32(v)) for _, v in losses]
-    assert [(e.step, round(e.value, 5)) for e in acc.Scalars("update_ratio/w1")] == \
-        [(st, round(v, 5)) for st, v in ratio]
+    assert [(e.step, round(e.value, 5)) for e in acc.Scalars("update_ratio/w1")] == [
+        (st, round(v, 5)) for st, v in ratio
+    ]
     tags = acc.Tags()
     assert {"lr", "grad_norm/w1", "weight_norm/w2"} <= set(tags["scalars"])
     assert {"weight/w1", "grad/w1", "weight/b2", "grad/b2"} <= set(tags["histograms"])

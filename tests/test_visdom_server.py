@@ -15,12 +15,17 @@ import visdom
 from engine import visdom_server
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ASSETS = Path(os.environ.get("LIVEPROP_VISDOM_ASSETS", visdom_server.DEFAULT_ASSETS))
-ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS",
-                                Path(__file__).parent / "artifacts"))
+ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 NO_PROXY = {"http": None, "https": None}
 
 
@@ -44,8 +49,9 @@ def servers(tmp_path):
 
 
 def client(server, **kwargs):
-    return visdom.Visdom(server="http://127.0.0.1", port=server.port, raise_exceptions=True,
-                         use_incoming_socket=False, **kwargs)
+    return visdom.Visdom(
+        server="http://127.0.0.1", port=server.port, raise_exceptions=True, use_incoming_socket=False, **kwargs
+    )
 
 
 def listen_addresses(port):
@@ -59,7 +65,7 @@ def listen_addresses(port):
             address, hex_port = local.split(":")
             if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
                 if len(address) == 8:  # IPv4, little-endian hex
-                    found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+                    found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
                 else:
                     found.add("ipv6:" + address)
     return found
@@ -82,8 +88,7 @@ def test_page_answers_200_and_listens_on_loopback_only(servers):
     page = requests.get(server.url + "/", proxies=NO_PROXY, timeout=5)
     assert page.status_code == 200  # visdom's own template gives 403 on tornado >= 6.5
     assert "../user/style.css" not in page.text
-    assert requests.get(server.url + "/user/style.css", proxies=NO_PROXY,
-                        timeout=5).status_code == 200
+    assert requests.get(server.url + "/user/style.css", proxies=NO_PROXY, timeout=5).status_code == 200
     assert listen_addresses(server.port) == {"127.0.0.1"}
 
 
@@ -119,8 +124,9 @@ def test_login_accepts_right_credentials_and_refuses_others(servers):
 
     with pytest.raises(RuntimeError, match="Authentication failed"):
         client(server, username="alice", password="wrong")
-    anonymous = requests.post(server.url + "/events", proxies=NO_PROXY, timeout=5,
-                              data=json.dumps({"eid": "main", "win": "x", "data": []}))
+    anonymous = requests.post(
+        server.url + "/events", proxies=NO_PROXY, timeout=5, data=json.dumps({"eid": "main", "win": "x", "data": []})
+    )
     assert anonymous.status_code == 400
 
 
@@ -137,16 +143,15 @@ def test_start_reports_the_log_when_the_server_dies(servers, tmp_path):
         servers(env_path=not_a_dir)
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                    reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
-@pytest.mark.skipif(not (ASSETS / "COMPLETE").is_file(),
-                    reason=f"no Visdom assets in {ASSETS}; run python scripts/visdom_assets.py")
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+@pytest.mark.skipif(
+    not (ASSETS / "COMPLETE").is_file(), reason=f"no Visdom assets in {ASSETS}; run python scripts/visdom_assets.py"
+)
 def test_chromium_draws_the_line(servers):
     from playwright.sync_api import sync_playwright
 
     server = servers(assets_dir=ASSETS)
-    client(server).line(X=list(range(50)), Y=[1 / (1 + x) for x in range(50)],
-                        win="loss", opts={"title": "loss"})
+    client(server).line(X=list(range(50)), Y=[1 / (1 + x) for x in range(50)], win="loss", opts={"title": "loss"})
 
     bad = []  # failed or non-local requests, HTTP errors, page errors
     with sync_playwright() as p:
@@ -156,12 +161,12 @@ def test_chromium_draws_the_line(servers):
             page.on("requestfailed", lambda r: bad.append(f"failed {r.url}"))
             page.on("response", lambda r: r.status >= 400 and bad.append(f"{r.status} {r.url}"))
             page.on("pageerror", lambda e: bad.append(f"page error {e}"))
-            page.route(lambda url: not url.startswith(server.url),
-                       lambda route: (bad.append(f"external {route.request.url}"),
-                                      route.abort()))
+            page.route(
+                lambda url: not url.startswith(server.url),
+                lambda route: (bad.append(f"external {route.request.url}"), route.abort()),
+            )
             page.goto(server.url + "/", wait_until="load")
-            line = page.wait_for_selector(".main-svg .scatterlayer .trace path.js-line",
-                                          timeout=20_000)
+            line = page.wait_for_selector(".main-svg .scatterlayer .trace path.js-line", timeout=20_000)
             assert len(line.get_attribute("d")) > 100  # a real polyline, not an empty path
             page.wait_for_timeout(500)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)

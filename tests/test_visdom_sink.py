@@ -6,6 +6,7 @@ real training run (run_inprocess) or by hand-made Flush batches. The tests asser
 training thread's calls return while the sink's thread hangs in a request; every point arrives),
 not elapsed time, and poll with generous deadlines: the machine may be small and busy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ from engine.telemetry import Flush, Telemetry
 from engine.trainer import Trainer
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ASSETS = Path(os.environ.get("LIVEPROP_VISDOM_ASSETS", visdom_server.DEFAULT_ASSETS))
 ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 PASSWORD = "pw-7f3a9c1e-never-stored"
@@ -46,6 +54,7 @@ PASSWORD = "pw-7f3a9c1e-never-stored"
 
 # ---------------------------------------------------------------------------------------------
 # servers and helpers
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -71,6 +80,7 @@ def servers(tmp_path):
         s = visdom_server.start(port=port, env_path=tmp_path / "env")
         started.append(s)
         return s
+
     yield start
     for s in started:
         s.stop()
@@ -87,11 +97,22 @@ def sinks():
     made = []
 
     def make(url, env=None, timeout=1.0, username="", password="", **kw):
-        s = vsink.VisdomSink(vsink.VisdomSettings(url=url, env=env or f"test-{len(made)}-{time.time_ns()}",
-                                                  timeout=timeout, username=username, password=password),
-                             run_id="r1", config=kw.pop("config", {"mode": "manual"}), interval=0.1, **kw)
+        s = vsink.VisdomSink(
+            vsink.VisdomSettings(
+                url=url,
+                env=env or f"test-{len(made)}-{time.time_ns()}",
+                timeout=timeout,
+                username=username,
+                password=password,
+            ),
+            run_id="r1",
+            config=kw.pop("config", {"mode": "manual"}),
+            interval=0.1,
+            **kw,
+        )
         made.append(s)
         return s
+
     yield make
     for s in made:
         s.close()
@@ -138,8 +159,9 @@ def feed(sink, start, n, per_flush=25):
 
 
 def viz(server, env, **kw):
-    return visdom.Visdom(server="http://127.0.0.1", port=server.port, env=env, raise_exceptions=True,
-                         use_incoming_socket=False, **kw)
+    return visdom.Visdom(
+        server="http://127.0.0.1", port=server.port, env=env, raise_exceptions=True, use_incoming_socket=False, **kw
+    )
 
 
 def window(server, env, win, **kw):
@@ -165,12 +187,13 @@ def delivered(sink):
 # ---------------------------------------------------------------------------------------------
 # what is sent
 
-def test_a_real_run_arrives_in_order_one_request_per_window_per_flush(server, small, store, run_inprocess,
-                                                                     monkeypatch):
+
+def test_a_real_run_arrives_in_order_one_request_per_window_per_flush(server, small, store, run_inprocess, monkeypatch):
     posts = []
     real_post = Client.post
-    monkeypatch.setattr(Client, "post", lambda self, ep, msg: (posts.append((ep, msg.get("win"))),
-                                                               real_post(self, ep, msg))[1])
+    monkeypatch.setattr(
+        Client, "post", lambda self, ep, msg: (posts.append((ep, msg.get("win"))), real_post(self, ep, msg))[1]
+    )
     cfg = small(steps=300, flush_every=25, telemetry_every=10, visdom=server.url, name="<script>x</script>")
     run_id, status = run_inprocess(cfg, store)
     assert status == "finished"
@@ -205,18 +228,19 @@ def test_a_real_run_arrives_in_order_one_request_per_window_per_flush(server, sm
 def test_a_long_series_stays_bounded_and_keeps_its_spikes(server, sinks):
     sink = sinks(server.url)
     flushes = [Flush(a, [1.0 + (a + i) * 1e-4 for i in range(200)]) for a in range(0, 20_000, 200)]
-    flushes[61].losses[145] = 99.0                        # one spike, at step 12345
+    flushes[61].losses[145] = 99.0  # one spike, at step 12345
     for f in flushes:
         sink.on_flush(f)
     assert sink.close() == "connected"
     trace = loss_trace(server, sink.s.env)
-    assert 250 <= len(trace["x"]) <= 1000                 # 2000 points per window, 2 traces
+    assert 250 <= len(trace["x"]) <= 1000  # 2000 points per window, 2 traces
     assert trace["x"] == sorted(trace["x"]) and trace["x"][0] == 0 and trace["x"][-1] == 19_999
     assert 99.0 in trace["y"] and trace["x"][trace["y"].index(99.0)] == 12_345
 
 
 # ---------------------------------------------------------------------------------------------
 # the server down, killed, stalled
+
 
 def test_server_down_at_launch_then_up_gets_the_buffered_points(servers, sinks, fast_retry):
     port = free_port()
@@ -241,7 +265,7 @@ def test_server_killed_and_restarted_loses_nothing(servers, sinks, fast_retry):
     server.stop()
     feed(sink, 100, 100)
     wait_for(lambda: not sink.connected and sink.buffered == 100, what="buffering while down")
-    server = servers(server.port)                          # restarted empty, same port
+    server = servers(server.port)  # restarted empty, same port
     wait_for(delivered(sink), what="delivery after the restart")
     feed(sink, 200, 50)
     sink.close()
@@ -250,9 +274,10 @@ def test_server_killed_and_restarted_loses_nothing(servers, sinks, fast_retry):
     assert trace["y"] == [1000.0 / (1 + s) for s in range(250)]
 
 
-def test_a_stalled_server_never_delays_training_and_gets_the_points_later(servers, sinks, small, fast_retry,
-                                                                          monkeypatch):
-    requests_done = 0                      # by the sink's thread, ended by an answer or a timeout
+def test_a_stalled_server_never_delays_training_and_gets_the_points_later(
+    servers, sinks, small, fast_retry, monkeypatch
+):
+    requests_done = 0  # by the sink's thread, ended by an answer or a timeout
     in_request = threading.Event()
     real_post = Client.post
 
@@ -264,20 +289,22 @@ def test_a_stalled_server_never_delays_training_and_gets_the_points_later(server
         finally:
             in_request.clear()
             requests_done += 1
+
     monkeypatch.setattr(Client, "post", post)
     stall = StalledServer()
-    sink = sinks(stall.url, timeout=1.0, max_points=200_000)      # every step stays below the bound
+    sink = sinks(stall.url, timeout=1.0, max_points=200_000)  # every step stays below the bound
     p = build.prepare(small(steps=100_000, flush_every=10, telemetry_every=5))
     mode, batches = build.build(p)
     tel = Telemetry(every=5, bins=8, flush_every=10, flush_seconds=0.5, device=p.device, batch_size=p.cfg.batch_size)
     trainer = Trainer(mode, batches, tel, p.total_steps)
-    overlapped = 0          # on_flush calls that began and returned inside one hanging request
+    overlapped = 0  # on_flush calls that began and returned inside one hanging request
 
     def on_flush(flush):
         nonlocal overlapped
         before = in_request.is_set(), requests_done
         sink.on_flush(flush)
         overlapped += before == (True, requests_done) and in_request.is_set()
+
     trainer.add_callback("on_flush", on_flush)
     # an on_flush that waited for the sink's thread would never return while that thread hangs
     deadline = time.monotonic() + 60
@@ -289,7 +316,7 @@ def test_a_stalled_server_never_delays_training_and_gets_the_points_later(server
     wait_for(lambda: sink.lines["loss"].pending == steps, what="every loss buffered")
 
     stall.close()
-    server = servers(stall.port)                           # the server recovers on that port
+    server = servers(stall.port)  # the server recovers on that port
     wait_for(delivered(sink), what="delivery after the stall")
     sink.close()
     assert loss_trace(server, sink.s.env)["x"] == list(range(steps))
@@ -304,12 +331,13 @@ def test_a_full_queue_drops_points_and_never_waits(sinks, monkeypatch):
         held.set()
         release.wait(60)
         raise requests.ReadTimeout("held by the test")
+
     monkeypatch.setattr(Client, "post", post)
     sink = sinks("http://127.0.0.1:9", queue_size=2)
     try:
-        wait_for(held.is_set, what="the sink's thread in a request")      # it sends the text pane first
+        wait_for(held.is_set, what="the sink's thread in a request")  # it sends the text pane first
         trainer_thread = threading.Thread(target=lambda: (feed(sink, 0, 250), sink.on_status("finished")))
-        trainer_thread.start()                            # ten flushes into a queue of two
+        trainer_thread.start()  # ten flushes into a queue of two
         trainer_thread.join(30)
         assert not trainer_thread.is_alive(), "on_flush or on_status waited for the sink's thread"
         assert sink.q.full() and sink.dropped == 8 * 25
@@ -336,16 +364,17 @@ def test_close_on_a_stalled_server_stops_at_the_first_timeout_and_spools(sinks, 
 # ---------------------------------------------------------------------------------------------
 # the mirror, against a fake server that applies its messages
 
+
 def apply(server: dict, endpoint: str, msg: dict):
     """What Visdom does with the sink's two kinds of message, per trace name: (x, y) lists."""
-    if endpoint == "events":                                  # replace the window
+    if endpoint == "events":  # replace the window
         server.clear()
         server.update((t["name"], (t["x"], t["y"])) for t in msg["data"])
         return
     assert endpoint == "update" and msg["append"]
     for t in msg["data"]:
         x, y = server.setdefault(t["name"], ([], []))
-        assert not x or not t["x"] or t["x"][0] > x[-1]       # only new points
+        assert not x or not t["x"] or t["x"][0] > x[-1]  # only new points
         x += t["x"]
         y += t["y"]
 
@@ -357,8 +386,10 @@ def test_the_mirror_appends_tails_and_replaces_only_after_a_compaction():
     while step < end:
         n = rng.choice([1, 7, 25, 400, 2000])
         xs = list(range(step, min(step + n, end)))
-        ys = [1e6 if s == 31_337 else None if 20_000 <= s < 25_000 else float("nan") if s % 997 == 5
-              else 1.0 / (1 + s) for s in xs]
+        ys = [
+            1e6 if s == 31_337 else None if 20_000 <= s < 25_000 else float("nan") if s % 997 == 5 else 1.0 / (1 + s)
+            for s in xs
+        ]
         w.add("loss", xs, ys, 500)
         w.add("smoothed", xs, [1.0] * len(xs), 500)
         step += len(xs)
@@ -368,21 +399,22 @@ def test_the_mirror_appends_tails_and_replaces_only_after_a_compaction():
             apply(server, endpoint, msg)
             kinds[endpoint] += 1
             w.delivered()
-            for name, s in w.traces.items():                  # the server's copy is the mirror's
+            for name, s in w.traces.items():  # the server's copy is the mirror's
                 assert server[name] == s.points(0, s.ready(w.final))
             assert sum(len(x) for x, _ in server.values()) <= 500
     loss = w.traces["loss"]
     assert loss.sent == len(loss.b) and not w.changed()
     assert 1 <= kinds["events"] <= math.log2(loss.b.width) < kinds["update"]
     x, y = server["loss"]
-    assert x[0] == 0 and x[-1] == end - 1 and y[x.index(31_337)] == 1e6      # the spike, where it was
-    assert None in y and all(v is None or math.isfinite(v) for v in y)     # gaps, and JSON without NaN
-    again = Series.from_json(json.loads(json.dumps(loss.to_json())))       # the spool's round trip
+    assert x[0] == 0 and x[-1] == end - 1 and y[x.index(31_337)] == 1e6  # the spike, where it was
+    assert None in y and all(v is None or math.isfinite(v) for v in y)  # gaps, and JSON without NaN
+    again = Series.from_json(json.loads(json.dumps(loss.to_json())))  # the spool's round trip
     assert again.b.width == loss.b.width and again.points(0, len(again.b)) == (x, y)
 
 
 # ---------------------------------------------------------------------------------------------
 # login, secrets, settings
+
 
 def test_login_right_and_wrong_credentials(login_server, sinks, fast_retry):
     good = sinks(login_server.url, username="alice", password=PASSWORD)
@@ -394,8 +426,8 @@ def test_login_right_and_wrong_credentials(login_server, sinks, fast_retry):
     wait_for(lambda: bad.error and nobody.error, what="refusals")
     assert bad.status() == "buffering 50: login refused for user 'alice': wrong user name or password"
     assert "requires a login" in nobody.status()
-    assert bad.close().startswith("buffering 50")          # no crash, and no hang at close:
-    assert not bad._thread.is_alive()                      # its thread ended; close did not give up on it
+    assert bad.close().startswith("buffering 50")  # no crash, and no hang at close:
+    assert not bad._thread.is_alive()  # its thread ended; close did not give up on it
     good.close()
     assert loss_trace(login_server, good.s.env, username="alice", password=PASSWORD)["x"] == list(range(50))
 
@@ -404,9 +436,8 @@ def test_the_password_never_reaches_the_store_the_log_or_the_pane(login_server, 
     monkeypatch.setenv("LIVEPROP_VISDOM_PASSWORD", PASSWORD)
     monkeypatch.setenv("LIVEPROP_VISDOM_USERNAME", "alice")
     store = str(tmp_path / "runs" / "liveprop.db")
-    run_id = runs.launch(small(steps=200, flush_every=20, visdom=login_server.url), store)   # a real worker
-    wait_for(lambda: runs.get_run(run_id, store)["status"] not in ("queued", "running"), timeout=90,
-             what="the worker")
+    run_id = runs.launch(small(steps=200, flush_every=20, visdom=login_server.url), store)  # a real worker
+    wait_for(lambda: runs.get_run(run_id, store)["status"] not in ("queued", "running"), timeout=90, what="the worker")
     s = Store(store)
     assert s.get_run(run_id)["status"] == "finished"
     assert [e["data"]["status"] for e in s.events(run_id) if e["kind"] == "visdom"][-1] == "connected"
@@ -426,16 +457,16 @@ def test_the_password_never_reaches_the_store_the_log_or_the_pane(login_server, 
 def test_settings_from_flags_config_and_environment():
     p = argparse.ArgumentParser()
     add_config_flags(p)
-    args = lambda *a: config_from_args(p.parse_args([*a, "--config", "", "--name", "n"]))   # noqa: E731
-    env = {"LIVEPROP_VISDOM_URL": "http://h:9000", "LIVEPROP_VISDOM_PASSWORD": "pw",
-           "LIVEPROP_VISDOM_USERNAME": "bob"}
-    assert vsink.settings_for(RunConfig(), "r", {}) is None                  # off by default
+    args = lambda *a: config_from_args(p.parse_args([*a, "--config", "", "--name", "n"]))  # noqa: E731
+    env = {"LIVEPROP_VISDOM_URL": "http://h:9000", "LIVEPROP_VISDOM_PASSWORD": "pw", "LIVEPROP_VISDOM_USERNAME": "bob"}
+    assert vsink.settings_for(RunConfig(), "r", {}) is None  # off by default
     s = vsink.settings_for(RunConfig(name="n"), "r", env)
     assert (s.endpoint, s.env, s.username, s.password) == ("http://h:9000", "liveprop_n-r", "bob", "pw")
     assert "pw" not in repr(s)
     assert vsink.settings_for(args("--no-visdom"), "r", env) is None
-    s = vsink.settings_for(args("--visdom", "http://x:1", "--visdom-port", "2", "--visdom-base-url", "vis",
-                                "--visdom-env", "e"), "r", env)
+    s = vsink.settings_for(
+        args("--visdom", "http://x:1", "--visdom-port", "2", "--visdom-base-url", "vis", "--visdom-env", "e"), "r", env
+    )
     assert (s.endpoint, s.env) == ("http://x:2/vis", "e")
     with pytest.raises(ConfigError) as e:
         validate(RunConfig(visdom="http://bob:hunter2@h:1"))
@@ -462,9 +493,11 @@ def test_an_unreachable_server_at_the_end_spools_and_replay_delivers(servers, si
 # ---------------------------------------------------------------------------------------------
 # the page, in a real browser
 
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
-@pytest.mark.skipif(not (ASSETS / "COMPLETE").is_file(),
-                    reason=f"no Visdom assets in {ASSETS}; run python scripts/visdom_assets.py")
+@pytest.mark.skipif(
+    not (ASSETS / "COMPLETE").is_file(), reason=f"no Visdom assets in {ASSETS}; run python scripts/visdom_assets.py"
+)
 def test_chromium_shows_the_loss_window(server, small, store, run_inprocess):
     from playwright.sync_api import sync_playwright
 
@@ -481,7 +514,7 @@ def test_chromium_shows_the_loss_window(server, small, store, run_inprocess):
             page.wait_for_selector("text=loss (raw and smoothed)", timeout=20_000)
             lines = page.wait_for_selector(".main-svg .scatterlayer .trace path.js-line", timeout=20_000)
             assert len(lines.get_attribute("d")) > 100
-            page.wait_for_selector(".main-svg .barlayer", timeout=20_000)   # the histograms
+            page.wait_for_selector(".main-svg .barlayer", timeout=20_000)  # the histograms
             page.wait_for_timeout(800)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             (ARTIFACTS / ".gitignore").write_text("*\n")

@@ -1,4 +1,5 @@
 """About: what each mode means, from the lecture notes (and each mode's own docstring)."""
+
 import streamlit as st
 
 from dashboard.about_text import INTRO, MODES, OUTRO

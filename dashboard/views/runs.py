@@ -1,4 +1,5 @@
 """Runs: every run in the store; overlay several, download metrics and checkpoints, delete."""
+
 from pathlib import Path
 
 import streamlit as st
@@ -18,9 +19,17 @@ if not runs:
 final = {r["id"]: db.last_value(r["id"], "loss")[1] for r in runs}
 rows = pages_common.run_rows(runs, final)
 st.button("Refresh", key="runs_refresh")
-table = st.dataframe(rows, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
-                     column_config={"lr": st.column_config.NumberColumn(format="%.2e"),
-                                    "final loss": st.column_config.NumberColumn(format="%.4g")})
+table = st.dataframe(
+    rows,
+    key="runs_table",
+    on_select="rerun",
+    selection_mode="multi-row",
+    hide_index=True,
+    column_config={
+        "lr": st.column_config.NumberColumn(format="%.2e"),
+        "final loss": st.column_config.NumberColumn(format="%.4g"),
+    },
+)
 selected = [rows[i]["run"] for i in table.selection.rows]
 st.caption("Select rows to overlay their loss curves.")
 if selected:
@@ -34,19 +43,34 @@ c1, c2, c3, c4 = st.columns(4)
 if c1.button("Watch on the Train page", key="runs_watch"):
     actions.watch(run_id)
     st.switch_page("views/train.py")
-c2.download_button("Metrics CSV", data=lambda: export.metrics(run_id, "csv", db), file_name=f"{run_id}.csv",
-                   mime="text/csv", key="runs_csv", on_click="ignore")
+c2.download_button(
+    "Metrics CSV",
+    data=lambda: export.metrics(run_id, "csv", db),
+    file_name=f"{run_id}.csv",
+    mime="text/csv",
+    key="runs_csv",
+    on_click="ignore",
+)
 ckpt = run.get("checkpoint")
 have_ckpt = bool(ckpt) and Path(ckpt).is_file()
-c3.download_button("Final checkpoint", data=(lambda: Path(ckpt).read_bytes()) if have_ckpt else b"",
-                   file_name=f"{run_id}.pt", mime="application/octet-stream", key="runs_ckpt",
-                   disabled=not have_ckpt, on_click="ignore",
-                   help=None if have_ckpt else "written when the run ends (finished, stopped or diverged)")
+c3.download_button(
+    "Final checkpoint",
+    data=(lambda: Path(ckpt).read_bytes()) if have_ckpt else b"",
+    file_name=f"{run_id}.pt",
+    mime="application/octet-stream",
+    key="runs_ckpt",
+    disabled=not have_ckpt,
+    on_click="ignore",
+    help=None if have_ckpt else "written when the run ends (finished, stopped or diverged)",
+)
 c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
 if st.session_state.get("lp_confirm_delete") == run_id:
     active = run["status"] in engine.ACTIVE
-    st.warning(f"Delete run {run_id} with its metrics{', checkpoint' if have_ckpt else ''} and log? "
-               + ("It is still active: it will be stopped first. " if active else "") + "This cannot be undone.")
+    st.warning(
+        f"Delete run {run_id} with its metrics{', checkpoint' if have_ckpt else ''} and log? "
+        + ("It is still active: it will be stopped first. " if active else "")
+        + "This cannot be undone."
+    )
     d1, d2, _ = st.columns([1, 1, 4])
     d1.button("Yes, delete", type="primary", key="runs_delete_yes", on_click=actions.delete, args=(run_id,))
     d2.button("Cancel", key="runs_delete_no", on_click=actions.cancel_delete)

@@ -1,4 +1,5 @@
 """Train: configure in the sidebar, Start (or Compare modes), and watch the run live."""
+
 import streamlit as st
 
 from dashboard import actions, figures, live, pages_common, rules, sidebar
@@ -10,15 +11,21 @@ why = rules.disabled_reasons(sidebar.values())
 
 c1, c2, c3 = st.columns([1, 1.4, 5])
 c1.button("Start", type="primary", key="btn_start", on_click=actions.start, disabled=error is not None)
-c2.button("Compare modes", key="btn_compare", on_click=actions.compare,
-          disabled=error is not None or "compare" in why,
-          help="Runs this configuration as manual, autograd and custom Function from the same seed.")
+c2.button(
+    "Compare modes",
+    key="btn_compare",
+    on_click=actions.compare,
+    disabled=error is not None or "compare" in why,
+    help="Runs this configuration as manual, autograd and custom Function from the same seed.",
+)
 if error:
     c3.error(f"Cannot start: {error}")
 else:
     p = prepared.cfg
-    c3.caption(f"Ready: {rules.MODE_LABELS[p.mode]} · {p.arch} · {p.dataset} · {p.loss} loss · lr {p.lr:.3g} · "
-               f"{prepared.total_steps:,} steps on {prepared.device_note}")
+    c3.caption(
+        f"Ready: {rules.MODE_LABELS[p.mode]} · {p.arch} · {p.dataset} · {p.loss} loss · lr {p.lr:.3g} · "
+        f"{prepared.total_steps:,} steps on {prepared.device_note}"
+    )
 if "compare" in why:
     st.caption(f":grey[Compare modes: {why['compare']}]")
 pages_common.messages()
@@ -31,8 +38,10 @@ if run_id:
     live.run_panel(run_id)
     live.detail_panel(run_id)
 else:
-    st.info("Configure a run in the sidebar and press Start. Runs keep training in the background; "
-            "the Runs page lists them all.")
+    st.info(
+        "Configure a run in the sidebar and press Start. Runs keep training in the background; "
+        "the Runs page lists them all."
+    )
     # an empty loss chart: where the curve will be, and the browser loads its plotting code now
     # rather than after Start (that first load cost up to 2 s of the time to the first point)
     st.plotly_chart(figures.loss_figure(([], []), title="Loss (start a run)"), key="loss_placeholder")

@@ -8,6 +8,7 @@ The raw modes (manual, autograd, custom_function) each hold the lecture's step w
 (TwoLayer) and the same step looped over any number of layers (Deep, with deep.py); their Mode
 picks TwoLayer for exactly two layers. A diff of two mode files shows only what the later one adds.
 """
+
 from . import autograd, custom_function, manual, nn_optim, nn_sgd
 
 MODES = {

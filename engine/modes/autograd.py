@@ -4,6 +4,7 @@ What is different from manual.py: no hand-written backward pass. PyTorch records
 the forward pass runs, and the update happens under torch.no_grad(), then grad.zero_(), because
 gradients accumulate.
 """
+
 import torch
 
 from ..losses import LOSSES
@@ -13,36 +14,36 @@ from . import deep
 class TwoLayer:
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
 
-    relu = staticmethod(lambda h: h.clamp(min=0))                   # custom_function.py swaps in MyReLU
+    relu = staticmethod(lambda h: h.clamp(min=0))  # custom_function.py swaps in MyReLU
 
     def __init__(self, params, loss, lr):
-        self.params = {n: p.requires_grad_() for n, p in params.items()}   # w1: (D_in, H), w2: (H, D_out), ...
+        self.params = {n: p.requires_grad_() for n, p in params.items()}  # w1: (D_in, H), w2: (H, D_out), ...
         self.loss, self.lr = loss, lr
 
     def forward(self, x):
         w1, w2 = self.params["w1"], self.params["w2"]
-        b1, b2 = self.params.get("b1"), self.params.get("b2")      # None without biases
-        x = x.reshape(len(x), -1)                                   # (N, D_in)
+        b1, b2 = self.params.get("b1"), self.params.get("b2")  # None without biases
+        x = x.reshape(len(x), -1)  # (N, D_in)
 
         # Forward pass: compute predictions
-        h = x.mm(w1) if b1 is None else torch.addmm(b1, x, w1)     # (N, H)
-        h_relu = self.relu(h)                                       # (N, H)
-        y_pred = h_relu.mm(w2) if b2 is None else torch.addmm(b2, h_relu, w2)     # (N, D_out)
+        h = x.mm(w1) if b1 is None else torch.addmm(b1, x, w1)  # (N, H)
+        h_relu = self.relu(h)  # (N, H)
+        y_pred = h_relu.mm(w2) if b2 is None else torch.addmm(b2, h_relu, w2)  # (N, D_out)
         return y_pred
 
     def forward_backward(self, x, y):
         loss = LOSSES[self.loss](self.forward(x), y)
-        loss.backward()                                             # fills w.grad for every param
+        loss.backward()  # fills w.grad for every param
         return loss.detach()
 
     def update(self):
-        with torch.no_grad():                                       # the update is not part of the graph
+        with torch.no_grad():  # the update is not part of the graph
             for w in self.params.values():
-                w.add_(w.grad, alpha=-self.lr)                      # w1 -= learning_rate * w1.grad
+                w.add_(w.grad, alpha=-self.lr)  # w1 -= learning_rate * w1.grad
 
     def zero_grad(self):
         for w in self.params.values():
-            w.grad.zero_()                                          # gradients accumulate otherwise
+            w.grad.zero_()  # gradients accumulate otherwise
 
     def named_params(self):
         return [(n, p.detach()) for n, p in self.params.items()]
@@ -51,7 +52,7 @@ class TwoLayer:
         return [(n, p.grad) for n, p in self.params.items()]
 
     def reference_grads(self, x, y):
-        return None                                                 # autograd is the reference
+        return None  # autograd is the reference
 
     def state_dict(self):
         return {"model": {n: p.detach() for n, p in self.params.items()}}

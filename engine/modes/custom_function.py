@@ -4,6 +4,7 @@ What is different from autograd.py: only the ReLU. MyReLU (engine/functions.py) 
 with ctx.save_for_backward and writes its own backward. The gradient check compares it with the
 built-in torch.relu on the same weights and batch.
 """
+
 import torch
 
 from ..functions import my_relu
@@ -11,18 +12,18 @@ from . import autograd, deep
 
 
 class TwoLayer(autograd.TwoLayer):
-    relu = staticmethod(my_relu)                                    # h_relu = my_relu(h)
+    relu = staticmethod(my_relu)  # h_relu = my_relu(h)
 
     def reference_grads(self, x, y):
         """The same step with the built-in torch.relu, for the gradient check."""
         ref = autograd.Mode({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
-        ref.relu = torch.relu                                       # on this one instance, instead of h.clamp(min=0)
+        ref.relu = torch.relu  # on this one instance, instead of h.clamp(min=0)
         ref.forward_backward(x, y)
         return dict(ref.named_grads())
 
 
 class Deep(TwoLayer):
-    forward = autograd.Deep.forward                                 # the loop over w1..wN, with MyReLU
+    forward = autograd.Deep.forward  # the loop over w1..wN, with MyReLU
 
 
 def Mode(params, loss, lr):

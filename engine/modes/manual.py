@@ -4,6 +4,7 @@ What is different: no autograd at all. The forward pass keeps h and h_relu, and 
 applies the chain rule to them, last layer first. The lecture's grad_h[h < 0] = 0 is a boolean-mask
 assignment that syncs with the host; masked_fill does not.
 """
+
 import torch
 
 from ..losses import LOSS_GRADS, LOSSES
@@ -14,42 +15,42 @@ class TwoLayer:
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
 
     def __init__(self, params, loss, lr):
-        self.params = params            # {"w1": (D_in, H), "w2": (H, D_out)}, with biases "b1": (H,), "b2": (D_out,)
+        self.params = params  # {"w1": (D_in, H), "w2": (H, D_out)}, with biases "b1": (H,), "b2": (D_out,)
         self.loss, self.lr = loss, lr
         self.grads = {}
 
     def forward_backward(self, x, y):
         w1, w2 = self.params["w1"], self.params["w2"]
-        b1, b2 = self.params.get("b1"), self.params.get("b2")      # None without biases
-        x = x.reshape(len(x), -1)                                   # (N, D_in)
+        b1, b2 = self.params.get("b1"), self.params.get("b2")  # None without biases
+        x = x.reshape(len(x), -1)  # (N, D_in)
 
         # Forward pass: compute predictions
-        h = x.mm(w1) if b1 is None else torch.addmm(b1, x, w1)     # (N, H)
-        h_relu = h.clamp(min=0)                                     # (N, H)
-        y_pred = h_relu.mm(w2) if b2 is None else torch.addmm(b2, h_relu, w2)     # (N, D_out)
+        h = x.mm(w1) if b1 is None else torch.addmm(b1, x, w1)  # (N, H)
+        h_relu = h.clamp(min=0)  # (N, H)
+        y_pred = h_relu.mm(w2) if b2 is None else torch.addmm(b2, h_relu, w2)  # (N, D_out)
         loss = LOSSES[self.loss](y_pred, y)
 
         # Backward pass: manually compute gradients
-        grad_y_pred = LOSS_GRADS[self.loss](y_pred, y)              # (N, D_out)
-        grad_w2 = h_relu.t().mm(grad_y_pred)                        # (H, D_out)
-        grad_h_relu = grad_y_pred.mm(w2.t())                        # (N, H)
+        grad_y_pred = LOSS_GRADS[self.loss](y_pred, y)  # (N, D_out)
+        grad_w2 = h_relu.t().mm(grad_y_pred)  # (H, D_out)
+        grad_h_relu = grad_y_pred.mm(w2.t())  # (N, H)
         # the lecture: grad_h = grad_h_relu.clone(); grad_h[h < 0] = 0. A boolean-mask assignment
         # syncs with the host on CUDA; masked_fill computes the same thing on the device.
-        grad_h = grad_h_relu.masked_fill(h < 0, 0)                  # (N, H)
-        grad_w1 = x.t().mm(grad_h)                                  # (D_in, H)
+        grad_h = grad_h_relu.masked_fill(h < 0, 0)  # (N, H)
+        grad_w1 = x.t().mm(grad_h)  # (D_in, H)
         self.grads = {"w1": grad_w1, "w2": grad_w2}
         if b1 is not None:
-            self.grads["b1"] = grad_h.sum(0)                        # (H,)
+            self.grads["b1"] = grad_h.sum(0)  # (H,)
         if b2 is not None:
-            self.grads["b2"] = grad_y_pred.sum(0)                   # (D_out,)
+            self.grads["b2"] = grad_y_pred.sum(0)  # (D_out,)
         return loss
 
     def update(self):
         for name, w in self.params.items():
-            w.add_(self.grads[name], alpha=-self.lr)                # w1 -= learning_rate * grad_w1
+            w.add_(self.grads[name], alpha=-self.lr)  # w1 -= learning_rate * grad_w1
 
     def zero_grad(self):
-        pass                                                        # grads are rebuilt each step
+        pass  # grads are rebuilt each step
 
     def named_params(self):
         return list(self.params.items())

@@ -3,6 +3,7 @@
 What is different from nn_sgd.py: optimizer.step() does the update, with momentum, adaptive
 rates or weight decay as configured (engine/optimizers.py), and optimizer.zero_grad() clears.
 """
+
 from . import nn_sgd
 
 

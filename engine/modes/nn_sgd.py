@@ -3,6 +3,7 @@
 What is different from autograd.py: the weights live in the model's Linear layers, so the forward
 pass is model(x), and the update loops over model.parameters(), then calls model.zero_grad().
 """
+
 import torch
 
 from ..losses import LOSSES
@@ -21,8 +22,8 @@ class Mode:
     def update(self):
         with torch.no_grad():
             for param in self.model.parameters():
-                if param.grad is not None:                          # frozen layers have none
-                    param.add_(param.grad, alpha=-self.lr)          # param -= lr * param.grad
+                if param.grad is not None:  # frozen layers have none
+                    param.add_(param.grad, alpha=-self.lr)  # param -= lr * param.grad
 
     def zero_grad(self):
         self.model.zero_grad()

@@ -7,6 +7,7 @@ at the end. A sink's status reaches the store as an event of kind "visdom" or "t
 unless the state word changes) and once more at close. The dashboard and the CLI read the
 latest such event: `last_status(run_id, store_path)`.
 """
+
 from __future__ import annotations
 
 import time
@@ -37,18 +38,21 @@ def attach(trainer, cfg, run_id: str, store_path: str, environ=None) -> list:
     Call it before the store sink subscribes, so the status events reach the store."""
     from ..files import RunFiles
     from . import visdom
+
     sinks = []
     settings = visdom.settings_for(cfg, run_id, environ)
     if settings:
         from ..config import to_dict
+
         spool = RunFiles.of(run_id, store_path).spool
         sinks.append(("visdom", visdom.VisdomSink(settings, run_id, to_dict(cfg), spool=spool)))
     if cfg.tensorboard_dir:
         from .tensorboard import TensorBoardSink
+
         sinks.append(("tensorboard", TensorBoardSink(Path(cfg.tensorboard_dir) / visdom.env_name(cfg.name, run_id))))
     for kind, sink in sinks:
         trainer.add_callback("on_flush", StatusEvents(kind, sink))
-    for kind, sink in sinks:
+    for _kind, sink in sinks:
         trainer.add_callback("on_flush", sink.on_flush)
         if hasattr(sink, "on_status"):
             trainer.add_callback("on_status", sink.on_status)
@@ -62,7 +66,7 @@ def close(sinks: list, status: str) -> list[tuple[str, dict]]:
         try:
             sink.close(status)
             out.append((kind, sink.status_info()))
-        except Exception as e:              # a sink's failure never changes the run's outcome
+        except Exception as e:  # a sink's failure never changes the run's outcome
             out.append((kind, {"state": "error", "status": "error", "error": f"{type(e).__name__}: {e}"}))
     return out
 
@@ -70,6 +74,7 @@ def close(sinks: list, status: str) -> list[tuple[str, dict]]:
 def last_status(run_id: str, store_path: str | None = None) -> dict[str, dict]:
     """{kind: data} of the latest status event of each sink of a run."""
     from ..store import opened
+
     found = {}
     with opened(store_path) as store:
         for e in store.events(run_id):
@@ -80,6 +85,11 @@ def last_status(run_id: str, store_path: str | None = None) -> dict[str, dict]:
 
 def describe(kind: str, info: dict) -> str:
     """One line for people: 'visdom: connected (env E at URL)', with the error when there is one."""
-    where = (f" (env {info['env']} at {info['url']})" if kind == "visdom" and "env" in info
-             else f" ({info['logdir']})" if "logdir" in info else "")
+    where = (
+        f" (env {info['env']} at {info['url']})"
+        if kind == "visdom" and "env" in info
+        else f" ({info['logdir']})"
+        if "logdir" in info
+        else ""
+    )
     return f"{kind}: {info['status']}{where}" + (f": {info['error']}" if info.get("error") else "")

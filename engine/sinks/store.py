@@ -5,6 +5,7 @@ passes the viewers' commands (control rows) to the training loop through Control
 their acknowledgements back. The queue is bounded and blocks when full: the store is the record,
 so a flush is never dropped (the trainer flushes every 0.5 s, far below what the store can take).
 """
+
 from __future__ import annotations
 
 import queue
@@ -14,7 +15,7 @@ import time
 from ..control import Control
 from ..store import Store
 
-POLL_S = 0.25            # the heartbeat and the control poll
+POLL_S = 0.25  # the heartbeat and the control poll
 
 
 class StoreSink:
@@ -23,7 +24,7 @@ class StoreSink:
 
     def __init__(self, store_path: str, run_id: str, control: Control):
         self.store_path, self.run_id, self.control = store_path, run_id, control
-        self.q = queue.Queue(maxsize=256)         # bounded: the store is the record, so it blocks when full
+        self.q = queue.Queue(maxsize=256)  # bounded: the store is the record, so it blocks when full
         self.error = None
         self._seen = set()
         self._thread = threading.Thread(target=self._loop, name="liveprop-store", daemon=True)
@@ -63,7 +64,7 @@ class StoreSink:
                         if c["id"] not in self._seen:
                             self._seen.add(c["id"])
                             self.control.put(c["id"], c["command"], c["value"])
-            except Exception as e:          # never silent: the worker reports it as the run's error
+            except Exception as e:  # never silent: the worker reports it as the run's error
                 self.error = f"store sink: {type(e).__name__}: {e}"
         store.close()
 
@@ -71,5 +72,3 @@ class StoreSink:
         while self.control.acks:
             cid, result = self.control.acks.pop(0)
             store.ack_control(cid, result)
-
-

@@ -13,6 +13,7 @@ the mean of each run of k steps above that. One add_scalar costs about 30 us of 
 a CRC), under the training process's GIL: every step at the lecture's 5k steps/s on a GPU would
 take some 15% from the loop. Full resolution stays in the store.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,8 @@ LOSS_POINTS_PER_S = 100
 
 class TensorBoardSink:
     def __init__(self, logdir: str, queue_size: int = 1000):
-        from torch.utils.tensorboard import SummaryWriter      # imports tensorboard: only when enabled
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when enabled
+
         self.logdir = str(logdir)
         self.writer = SummaryWriter(log_dir=self.logdir, max_queue=1000, flush_secs=5)
         self.q: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -40,8 +42,13 @@ class TensorBoardSink:
 
     def status_info(self) -> dict:
         state = "error" if self.error else "dropped" if self.dropped else "writing"
-        return {"state": state, "status": state + (f" {self.dropped}" if state == "dropped" else ""),
-                "dropped": self.dropped, "error": self.error, "logdir": self.logdir}
+        return {
+            "state": state,
+            "status": state + (f" {self.dropped}" if state == "dropped" else ""),
+            "dropped": self.dropped,
+            "error": self.error,
+            "logdir": self.logdir,
+        }
 
     def status(self) -> str:
         info = self.status_info()
@@ -57,7 +64,7 @@ class TensorBoardSink:
         while (f := self.q.get()) is not None:
             try:
                 self._write(f)
-            except Exception as e:          # never silent: shown in status()
+            except Exception as e:  # never silent: shown in status()
                 self.error = f"tensorboard sink: {type(e).__name__}: {e}"
 
     def _write(self, f):
@@ -65,7 +72,7 @@ class TensorBoardSink:
         rate = next((v for _, key, v in f.scalars if key == "steps_per_s"), 0.0)
         k = max(1, math.ceil(rate / LOSS_POINTS_PER_S))
         for i in range(0, len(f.losses), k):
-            run = f.losses[i:i + k]
+            run = f.losses[i : i + k]
             w.add_scalar("loss", sum(run) / len(run), f.first_step + i + len(run) - 1)
         for step, key, v in f.scalars:
             w.add_scalar(key, v, step)
@@ -74,12 +81,19 @@ class TensorBoardSink:
             if not num:
                 continue
             e = h.edges
-            mids = [(a + b) / 2 for a, b in zip(e, e[1:])]            # sums estimated from bin centres
+            mids = [(a + b) / 2 for a, b in zip(e, e[1:])]  # sums estimated from bin centres
             if h.hi > h.lo:
-                limits, counts = e[1:], h.counts                       # upper edge of each bucket
+                limits, counts = e[1:], h.counts  # upper edge of each bucket
             else:
-                limits, counts = [h.hi], [num]                         # every value equal
-            w.add_histogram_raw(f"{h.kind}/{h.layer}", h.lo, h.hi, num,
-                                sum(c * m for c, m in zip(h.counts, mids)),
-                                sum(c * m * m for c, m in zip(h.counts, mids)),
-                                limits, counts, global_step=h.step)
+                limits, counts = [h.hi], [num]  # every value equal
+            w.add_histogram_raw(
+                f"{h.kind}/{h.layer}",
+                h.lo,
+                h.hi,
+                num,
+                sum(c * m for c, m in zip(h.counts, mids)),
+                sum(c * m * m for c, m in zip(h.counts, mids)),
+                limits,
+                counts,
+                global_step=h.step,
+            )

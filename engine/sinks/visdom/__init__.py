@@ -30,6 +30,7 @@ How, and the facts about Visdom behind it:
 
 client.py: settings and the HTTP client; windows.py: the mirror; sink.py: the sink and replay.
 """
+
 from .client import VisdomSettings, env_name, settings_for
 from .sink import VisdomSink, replay
 

@@ -4,6 +4,7 @@ The visdom package's own client posts with no timeout, and with raise_exceptions
 traceback and drops the data; this one raises, and `describe` turns the failure into one line.
 The password comes from $LIVEPROP_VISDOM_PASSWORD only. It is never stored, logged or shown.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,20 +17,25 @@ from urllib.parse import urlsplit
 import requests
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-ENV_VARS = dict(url="LIVEPROP_VISDOM_URL", port="LIVEPROP_VISDOM_PORT", base_url="LIVEPROP_VISDOM_BASE_URL",
-                env="LIVEPROP_VISDOM_ENV", username="LIVEPROP_VISDOM_USERNAME")
+ENV_VARS = dict(
+    url="LIVEPROP_VISDOM_URL",
+    port="LIVEPROP_VISDOM_PORT",
+    base_url="LIVEPROP_VISDOM_BASE_URL",
+    env="LIVEPROP_VISDOM_ENV",
+    username="LIVEPROP_VISDOM_USERNAME",
+)
 PASSWORD_VAR = "LIVEPROP_VISDOM_PASSWORD"
 
 
 @dataclass
 class VisdomSettings:
-    url: str = "http://127.0.0.1:8097"     # scheme://host[:port]
-    port: int = 0                          # 0: the URL's port, else 8097
-    base_url: str = ""                     # the server's -base_url, e.g. /visdom
+    url: str = "http://127.0.0.1:8097"  # scheme://host[:port]
+    port: int = 0  # 0: the URL's port, else 8097
+    base_url: str = ""  # the server's -base_url, e.g. /visdom
     env: str = "main"
-    username: str = ""                     # for a server started with -enable_login
-    password: str = field(default="", repr=False)   # never stored, logged or shown
-    timeout: float = 5.0                   # seconds, for every request
+    username: str = ""  # for a server started with -enable_login
+    password: str = field(default="", repr=False)  # never stored, logged or shown
+    timeout: float = 5.0  # seconds, for every request
 
     @property
     def endpoint(self) -> str:
@@ -61,14 +67,19 @@ def settings_for(cfg, run_id: str, environ=None) -> VisdomSettings | None:
         port = int(port)
     except ValueError:
         raise ValueError(f"{ENV_VARS['port']}: {port!r} is not a port number") from None
-    return VisdomSettings(url=url, port=port, base_url=pick(cfg.visdom_base_url, "base_url"),
-                          env=pick(cfg.visdom_env, "env") or env_name(cfg.name, run_id),
-                          username=pick(cfg.visdom_username, "username"),
-                          password=environ.get(PASSWORD_VAR, ""))
+    return VisdomSettings(
+        url=url,
+        port=port,
+        base_url=pick(cfg.visdom_base_url, "base_url"),
+        env=pick(cfg.visdom_env, "env") or env_name(cfg.name, run_id),
+        username=pick(cfg.visdom_username, "username"),
+        password=environ.get(PASSWORD_VAR, ""),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Visdom's HTTP API, with timeouts
+
 
 class VisdomError(Exception):
     """The server answered, but not with success. The message is meant for a person."""
@@ -80,8 +91,8 @@ class Client:
     def __init__(self, s: VisdomSettings):
         self.s, self.base = s, s.endpoint
         self.session = requests.Session()
-        self.session.trust_env = urlsplit(self.base).hostname not in LOOPBACK   # no proxy for loopback
-        self.timeout = (min(s.timeout, 3.0), s.timeout)                       # (connect, read)
+        self.session.trust_env = urlsplit(self.base).hostname not in LOOPBACK  # no proxy for loopback
+        self.timeout = (min(s.timeout, 3.0), s.timeout)  # (connect, read)
         self._logged_in = False
 
     def post(self, endpoint: str, msg: dict) -> str:
@@ -89,26 +100,31 @@ class Client:
             self._login()
         body = json.dumps(msg, allow_nan=False)
         r = self.session.post(f"{self.base}/{endpoint}", data=body, timeout=self.timeout)
-        if r.status_code == 400 and self.s.username:        # the cookie expired or the server restarted
+        if r.status_code == 400 and self.s.username:  # the cookie expired or the server restarted
             self._logged_in = False
             self._login()
             r = self.session.post(f"{self.base}/{endpoint}", data=body, timeout=self.timeout)
         if r.status_code != 200:
-            hint = (" (this server requires a login: set the Visdom username and $LIVEPROP_VISDOM_PASSWORD)"
-                    if r.status_code == 400 and not self.s.username else "")
+            hint = (
+                " (this server requires a login: set the Visdom username and $LIVEPROP_VISDOM_PASSWORD)"
+                if r.status_code == 400 and not self.s.username
+                else ""
+            )
             raise VisdomError(f"{self.base}/{endpoint} answered HTTP {r.status_code}{hint}")
         return r.text
 
     def _login(self):
         # Visdom's client sends sha256(password); the server hashes it once more and compares.
         digest = hashlib.sha256(self.s.password.encode()).hexdigest()
-        r = self.session.post(self.base + "/", json={"username": self.s.username, "password": digest},
-                              timeout=self.timeout)
+        r = self.session.post(
+            self.base + "/", json={"username": self.s.username, "password": digest}, timeout=self.timeout
+        )
         if r.status_code == 400:
             raise VisdomError(f"login refused for user {self.s.username!r}: wrong user name or password")
         if r.status_code != 200:
-            raise VisdomError(f"login failed: {self.base}/ answered HTTP {r.status_code} "
-                              f"(was the server started with -enable_login?)")
+            raise VisdomError(
+                f"login failed: {self.base}/ answered HTTP {r.status_code} (was the server started with -enable_login?)"
+            )
         self._logged_in = True
 
 

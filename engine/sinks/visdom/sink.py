@@ -5,6 +5,7 @@ queue counts the points as dropped). Everything else happens on the sink's threa
 (windows.py), one request per changed window every `interval` seconds or less often, retries with
 backoff, and the spool. The package docstring (__init__.py) says what goes where, and why.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,42 +21,56 @@ from ...telemetry import Hist
 from .client import Client, VisdomSettings, describe
 from .windows import TEXT_WIN, HistWindow, LineWindow, Series, TextPane
 
-SCALAR_WINDOWS = {   # telemetry key prefix -> (window title, y axis type)
+SCALAR_WINDOWS = {  # telemetry key prefix -> (window title, y axis type)
     "lr": ("learning rate", "log"),
     "grad_norm": ("gradient norm per layer", "log"),
     "update_ratio": ("update / weight ratio per layer", "log"),
 }
-SPOOL_VERSION = 2    # 2: each trace as its decimated points and their grid width
+SPOOL_VERSION = 2  # 2: each trace as its decimated points and their grid width
 SPOOL_EVERY_S = 10.0
 PROBE_EVERY_S = 5.0
 MAX_BACKOFF_S = 5.0
-EMA = 0.95           # loss smoothing
+EMA = 0.95  # loss smoothing
 
 
 class VisdomSink:
     """Subscribe on_flush and on_status to a Trainer; close() at the end of the run."""
 
-    def __init__(self, settings: VisdomSettings, run_id: str = "", config: dict | None = None,
-                 spool: str | Path | None = None, max_points: int = 2000, interval: float = 1.0,
-                 queue_size: int = 1000):
+    def __init__(
+        self,
+        settings: VisdomSettings,
+        run_id: str = "",
+        config: dict | None = None,
+        spool: str | Path | None = None,
+        max_points: int = 2000,
+        interval: float = 1.0,
+        queue_size: int = 1000,
+    ):
         self.s, self.run_id = settings, run_id
         self.spool = Path(spool) if spool else None
         self.max_points, self.interval = max_points, interval
         self.q: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.dropped = 0                   # points that never reached the sink's thread
-        self.buffered = 0                  # points the sink holds that the server has not confirmed
-        self.error: str | None = None      # the last request's failure, until one succeeds
-        self.fault: str | None = None      # a batch (a bug) or a spool this sink could not read: kept for good
+        self.dropped = 0  # points that never reached the sink's thread
+        self.buffered = 0  # points the sink holds that the server has not confirmed
+        self.error: str | None = None  # the last request's failure, until one succeeds
+        self.fault: str | None = None  # a batch (a bug) or a spool this sink could not read: kept for good
         self.connected = False
         self.text = TextPane(run_id, config or {})
         self.lines = {"loss": LineWindow("loss", "loss (raw and smoothed)", "log")}
         self.lines.update({k: LineWindow(k, t, y) for k, (t, y) in SCALAR_WINDOWS.items()})
         self.hists = {k: HistWindow(k) for k in ("weight", "grad")}
-        for w in self._windows():            # seconds between two sends of a window
-            w.gap = (0 if w is self.text else interval if w.win == "loss"
-                     else 3 * interval if isinstance(w, HistWindow) else 2 * interval)
+        for w in self._windows():  # seconds between two sends of a window
+            w.gap = (
+                0
+                if w is self.text
+                else interval
+                if w.win == "loss"
+                else 3 * interval
+                if isinstance(w, HistWindow)
+                else 2 * interval
+            )
         self._ema, self._ema_n = 0.0, 0
-        self._on_server = False            # the text pane is known to exist there (restart probe)
+        self._on_server = False  # the text pane is known to exist there (restart probe)
         self._next, self._backoff, self._spooled, self._probed = 0.0, 0.0, 0.0, 0.0
         self._closing = threading.Event()
         self._final_status = None
@@ -82,9 +97,15 @@ class VisdomSink:
     def status_info(self) -> dict:
         state = "dropped" if self.dropped else "connected" if self.connected else "buffering"
         n = {"dropped": self.dropped, "buffering": self.buffered}.get(state)
-        return {"state": state, "status": state + (f" {n}" if n is not None else ""),
-                "buffered": self.buffered, "dropped": self.dropped, "error": self.error or self.fault,
-                "url": self.s.endpoint, "env": self.s.env}
+        return {
+            "state": state,
+            "status": state + (f" {n}" if n is not None else ""),
+            "buffered": self.buffered,
+            "dropped": self.dropped,
+            "error": self.error or self.fault,
+            "url": self.s.endpoint,
+            "env": self.s.env,
+        }
 
     def status(self) -> str:
         """'connected', 'buffering N' or 'dropped N', then ': <error>' when the last request failed."""
@@ -96,7 +117,7 @@ class VisdomSink:
         self._final_status = status
         self._closing.set()
         try:
-            self.q.put_nowait(None)        # wakes the thread
+            self.q.put_nowait(None)  # wakes the thread
         except queue.Full:
             pass
         self._thread.join(3 * self.s.timeout + 5)
@@ -126,8 +147,12 @@ class VisdomSink:
                 self._sync(final=closing)
             if closing:
                 break
-            if (not self.connected and self._changed() and self.spool
-                    and time.monotonic() - self._spooled > SPOOL_EVERY_S):
+            if (
+                not self.connected
+                and self._changed()
+                and self.spool
+                and time.monotonic() - self._spooled > SPOOL_EVERY_S
+            ):
                 self._save_spool()
         if self._changed():
             self._save_spool()
@@ -139,7 +164,7 @@ class VisdomSink:
                 if item is not None:
                     try:
                         self._ingest(item)
-                    except Exception as e:         # never silent: shown in status() for good
+                    except Exception as e:  # never silent: shown in status() for good
                         self.fault = f"visdom sink: {type(e).__name__}: {e}"
                 item = self.q.get_nowait()
         except queue.Empty:
@@ -147,7 +172,7 @@ class VisdomSink:
         self.buffered = sum(w.pending for w in self._windows())
 
     def _ingest(self, item):
-        if isinstance(item, tuple):              # ("status", status)
+        if isinstance(item, tuple):  # ("status", status)
             self.text.set_status(item[1])
             return
         f = item
@@ -157,12 +182,12 @@ class VisdomSink:
                 if math.isfinite(v):
                     self._ema_n += 1
                     self._ema = EMA * self._ema + (1 - EMA) * v
-                smooth.append(self._ema / (1 - EMA ** self._ema_n) if self._ema_n else None)
+                smooth.append(self._ema / (1 - EMA**self._ema_n) if self._ema_n else None)
             steps = list(range(f.first_step, f.first_step + len(f.losses)))
             loss = self.lines["loss"]
             loss.add("loss", steps, f.losses, self.max_points)
             loss.add("smoothed", steps, smooth, self.max_points)
-            loss.pending -= len(steps)           # count each step once
+            loss.pending -= len(steps)  # count each step once
         series = defaultdict(lambda: ([], []))
         for step, key, v in f.scalars:
             prefix, _, layer = key.partition("/")
@@ -183,7 +208,7 @@ class VisdomSink:
             if self._on_server and now - self._probed >= PROBE_EVERY_S:
                 self._probed = now
                 if self._http.post("win_exists", {"win": TEXT_WIN, "eid": env}) == "false":
-                    for w in self._windows():    # the server restarted empty (or the pane was closed)
+                    for w in self._windows():  # the server restarted empty (or the pane was closed)
                         w.replace = True
             for w in self._windows():
                 if not w.changed() or (now - w.sent_at < w.gap and not final):
@@ -192,7 +217,7 @@ class VisdomSink:
                 try:
                     self._http.post(endpoint, msg)
                 except Exception:
-                    w.replace = True         # unknown whether it was applied: send it whole next time
+                    w.replace = True  # unknown whether it was applied: send it whole next time
                     raise
                 w.delivered()
                 w.sent_at = now
@@ -203,7 +228,7 @@ class VisdomSink:
                 self.spool.unlink()
         except Exception as e:
             self.connected, self.error = False, describe(e, self.s)
-            self._probed = -PROBE_EVERY_S           # after an outage, check for a restarted server first
+            self._probed = -PROBE_EVERY_S  # after an outage, check for a restarted server first
             self._backoff = min(MAX_BACKOFF_S, max(0.5, 2 * self._backoff))
             self._next = time.monotonic() + self._backoff
         self.buffered = sum(w.pending for w in self._windows())
@@ -228,7 +253,7 @@ class VisdomSink:
     def _load_spool(self):
         with open(self.spool) as f:
             head = json.loads(f.readline())
-            if head.get("spool") != SPOOL_VERSION:        # another version's: reported, never touched
+            if head.get("spool") != SPOOL_VERSION:  # another version's: reported, never touched
                 self.fault = f"visdom sink: {self.spool} has spool format {head.get('spool')}, not {SPOOL_VERSION}"
                 self.spool = None
                 return
@@ -241,7 +266,7 @@ class VisdomSink:
                 elif "hist" in d and d["hist"] in self.hists:
                     for h in d["latest"]:
                         self.hists[d["hist"]].add(Hist(**h))
-                elif "text" in d and not self.text.config:      # a replay: the run's own pane
+                elif "text" in d and not self.text.config:  # a replay: the run's own pane
                     self.text = TextPane(d["text"]["run"], d["text"]["config"])
                     self.text.status = d["text"]["status"]
         self.buffered = sum(w.pending for w in self._windows())

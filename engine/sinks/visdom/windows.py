@@ -6,6 +6,7 @@ window never has more than max_points points. A trace's points go to the server 
 final: appended (update='append') while the server's copy is a prefix of the mirror, the whole
 window (replace) after a compaction, a new trace or a failed request.
 """
+
 from __future__ import annotations
 
 import html
@@ -31,9 +32,9 @@ class Series:
         True when a bucket the server has changed (the window must then be replaced)."""
         old = self.b
         self.b = old.append(Buckets.from_points(xs, ys), cap)
-        if self.b.width != old.width:                          # compacted: every bucket may have merged
+        if self.b.width != old.width:  # compacted: every bucket may have merged
             return True
-        return 0 < self.sent == len(old) and self.b.s1[self.sent - 1] != old.s1[-1]   # its last bucket grew
+        return 0 < self.sent == len(old) and self.b.s1[self.sent - 1] != old.s1[-1]  # its last bucket grew
 
     def ready(self, final: bool) -> int:
         """How many buckets can be sent: all at the end of the run, else all but a last one whose
@@ -66,27 +67,30 @@ class LineWindow:
 
     def __init__(self, win: str, title: str, ytype: str = "linear"):
         self.win, self.title, self.ytype = win, title, ytype
-        self.gap, self.sent_at = 0.0, 0.0      # seconds between two sends; the last send
+        self.gap, self.sent_at = 0.0, 0.0  # seconds between two sends; the last send
         self.traces: dict[str, Series] = {}
-        self.replace = False           # the server's copy is stale or unknown: send it whole
-        self.final = False             # the run ended: send the last, partly filled buckets too
-        self.pending = 0               # telemetry points not yet delivered
+        self.replace = False  # the server's copy is stale or unknown: send it whole
+        self.final = False  # the run ended: send the last, partly filled buckets too
+        self.pending = 0  # telemetry points not yet delivered
 
     def add(self, name: str, xs: list, ys: list, max_points: int):
         if name not in self.traces:
-            self.replace |= any(s.sent for s in self.traces.values())   # the server's window lacks it
+            self.replace |= any(s.sent for s in self.traces.values())  # the server's window lacks it
             self.traces[name] = Series()
-        cap = max(1, max_points // (2 * len(self.traces)))             # buckets: 2 points each at most
+        cap = max(1, max_points // (2 * len(self.traces)))  # buckets: 2 points each at most
         self.replace |= self.traces[name].extend(xs, ys, cap)
         self.pending += len(xs)
 
-    def changed(self) -> bool:                      # an empty window is never sent
-        return bool(self.traces) and (self.replace or any(s.ready(self.final) > s.sent
-                                                          for s in self.traces.values()))
+    def changed(self) -> bool:  # an empty window is never sent
+        return bool(self.traces) and (self.replace or any(s.ready(self.final) > s.sent for s in self.traces.values()))
 
     def message(self, env: str) -> tuple[str, dict]:
-        layout = {"showlegend": True, "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
-                  "xaxis": {"title": {"text": "step"}}, "yaxis": {"type": self.ytype}}
+        layout = {
+            "showlegend": True,
+            "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
+            "xaxis": {"title": {"text": "step"}},
+            "yaxis": {"type": self.ytype},
+        }
         msg = {"win": self.win, "eid": env, "layout": layout, "opts": {"title": self.title}}
         if self.replace:
             msg["data"] = [_trace(n, s.points(0, s.ready(self.final))) for n, s in self.traces.items()]
@@ -132,16 +136,40 @@ class HistWindow:
         for i, (layer, h) in enumerate(self.latest.items()):
             ax = "" if i == 0 else str(i + 1)
             e = h.edges
-            data.append({"type": "bar", "name": layer, "xaxis": "x" + ax, "yaxis": "y" + ax,
-                         "x": [(a + b) / 2 for a, b in zip(e, e[1:])], "y": h.counts,
-                         "width": (h.hi - h.lo) / len(h.counts) or None, "marker": {"line": {"width": 0}}})
+            data.append(
+                {
+                    "type": "bar",
+                    "name": layer,
+                    "xaxis": "x" + ax,
+                    "yaxis": "y" + ax,
+                    "x": [(a + b) / 2 for a, b in zip(e, e[1:])],
+                    "y": h.counts,
+                    "width": (h.hi - h.lo) / len(h.counts) or None,
+                    "marker": {"line": {"width": 0}},
+                }
+            )
             label = layer + (f" ({h.nonfinite} non-finite)" if h.nonfinite else "")
-            notes.append({"text": html.escape(label), "showarrow": False, "font": {"size": 11},
-                          "xref": f"x{ax} domain", "yref": f"y{ax} domain", "x": 0.5, "y": 1.0,
-                          "xanchor": "center", "yanchor": "bottom"})
+            notes.append(
+                {
+                    "text": html.escape(label),
+                    "showarrow": False,
+                    "font": {"size": 11},
+                    "xref": f"x{ax} domain",
+                    "yref": f"y{ax} domain",
+                    "x": 0.5,
+                    "y": 1.0,
+                    "xanchor": "center",
+                    "yanchor": "bottom",
+                }
+            )
         step = max(h.step for h in self.latest.values())
-        layout = {"grid": {"rows": rows, "columns": cols, "pattern": "independent"}, "showlegend": False,
-                  "annotations": notes, "bargap": 0, "margin": {"l": 40, "r": 10, "t": 30, "b": 30}}
+        layout = {
+            "grid": {"rows": rows, "columns": cols, "pattern": "independent"},
+            "showlegend": False,
+            "annotations": notes,
+            "bargap": 0,
+            "margin": {"l": 40, "r": 10, "t": 30, "b": 30},
+        }
         opts = {"title": f"{self.kind} histograms, step {step}", "width": 180 + 170 * cols, "height": 90 + 150 * rows}
         return "events", {"data": data, "win": self.win, "eid": env, "layout": layout, "opts": opts}
 
@@ -169,12 +197,18 @@ class TextPane:
         return self.replace
 
     def message(self, env: str) -> tuple[str, dict]:
-        esc = lambda v: html.escape(str(v), quote=True)          # noqa: E731
+        esc = lambda v: html.escape(str(v), quote=True)  # noqa: E731
         rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in self.config.items())
-        content = (f"<b>run</b> {esc(self.run_id)} &nbsp; <b>status</b> {esc(self.status)}"
-                   f"<table style='font-size:12px'>{rows}</table>")
-        return "events", {"data": [{"content": content, "type": "text"}], "win": self.win, "eid": env,
-                          "opts": {"title": "run"}}
+        content = (
+            f"<b>run</b> {esc(self.run_id)} &nbsp; <b>status</b> {esc(self.status)}"
+            f"<table style='font-size:12px'>{rows}</table>"
+        )
+        return "events", {
+            "data": [{"content": content, "type": "text"}],
+            "win": self.win,
+            "eid": env,
+            "opts": {"title": "run"},
+        }
 
     def delivered(self):
         self.replace = False

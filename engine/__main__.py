@@ -1,7 +1,8 @@
 """The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, delete, worker}.
 
-Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass. Bad input
-gets one line on stderr and exit status 2; nothing is launched and nothing is written.
+Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass, with its
+help from the field's metadata (engine/config.py help_for). Bad input gets one line on stderr and
+exit status 2; nothing is launched and nothing is written.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 
 from . import export, runs, sinks, worker
-from .config import ConfigError, RunConfig, from_dict, load_file
+from .config import ConfigError, RunConfig, from_dict, help_for, load_file
+from .store import opened
 
 DRY_RUN = dict(
     steps=3, d_in=8, hidden=4, d_out=2, n_samples=8, batch_size=8, telemetry_every=1, image_size=8, flush_every=2
@@ -27,20 +30,20 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_config_flags(p: argparse.ArgumentParser):
-    g = p.add_argument_group("run configuration (defaults: engine/config.py)")
+    g = p.add_argument_group("run configuration (engine/config.py)")
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = getattr(RunConfig(), f.name)
-        if isinstance(default, bool):
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        text = f"{help_for(f.name)} (default {f.default!r})".replace("%", "%%")  # argparse formats help with %
+        if isinstance(f.default, bool):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             g.add_argument(
                 flag,
                 dest=f.name,
-                type=type(default),
+                type=type(f.default),
                 default=None,
-                metavar=type(default).__name__.upper(),
-                help=f"default {default!r}",
+                metavar=type(f.default).__name__.upper(),
+                help=text,
             )
     g.add_argument(
         "--no-visdom",
@@ -69,6 +72,15 @@ def config_from_args(args) -> RunConfig:
     return cfg
 
 
+def eta_text(seconds: float) -> str:
+    """The progress line's time left: "12:34" below an hour, "1:02:03" past it, "--:--" when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "--:--"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
 class Progress:
     """A one-line progress bar on stderr, fed by the trainer's on_flush events."""
 
@@ -83,12 +95,11 @@ class Progress:
         done = flush.last_step + 1
         rates = [v for s, k, v in flush.scalars if k == "steps_per_s"]
         self.rate = rates[-1] if rates else self.rate
-        eta = (self.total - done) / self.rate if self.rate else 0
+        eta = (self.total - done) / self.rate if self.rate else math.inf
         bar = "#" * int(30 * done / self.total)
         sys.stderr.write(
             f"\r[{bar:<30}] {done}/{self.total} loss {flush.losses[-1]:.4g} "
-            f"{self.rate:,.0f} steps/s ETA {time.strftime('%M:%S', time.gmtime(eta))} "
-            + "".join(f"| {k} {v} " for k, v in self.sinks.items())
+            f"{self.rate:,.0f} steps/s ETA {eta_text(eta)} " + "".join(f"| {k} {v} " for k, v in self.sinks.items())
         )
         sys.stderr.flush()
 
@@ -118,17 +129,20 @@ def cmd_train(args):
 
 
 def cmd_runs(args):
-    rows = runs.list_runs(args.store)
-    if args.format == "json":
-        print(json.dumps(rows, indent=1, default=str))
-        return 0
+    with opened(args.store) as s:
+        rows = runs.list_runs(s)
+        for r in rows:  # the rate now, which set-lr (from here or the dashboard) changes while it trains
+            r["current_lr"] = s.current_lr(r["id"])
+        if args.format == "json":
+            print(json.dumps(rows, indent=1, default=str))
+            return 0
+        losses = [export.final_loss(r["id"], s) for r in rows]
     print(f"{'run':<23} {'status':<9} {'mode':<15} {'arch':<14} {'optimizer':<9} {'lr':>8} {'step':>9} {'loss':>10}")
-    for r in rows:
+    for r, loss in zip(rows, losses):
         c = r["config"]
-        loss = export.final_loss(r["id"], args.store)
         print(
             f"{r['id']:<23} {r['status']:<9} {c['mode']:<15} {c['arch']:<14} {c['optimizer'] or '-':<9} "
-            f"{c['lr']:>8.1e} {r['step']:>4}/{r['total_steps'] or '?':<4} "
+            f"{r['current_lr']:>8.1e} {r['step']:>4}/{r['total_steps'] or '?':<4} "
             f"{'-' if loss is None else format(loss, '.4g'):>10}"
         )
     return 0
@@ -156,6 +170,9 @@ def _report_ack(cid, args):
     ack = runs.wait_ack(cid, args.store, timeout=args.wait)
     if ack is None:
         print(f"sent; the worker has not acknowledged it within {args.wait:g} s", file=sys.stderr)
+        return 1
+    if ack["result"].startswith("ignored"):  # refused up front in runs.py, unless the status changed since
+        print(f"liveprop: error: the worker {ack['result'].replace(': ', ' ', 1)}", file=sys.stderr)
         return 1
     print(f"{ack['command']}: {ack['result']}")
     return 0

@@ -1,8 +1,10 @@
 """RunConfig: every knob of a run, its default, and the one place that validates them.
 
 The CLI builds its flags from these fields, the dashboard its widgets, and the store keeps the
-config as JSON. `validate()` turns a config into a *resolved* config (every "auto" decided) or
-raises ConfigError with one clear line. Nothing is launched or written before it passes.
+config as JSON. Each field's meaning and allowed values live in its metadata (knob below), so
+--help and the dashboard's help say the same thing (help_for). `validate()` turns a config into a
+*resolved* config (every "auto" decided) or raises ConfigError with one clear line. Nothing is
+launched or written before it passes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
@@ -26,75 +28,103 @@ SAMPLERS = ("none", "random", "sequential", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 ON_DIVERGENCE = ("pause", "stop", "ignore")
+INITS = ("auto", "randn", "torch")
+LOSSES_AUTO = ("auto",) + LOSSES
+TASKS = ("auto", "regression", "classification")
 
 
 class ConfigError(ValueError):
     """Bad input. The message is one line meant for a person."""
 
 
-# The comments below are a table, one line per knob: the formatter leaves them aligned.
+def knob(default, help: str, choices: tuple = ()):
+    """A RunConfig field: its default, one line on what it means, and its allowed values when it is a
+    choice. The CLI's --help and the dashboard's widgets read them through help_for and choices_for."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+# A table, one line per knob: the formatter leaves it aligned.
 # fmt: off
 @dataclass
 class RunConfig:
     # what to train
-    mode: str = "manual"            # one of MODES; see engine/modes/
-    arch: str = "two_layer"         # one of ARCHS
-    tv_model: str = "resnet18"      # torchvision model name, when arch == "torchvision"
-    pretrained: str = ""            # "" | path to a state_dict file | "torchvision" (weights API, needs network)
-    freeze_backbone: bool = False   # torchvision: train only the new head
-    d_in: int = 1000                # D_in, input features (tabular data); the lecture's sizes
-    hidden: int = 100               # H, hidden width
-    d_out: int = 10                 # D_out, outputs (regression targets); classes come from the data
-    depth: int = 2                  # mlp: number of Linear layers
-    bias: bool = True               # Linear layers carry a bias (the lecture's raw-tensor net has none)
-    init: str = "auto"              # auto | randn (the lecture's torch.randn weights) | torch (nn.Linear's init)
-    loss: str = "auto"              # auto | sse (lecture) | mse | cross_entropy
+    mode: str = knob("manual",           "the training loop, one file each in engine/modes/", MODES)
+    arch: str = knob("two_layer",        "the network", ARCHS)
+    tv_model: str = knob("resnet18",     "torchvision model name, when arch is torchvision")
+    pretrained: str = knob("",           '"" | path to a state_dict file | "torchvision" (weights API, needs network)')
+    freeze_backbone: bool = knob(False,  "torchvision: train only the new head")
+    d_in: int = knob(1000,               "D_in, input features (tabular data); the lecture's sizes")
+    hidden: int = knob(100,              "H, hidden width")
+    d_out: int = knob(10,                "D_out, outputs (regression targets); classes come from the data")
+    depth: int = knob(2,                 "mlp: number of Linear layers")
+    bias: bool = knob(True,              "Linear layers carry a bias (the lecture's raw-tensor net has none)")
+    init: str = knob("auto",             "randn: the lecture's torch.randn; torch: nn.Linear's init; "
+                                         "auto: randn for a raw mode on two_layer, else torch", INITS)
+    loss: str = knob("auto",             "sse: the lecture's sum of squares; "
+                                         "auto: cross_entropy for classes, else sse (raw modes) or mse", LOSSES_AUTO)
     # how to train
-    optimizer: str = ""             # optim mode only; "" means adam there
-    lr: float = 0.0                 # 0 means the lecture's rate for the mode (1e-6 raw, 1e-2 nn, 1e-4 optim)
-    momentum: float = 0.0           # sgd, rmsprop
-    nesterov: bool = False          # sgd
-    beta1: float = 0.9              # adam, adamw
-    beta2: float = 0.999            # adam, adamw
-    eps: float = 1e-8               # adam, adamw, rmsprop, adagrad
-    weight_decay: float = 0.0       # every optimizer
-    alpha: float = 0.99             # rmsprop smoothing
-    steps: int = 500                # the lecture's loop length; 0 means use epochs
-    epochs: int = 0                 # used when steps == 0
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | cuda
-    dtype: str = "float32"          # float64 for the gradient-equivalence checks
+    optimizer: str = knob("",            'mode optim only; "" means adam there', OPTIMIZERS)
+    lr: float = knob(0.0,                "0 means the lecture's rate for the mode (1e-6 raw, 1e-2 nn, 1e-4 optim)")
+    momentum: float = knob(0.0,          "momentum, for sgd and rmsprop")
+    nesterov: bool = knob(False,         "Nesterov momentum, for sgd (needs momentum > 0)")
+    beta1: float = knob(0.9,             "adam, adamw: decay of the gradient's running mean")
+    beta2: float = knob(0.999,           "adam, adamw: decay of the squared gradient's running mean")
+    eps: float = knob(1e-8,              "adam, adamw, rmsprop, adagrad: added to the denominator")
+    weight_decay: float = knob(0.0,      "L2 penalty, for every optimizer")
+    alpha: float = knob(0.99,            "rmsprop: smoothing constant")
+    steps: int = knob(500,               "the lecture's loop length; 0 means use epochs")
+    epochs: int = knob(0,                "used when steps is 0")
+    seed: int = knob(0,                  "torch.manual_seed for the weights; the data draws from seed + 1")
+    device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES)
+    dtype: str = knob("float32",         "float64 for the gradient-equivalence checks", DTYPES)
     # data
-    dataset: str = "random"         # one of DATASETS
-    n_samples: int = 64             # random/teacher: dataset size (64 = the lecture's one full batch)
-    batch_size: int = 64            # N
-    shuffle: bool = True
-    sampler: str = "none"           # none | random (with replacement) | sequential | balanced (by class)
-    num_workers: int = 0
-    csv_path: str = ""              # dataset == "csv"
-    csv_target: str = ""            # the target column's name
-    task: str = "auto"              # auto | regression | classification (csv)
-    image_dir: str = ""             # dataset == "imagefolder"
-    image_size: int = 32            # imagefolder resize
-    data_root: str = "data"         # torchvision downloads go here
+    dataset: str = knob("random",        "random: the lecture's torch.randn x and y; "
+                                         "teacher: regression against a fixed random network", DATASETS)
+    n_samples: int = knob(64,            "random/teacher: dataset size (64 = the lecture's one full batch)")
+    batch_size: int = knob(64,           "N, samples per step")
+    shuffle: bool = knob(True,           "reshuffle the data every epoch (without a sampler)")
+    sampler: str = knob("none",          "how batches are drawn: random with replacement, balanced by class", SAMPLERS)
+    num_workers: int = knob(0,           "DataLoader worker processes; 0 loads in the training process")
+    csv_path: str = knob("",             "dataset csv: the file")
+    csv_target: str = knob("",           "dataset csv: the target column's name")
+    task: str = knob("auto",             "csv: what the target column is; "
+                                         "auto: classes when whole numbers with at most 20 values", TASKS)
+    image_dir: str = knob("",            "dataset imagefolder: the folder, one subfolder per class")
+    image_size: int = knob(32,           "imagefolder: images are resized to this many pixels a side")
+    data_root: str = knob("data",        "torchvision datasets are downloaded here")
     # telemetry and run control
-    telemetry_every: int = 0        # K: histograms, norms, ratios, gradient check every K steps;
-                                    # 0 = auto: about once per telemetry_seconds of training
-    telemetry_seconds: float = 1.0
-    hist_bins: int = 64
-    flush_seconds: float = 0.5      # host transfers: every flush_seconds,
-    flush_every: int = 2000         # or every flush_every steps, whichever comes first
-    on_divergence: str = "pause"    # pause | stop | ignore, when the loss goes non-finite
-    name: str = ""                  # a label for the run
+    telemetry_every: int = knob(0,       "K: histograms, norms, ratios, gradient check every K steps; "
+                                         "0 = auto, about once per telemetry_seconds of training")
+    telemetry_seconds: float = knob(1.0, "with telemetry_every 0: seconds of training between telemetry steps")
+    hist_bins: int = knob(64,            "bins per histogram")
+    flush_seconds: float = knob(0.5,     "host transfers: at most this many seconds apart (or flush_every steps)")
+    flush_every: int = knob(2000,        "host transfers: at most this many steps apart (or flush_seconds)")
+    on_divergence: str = knob("pause",   "what to do when the loss goes non-finite", ON_DIVERGENCE)
+    name: str = knob("",                 "a label for the run")
     # remote sinks (engine/sinks/). No password here: the store keeps this config as JSON
-    visdom: str = ""                # Visdom server URL, e.g. http://127.0.0.1:8097;
-                                    # "" = $LIVEPROP_VISDOM_URL or off; "off" = off
-    visdom_port: int = 0            # overrides the URL's port (0: the URL's, else 8097)
-    visdom_base_url: str = ""       # the server's -base_url, e.g. /visdom
-    visdom_env: str = ""            # "" = liveprop_<name>-<run id>
-    visdom_username: str = ""       # for -enable_login; the password is read from $LIVEPROP_VISDOM_PASSWORD only
-    tensorboard_dir: str = ""       # write TensorBoard event files under DIR/<run>; "" = off
+    visdom: str = knob("",               'Visdom server URL, e.g. http://127.0.0.1:8097; '
+                                         '"" = $LIVEPROP_VISDOM_URL or off; "off" = off')
+    visdom_port: int = knob(0,           "overrides the URL's port (0: the URL's, else 8097)")
+    visdom_base_url: str = knob("",      "the server's -base_url, e.g. /visdom")
+    visdom_env: str = knob("",           '"" = liveprop_<name>-<run id>')
+    visdom_username: str = knob("",      "for -enable_login; the password is read from $LIVEPROP_VISDOM_PASSWORD only")
+    tensorboard_dir: str = knob("",      'write TensorBoard event files under DIR/<run>; "" = off')
 # fmt: on
+
+
+def help_for(name: str) -> str:
+    """One line on a RunConfig field for people, the same in CLI --help and the dashboard's widgets:
+    what it means, then its allowed values when it is a choice."""
+    meta = _FIELDS[name].metadata
+    return meta["help"] + (f"; one of: {', '.join(meta['choices'])}" if meta["choices"] else "")
+
+
+def choices_for(name: str) -> tuple:
+    """A choice field's allowed values; () for a free one."""
+    return _FIELDS[name].metadata["choices"]
+
+
+_FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,28 +132,43 @@ class RunConfig:
 
 
 def from_dict(d: dict) -> RunConfig:
-    known = {f.name: f for f in fields(RunConfig)}
-    unknown = sorted(set(d) - set(known))
+    unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(known)}")
-    kwargs = {}
-    for k, v in d.items():
-        kwargs[k] = _coerce(k, v, type(getattr(RunConfig(), k)))
-    return RunConfig(**kwargs)
+        raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(_FIELDS)}")
+    return RunConfig(**{k: _coerce(k, v, type(_FIELDS[k].default)) for k, v in d.items()})
 
 
 def _coerce(key, value, typ):
-    try:
-        if typ is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
+    """value as typ, or ConfigError: a file's `steps = 2.9` is refused, never cut to 2, and `shuffle = 2` too."""
+    if typ is bool:
+        words = {
+            "1": True,
+            "true": True,
+            "yes": True,
+            "on": True,
+            "0": False,
+            "false": False,
+            "no": False,
+            "off": False,
+        }
+        if isinstance(value, str) and value.lower() in words:
+            return words[value.lower()]
+        if isinstance(value, (int, float)) and value in (0, 1):  # True and False among them
             return bool(value)
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):  # no True for a number, no lists
+        raise ConfigError(f"{key}: {value!r} is not a valid {typ.__name__}")
+    if typ is int:
+        try:
+            n = int(value)  # this cuts a float ...
+        except (ValueError, OverflowError):
+            n = None
+        if n is None or (isinstance(value, float) and n != value):  # ... so 2.9 is refused here; 3.0 is 3
+            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+        return n
+    try:
         return typ(value)
-    except (TypeError, ValueError):
+    except (ValueError, OverflowError):
         raise ConfigError(f"{key}: {value!r} is not a valid {typ.__name__}") from None
 
 
@@ -171,16 +216,9 @@ def default_lr(mode: str) -> float:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field and return a copy with every "auto" resolved. Raises ConfigError."""
     c = dataclasses.replace(cfg)
-    _choice("mode", c.mode, MODES)
-    _choice("arch", c.arch, ARCHS)
-    _choice("dataset", c.dataset, DATASETS)
-    _choice("sampler", c.sampler, SAMPLERS)
-    _choice("device", c.device, DEVICES)
-    _choice("dtype", c.dtype, DTYPES)
-    _choice("on_divergence", c.on_divergence, ON_DIVERGENCE)
-    _choice("init", c.init, ("auto", "randn", "torch"))
-    _choice("loss", c.loss, ("auto",) + LOSSES)
-    _choice("task", c.task, ("auto", "regression", "classification"))
+    for name, f in _FIELDS.items():
+        if f.metadata["choices"] and name != "optimizer":  # optimizer: "" unless mode optim, checked below
+            _choice(name, getattr(c, name), f.metadata["choices"])
 
     if c.mode in RAW_MODES and c.arch not in MLP_ARCHS:
         raise ConfigError(

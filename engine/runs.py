@@ -95,6 +95,8 @@ def _send(run_id: str, command: str, value=None, store=None) -> int:
             raise ConfigError(f"no run {run_id!r} in {s.path}")
         if run["status"] not in ACTIVE:
             raise ConfigError(f"run {run_id} is {run['status']}; it takes no more commands")
+        if (command, run["status"]) in (("resume", "running"), ("pause", "paused")):  # the worker would ignore it
+            raise ConfigError(f"run {run_id} is already {run['status']}; {command} does nothing")
         return s.send_control(run_id, command, value)
 
 

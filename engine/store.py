@@ -22,6 +22,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .config import ConfigError
+
 SCHEMA_VERSION = 2
 BLOCK = 256  # steps per rollup block
 PROJECT = Path(__file__).resolve().parent.parent
@@ -80,6 +82,11 @@ def opened(store: str | Store | None):
         s.close()
 
 
+class StoreError(ConfigError):
+    """The path given for the store cannot be a run store: a folder, an unwritable place, a file that
+    is not SQLite, a newer schema. The message is one line meant for a person."""
+
+
 def _nan_to_none(v):
     return None if v is None or not math.isfinite(v) else v
 
@@ -91,13 +98,24 @@ class Store:
 
     def __init__(self, path: str | None = None):
         self.path = str(path or default_path())
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self._migrate()
+        if Path(self.path).is_dir():
+            raise StoreError(
+                f"the run store {self.path} is a folder; give a file, e.g. {Path(self.path, 'liveprop.db')}"
+            )
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open the run store {self.path}: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except (sqlite3.Error, StoreError) as e:
+            self.db.close()
+            raise StoreError(f"cannot open the run store {self.path}: {e}") from None
 
     def _migrate(self):
         row = None
@@ -106,7 +124,7 @@ class Store:
         except sqlite3.OperationalError:
             pass
         if row is not None and int(row[0]) > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {row[0]}; this Liveprop knows {SCHEMA_VERSION}")
+            raise StoreError(f"it has schema version {row[0]}; this Liveprop knows {SCHEMA_VERSION}")
         if row is None or int(row[0]) < SCHEMA_VERSION:
             with self.tx():
                 for stmt in SCHEMA.split(";"):
@@ -346,6 +364,16 @@ class Store:
         if limit:
             q, args = q + " LIMIT ?", args + (int(limit),)
         return [dict(id=i, step=s, time=t, kind=k, data=json.loads(d)) for i, s, t, k, d in self.db.execute(q, args)]
+
+    def current_lr(self, run_id: str) -> float | None:
+        """The run's learning rate now: the last lr_change event's new rate, else its config's (None: no run)."""
+        row = self.db.execute(
+            "SELECT data FROM events WHERE run=? AND kind='lr_change' ORDER BY id DESC LIMIT 1", (run_id,)
+        ).fetchone()
+        if row:
+            return json.loads(row[0])["new"]
+        run = self.get_run(run_id)
+        return run["config"]["lr"] if run else None
 
     # -- control --------------------------------------------------------------------------------
 

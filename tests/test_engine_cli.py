@@ -16,8 +16,9 @@ import pytest
 import torch
 from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
-from engine import Store, get_run
-from engine.__main__ import main
+from engine import Store, get_run, launch, runs
+from engine.__main__ import eta_text, main
+from engine.config import from_dict, load_file
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
 
@@ -273,6 +274,11 @@ def inputs(tmp_path_factory):
     (d / "list.json").write_text('["mode", "nn"]')
     (d / "unknown.toml").write_text('mood = "nn"\n')
     (d / "zero.toml").write_text("lr = 0.0\n")
+    (d / "steps.toml").write_text("steps = 2.9\n")
+    (d / "steps.json").write_text('{"steps": 2.9}')
+    (d / "steps-true.toml").write_text("steps = true\n")
+    (d / "shuffle.toml").write_text("shuffle = 2\n")
+    (d / "bias.json").write_text('{"bias": "maybe"}')
     return d
 
 
@@ -310,11 +316,16 @@ BAD = {
     "config missing": (["--config", "{d}/missing.toml"], "not found"),
     "config unknown key": (["--config", "{d}/unknown.toml"], "unknown config key 'mood'"),
     "config lr 0": (["--config", "{d}/zero.toml"], "learning rate"),
+    "toml steps 2.9": (["--config", "{d}/steps.toml"], "steps must be a whole number, got 2.9"),
+    "json steps 2.9": (["--config", "{d}/steps.json"], "steps must be a whole number, got 2.9"),
+    "toml steps true": (["--config", "{d}/steps-true.toml"], "steps: True is not a valid int"),
+    "toml bool 2": (["--config", "{d}/shuffle.toml"], "shuffle must be true or false, got 2"),
+    "json bool maybe": (["--config", "{d}/bias.json"], "bias must be true or false, got 'maybe'"),
     "nonsense pair": (["--mode", "manual", "--arch", "cnn", "--dataset", "digits"], "nn or optim"),
     "cuda without cuda": (["--device", "cuda"], "no CUDA device"),
 }
-# caught by argparse, the memory estimate, the data and the device check, each in a real process
-SUBPROCESS = ("lr not a number", "hidden too big", "csv not numeric", "cuda without cuda")
+# caught by argparse, the memory estimate, the data, the device check and the file's types, each in a real process
+SUBPROCESS = ("lr not a number", "hidden too big", "csv not numeric", "cuda without cuda", "toml steps 2.9")
 
 
 def bad_argv(name, d, store):
@@ -358,6 +369,68 @@ def test_bad_input_exits_2_with_one_line_as_a_subprocess(inputs, tmp_path):
     assert time.monotonic() - t0 < 120
 
 
+def test_a_whole_number_written_as_a_float_is_an_int(tmp_path):
+    (tmp_path / "a.toml").write_text("steps = 3.0\nshuffle = 0\n")
+    (tmp_path / "a.json").write_text('{"steps": 3.0, "shuffle": "off", "d_in": "12"}')
+    for name in ("a.toml", "a.json"):
+        cfg = from_dict(load_file(str(tmp_path / name)))
+        assert type(cfg.steps) is int and (cfg.steps, cfg.shuffle) == (3, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# a --store that cannot be a store: one line, exit 2, nothing created, for every command that opens it
+
+STORE_COMMANDS = {
+    "train": ["train", "--dry-run"],
+    "runs": ["runs"],
+    "metrics": ["metrics", "some-run"],
+    "pause": ["pause", "some-run"],
+    "delete": ["delete", "some-run"],
+}
+
+
+def bad_store(kind, root):
+    """A --store path under root that cannot be a run store."""
+    (root / "a-folder").mkdir(exist_ok=True)
+    (root / "a-file.txt").write_text("not a database\n" * 8)
+    paths = {
+        "folder": root / "a-folder",
+        "under a file": root / "a-file.txt" / "x.db",
+        "not sqlite": root / "a-file.txt",
+    }
+    return str(paths[kind])
+
+
+def tree(root):
+    """Every path under root, with a file's bytes: to see that nothing was created or changed."""
+    return {str(p): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("kind", ["folder", "under a file", "not sqlite"])
+@pytest.mark.parametrize("command", list(STORE_COMMANDS))
+def test_a_store_that_cannot_be_one_is_one_line_in_process(command, kind, tmp_path, capsys):
+    store = bad_store(kind, tmp_path)
+    before = tree(tmp_path)
+    code = main([*STORE_COMMANDS[command], "--store", store])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert code == 2 and out == "" and len(lines) == 1, (out, err)
+    assert lines[0].startswith("liveprop: error: ") and store in lines[0], lines
+    assert ("is a folder" if kind == "folder" else "cannot open the run store") in lines[0]
+    assert tree(tmp_path) == before
+
+
+def test_a_store_that_is_a_folder_is_one_line_as_a_subprocess(tmp_path):
+    store = bad_store("folder", tmp_path)
+    results = batch({c: [*STORE_COMMANDS[c], "--store", store] for c in ("train", "runs")})
+    for c, r in results.items():
+        assert r.returncode == 2 and r.stdout == "", (c, r.stderr)
+        assert (
+            r.stderr == f"liveprop: error: the run store {store} is a folder; give a file, e.g. {store}/liveprop.db\n"
+        )
+    assert os.listdir(store) == []
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -388,3 +461,75 @@ def test_delete_removes_a_finished_run_and_refuses_an_unknown_one(cli, small, st
     assert get_run(run_id, store) is None and RunFiles.of(run_id, store).existing() == []
     r = cli("delete", run_id, store=store)
     assert r.returncode == 2 and r.stdout == "" and r.stderr.strip() == f"liveprop: error: no run {run_id!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# commands that make no sense now, and the learning rate now
+
+
+def test_resume_while_running_and_pause_while_paused_exit_non_zero_and_runs_shows_the_lr_now(
+    small, store, capsys, monkeypatch
+):
+    cfg = small(mode="nn", arch="mlp", dataset="teacher", steps=10**7, telemetry_every=500, flush_seconds=0.05, lr=1e-3)
+    run_id = launch(cfg, store)
+    wait_for(lambda: get_run(run_id, store)["step"] > 50, timeout=60, what="the worker to train")
+
+    def cli(*argv):
+        code = main([*map(str, argv), "--store", store])
+        out, err = capsys.readouterr()
+        return code, out, err.splitlines()
+
+    def status(wanted):
+        wait_for(lambda: get_run(run_id, store)["status"] == wanted, what=f"status {wanted}")
+
+    # refused before anything is sent (runs.py), so the dashboard gets the same answer
+    assert cli("resume", run_id) == (2, "", [f"liveprop: error: run {run_id} is already running; resume does nothing"])
+    assert cli("pause", run_id, "--wait", 30) == (0, "pause: ok\n", [])
+    status("paused")
+    assert cli("pause", run_id) == (2, "", [f"liveprop: error: run {run_id} is already paused; pause does nothing"])
+
+    # a command the status allowed but the worker ignored (the status changed in between) exits 1
+    def send_anyway(run_id, store=None):
+        s = Store(store)
+        try:
+            return s.send_control(run_id, "pause")
+        finally:
+            s.close()
+
+    monkeypatch.setattr(runs, "pause", send_anyway)
+    assert cli("pause", run_id, "--wait", 30) == (1, "", ["liveprop: error: the worker ignored pause while paused"])
+
+    # runs: the rate now, after a set-lr, in the table and in JSON
+    assert cli("resume", run_id, "--wait", 30)[:2] == (0, "resume: ok\n")
+    status("running")
+    assert cli("set-lr", run_id, 5e-4, "--wait", 30)[:2] == (0, "set_lr: ok\n")
+    s = Store(store)
+    try:
+        wait_for(lambda: s.current_lr(run_id) == 5e-4, what="the lr_change event in the store")
+    finally:
+        s.close()
+    code, out, _ = cli("runs", "--format", "json")
+    [row] = json.loads(out)
+    assert code == 0 and (row["current_lr"], row["config"]["lr"]) == (5e-4, 1e-3)
+    code, out, _ = cli("runs")
+    [row] = out.splitlines()[1:]
+    assert code == 0 and row.split()[:6] == [run_id, "running", "nn", "mlp", "-", "5.0e-04"], row
+    assert cli("stop", run_id, "--wait", 30)[:2] == (0, "stop: ok\n")
+
+
+@pytest.mark.parametrize(
+    "seconds,text",
+    [
+        (0, "00:00"),
+        (59.4, "00:59"),
+        (754, "12:34"),
+        (3599, "59:59"),
+        (3600, "1:00:00"),
+        (3723, "1:02:03"),
+        (100 * 3600 + 61, "100:01:01"),
+        (float("inf"), "--:--"),
+        (float("nan"), "--:--"),
+    ],
+)
+def test_eta_shows_hours_past_an_hour(seconds, text):
+    assert eta_text(seconds) == text

@@ -2,6 +2,7 @@
 writer writes, and deleting a run. (Reading while a real background worker writes: test_engine_worker.py.)"""
 
 import math
+import os
 import random
 import sqlite3
 import threading
@@ -9,7 +10,8 @@ import threading
 import pytest
 
 from engine import Store
-from engine.store import SCHEMA_VERSION
+from engine.config import ConfigError
+from engine.store import SCHEMA_VERSION, StoreError
 from engine.telemetry import Flush, Hist
 
 
@@ -31,8 +33,41 @@ def test_a_newer_schema_is_refused(store):
     raw.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
     raw.commit()
     raw.close()
-    with pytest.raises(RuntimeError, match=f"schema version {SCHEMA_VERSION + 1}"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         Store(store)
+
+
+def tree(root):
+    """Every path under root, with a file's bytes: to see that nothing was created or changed."""
+    return {str(p): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def store_path_of(kind, root):
+    """A store path of this kind under root, where nothing can be a run store."""
+    (root / "a-folder").mkdir()
+    (root / "a-file.txt").write_text("not a database, and long enough to have no SQLite header\n" * 3)
+    (root / "read-only").mkdir(mode=0o555)
+    return str(
+        {
+            "folder": root / "a-folder",
+            "under a file": root / "a-file.txt" / "liveprop.db",
+            "not sqlite": root / "a-file.txt",
+            "read-only folder": root / "read-only" / "runs" / "liveprop.db",
+        }[kind]
+    )
+
+
+@pytest.mark.parametrize("kind", ["folder", "under a file", "not sqlite", "read-only folder"])
+def test_a_path_that_cannot_be_a_store_is_one_line_and_creates_nothing(kind, tmp_path):
+    """A ConfigError (StoreError), which the CLI prints as one line (test_engine_cli.py tries each command)."""
+    if kind == "read-only folder" and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder")
+    path = store_path_of(kind, tmp_path)
+    before = tree(tmp_path)
+    with pytest.raises(StoreError) as e:
+        Store(path)
+    assert isinstance(e.value, ConfigError) and path in str(e.value) and "\n" not in str(e.value)
+    assert tree(tmp_path) == before
 
 
 def flush_of(first_step, losses, **kw):
@@ -241,4 +276,17 @@ def test_values_are_never_pickled(store):
     raw.close()
     assert s.get_run("r1")["config"] == {"lr": 0.1, "mode": "nn"}
     assert not math.isnan(s.events("r1")[0]["data"]["new"])
+    s.close()
+
+
+def test_current_lr_is_the_last_change_else_the_config(store):
+    s = Store(store)
+    s.create_run("r1", {"lr": 1e-3, "mode": "nn"})
+    s.create_run("r2", {"lr": 0.5, "mode": "nn"})
+    assert s.current_lr("r1") == 1e-3 and s.current_lr("nope") is None
+    s.add_event("r1", 3, "lr_change", {"old": 1e-3, "new": 5e-4})
+    s.add_event("r1", 4, "pause", {})
+    s.add_event("r1", 9, "lr_change", {"old": 5e-4, "new": 2e-4})
+    s.add_event("r2", 9, "lr_change", {"old": 0.5, "new": 0.25})
+    assert (s.current_lr("r1"), s.current_lr("r2")) == (2e-4, 0.25)
     s.close()

@@ -129,9 +129,10 @@ def test_controls_are_acknowledged_and_recorded_while_a_reader_follows(small, st
     wait_for(status_is(run_id, store, "running"), what="status running again")
     wait_for(lambda: engine.get_run(run_id, store)["step"] > frozen + 100, what="steps after resume")
 
-    # set_lr while running, and a resume that makes no sense now is acknowledged as ignored
+    # set_lr while running, and a resume that makes no sense now is refused before it is sent
     assert acked(engine.set_lr(run_id, 2e-4, store), store)["result"] == "ok"
-    assert acked(engine.resume(run_id, store), store)["result"].startswith("ignored")
+    with pytest.raises(ConfigError, match="already running"):
+        engine.resume(run_id, store)
 
     # stop: a final checkpoint, written atomically
     assert acked(engine.stop(run_id, store), store)["result"] == "ok"

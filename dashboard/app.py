@@ -13,7 +13,8 @@ import streamlit as st
 
 from dashboard import sidebar
 
-st.set_page_config(page_title="Liveprop", page_icon=":material/monitoring:", layout="wide")
+# The icon is a local file: a material icon as page_icon makes the browser fetch it from a font server.
+st.set_page_config(page_title="Liveprop", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
 
 
 @st.cache_resource
@@ -37,8 +38,8 @@ PAGES = {
     "about": st.Page(HERE / "views" / "about.py", title="About", icon=":material/menu_book:"),
 }
 page = st.navigation(list(PAGES.values()))
-if page.url_path in ("", "train", "graph"):
-    sidebar.render()
-else:
-    sidebar.keep()  # not drawn on this page: keep its values for the next
+# The configuration is drawn on every page, from this file: widgets of the entry file are the same
+# widgets on every page, so Streamlit keeps their values (a page that did not draw them would reset
+# them; the browser would mount them anew with their defaults).
+sidebar.render()
 page.run()

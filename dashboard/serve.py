@@ -51,6 +51,8 @@ def command(host: str, port: int) -> list[str]:
         "none",
         "--global.developmentMode",
         "false",
+        "--client.toolbarMode",  # no Deploy button: nothing here is deployed from the page
+        "minimal",
     ]
 
 

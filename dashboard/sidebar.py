@@ -1,13 +1,22 @@
 """The sidebar: every RunConfig knob, greyed out with the reason when it does not apply.
 
-Widget values live in st.session_state under "cfg_<field>" (the RunConfig field name), set to
-their defaults once, so `values()` is the configuration the next Start launches. The rules of what
-applies are in rules.py; the engine's prepare() has the last word (see actions.py).
+Widget values live in st.session_state under "cfg_<field>" (the RunConfig field name), so
+`values()` is the configuration the next Start launches. The rules of what applies are in
+rules.py; the engine's prepare() has the last word (see actions.py).
+
+The sidebar is drawn on every page, from the entry file (app.py): Streamlit forgets the state of
+a widget that a page does not draw, and the browser would mount it anew with its own default (0,
+the first option), so a visit to the Runs page used to reset every knob. A reload starts a new
+session, so the values that differ from the defaults also go into the URL (?cfg=JSON), read back
+once at a session's start; paths stay out of the URL, and values from it that do not validate
+are ignored with a note.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -24,8 +33,11 @@ from engine.config import (
     ON_DIVERGENCE,
     OPTIMIZERS,
     SAMPLERS,
+    ConfigError,
     RunConfig,
     default_lr,
+    from_dict,
+    validate,
 )
 from engine.store import default_path
 
@@ -45,7 +57,7 @@ MODE_HELP = {
 def values() -> dict:
     """The sidebar's values by RunConfig field name (plus "length": steps or epochs)."""
     _init()
-    return {k[len(K) :]: v for k, v in st.session_state.items() if isinstance(k, str) and k.startswith(K)}
+    return {k[len(K) :]: st.session_state[k] for k in _keys() if k.startswith(K)}
 
 
 def config() -> RunConfig:
@@ -67,23 +79,79 @@ def visdom_target() -> dict:
 # state
 
 
-def _init():
-    if st.session_state.get("_cfg_ready"):
-        return
-    defaults = RunConfig()
-    st.session_state.setdefault(K + "lr", defaults.lr or default_lr(defaults.mode))  # show the lecture's rate
-    st.session_state.setdefault(K + "optimizer", defaults.optimizer or "adam")
-    for f, v in vars(defaults).items():
-        st.session_state.setdefault(K + f, v)
-    st.session_state.setdefault(K + "length", "steps")
-    st.session_state.setdefault("lr_log", rules.nearest_lr_step(st.session_state[K + "lr"]))
+READY = "lp_sidebar_ready"
+VISDOM_KEYS = ("visdom_on", "visdom_host", "visdom_port", "visdom_env")
+NOT_IN_URL = ("csv_path", "image_dir", "pretrained", "data_root", "tensorboard_dir", "name")  # paths, free text
+
+
+def _keys() -> list[str]:
+    """Every widget key of the sidebar."""
+    return [K + f.name for f in dataclasses.fields(RunConfig)] + [K + "length", "lr_log", *VISDOM_KEYS]
+
+
+def _defaults() -> dict:
+    d = RunConfig()
+    out = {K + f: v for f, v in vars(d).items()}
+    out[K + "lr"] = d.lr or default_lr(d.mode)  # show the lecture's rate
+    out[K + "optimizer"] = d.optimizer or "adam"
+    out[K + "length"] = "steps"
     started = os.environ.get("LIVEPROP_VISDOM_URL")  # set by python -m dashboard
     url = urlparse(started or "http://127.0.0.1:8097")
-    st.session_state.setdefault("visdom_on", bool(started))
-    st.session_state.setdefault("visdom_host", url.hostname or "127.0.0.1")
-    st.session_state.setdefault("visdom_port", url.port or 8097)
-    st.session_state.setdefault("visdom_env", "")
-    st.session_state["_cfg_ready"] = True
+    out.update(
+        visdom_on=bool(started), visdom_host=url.hostname or "127.0.0.1", visdom_port=url.port or 8097, visdom_env=""
+    )
+    out["lr_log"] = rules.nearest_lr_step(out[K + "lr"])
+    return out
+
+
+def _init():
+    """Once per session: the defaults, then what the URL carries (a reload keeps the settings)."""
+    if st.session_state.get(READY):
+        return
+    values = {**_defaults(), **_from_url(st.query_params.get("cfg"))}
+    values["lr_log"] = rules.nearest_lr_step(values[K + "lr"])
+    for k, v in values.items():
+        st.session_state.setdefault(k, v)
+    st.session_state[READY] = True
+
+
+def _from_url(text: str | None) -> dict:
+    """Sidebar values from ?cfg=JSON, only those that give a valid RunConfig together; {} if none."""
+    if not text:
+        return {}
+    try:
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+        fields = {k: v for k, v in d.items() if k not in NOT_IN_URL and k != "length" and k in _field_names()}
+        validate(from_dict({**fields, "name": ""}))
+    except (ValueError, ConfigError, TypeError, RecursionError) as e:
+        st.session_state.lp_error = f"The settings in the address were not used: {e}"
+        return {}
+    out = {K + k: v for k, v in fields.items()}
+    if d.get("length") in ("steps", "epochs"):
+        out[K + "length"] = d["length"]
+    return out
+
+
+def _field_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def _to_url():
+    """The values that differ from the defaults, as ?cfg=JSON (paths and names stay out)."""
+    defaults = _defaults()
+    changed = {
+        k[len(K) :]: st.session_state[k]
+        for k in _keys()
+        if k.startswith(K) and k[len(K) :] not in NOT_IN_URL and st.session_state[k] != defaults.get(k)
+    }
+    text = json.dumps(changed, separators=(",", ":"), sort_keys=True) if changed else None
+    if text != st.query_params.get("cfg"):
+        if text:
+            st.query_params["cfg"] = text
+        else:
+            st.query_params.pop("cfg", None)
 
 
 def _mode_changed():
@@ -119,6 +187,7 @@ def render():
         _device()
         _run(why)
         _visdom()
+    _to_url()
 
 
 def _reason(text: str | None):
@@ -351,16 +420,3 @@ def _visdom():
                 f"env `{t['env'] or 'liveprop_<name>-<run id>'}`."
             )
         st.text_input("TensorBoard log dir (empty: off)", key=K + "tensorboard_dir")
-
-
-def keep():
-    """Keep the configuration while a page without the sidebar is shown (Streamlit drops the
-    state of widgets that are not drawn in a run unless it is assigned again). Only there: an
-    assignment also pushes the value to the browser, which would race with a person typing."""
-    _init()
-    for k in [
-        k
-        for k in st.session_state
-        if isinstance(k, str) and (k.startswith(K) or k.startswith("visdom_") or k == "lr_log")
-    ]:
-        st.session_state[k] = st.session_state[k]

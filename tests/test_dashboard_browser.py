@@ -234,3 +234,74 @@ def test_train_watch_control_and_list_a_run(dashboard):
     assert final["status"] == "stopped" and final["checkpoint"] and os.path.isfile(final["checkpoint"])
     events = [e["kind"] for e in engine.Store(dashboard["store"]).events(run["id"])]
     assert {"lr_change", "pause", "resume", "stop"} <= set(events)
+
+
+def test_settings_survive_every_page_and_a_reload_and_nothing_leaves_the_machine(dashboard):
+    """Set non-default values, walk Train -> Runs -> About -> Graph -> Train, reload, come back
+    once more, then Start: the launched run's config is what was set. Every request the browser
+    makes goes to loopback, and there is no Deploy button."""
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        hosts = set()
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})
+            page.on("request", lambda r: hosts.add(urlsplit(r.url).hostname or r.url.split(":", 1)[0]))
+            page.set_default_timeout(30_000)
+            page.goto(dashboard["url"])
+            sidebar = page.get_by_test_id("stSidebar")
+            start = page.get_by_role("button", name="Start", exact=True)
+            start.wait_for()
+
+            sidebar.get_by_text("nn + optim", exact=True).click()
+            page.get_by_text(re.compile(r"Ready: nn \+ optim")).wait_for()
+            choose(page, "Architecture", "mlp")
+            page.get_by_text(re.compile(r"Ready: nn \+ optim · mlp")).wait_for()
+            choose(page, "Optimizer", "rmsprop")
+            settle(page)
+            set_number(page, "Learning rate (exact)", "0.003")
+            page.get_by_text(re.compile(r"Ready: nn \+ optim · mlp .* lr 0\.003")).wait_for()
+            set_number(page, "Batch size", "32")
+            settle(page)
+            set_number(page, "Steps", "1234")
+            ready = re.compile(r"Ready: nn \+ optim · mlp .* lr 0\.003 · 1,234 steps")
+            page.get_by_text(ready).wait_for()
+            settle(page)
+
+            def walk():
+                for name in ("Runs", "About", "Computation graph", "Train"):
+                    sidebar.get_by_role("link", name=name).click()
+                    settle(page)
+                page.get_by_text(ready).wait_for()
+
+            walk()
+            page.reload()
+            page.get_by_text(ready).wait_for()
+            walk()
+            assert page.get_by_role("spinbutton", name="Batch size", exact=True).input_value() == "32"
+            optimizer = sidebar.get_by_test_id("stSelectbox").filter(has_text="Optimizer")
+            assert "rmsprop" in optimizer.evaluate("e => e.innerText + ' ' + (e.querySelector('input') || {}).value")
+            assert page.get_by_role("button", name="Deploy").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "dashboard_settings_kept.png"))
+            start.click()
+            page.wait_for_function(FIRST_PLOT_JS, timeout=90_000)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"))
+            raise
+        finally:
+            browser.close()
+    [run] = engine.list_runs(dashboard["store"])
+    c = run["config"]
+    assert (c["mode"], c["arch"], c["optimizer"], c["lr"], c["batch_size"], c["steps"]) == (
+        "optim",
+        "mlp",
+        "rmsprop",
+        0.003,
+        32,
+        1234,
+    )
+    assert hosts <= {"127.0.0.1", "localhost", "data", "blob"}, f"the page reached beyond loopback: {sorted(hosts)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 import engine
@@ -9,12 +11,18 @@ import engine
 from .live import store
 
 
+def plain(text: str) -> str:
+    """Text shown as itself in Streamlit's markdown: every markdown and HTML character escaped, so
+    a message that quotes user input (an address, a file) can never become a link or an image."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:@])", r"\\\1", str(text))
+
+
 def messages():
-    """Show and forget the last action's error or notice."""
+    """Show and forget the last action's error or notice (they may quote user input: plain text)."""
     if msg := st.session_state.pop("lp_error", None):
-        st.error(msg)
+        st.error(plain(msg))
     if msg := st.session_state.pop("lp_notice", None):
-        st.success(msg)
+        st.success(plain(msg))
 
 
 def current_run() -> str | None:

@@ -222,3 +222,34 @@ def test_a_finished_run_is_shown_static_with_its_panels(store, monkeypatch):
     for view in ("Per-layer", "Health", "Gradient check", "Gradients"):
         at.button_group(key="detail_view").set_value(view).run()
         assert not at.exception, (view, at.exception)
+
+
+@pytest.mark.parametrize(
+    "cfg, expect",
+    [
+        ('{"mode":"optim","lr":0.003,"batch_size":32,"steps":1234}', ("optim", 0.003, 32, 1234)),
+        ('{"mode":"warp"}', None),  # not a mode
+        ('{"steps":2.9}', None),  # not a whole number
+        ('{"csv_path":"/etc/passwd","dataset":"csv"}', None),  # paths never come from the address
+        ("[1, 2]", None),
+        ("{not json", None),
+        ('{"batch_size":1e400}', None),
+        ('{"mode":"![x](http://host/t.png)"}', None),  # shown as text, never as an image or a link
+    ],
+)
+def test_settings_come_back_from_the_address_or_are_refused_in_one_line(store, monkeypatch, cfg, expect):
+    """A reload keeps the settings through ?cfg=; whatever does not validate is ignored with one
+    plain line, and the defaults stand."""
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["cfg"] = cfg
+    at.run()
+    assert not at.exception, at.exception
+    got = tuple(at.session_state[k] for k in ("cfg_mode", "cfg_lr", "cfg_batch_size", "cfg_steps"))
+    errors = [e.value for e in at.error]
+    if expect:
+        assert got == expect and not errors
+    else:
+        assert got == ("manual", 1e-6, 64, 500)
+        assert any(e.startswith("The settings in the address were not used") for e in errors), errors
+        assert not any("](" in e or "http:" in e for e in errors), errors  # markdown escaped

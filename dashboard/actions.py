@@ -2,6 +2,9 @@
 
 Callbacks run before the rerun they trigger, so the page that follows already shows their effect.
 Messages for the person go to st.session_state["lp_error"] / ["lp_notice"] and are shown once.
+A control (pause, resume, stop, set lr) leaves its outcome in st.session_state["lp_control"]: the
+live status panel (a fragment, which a full-page message would not reach) shows it as sent, then
+as the worker's acknowledgement or refusal.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from . import rules, sidebar
 EXPECT_S = 15.0  # how long a control's effect is awaited with live refreshes
 
 
-def validate(cfg) -> tuple[object | None, str | None]:
-    """(prepared, None) or (None, the engine's one-line message)."""
+def validate() -> tuple[object | None, str | None]:
+    """The sidebar's configuration checked: (prepared, None) or (None, the one-line reason)."""
     try:
-        return engine.prepare(cfg), None
+        return engine.prepare(sidebar.config()), None
     except ConfigError as e:
         return None, str(e)
 
@@ -36,9 +39,8 @@ def watch(run_id: str | None):
 
 def start():
     """Launch the sidebar's configuration as a background run and watch it."""
-    cfg = sidebar.config()
     try:
-        run_id = engine.launch(cfg)
+        run_id = engine.launch(sidebar.config())
     except ConfigError as e:
         st.session_state.lp_error = f"Not launched: {e}"
         return
@@ -70,23 +72,26 @@ def expect(run_id: str, status: str):
 def control(run_id: str, command: str):
     """pause, resume or stop."""
     fn = {"pause": engine.pause, "resume": engine.resume, "stop": engine.stop}[command]
-    try:
-        fn(run_id)
-    except ConfigError as e:
-        st.session_state.lp_error = str(e)
-        return
+    _sent(run_id, command.capitalize(), lambda: fn(run_id))
     expect(run_id, {"pause": "paused", "resume": "running", "stop": "ended"}[command])
 
 
 def set_lr(run_id: str):
-    lr = st.session_state.get("live_lr")
-    try:
-        engine.set_lr(run_id, lr)
-    except (ConfigError, TypeError) as e:
-        st.session_state.lp_error = str(e)
-        return
-    st.session_state.lp_notice = f"Learning rate change to {lr:.3g} sent; it shows as a marker on the curves."
+    lr = st.session_state.get(f"live_lr_{run_id}")
+    _sent(
+        run_id,
+        f"Learning rate {lr:.3g}" if isinstance(lr, (int, float)) else "Learning rate",
+        lambda: engine.set_lr(run_id, lr),
+    )
     expect(run_id, "lr")
+
+
+def _sent(run_id: str, what: str, send):
+    """Send a control; its outcome (the control's id, or the refusal) replaces the last one."""
+    try:
+        st.session_state.lp_control = {"run": run_id, "what": what, "id": send(), "time": time.time()}
+    except (ConfigError, TypeError) as e:
+        st.session_state.lp_control = {"run": run_id, "what": what, "error": str(e), "time": time.time()}
 
 
 def ask_delete(run_id: str):

@@ -10,6 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from engine.gradcheck import GRADCHECK_TOL
+
 from .series import CAP, Buckets, rebin
 
 MAX_POINTS = 2 * CAP  # per trace
@@ -179,15 +181,37 @@ def update_ratio_figure(named: dict) -> go.Figure:
     return fig
 
 
-GRADCHECK_FLOOR = 1e-12
+# what the gradient check measures, per mode (engine/telemetry.py grad_ratio)
+GRADCHECK_MEASURES = {
+    "manual": "‖g_hand − g_autograd‖ / ‖g_autograd‖",
+    "custom_function": "‖g_MyReLU − g_autograd‖ / ‖g_autograd‖",
+}
 
 
-def gradcheck_figure(named: dict, what: str = "hand-written vs autograd") -> go.Figure:
-    """Per-layer maximum relative error of the gradient check, over time (an exact match, 0, is
-    drawn at GRADCHECK_FLOOR so the log axis can show it)."""
-    return layer_lines(
-        named, f"Gradient check: max relative error, {what} (0 drawn at 1e-12)", "max rel. error", floor=GRADCHECK_FLOOR
-    )
+def gradcheck_floor(dtype: str) -> float:
+    """Where an exact match (0) is drawn on the log axis: a millionth of the dtype's tolerance."""
+    return GRADCHECK_TOL.get(dtype, 1e-6) * 1e-6
+
+
+def gradcheck_figure(named: dict, dtype: str = "float32", measure: str = GRADCHECK_MEASURES["manual"]) -> go.Figure:
+    """The gradient check's norm ratio per layer over time, on a log axis, with the band of what
+    rounding in the run's dtype gives (engine/gradcheck.py GRADCHECK_TOL): lines inside the band
+    agree, a line above it disagrees. An exact match (0) is drawn at gradcheck_floor(dtype)."""
+    floor = gradcheck_floor(dtype)
+    fig = layer_lines(named, f"Gradient check: {measure} per layer (0 drawn at {floor:.0e})", "norm ratio", floor=floor)
+    tol = GRADCHECK_TOL.get(dtype)
+    if tol is not None:
+        fig.add_hrect(
+            y0=floor,
+            y1=tol,
+            fillcolor="green",
+            opacity=0.12,
+            line_width=0,
+            annotation_text=f"{dtype} rounding (≤ {tol:.1e})",
+            annotation_position="top left",
+        )
+        fig.add_hline(y=tol, line=dict(color="green", width=1, dash="dash"))
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

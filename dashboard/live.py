@@ -15,14 +15,16 @@ import json
 import os
 import time
 from collections import OrderedDict
+from urllib.parse import quote
 
 import streamlit as st
 
 import engine
 from engine import sinks
-from engine.store import ACTIVE, Store, default_path
+from engine.gradcheck import gradcheck_verdict, loss_gap
+from engine.store import ACTIVE
 
-from . import actions, figures, rules
+from . import actions, figures, pages_common, rules
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -30,22 +32,12 @@ FAST = 1.0  # s between refreshes of the status and the loss
 SLOW = 3.0  # s between refreshes of the detail panels
 WARMING = 0.25  # s between refreshes while a started run has no data yet
 MAX_FEEDS = 6
+ACK_SHOWN_S = 8.0  # s a control's acknowledgement stays on screen
 VIEWS = ["Weights", "Gradients", "Per-layer", "Health", "Gradient check"]
 
 
 # ---------------------------------------------------------------------------------------------
-# session state: the store connection, feeds and awaited effects
-
-
-@st.cache_resource(scope="session", on_release=Store.close, show_spinner=False)
-def _store(path: str) -> Store:
-    return Store(path)
-
-
-def store() -> Store:
-    """This browser session's one store connection, for every refresh of every panel; closed when
-    the session ends. Its refreshes run one at a time, so one connection serves them all."""
-    return _store(default_path())
+# session state: feeds and awaited effects
 
 
 def feed(run_id: str) -> RunFeed:
@@ -84,7 +76,7 @@ def interval(runs: list[dict | None], every: float, warm: bool = False) -> float
 
 
 def _runs(ids) -> list[dict | None]:
-    return [engine.get_run(i, store()) for i in ids]
+    return [engine.get_run(i, pages_common.store()) for i in ids]
 
 
 def _fragment(body, ids: list[str], every: float, *args, warm: bool = False):
@@ -149,7 +141,7 @@ def _status(runs, run_id):
     if run is None:
         st.warning(f"Run {run_id} is not in the store (deleted?).")
         return
-    db = store()
+    db = pages_common.store()
     f = feed(run_id)
     f.sync_events(db)
     _, rate = db.last_value(run_id, "steps_per_s")
@@ -169,14 +161,21 @@ def _status(runs, run_id):
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     _sinks(f)
     _banners(run, f)
-    _controls(run)
+    _controls(run, lr)
+    _feedback(run, db)
 
 
 def _sinks(f: RunFeed):
-    """The latest status of the run's Visdom and TensorBoard sinks, one line."""
+    """The latest status of the run's Visdom and TensorBoard sinks, one line, and a link to the
+    run's own Visdom env (the server's page opens its empty "main" env otherwise)."""
     latest = {e["kind"]: e["data"] for e in f.events if e["kind"] in ("visdom", "tensorboard")}
-    if latest:
-        st.caption(" · ".join(sinks.describe(kind, info) for kind, info in latest.items()))
+    if not latest:
+        return
+    c1, c2 = st.columns([5, 1])
+    c1.caption(" · ".join(sinks.describe(kind, info) for kind, info in latest.items()))
+    v = latest.get("visdom")
+    if v and v.get("url") and v.get("env"):
+        c2.link_button("Open in Visdom", f"{v['url']}/env/{quote(v['env'], safe='')}", width="stretch")
 
 
 def _banners(run, f: RunFeed):
@@ -191,7 +190,7 @@ def _banners(run, f: RunFeed):
         st.error(f"Run failed: {run.get('error') or 'no reason recorded'}")
 
 
-def _controls(run):
+def _controls(run, lr: float):
     rid, status = run["id"], run["status"]
     c = st.columns([1, 1, 1, 2, 1])
     c[0].button(
@@ -218,14 +217,18 @@ def _controls(run):
         disabled=status not in ACTIVE,
         width="stretch",
     )
-    st.session_state.setdefault("live_lr", float(run["config"]["lr"]))
+    key = f"live_lr_{rid}"  # one box per run: never a previous run's rate
+    shown = st.session_state.setdefault("lp_lr_shown", {})
+    if shown.get(rid) != lr:  # the run's rate changed (here, from the CLI, by another tab): show it
+        st.session_state[key] = shown[rid] = float(lr)
     c[3].number_input(
         "New learning rate",
-        key="live_lr",
+        key=key,
         format="%.3e",
         step=None,
         label_visibility="collapsed",
         disabled=status not in ("running", "paused"),
+        help="The run's current learning rate; type a new one and press Set lr.",
     )
     c[4].button(
         "Set lr",
@@ -237,6 +240,27 @@ def _controls(run):
     )
 
 
+def _feedback(run, db):
+    """The last control sent from this session for this run: sent, then acknowledged or refused
+    by the worker (shown at the next refresh after the acknowledgement), or refused before it was
+    sent. It goes away when another control is sent, or ACK_SHOWN_S after the acknowledgement."""
+    sent = st.session_state.get("lp_control")
+    if not sent or sent["run"] != run["id"]:
+        return
+    if "error" in sent:
+        st.error(pages_common.plain(f"{sent['what']}: not sent: {sent['error']}"))
+        return
+    c = db.control(sent["id"])
+    if c is None or not c["acked"]:
+        st.info(pages_common.plain(f"{sent['what']}: sent, waiting for the worker…"))
+    elif time.time() - c["acked"] > ACK_SHOWN_S:
+        st.session_state.pop("lp_control", None)
+    elif c["result"] == "ok":
+        st.success(pages_common.plain(f"{sent['what']}: done"))
+    else:
+        st.warning(pages_common.plain(f"{sent['what']}: {c['result']}"))
+
+
 def _loss(runs, run_id):
     run = runs[0]
     if run is None:
@@ -245,7 +269,7 @@ def _loss(runs, run_id):
     smoothing = c1.slider("EMA smoothing", 0.0, 0.999, 0.6, step=0.001, key="ema", format="%.3f")
     log_y = c2.toggle("log y", value=True, key="log_y")
     zoom = c3.toggle("Zoom", key="zoom", help="Show a step range; up to 2,000 steps, every step is shown")
-    db = store()
+    db = pages_common.store()
     f = feed(run_id)
     loss = f.sync(db, "loss")
     f.sync_events(db)
@@ -272,7 +296,7 @@ def _details(runs, run_id):
     view = st.segmented_control(
         "Panel", VIEWS, default="Weights", key="detail_view", required=True, label_visibility="collapsed"
     )
-    db = store()
+    db = pages_common.store()
     f = feed(run_id)
     f.sync_keys(db)
     f.sync_events(db)
@@ -341,35 +365,49 @@ def _health_view(db, f: RunFeed, run):
 
 def _gradcheck_view(db, f: RunFeed, run):
     mode = run["config"]["mode"]
-    what = {"manual": "hand-written vs autograd", "custom_function": "MyReLU vs the built-in ReLU"}.get(mode)
+    what = {"manual": "Hand-written vs autograd", "custom_function": "MyReLU vs autograd's ReLU"}.get(mode)
     if what is None:
         st.caption(
             f"Mode {rules.MODE_LABELS.get(mode, mode)!r} has no gradient check: manual mode compares its "
-            "hand-written gradients with autograd's, custom Function compares MyReLU with the built-in ReLU."
+            "hand-written gradients with autograd's, custom Function compares MyReLU's backward with autograd's."
         )
         return
-    st.plotly_chart(figures.gradcheck_figure(f.sync_prefix(db, "gradcheck/"), what), key="gradcheck")
+    dtype = run["config"].get("dtype", "float32")
+    checks = f.sync_prefix(db, "gradcheck/")
+    verdict = gradcheck_verdict(checks, dtype)
+    show = {True: st.success, False: st.error}.get(verdict.agree, st.caption)
+    show(pages_common.plain(f"{what}: {verdict.text}"))
+    st.plotly_chart(
+        figures.gradcheck_figure(checks, dtype, figures.GRADCHECK_MEASURES[mode]),
+        key="gradcheck",
+        config={"displaylogo": False},
+    )
 
 
 def _compare(runs, run_ids):
     st.subheader("Compare modes: same configuration, same seed")
     smoothing = st.slider("EMA smoothing ", 0.0, 0.999, 0.0, step=0.001, key="cmp_ema", format="%.3f")
-    db = store()
-    named, checks = {}, {}
+    db = pages_common.store()
+    named, losses, checks, dtype = {}, {}, {}, "float32"
     for run in runs:
         if run is None:
             continue
         f = feed(run["id"])
         label = rules.MODE_LABELS.get(run["config"]["mode"], run["config"]["mode"])
-        named[f"{label} ({run['status']})"] = f.sync(db, "loss")
+        losses[label] = f.sync(db, "loss")
+        named[f"{label} ({run['status']})"] = losses[label]
+        dtype = run["config"].get("dtype", dtype)
         f.sync_keys(db)
         for layer, b in f.sync_prefix(db, "gradcheck/").items():
             checks[f"{label}: {layer}"] = b
     st.plotly_chart(
         figures.overlay_figure(named, smoothing, True, "Loss: manual, autograd, custom Function"), key="cmp_loss"
     )
-    st.caption("From the same seed the three modes follow the same trajectory; their curves lie on top of each other.")
-    st.plotly_chart(figures.gradcheck_figure(checks, "manual vs autograd, MyReLU vs ReLU"), key="cmp_check")
+    st.caption(pages_common.plain(f"{loss_gap(losses)} Relative: |loss_a − loss_b| / |loss_b|, at the same step."))
+    st.plotly_chart(
+        figures.gradcheck_figure(checks, dtype, "‖g − g_autograd‖ / ‖g_autograd‖, manual and MyReLU vs autograd"),
+        key="cmp_check",
+    )
 
 
 def overlay_panel(run_ids: list[str]):
@@ -380,7 +418,7 @@ def _overlay(runs, run_ids):
     c1, c2 = st.columns([3, 1])
     smoothing = c1.slider("EMA smoothing", 0.0, 0.999, 0.6, step=0.001, key="ovl_ema", format="%.3f")
     log_y = c2.toggle("log y", value=True, key="ovl_log")
-    db = store()
+    db = pages_common.store()
     named = {}
     for run in runs:
         if run is not None:

@@ -1,4 +1,5 @@
-"""Small helpers shared by the pages: one-shot messages and which run the Train page watches."""
+"""Small helpers shared by the pages: the session's store connection, plain text, one-shot messages,
+and which run the Train page watches."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ import re
 import streamlit as st
 
 import engine
+from engine.store import Store, default_path
 
-from .live import store
+
+@st.cache_resource(scope="session", on_release=Store.close, show_spinner=False)
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    """This browser session's one store connection, for every refresh of every panel; closed when
+    the session ends. Its refreshes run one at a time, so one connection serves them all."""
+    return _store(default_path())
 
 
 def plain(text: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from engine.config import MLP_ARCHS, RunConfig
+from engine.config import MLP_ARCHS, ConfigError, RunConfig
 
 MODE_LABELS = {
     "manual": "manual",
@@ -84,6 +84,9 @@ def disabled_reasons(v: dict) -> dict[str, str]:
 def config_from_values(v: dict) -> RunConfig:
     """A RunConfig from sidebar values. Fields whose control does not apply keep their defaults,
     so a greyed-out value never reaches the engine."""
+    lr = v.get("lr")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):  # RunConfig's 0 means "default"
+        raise ConfigError(f"the learning rate must be a positive number, got {lr}")
     why = disabled_reasons(v)
     names = {f.name for f in dataclasses.fields(RunConfig)}
     d = {k: val for k, val in v.items() if k in names and k not in why}

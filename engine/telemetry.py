@@ -5,7 +5,7 @@ no host sync. Every K steps a snapshot computes, still on the device:
     per-layer weight and gradient histograms (explicit ranges: no histc min == max readback),
     weight and gradient norms, the update/weight ratio ||dw|| / ||w||,
     non-finite counts (histograms never raise on NaN or inf: those values are counted instead),
-    and, where the mode has a reference, the gradient check's max relative error per layer.
+    and, where the mode has a reference, the gradient check's norm ratio per layer (grad_ratio).
 `flush()` concatenates everything pending into one tensor, copies it once, and returns a Flush.
 """
 
@@ -68,6 +68,20 @@ def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
     idx = torch.nan_to_num((t - lo) / span * bins).clamp_(0, bins - 1).long()
     counts = torch.zeros(bins, device=t.device).index_add_(0, idx, finite.float())
     return torch.cat([counts, lo[None], hi[None], (~finite).sum()[None].float()])
+
+
+def grad_ratio(g: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """||g - ref|| / ||ref|| as a 0-dim float64 tensor on g's device, with no host sync: the gradient
+    check (engine/gradcheck.py has the tolerance it is judged by, and why a norm ratio).
+
+    The norms are accumulated in float64, so that float32 gradients near overflow (just before a
+    divergence) neither overflow the sum of squares nor read as NaN. A reference of exactly zero
+    reads 0 when g is zero too, else 1 (then ||g - ref|| / ||g||). NaN when either gradient is
+    non-finite: that is a divergence, which the verdict does not count against the gradient code."""
+    diff = torch.linalg.vector_norm(g.detach() - ref.detach(), dtype=torch.float64)
+    norm = torch.linalg.vector_norm(ref.detach(), dtype=torch.float64)
+    ratio = torch.where(norm > 0, diff / norm, (diff > 0).double())
+    return torch.where(torch.isfinite(diff) & torch.isfinite(norm), ratio, torch.nan)
 
 
 def memory_bytes(device: torch.device) -> int:
@@ -151,8 +165,7 @@ class Telemetry:
             self._put(step, f"hist/grad/{name}", histogram(g, self.bins))
             self._put(step, f"grad_norm/{name}", torch.linalg.vector_norm(g.float()))
             if ref is not None and ref.get(name) is not None:
-                r = ref[name]
-                self._put(step, f"gradcheck/{name}", (g - r).abs().max() / r.abs().max().clamp_min(1e-30))
+                self._put(step, f"gradcheck/{name}", grad_ratio(g, ref[name]))
         self._before = {n: p.clone() for n, p in mode.named_params()}
 
     def after_update(self, step: int, mode) -> None:

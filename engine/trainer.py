@@ -128,6 +128,8 @@ class Trainer:
         while True:
             self.control.wait(0.5)
             ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self.control.take()]
+            if self._events and not any(ended):  # an lr change while paused: recorded now, not at resume
+                self.flush()
             if any(ended):
                 self.tel.reset_clock(self.step)
                 self.trigger("on_status", "stopping" if self.stopped else "running", {})

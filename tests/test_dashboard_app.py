@@ -36,6 +36,11 @@ def app(store, monkeypatch):
     return at
 
 
+def shown(elements) -> str:
+    """What a person reads in these elements: their markdown with the escapes removed."""
+    return " ".join(e.value.replace("\\", "") for e in elements)
+
+
 def captions(at):
     return " ".join(c.value for c in at.caption)
 
@@ -66,12 +71,12 @@ def test_optim_mode_enables_the_optimizer_and_its_knobs(app):
 
 def test_bad_combination_is_refused_with_the_engines_message(app, launched):
     app.sidebar.selectbox(key="cfg_arch").set_value("cnn").run()
-    errors = " ".join(e.value for e in app.error)
+    errors = shown(app.error)
     assert "raw weight tensors" in errors and "two_layer or mlp" in errors
     assert button(app, "btn_start").disabled and button(app, "btn_compare").disabled
     app.sidebar.number_input(key="cfg_lr").set_value(-1.0).run()
     app.sidebar.selectbox(key="cfg_arch").set_value("two_layer").run()
-    assert "learning rate must be a positive finite number" in " ".join(e.value for e in app.error)
+    assert "learning rate must be a positive number" in shown(app.error)
     assert launched == []
 
 
@@ -253,3 +258,106 @@ def test_settings_come_back_from_the_address_or_are_refused_in_one_line(store, m
         assert got == ("manual", 1e-6, 64, 500)
         assert any(e.startswith("The settings in the address were not used") for e in errors), errors
         assert not any("](" in e or "http:" in e for e in errors), errors  # markdown escaped
+
+
+def live_run(store_path, run_id, lr):
+    """A run that reads as running: its worker is this process, beating now."""
+    import os
+    import time
+
+    s = Store(store_path)
+    s.create_run(run_id, vars(engine.RunConfig(mode="autograd", lr=lr)), total_steps=1000)
+    s.update_run(run_id, status="running", pid=os.getpid(), heartbeat=time.time() + 3600)
+    s.close()
+
+
+def lr_box(at, run_id):
+    return at.number_input(key=f"live_lr_{run_id}")
+
+
+def test_the_live_lr_box_shows_the_watched_runs_current_rate(store, monkeypatch):
+    """Not a previous run's rate; and a change made elsewhere (the CLI) shows at the next refresh."""
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    live_run(store, "a", 5e-7)
+    live_run(store, "b", 1e-6)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "a"
+    at.run()
+    assert lr_box(at, "a").value == 5e-7
+    at.session_state["lp_run"] = "b"
+    at.run()
+    assert lr_box(at, "b").value == 1e-6
+    s = Store(store)
+    s.add_event("b", 10, "lr_change", {"old": 1e-6, "new": 3e-6})  # as `python -m engine set-lr b 3e-6` leaves it
+    s.close()
+    at.run()
+    assert lr_box(at, "b").value == 3e-6
+    assert "lr 3e-06" in " ".join(m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf")])
+def test_a_bad_live_lr_is_refused_at_once_in_the_panel(store, monkeypatch, bad):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    live_run(store, "a", 1e-3)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "a"
+    at.run()
+    lr_box(at, "a").set_value(bad)
+    at.button(key="btn_lr").click().run()
+    assert "not sent: learning rate must be a positive finite number" in shown(at.error)
+    s = Store(store)
+    assert s.pending_control("a") == []  # nothing reached the worker
+    s.close()
+
+
+def test_a_control_shows_sent_then_the_workers_answer_then_clears(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    live_run(store, "a", 1e-3)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "a"
+    at.run()
+    lr_box(at, "a").set_value(2e-3)
+    at.button(key="btn_lr").click().run()
+    assert "Learning rate 0.002: sent, waiting for the worker" in shown(at.info)
+    s = Store(store)
+    [c] = s.pending_control("a")
+    s.ack_control(c["id"], "ok")  # what the worker's store thread does
+    s.close()
+    at.run()
+    assert "Learning rate 0.002: done" in shown(at.success)
+    at.button(key="btn_pause").click().run()
+    assert "Learning rate" not in shown(at.success) and "Pause: sent" in shown(at.info)  # the old message cleared
+    s = Store(store)
+    [c] = s.pending_control("a")
+    s.ack_control(c["id"], "ignored: pause while paused")
+    s.close()
+    at.run()
+    assert "Pause: ignored: pause while paused" in shown(at.warning)
+
+
+def test_lr_zero_in_the_sidebar_is_refused_not_replaced(app, launched):
+    app.sidebar.number_input(key="cfg_lr").set_value(0.0).run()
+    assert "the learning rate must be a positive number, got 0.0" in shown(app.error)
+    assert button(app, "btn_start").disabled
+    assert launched == []
+
+
+def test_the_visdom_link_opens_the_runs_own_env(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    finished_run(store)
+    s = Store(store)
+    info = {
+        "state": "connected",
+        "status": "connected",
+        "error": None,
+        "url": "http://127.0.0.1:8097",
+        "env": "liveprop_my run-r1",
+    }
+    s.add_event("r1", 3, "visdom", info)
+    s.close()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "r1"
+    at.run()
+    assert not at.exception, at.exception
+    [link] = at.get("link_button")
+    assert link.proto.url == "http://127.0.0.1:8097/env/liveprop_my%20run-r1"

@@ -7,6 +7,7 @@ import pytest
 
 from dashboard import figures
 from dashboard.series import CAP, Buckets, HistBuffer, downsample, ema, rebin, sample_steps
+from engine.gradcheck import GRADCHECK_TOL
 
 
 def noisy_loss(n, seed=0):
@@ -217,6 +218,27 @@ def test_empty_inputs_give_empty_figures():
 def test_log_axes_never_get_zero():
     named = {"w1": (np.arange(4), [1e-3, 0.0, -1.0, 1e-5])}
     g = figures.gradcheck_figure(named).data[0]
-    assert list(g.y) == [1e-3, figures.GRADCHECK_FLOOR, figures.GRADCHECK_FLOOR, 1e-5]
+    floor = figures.gradcheck_floor("float32")
+    assert list(g.y) == [1e-3, floor, floor, 1e-5]
     n = figures.grad_norm_figure(named).data[0]
     assert np.isnan(n.y[1]) and np.isnan(n.y[2])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradcheck_figure_draws_the_dtypes_rounding_band(dtype):
+    tol = GRADCHECK_TOL[dtype]
+    named = {"w1": (np.arange(5), [0.0, tol / 10, tol / 2, 2 * tol, 0.0]), "w2": (np.arange(5), [0.0] * 5)}
+    fig = figures.gradcheck_figure(named, dtype)
+    assert fig.layout.yaxis.type == "log" and [t.name for t in fig.data] == ["w1", "w2"]
+    assert "‖g_hand − g_autograd‖ / ‖g_autograd‖" in fig.layout.title.text
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(rects) == 1 and rects[0].y1 == tol and 0 < rects[0].y0 <= figures.gradcheck_floor(dtype)
+    assert any(s.type == "line" and s.y0 == s.y1 == tol and s.line.dash == "dash" for s in fig.layout.shapes)
+    labels = [a.text for a in fig.layout.annotations]
+    assert any(t.startswith(f"{dtype} rounding") for t in labels), labels
+    assert min(y for t in fig.data for y in t.y) == figures.gradcheck_floor(dtype) > 0  # 0 drawn on the axis
+
+
+def test_gradcheck_figure_without_a_tolerance_draws_no_band():
+    fig = figures.gradcheck_figure({"w1": (np.arange(3), [0.0, 1e-3, 1e-2])}, "bfloat16")
+    assert not fig.layout.shapes and len(fig.data) == 1

@@ -211,7 +211,7 @@ def test_deep_manual_gradients_equal_autograds(depth, loss):
 
 @pytest.mark.parametrize("depth", [2, 3])
 def test_custom_function_reference_is_the_builtin_relu(depth):
-    """custom_function's gradient check compares MyReLU's gradients with the built-in ReLU's, at any depth."""
+    """custom_function's gradient check compares MyReLU's gradients with autograd's, at any depth."""
     gen = torch.Generator().manual_seed(depth)
     params = make_params(depth, True, gen)
     x, y = make_batch("mse", gen)

@@ -10,8 +10,9 @@ import torch
 
 from engine import Store, build
 from engine.functions import MyReLU
+from engine.gradcheck import gradcheck_verdict
 from engine.losses import LOSS_GRADS
-from engine.telemetry import Telemetry, histogram
+from engine.telemetry import Telemetry, grad_ratio, histogram
 from engine.trainer import Trainer
 
 
@@ -157,6 +158,41 @@ def test_a_flush_with_nothing_pending_is_none():
 
 
 # ---------------------------------------------------------------------------------------------
+# the gradient check's measure: ||g - ref|| / ||ref||, against numpy
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grad_ratio_is_the_norm_ratio(dtype):
+    gen = torch.Generator().manual_seed(4)
+    ref = torch.randn(100, 10, generator=gen, dtype=dtype)
+    g = ref.clone()
+    g[3, 4] += 0.5  # one entry off: the elementwise max |g - r| / max |r| would read about 0.15
+    want = np.linalg.norm((g - ref).double().numpy()) / np.linalg.norm(ref.double().numpy())
+    got = grad_ratio(g, ref)
+    assert got.dtype == torch.float64 and got.item() == pytest.approx(want, rel=1e-12)
+    assert got.item() < 0.03
+    big = ref.float() * 1e30  # float32 squares overflow; the float64 sums do not
+    assert grad_ratio(big * 1.01, big).item() == pytest.approx(0.01, rel=1e-5)
+
+
+def test_grad_ratio_makes_no_host_sync(sync_spy):
+    """The snapshot may sync, but the check itself stays on the device: a CUDA run waits for nothing."""
+    for ref in (torch.randn(20, 5), torch.zeros(20, 5)):
+        grad_ratio(torch.randn(20, 5), ref)
+    assert sync_spy.calls == []
+
+
+def test_grad_ratio_edge_cases():
+    zero, one = torch.zeros(3), torch.ones(3)
+    assert grad_ratio(zero, zero).item() == 0.0  # both zero: they agree
+    assert grad_ratio(one, zero).item() == 1.0  # a zero reference: ||g - 0|| / ||g||
+    nan = torch.tensor([1.0, float("nan"), 0.0])
+    inf = torch.tensor([1.0, float("inf"), 0.0])
+    for g, r in ((nan, one), (one, nan), (inf, inf), (inf, one)):  # a divergence, not a disagreement
+        assert math.isnan(grad_ratio(g, r).item()), (g, r)
+
+
+# ---------------------------------------------------------------------------------------------
 # the gradient check, through a real run and its store
 
 
@@ -187,20 +223,31 @@ def gradcheck_run(small, run_inprocess, store, mode):
 
 @pytest.mark.parametrize("mode", ["manual", "custom_function"])
 def test_gradcheck_is_tiny_for_correct_gradients(small, run_inprocess, store, mode):
+    """float64: the norm ratio ||g - g_ref|| / ||g_ref|| is rounding at most, and the verdict agrees."""
     checks = gradcheck_run(small, run_inprocess, store, mode)
     assert set(checks) == {f"gradcheck/{n}" for i in (1, 2, 3) for n in (f"w{i}", f"b{i}")}
     for key, values in checks.items():
         assert len(values) == 4, key  # steps 0, 2, 4 and the last, 5
-        assert max(values) < 1e-10, (key, values)
+        assert max(values) < 1e-15, (key, values)
+    series = {k.removeprefix("gradcheck/"): ([0, 2, 4, 5], v) for k, v in checks.items()}
+    assert gradcheck_verdict(series, "float64").text.startswith("agree to float64 rounding")
 
 
 def test_gradcheck_catches_a_broken_manual_gradient(small, run_inprocess, store, monkeypatch):
     monkeypatch.setitem(LOSS_GRADS, "sse", lambda y_pred, y: 3.0 * (y_pred - y))  # should be 2.0
     checks = gradcheck_run(small, run_inprocess, store, "manual")
     assert checks and all(max(v) > 0.1 for v in checks.values()), checks
+    assert all(v[0] == pytest.approx(0.5, rel=1e-9) for v in checks.values()), checks  # ||3d - 2d|| / ||2d||
+    series = {k.removeprefix("gradcheck/"): ([0, 2, 4, 5], v) for k, v in checks.items()}
+    verdict = gradcheck_verdict(series, "float64")
+    assert (verdict.agree, verdict.step) == (False, 0) and verdict.text.startswith("disagree in layer "), verdict
 
 
 def test_gradcheck_catches_a_broken_myrelu(small, run_inprocess, store, monkeypatch):
     monkeypatch.setattr(MyReLU, "backward", staticmethod(lambda ctx, grad_y: grad_y))  # forgets the mask
     checks = gradcheck_run(small, run_inprocess, store, "custom_function")
     assert max(max(checks[f"gradcheck/{n}"]) for n in ("w1", "b1", "w2", "b2")) > 0.01, checks
+    assert max(checks["gradcheck/w3"] + checks["gradcheck/b3"]) < 1e-15  # above the ReLUs: unaffected
+    series = {k.removeprefix("gradcheck/"): ([0, 2, 4, 5], v) for k, v in checks.items()}
+    verdict = gradcheck_verdict(series, "float64")
+    assert (verdict.agree, verdict.step) == (False, 0) and verdict.layer in ("w1", "b1", "w2", "b2"), verdict

@@ -4,7 +4,7 @@ import dataclasses
 
 import streamlit as st
 
-from dashboard import sidebar
+from dashboard import pages_common, sidebar
 from engine import ConfigError
 from engine.graph import graph_for_config
 
@@ -38,10 +38,13 @@ depth = c2.number_input(
 if c3.button("Rebuild (next step)", key="graph_rebuild"):
     st.session_state.graph_nonce = st.session_state.get("graph_nonce", 0) + 1
 
-cfg = sidebar.config()
-info, error = _graph(dataclasses.asdict(cfg), collapse, int(depth), st.session_state.get("graph_nonce", 0))
+try:
+    cfg = sidebar.config()
+    info, error = _graph(dataclasses.asdict(cfg), collapse, int(depth), st.session_state.get("graph_nonce", 0))
+except ConfigError as e:
+    info, error = None, str(e)
 if error:
-    st.error(f"Cannot build this configuration: {error}")
+    st.error(pages_common.plain(f"Cannot build this configuration: {error}"))
     st.stop()
 st.caption(
     f"{info.nodes} autograd nodes, {info.shown} drawn"

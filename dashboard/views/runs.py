@@ -10,7 +10,7 @@ from engine import export
 
 st.title("Runs")
 pages_common.messages()
-db = live.store()
+db = pages_common.store()
 runs = engine.list_runs(db)
 if not runs:
     st.info("No runs yet. Start one on the Train page.")

@@ -5,8 +5,7 @@ import streamlit as st
 from dashboard import actions, figures, live, pages_common, rules, sidebar
 
 st.title("Train")
-cfg = sidebar.config()
-prepared, error = actions.validate(cfg)
+prepared, error = actions.validate()
 why = rules.disabled_reasons(sidebar.values())
 
 c1, c2, c3 = st.columns([1, 1.4, 5])
@@ -19,7 +18,7 @@ c2.button(
     help="Runs this configuration as manual, autograd and custom Function from the same seed.",
 )
 if error:
-    c3.error(f"Cannot start: {error}")
+    c3.error(pages_common.plain(f"Cannot start: {error}"))
 else:
     p = prepared.cfg
     c3.caption(

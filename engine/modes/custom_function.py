@@ -1,13 +1,12 @@
 """custom_function: the autograd mode, but the ReLU is the lecture's MyReLU, a torch.autograd.Function.
 
 What is different from autograd.py: only the ReLU. MyReLU (engine/functions.py) saves its input
-with ctx.save_for_backward and writes its own backward. The gradient check compares it with the
-built-in torch.relu on the same weights and batch.
+with ctx.save_for_backward and writes its own backward. The gradient check compares it with
+autograd differentiating the same max(h, 0) built from torch ops (engine/functions.py lecture_relu)
+on the same weights and batch.
 """
 
-import torch
-
-from ..functions import my_relu
+from ..functions import lecture_relu, my_relu
 from . import autograd, deep
 
 
@@ -15,9 +14,9 @@ class TwoLayer(autograd.TwoLayer):
     relu = staticmethod(my_relu)  # h_relu = my_relu(h)
 
     def reference_grads(self, x, y):
-        """The same step with the built-in torch.relu, for the gradient check."""
+        """The same step with autograd's own derivative of the ReLU, for the gradient check."""
         ref = autograd.Mode({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
-        ref.relu = torch.relu  # on this one instance, instead of h.clamp(min=0)
+        ref.relu = lecture_relu  # on this one instance, instead of MyReLU
         ref.forward_backward(x, y)
         return dict(ref.named_grads())
 

@@ -84,8 +84,8 @@ def disabled_reasons(v: dict) -> dict[str, str]:
 def config_from_values(v: dict) -> RunConfig:
     """A RunConfig from sidebar values. Fields whose control does not apply keep their defaults,
     so a greyed-out value never reaches the engine."""
-    lr = v.get("lr")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):  # RunConfig's 0 means "default"
+    lr = v.get("lr")  # the sidebar always has one; RunConfig's 0 ("the mode's default") is not offered
+    if "lr" in v and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"the learning rate must be a positive number, got {lr}")
     why = disabled_reasons(v)
     names = {f.name for f in dataclasses.fields(RunConfig)}

@@ -34,6 +34,14 @@ WARMING = 0.25  # s between refreshes while a started run has no data yet
 MAX_FEEDS = 6
 ACK_SHOWN_S = 8.0  # s a control's acknowledgement stays on screen
 VIEWS = ["Weights", "Gradients", "Per-layer", "Health", "Gradient check"]
+HIST_ABOUT = {
+    "weight": "Each column is one snapshot: the colour is the log10 share of the layer's weights in each value "
+    "bin (0 = all of them, -3 = one in a thousand). Healthy: a band that drifts or widens slowly; one that "
+    "explodes or collapses to a single value is trouble.",
+    "grad": "Each column is one snapshot of the layer's gradient, coloured by log10 share as for the weights. "
+    "Healthy: centred on 0 and narrowing as the loss falls; a band that keeps widening points to a learning "
+    "rate that is too high.",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +328,7 @@ def _hist_view(db, f: RunFeed, kind: str, run: dict):
     follow = c2.toggle("Latest step", value=True, key=f"follow_{kind}")
     snaps = f.sync_hist(db, kind, layer).snaps
     title = "Weights" if kind == "weight" else "Gradients"
+    st.caption(HIST_ABOUT[kind])
     st.plotly_chart(
         figures.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
         key=f"heat_{kind}",
@@ -346,21 +355,79 @@ def _hist_view(db, f: RunFeed, kind: str, run: dict):
     st.plotly_chart(figures.hist_bar(snap, f"{title} of {layer}"), key=f"bar_{kind}", config={"displaylogo": False})
 
 
+def _chart(where, fig, key: str, about: str, empty: str | None = None):
+    """One chart with its line on what it shows and what healthy looks like; a short message
+    instead of empty axes while it has no data."""
+    where.caption(about)
+    if empty and not any(t.x is not None and len(t.x) for t in fig.data):
+        where.info(empty)
+        return
+    where.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
 def _layer_view(db, f: RunFeed):
+    wait = "None yet: the first snapshot brings it."
     c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.grad_norm_figure(f.sync_prefix(db, "grad_norm/")), key="grad_norm")
-    c2.plotly_chart(figures.update_ratio_figure(f.sync_prefix(db, "update_ratio/")), key="update_ratio")
-    c1.plotly_chart(figures.lr_figure(f.sync(db, "lr"), f.events_of("lr_change")), key="lr")
-    c2.plotly_chart(
-        figures.layer_lines(f.sync_prefix(db, "weight_norm/"), "Weight norm per layer", "‖w‖"), key="weight_norm"
+    _chart(
+        c1,
+        figures.grad_norm_figure(f.sync_prefix(db, "grad_norm/")),
+        "grad_norm",
+        "‖gradient‖ of each layer. Healthy: the layers within a few orders of magnitude of each other; "
+        "one far below the rest learns little (vanishing), one far above is exploding.",
+        wait,
+    )
+    _chart(
+        c2,
+        figures.update_ratio_figure(f.sync_prefix(db, "update_ratio/")),
+        "update_ratio",
+        "‖Δw‖ / ‖w‖: how much one update moves each layer. A rule of thumb: near 1e-3; far below, "
+        "learning is slow; above 1e-2, the learning rate may be too high.",
+        wait,
+    )
+    _chart(
+        c1,
+        figures.lr_figure(f.sync(db, "lr"), f.events_of("lr_change")),
+        "lr",
+        "The learning rate at each snapshot; triangles mark changes (Set lr, the CLI's set-lr).",
+        wait,
+    )
+    _chart(
+        c2,
+        figures.layer_lines(f.sync_prefix(db, "weight_norm/"), "Weight norm per layer", "‖w‖"),
+        "weight_norm",
+        "‖w‖ of each layer. Healthy: slow drift; a steady climb can mean the weights are blowing up.",
+        wait,
     )
 
 
 def _health_view(db, f: RunFeed, run):
+    device = (run.get("device") or run["config"].get("device") or "").split(" ", 1)[0]
+    memory = "cuda, allocated" if device == "cuda" else f"{device}, resident set of the worker"
     c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.throughput_figure(f.sync(db, "steps_per_s")), key="throughput")
-    c2.plotly_chart(figures.memory_figure(f.sync(db, "mem_bytes"), run.get("device") or ""), key="memory")
-    st.plotly_chart(figures.nonfinite_figure(f.sync_nonfinite(db)), key="nonfinite")
+    wait = "None yet: the first flush brings it."
+    _chart(
+        c1,
+        figures.throughput_figure(f.sync(db, "steps_per_s")),
+        "throughput",
+        "Training steps per second, measured between flushes. Healthy: flat; dips while a snapshot "
+        "or another program takes the machine.",
+        wait,
+    )
+    _chart(
+        c2,
+        figures.memory_figure(f.sync(db, "mem_bytes"), memory),
+        "memory",
+        "Memory in use. Healthy: flat after the first steps; a steady climb is a leak.",
+        wait,
+    )
+    _chart(
+        st,
+        figures.nonfinite_figure(f.sync_nonfinite(db)),
+        "nonfinite",
+        "NaN and inf values counted in the weight and gradient snapshots. Healthy: zero all along; "
+        "the first non-zero step is where the run diverged.",
+        "None yet: the first snapshot brings it.",
+    )
 
 
 def _gradcheck_view(db, f: RunFeed, run):

@@ -3,7 +3,9 @@ and which run the Train page watches."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 
 import streamlit as st
 
@@ -47,25 +49,50 @@ def current_run() -> str | None:
     return run_id
 
 
-def run_rows(runs: list[dict], final_loss: dict) -> list[dict]:
+def run_rows(runs: list[dict], db: Store, now: float | None = None) -> list[dict]:
     """One table row per run: what the Runs page lists."""
     from dashboard.rules import MODE_LABELS
 
+    now = time.time() if now is None else now
     rows = []
     for r in runs:
         c = r["config"]
+        ckpt = r.get("checkpoint")
+        started = r.get("started") or r["created"]
         rows.append(
             {
                 "run": r["id"],
                 "name": r.get("name") or "",
-                "status": r["status"],
+                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                "status": status_text(r, db.events(r["id"], kind="divergence")),
                 "mode": MODE_LABELS.get(c["mode"], c["mode"]),
-                "arch": c["arch"],
+                "arch": c.get("arch", ""),
                 "optimizer": c.get("optimizer") or "–",
-                "lr": c["lr"],
+                "lr now": db.current_lr(r["id"]),
                 "steps": f"{r['step'] or 0:,} / {r['total_steps'] or 0:,}",
-                "final loss": final_loss.get(r["id"]),
+                "duration": duration_text((r.get("ended") or now) - started),
+                "final loss": db.last_value(r["id"], "loss")[1],
+                "checkpoint": size_text(os.path.getsize(ckpt)) if ckpt and os.path.isfile(ckpt) else "–",
                 "device": r.get("device") or c.get("device"),
             }
         )
     return rows
+
+
+def status_text(run: dict, divergences: list[dict]) -> str:
+    """The status, and whether the run diverged and went on ("running (diverged at step 12, recovered)")."""
+    if not divergences or run["status"] == "diverged":
+        return run["status"]
+    return f"{run['status']} (diverged at step {divergences[-1]['data'].get('step')}, recovered)"
+
+
+def duration_text(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def size_text(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024

@@ -359,8 +359,11 @@ class Store:
             )
         ]
 
-    def events(self, run_id: str, after_id: int = 0, limit: int | None = None) -> list[dict]:
-        q, args = "SELECT id, step, time, kind, data FROM events WHERE run=? AND id>? ORDER BY id", (run_id, after_id)
+    def events(self, run_id: str, after_id: int = 0, limit: int | None = None, kind: str | None = None) -> list[dict]:
+        q, args = "SELECT id, step, time, kind, data FROM events WHERE run=? AND id>?", (run_id, after_id)
+        if kind:
+            q, args = q + " AND kind=?", args + (kind,)
+        q += " ORDER BY id"
         if limit:
             q, args = q + " LIMIT ?", args + (int(limit),)
         return [dict(id=i, step=s, time=t, kind=k, data=json.loads(d)) for i, s, t, k, d in self.db.execute(q, args)]

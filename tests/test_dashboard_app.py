@@ -361,3 +361,35 @@ def test_the_visdom_link_opens_the_runs_own_env(store, monkeypatch):
     assert not at.exception, at.exception
     [link] = at.get("link_button")
     assert link.proto.url == "http://127.0.0.1:8097/env/liveprop_my%20run-r1"
+
+
+@pytest.mark.parametrize(
+    "view, says",
+    [
+        ("Weights", "log10 share of the layer's weights"),
+        ("Gradients", "centred on 0 and narrowing"),
+        ("Per-layer", "A rule of thumb: near 1e-3"),
+        ("Health", "NaN and inf values counted"),
+    ],
+)
+def test_every_panel_says_what_it_shows_and_what_healthy_looks_like(store, monkeypatch, view, says):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    finished_run(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "r1"
+    at.session_state["detail_view"] = view
+    at.run()
+    assert not at.exception, at.exception
+    assert says in captions(at)
+
+
+def test_panels_without_data_say_so_instead_of_drawing_empty_axes(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    live_run(store, "a", 1e-3)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "a"
+    at.session_state["detail_view"] = "Health"
+    at.run()
+    assert not at.exception, at.exception
+    assert shown(at.info).count("None yet") == 3 and not at.get("plotly_chart")
+    assert "Memory in use" in captions(at)

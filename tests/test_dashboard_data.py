@@ -219,3 +219,24 @@ def test_per_k_series_use_the_rollup_only_when_it_keeps_the_resolution(db):
     db.write_flush("short", flush(0, [], scalars=short))
     rows = con.bucketed("short", "grad_norm/w1", 4000)
     assert sum(r[5] for r in rows) == 1_600 and len(rows) >= 1_600 // 2  # not 31 coarse blocks
+
+
+def test_runs_page_rows_say_when_how_long_the_lr_now_and_a_recovery(db, tmp_path):
+    from dashboard.pages_common import duration_text, run_rows, size_text
+
+    ckpt = tmp_path / "r.pt"
+    ckpt.write_bytes(b"x" * 3000)
+    db.update_run("r", started=1000.0, ended=1000.0 + 3725, status="finished", checkpoint=str(ckpt))
+    db.write_flush("r", flush(0, [3.0, 2.0], events=[(1, "divergence", {"step": 12, "layer": "w1"})]))
+    db.add_event("r", 20, "lr_change", {"old": 1e-3, "new": 2e-4})
+    db.create_run("q", {"mode": "nn", "arch": "mlp", "lr": 1e-2}, total_steps=10)
+    db.update_run("q", status="running", started=5000.0)
+    rows = {row["run"]: row for row in run_rows(db.list_runs(), db, now=5061.0)}
+    r, q = rows["r"], rows["q"]
+    assert r["status"] == "finished (diverged at step 12, recovered)" and q["status"] == "running"
+    assert (r["lr now"], q["lr now"]) == (2e-4, 1e-2)
+    assert (r["duration"], q["duration"]) == ("1:02:05", "1:01")
+    assert r["checkpoint"] == "2.9 KiB" and q["checkpoint"] == "–"
+    assert r["final loss"] == 2.0 and q["final loss"] is None
+    assert len(r["created"]) == len("2026-11-27 12:00")
+    assert (duration_text(59), size_text(512), size_text(5 * 2**20)) == ("0:59", "512 B", "5.0 MiB")

@@ -16,8 +16,7 @@ if not runs:
     st.info("No runs yet. Start one on the Train page.")
     st.stop()
 
-final = {r["id"]: db.last_value(r["id"], "loss")[1] for r in runs}
-rows = pages_common.run_rows(runs, final)
+rows = pages_common.run_rows(runs, db)
 st.button("Refresh", key="runs_refresh")
 table = st.dataframe(
     rows,
@@ -26,7 +25,7 @@ table = st.dataframe(
     selection_mode="multi-row",
     hide_index=True,
     column_config={
-        "lr": st.column_config.NumberColumn(format="%.2e"),
+        "lr now": st.column_config.NumberColumn(format="%.2e", help="the run's learning rate now (set-lr included)"),
         "final loss": st.column_config.NumberColumn(format="%.4g"),
     },
 )

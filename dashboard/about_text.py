@@ -5,6 +5,7 @@ paragraph under each heading is the engine's own docstring for that mode (engine
 code under it is the engine's source, read with inspect.getsource, so the page shows what runs.
 """
 
+import difflib
 import inspect
 import textwrap
 
@@ -18,8 +19,8 @@ two-layer net five times, each time letting PyTorch do a little more of the work
 `N, D_in, H, D_out = 64, 1000, 100, 10`, random `x` and `y`, 500 steps. Pick one of the five
 **modes** in the sidebar, press **Start**, and the loss, the weight and gradient histograms and the
 per-layer signals update live. **Compare modes** runs manual, autograd and custom Function from the
-same seed: their curves lie on top of each other, and the gradient check shows how far the
-hand-written gradients are from autograd's.
+same seed: the page measures the largest gap between their curves, and the gradient check shows
+how far the hand-written gradients are from autograd's.
 """
 
 
@@ -57,6 +58,18 @@ MODES = [
         _doc(nn_optim),
     ),
 ]
+
+# The engine's code for each mode (the Code panel), by RunConfig mode name, in the order of MODES.
+ENGINE_CODE = dict(zip(("manual", "autograd", "custom_function", "nn", "optim"), (code for _, code, _ in MODES)))
+
+
+def manual_vs_autograd() -> str:
+    """The lecture's point as a diff: the engine's two-layer manual step against the autograd one.
+    What remains is the concept: the hand-written backward pass against loss.backward()."""
+    a, b = _source(manual.TwoLayer), _source(autograd.TwoLayer)
+    lines = difflib.unified_diff(a.splitlines(), b.splitlines(), "modes/manual.py", "modes/autograd.py", lineterm="")
+    return "\n".join(lines)
+
 
 OUTRO = """
 ### Beyond the five loops

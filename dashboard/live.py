@@ -25,7 +25,9 @@ from engine.gradcheck import gradcheck_verdict, loss_gap
 from engine.store import ACTIVE
 
 from . import actions, figures, pages_common, rules
+from .about_text import ENGINE_CODE, manual_vs_autograd
 from .feed import RunFeed
+from .lecture_cells import CELLS
 from .series import CAP, Buckets
 
 FAST = 1.0  # s between refreshes of the status and the loss
@@ -33,7 +35,7 @@ SLOW = 3.0  # s between refreshes of the detail panels
 WARMING = 0.25  # s between refreshes while a started run has no data yet
 MAX_FEEDS = 6
 ACK_SHOWN_S = 8.0  # s a control's acknowledgement stays on screen
-VIEWS = ["Weights", "Gradients", "Per-layer", "Health", "Gradient check"]
+VIEWS = ["Weights", "Gradients", "Per-layer", "Health", "Gradient check", "Code"]
 HIST_ABOUT = {
     "weight": "Each column is one snapshot: the colour is the log10 share of the layer's weights in each value "
     "bin (0 = all of them, -3 = one in a thousand). Healthy: a band that drifts or widens slowly; one that "
@@ -316,6 +318,8 @@ def _details(runs, run_id):
         _health_view(db, f, run)
     elif view == "Gradient check":
         _gradcheck_view(db, f, run)
+    elif view == "Code":
+        _code_view(run)
 
 
 def _hist_view(db, f: RunFeed, kind: str, run: dict):
@@ -449,6 +453,22 @@ def _gradcheck_view(db, f: RunFeed, run):
         key="gradcheck",
         config={"displaylogo": False},
     )
+
+
+def _code_view(run):
+    """The running mode's code beside the lecture's cell for it, and the manual-vs-autograd diff."""
+    mode = run["config"]["mode"]
+    label, cell = CELLS[mode]
+    c1, c2 = st.columns(2)
+    c1.caption(f"Liveprop's step for {rules.MODE_LABELS.get(mode, mode)} (engine/modes/), the code that runs")
+    c1.code(ENGINE_CODE[mode], language="python")
+    c2.caption(f"The lecture's cell {label}")
+    c2.code(cell, language="python")
+    st.caption(
+        "manual against autograd, as a diff: what is left is the lecture's point, the backward pass written "
+        "by hand against loss.backward()."
+    )
+    st.code(manual_vs_autograd(), language="diff")
 
 
 def _compare(runs, run_ids):

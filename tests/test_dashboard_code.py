@@ -1,0 +1,73 @@
+"""The Code panel: the lecture's cells as the notes print them, the engine's code beside them, and
+the manual-vs-autograd diff."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.about_text import ENGINE_CODE, manual_vs_autograd
+from dashboard.lecture_cells import CELLS
+from engine.config import MODES
+
+NOTES = Path(__file__).resolve().parents[2] / "shared" / "seed" / "pytorch-lecture-notes.txt"
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+@pytest.mark.skipif(not NOTES.is_file(), reason=f"the lecture notes are not at {NOTES}")
+@pytest.mark.parametrize("mode", MODES)
+def test_each_cell_is_the_lectures_own(mode):
+    """Line for line (trailing spaces aside), in order, right after its In [..] label."""
+    label, cell = CELLS[mode]
+    notes = [line.rstrip() for line in NOTES.read_text().splitlines()]
+    start = notes.index(f"{label}:") + 1
+    assert notes[start : start + len(cell.splitlines())] == cell.splitlines() or _blank_runs_collapsed(
+        notes[start:], cell.splitlines()
+    )
+
+
+def _blank_runs_collapsed(notes, cell):
+    """The cell equals the notes with runs of blank lines shortened to two."""
+    out = []
+    for line in notes:
+        if len(out) >= len(cell):
+            break
+        if line == "" and out[-2:] == ["", ""]:
+            continue
+        out.append(line)
+    return out == cell
+
+
+def test_every_mode_has_code_on_both_sides():
+    assert set(CELLS) == set(ENGINE_CODE) == set(MODES)
+    assert "grad_h = grad_h_relu.masked_fill(h < 0, 0)" in ENGINE_CODE["manual"]
+    assert "grad_h[h<0] = 0" in CELLS["manual"][1]
+    assert "torch.optim.Adam" in CELLS["optim"][1]
+
+
+def test_the_diff_shows_the_concept_and_little_else():
+    diff = manual_vs_autograd()
+    removed = [line for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert any("grad_w1 = x.t().mm(grad_h)" in line for line in removed)
+    assert any("loss.backward()" in line for line in added)
+    kept = [line for line in diff.splitlines() if line.startswith(" ")]
+    assert any("h_relu" in line for line in kept) and any("y_pred" in line for line in kept)  # shared names
+
+
+def test_the_code_panel_shows_both_and_the_diff(store, monkeypatch):
+    import engine
+    from engine.store import Store
+
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    s = Store(store)
+    s.create_run("r1", vars(engine.RunConfig(mode="manual")), total_steps=3)
+    s.set_status("r1", "finished")
+    s.close()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "r1"
+    at.session_state["detail_view"] = "Code"
+    at.run()
+    assert not at.exception, at.exception
+    codes = [c.value for c in at.code]
+    assert ENGINE_CODE["manual"] in codes and CELLS["manual"][1] in codes and manual_vs_autograd() in codes

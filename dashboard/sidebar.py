@@ -108,7 +108,10 @@ def _init():
     """Once per session: the defaults, then what the URL carries (a reload keeps the settings)."""
     if st.session_state.get(READY):
         return
-    values = {**_defaults(), **_from_url(st.query_params.get("cfg"))}
+    given = _from_url(st.query_params.get("cfg"))
+    values = {**_defaults(), **given}
+    if K + "lr" not in given:  # the lecture's rate for the mode the address may have named
+        values[K + "lr"] = default_lr(values[K + "mode"])
     values["lr_log"] = rules.nearest_lr_step(values[K + "lr"])
     for k, v in values.items():
         st.session_state.setdefault(k, v)

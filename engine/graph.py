@@ -133,7 +133,7 @@ def to_dot(
     key = {id(fn): (f"m:{group(fn)}" if group(fn) else f"n{i}") for i, fn in enumerate(nodes)}
     lines = [
         "digraph autograd {",
-        '  rankdir=TB; node [fontname="Helvetica", fontsize=10];',
+        '  rankdir=LR; node [fontname="Helvetica", fontsize=10];',  # left to right: fits a wide screen
         '  edge [color="#888888", arrowsize=0.6];',
     ]
     if title:

@@ -233,6 +233,7 @@ def test_a_finished_run_is_shown_static_with_its_panels(store, monkeypatch):
     "cfg, expect",
     [
         ('{"mode":"optim","lr":0.003,"batch_size":32,"steps":1234}', ("optim", 0.003, 32, 1234)),
+        ('{"mode":"optim"}', ("optim", 1e-4, 64, 500)),  # no lr given: the lecture's rate for that mode
         ('{"mode":"warp"}', None),  # not a mode
         ('{"steps":2.9}', None),  # not a whole number
         ('{"csv_path":"/etc/passwd","dataset":"csv"}', None),  # paths never come from the address

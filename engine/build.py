@@ -2,7 +2,8 @@
 
     prepare(cfg)      everything that can be checked before training, with no side effects:
                       validation, the device, the dataset's shape, the loss, the step count, memory
-    build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches)
+    build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches);
+                      with init lecture, x, y, w1, w2 drawn in the lecture's order (lecture_draws)
 
 Both raise ConfigError with one line for a person. Used by the worker, the CLI, the dashboard
 (to validate before a launch), the tests and the benchmarks.
@@ -113,24 +114,58 @@ def check_memory(cfg, spec, device):
         )
 
 
+def lecture_draws(cfg: RunConfig, device: torch.device):
+    """(x, y, weights): the lecture's first lines, in its order, from the global generator build() has just
+    seeded with torch.manual_seed(seed), in torch's default dtype as the lecture draws them:
+
+        x = torch.randn(N, D_in, device=device)
+        y = torch.randn(N, D_out, device=device)
+        w1 = torch.randn(D_in, H, device=device)    # the raw modes; weights is None for nn and optim,
+        w2 = torch.randn(H, D_out, device=device)   # which build the lecture's nn.Sequential next
+    """
+    N, D_in, H, D_out = cfg.n_samples, cfg.d_in, cfg.hidden, cfg.d_out
+    x = torch.randn(N, D_in, device=device)
+    y = torch.randn(N, D_out, device=device)
+    if cfg.mode not in RAW_MODES:
+        return x, y, None
+    w1 = torch.randn(D_in, H, device=device)
+    w2 = torch.randn(H, D_out, device=device)
+    return x, y, {"w1": w1, "w2": w2}
+
+
+def raw_params(model: torch.nn.Module) -> dict:
+    """w_i = Linear_i.weight.T, the lecture's (D_in, H) layout, and b_i when the layer has a bias."""
+    params = {}
+    for i, lin in enumerate([m for m in model.modules() if isinstance(m, torch.nn.Linear)], start=1):
+        params[f"w{i}"] = lin.weight.detach().t().contiguous()
+        if lin.bias is not None:
+            params[f"b{i}"] = lin.bias.detach().clone()
+    return params
+
+
 def build(p: Prepared):
-    """(mode, batches) for a prepared config: seeds, data, model, the mode's parameters."""
+    """(mode, batches) for a prepared config: seeds, data, model, the mode's parameters.
+
+    With init lecture, x and y come first from the seeded global generator, then the weights (raw modes)
+    or the model (nn, optim), as in the lecture; otherwise the data draws from its own generator."""
     cfg, dtype = p.cfg, getattr(torch, p.cfg.dtype)
     torch.manual_seed(cfg.seed)
-    dataset, spec = data_mod.load(cfg)
-    model = models.build(cfg, spec.in_shape, spec.out_dim).to(p.device, dtype)
-    if cfg.mode in RAW_MODES:  # w_i = Linear_i.weight.T, the lecture's (D_in, H) layout
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        params = {}
-        for i, lin in enumerate(linears, start=1):
-            params[f"w{i}"] = lin.weight.detach().t().contiguous()
-            if lin.bias is not None:
-                params[f"b{i}"] = lin.bias.detach().clone()
-        mode = MODES[cfg.mode](params, cfg.loss, cfg.lr)
-    elif cfg.mode == "nn":
-        mode = MODES["nn"](model, cfg.loss, cfg.lr)
+    weights = None
+    if cfg.init == "lecture":  # one full batch: batches() yields this x, y every step
+        x, y, weights = lecture_draws(cfg, p.device)
+        dataset, spec = data_mod.TensorData(x, y), p.spec
     else:
-        trainable = [q for q in model.parameters() if q.requires_grad]
-        mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg))
+        dataset, spec = data_mod.load(cfg)
+    if weights is not None:
+        mode = MODES[cfg.mode]({n: w.to(dtype) for n, w in weights.items()}, cfg.loss, cfg.lr)
+    else:
+        model = models.build(cfg, spec.in_shape, spec.out_dim).to(p.device, dtype)
+        if cfg.mode in RAW_MODES:
+            mode = MODES[cfg.mode](raw_params(model), cfg.loss, cfg.lr)
+        elif cfg.mode == "nn":
+            mode = MODES["nn"](model, cfg.loss, cfg.lr)
+        else:
+            trainable = [q for q in model.parameters() if q.requires_grad]
+            mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg))
     channels = 3 if cfg.arch == "torchvision" else None
     return mode, data_mod.batches(dataset, spec, cfg, p.device, dtype, channels)

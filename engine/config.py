@@ -28,7 +28,7 @@ SAMPLERS = ("none", "random", "sequential", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 ON_DIVERGENCE = ("pause", "stop", "ignore")
-INITS = ("auto", "randn", "torch")
+INITS = ("auto", "lecture", "randn", "torch")
 LOSSES_AUTO = ("auto",) + LOSSES
 TASKS = ("auto", "regression", "classification")
 
@@ -58,8 +58,12 @@ class RunConfig:
     d_out: int = knob(10,                "D_out, outputs (regression targets); classes come from the data")
     depth: int = knob(2,                 "mlp: number of Linear layers")
     bias: bool = knob(True,              "Linear layers carry a bias (the lecture's raw-tensor net has none)")
-    init: str = knob("auto",             "randn: the lecture's torch.randn; torch: nn.Linear's init; "
-                                         "auto: randn for a raw mode on two_layer, else torch", INITS)
+    init: str = knob("auto",             "lecture: the lecture's own draws after torch.manual_seed(seed): x, y, then "
+                                         "w1, w2 (raw modes, no biases) or its nn.Sequential (nn, optim, with biases), "
+                                         "for two_layer on one full batch of random data; "
+                                         "randn: torch.randn weights; torch: nn.Linear's init; "
+                                         "auto: lecture where it fits (nn, optim: with bias), "
+                                         "else randn for a raw mode on two_layer, else torch", INITS)
     loss: str = knob("auto",             "sse: the lecture's sum of squares; "
                                          "auto: cross_entropy for classes, else sse (raw modes) or mse", LOSSES_AUTO)
     # how to train
@@ -74,7 +78,8 @@ class RunConfig:
     alpha: float = knob(0.99,            "rmsprop: smoothing constant")
     steps: int = knob(500,               "the lecture's loop length; 0 means use epochs")
     epochs: int = knob(0,                "used when steps is 0")
-    seed: int = knob(0,                  "torch.manual_seed for the weights; the data draws from seed + 1")
+    seed: int = knob(0,                  "torch.manual_seed for the weights; the data draws from seed + 1, "
+                                         "except with init lecture, which draws x and y first, as the lecture does")
     device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES)
     dtype: str = knob("float32",         "float64 for the gradient-equivalence checks", DTYPES)
     # data
@@ -282,9 +287,36 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("freeze_backbone applies to arch torchvision")
 
     _check_visdom(c)
-    if c.init == "auto":  # the lecture's raw loops use torch.randn weights with lr 1e-6
-        c.init = "randn" if (c.mode in RAW_MODES and c.arch == "two_layer") else "torch"
+    _resolve_init(c)
     return c
+
+
+def _resolve_init(c):
+    """init "auto" -> "lecture" where the run is the lecture's own program: the two-layer net on one full
+    batch of random data (and, for nn and optim, with the biases of its nn.Linear layers). Else "randn" for a
+    raw mode on two_layer (the lecture's torch.randn weights, lr 1e-6), else "torch".
+
+    The lecture init builds the lecture's model, so it sets bias as the lecture has it: no biases in the
+    raw-tensor net (w1, w2 only), nn.Linear's in the nn programs. The resolved config says so."""
+    misfits = [
+        f"arch is {c.arch!r}" if c.arch != "two_layer" else "",
+        f"dataset is {c.dataset!r}" if c.dataset != "random" else "",
+        f"sampler is {c.sampler!r}" if c.sampler != "none" else "",
+        f"n_samples {c.n_samples} > batch_size {c.batch_size}" if c.n_samples > c.batch_size else "",
+    ]
+    misfits = [m for m in misfits if m]
+    if c.init == "auto":
+        if not misfits and (c.mode in RAW_MODES or c.bias):
+            c.init = "lecture"
+        else:
+            c.init = "randn" if (c.mode in RAW_MODES and c.arch == "two_layer") else "torch"
+    if c.init == "lecture":
+        if misfits:
+            raise ConfigError(
+                "init 'lecture' is the lecture's two-layer net on one full batch of random data (arch two_layer, "
+                f"dataset random, sampler none, n_samples <= batch_size); here {', '.join(misfits)}"
+            )
+        c.bias = c.mode not in RAW_MODES
 
 
 def _check_visdom(c):

@@ -1,6 +1,7 @@
 """Datasets (torch.utils.data.Dataset) and the batches the trainer consumes.
 
-    random        the lecture's x = torch.randn(N, D_in), y = torch.randn(N, D_out)
+    random        the lecture's x = torch.randn(N, D_in), y = torch.randn(N, D_out); with init lecture,
+                  build.lecture_draws draws them instead, in the lecture's order before the weights
     teacher       regression against a fixed random teacher network, so the curve means something
     digits        scikit-learn's bundled 8x8 digits (1797 real images, 10 classes)
     csv           a user's CSV: numeric columns, one of them the target

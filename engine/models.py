@@ -48,6 +48,8 @@ def mlp(cfg, in_shape, out_dim):
         if i < len(widths) - 2:
             layers.append(nn.ReLU())
     model = nn.Sequential(*layers)
+    # init torch, and init lecture for nn and optim: nn.Linear's own init, as the lecture's nn.Sequential
+    # (the raw modes' lecture weights are drawn in build.lecture_draws, with x and y)
     if cfg.init == "randn":  # the lecture's w = torch.randn(D_in, H)
         with torch.no_grad():
             for m in model.modules():

@@ -88,7 +88,8 @@ def test_default_run_is_the_lectures_two_layer_net():
 
     p = build.prepare(RunConfig(device="cpu"))
     c = p.cfg
-    assert (c.mode, c.arch, c.dataset, c.loss, c.init, c.lr) == ("manual", "two_layer", "random", "sse", "randn", 1e-6)
+    assert (c.mode, c.arch, c.dataset, c.loss, c.lr) == ("manual", "two_layer", "random", "sse", 1e-6)
+    assert (c.init, c.bias) == ("lecture", False)  # x, y, w1, w2 drawn as the lecture draws them, no biases
     assert (c.batch_size, c.d_in, c.hidden, c.d_out, c.n_samples, c.steps) == (64, 1000, 100, 10, 64, 500)
 
 

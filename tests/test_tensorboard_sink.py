@@ -17,7 +17,10 @@ from engine.telemetry import Flush
 
 def test_event_files_hold_the_scalars_and_histograms(small, store, run_inprocess, tmp_path, monkeypatch):
     monkeypatch.setattr(tb, "LOSS_POINTS_PER_S", 1e12)  # every step's loss, whatever the speed
-    cfg = small(steps=60, flush_every=16, telemetry_every=10, hist_bins=8, tensorboard_dir=str(tmp_path / "tb"))
+    # init randn: the raw net with biases b1, b2 (the default, the lecture's init, has none)
+    cfg = small(
+        steps=60, flush_every=16, telemetry_every=10, hist_bins=8, tensorboard_dir=str(tmp_path / "tb"), init="randn"
+    )
     run_id, status = run_inprocess(cfg, store)
     assert status == "finished"
     logdir = Path(cfg.tensorboard_dir) / env_name(cfg.name, run_id)

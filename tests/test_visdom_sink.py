@@ -194,7 +194,10 @@ def test_a_real_run_arrives_in_order_one_request_per_window_per_flush(server, sm
     monkeypatch.setattr(
         Client, "post", lambda self, ep, msg: (posts.append((ep, msg.get("win"))), real_post(self, ep, msg))[1]
     )
-    cfg = small(steps=300, flush_every=25, telemetry_every=10, visdom=server.url, name="<script>x</script>")
+    # init randn: the raw net with biases b1, b2 (the default, the lecture's init, has none)
+    cfg = small(
+        steps=300, flush_every=25, telemetry_every=10, visdom=server.url, name="<script>x</script>", init="randn"
+    )
     run_id, status = run_inprocess(cfg, store)
     assert status == "finished"
     env = vsink.env_name(cfg.name, run_id)

@@ -19,6 +19,7 @@ PALETTE = qualitative.Plotly
 RATIO_GUIDE = 1e-3  # update/weight ratio rule of thumb (Karpathy, CS231n)
 RATIO_BAND = (3e-4, 3e-3)
 MAX_EVENT_LINES = 50
+HIST_FENCE = 10.0  # a histogram is drawn in full when it lies within this many typical scales of the typical range
 
 
 def as_buckets(series) -> Buckets:
@@ -53,6 +54,8 @@ def _faint(color: str, alpha: float = 0.25) -> str:
 
 
 def _raw_and_smooth(fig, b: Buckets, smoothing: float, name: str, color: str, legend_raw: bool = True):
+    """Both lines break where the series has no finite value (NaN, inf: a divergence): a gap, not a
+    line drawn through, and the smoothed one starts over after it."""
     x, y = b.points()
     fig.add_trace(
         go.Scatter(
@@ -64,10 +67,15 @@ def _raw_and_smooth(fig, b: Buckets, smoothing: float, name: str, color: str, le
             showlegend=legend_raw,
             legendgroup=name,
             hoverinfo="skip",
+            connectgaps=False,
         )
     )
-    sx, sy = b.ema(smoothing)
-    fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", name=name, line=dict(color=color, width=2), legendgroup=name))
+    sx, sy = b.ema(smoothing, gaps=True)
+    fig.add_trace(
+        go.Scatter(
+            x=sx, y=sy, mode="lines", name=name, line=dict(color=color, width=2), legendgroup=name, connectgaps=False
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,10 +274,38 @@ def nonfinite_figure(named: dict) -> go.Figure:
 # histograms
 
 
+def hist_range(snaps: list) -> tuple[float, float, int]:
+    """(lo, hi, outside): the value range a heatmap of these snapshots shows, and how many of them
+    lie outside it.
+
+    Why not simply every snapshot's range: after a divergence a snapshot can span +-1e23, or have no
+    finite range at all, and a gradient's first steps can be far wider than all the others; on that
+    one axis every other column would be squeezed into a single bin. So the typical range is the
+    median of the snapshots' lows and of their highs, with a scale of its width or its magnitude,
+    whichever is larger; the range shown spans every snapshot within HIST_FENCE scales of it, and
+    the others (and those with non-finite edges) are counted as outside."""
+    ranges, outside = [], 0
+    for s in snaps:
+        e = np.asarray(s["edges"], dtype=np.float64)  # None (a non-finite edge, as stored) is NaN
+        if not len(e) or not np.isfinite(e).all():
+            outside += 1
+        elif sum(s["counts"]) > 0:  # a snapshot with no finite value has nothing to show
+            ranges.append((e[0], e[-1]))
+    if not ranges:
+        return 0.0, 0.0, outside
+    lo, hi = np.asarray(ranges).T  # (snapshots,) each
+    mlo, mhi = np.median(lo), np.median(hi)
+    scale = max(mhi - mlo, abs(mlo), abs(mhi))
+    inside = (lo >= mlo - HIST_FENCE * scale) & (hi <= mhi + HIST_FENCE * scale)
+    return float(lo[inside].min()), float(hi[inside].max()), outside + int((~inside).sum())
+
+
 def hist_grid(snaps: list, bins: int = 64) -> np.ndarray:
-    """Common bin edges spanning every snapshot's finite range."""
-    lo = min((s["edges"][0] for s in snaps), default=0.0)
-    hi = max((s["edges"][-1] for s in snaps), default=1.0)
+    """Common bin edges over hist_range(snaps)."""
+    return _grid(*hist_range(snaps)[:2], bins)
+
+
+def _grid(lo: float, hi: float, bins: int) -> np.ndarray:
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     return np.linspace(lo, hi, bins + 1)
@@ -277,12 +313,17 @@ def hist_grid(snaps: list, bins: int = 64) -> np.ndarray:
 
 def hist_heatmap(snaps: list, title: str = "Distribution over time", bins: int = 64) -> go.Figure:
     """TensorBoard's "distributions": one column per snapshot step, its histogram rebinned onto a
-    common value axis, colour = share of the values (log scale)."""
+    common value axis, colour = share of the values (log scale). The axis keeps to the snapshots'
+    typical range (hist_range), and the title says how many snapshots lie outside it."""
     fig = go.Figure()
     if snaps:
-        grid = hist_grid(snaps, bins)
+        lo, hi, outside = hist_range(snaps)
+        grid = _grid(lo, hi, bins)
+        if outside:
+            title += f" · {outside} snapshot{'s' if outside != 1 else ''} outside the range shown"
         z = np.array([rebin(s["edges"], s["counts"], grid) for s in snaps]).T  # (bins, steps)
-        total = z.sum(axis=0, keepdims=True)
+        # the share of all the snapshot's finite values: a column outside the range shows only its part inside
+        total = np.array([[sum(s["counts"]) for s in snaps]], dtype=np.float64)  # (1, steps)
         share = np.divide(z, total, out=np.zeros_like(z), where=total > 0)
         fig.add_trace(
             go.Heatmap(

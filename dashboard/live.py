@@ -189,15 +189,32 @@ def _sinks(f: RunFeed):
 
 
 def _banners(run, f: RunFeed):
+    """The last divergence: its first non-finite step, the layer, and how many steps ran after it
+    before it was noticed; "recovered" once the run was resumed after it and its loss is finite."""
     div = f.events_of("divergence")
     if div:
         d = div[-1]["data"]
-        st.error(
-            f"Diverged at step {d.get('step')} in layer {d.get('layer') or '(unknown)'}: the loss went "
-            f"non-finite. The run is {run['status']}; the histograms below show the last finite weights."
-        )
+        what = f"diverged at step {d.get('step')} in layer {d.get('layer') or '(unknown)'}"
+        if (n := d.get("ran_after")) is not None:
+            what += f", and {n} more step{'' if n == 1 else 's'} ran before it was noticed"
+        resumed = next((e for e in f.events_of("resume") if e["id"] > div[-1]["id"]), None)
+        step, loss = pages_common.store().last_value(run["id"], "loss") if resumed else (None, None)
+        if loss is not None and step >= (resumed["step"] or 0):  # a non-finite loss is stored as None
+            st.success(
+                pages_common.plain(
+                    f"Recovered: the run {what}. It was resumed at step {resumed['step']} from the last finite "
+                    f"weights, and its loss is finite again (step {step})."
+                )
+            )
+        else:
+            st.error(
+                pages_common.plain(
+                    f"{what[0].upper()}{what[1:]}: the loss went non-finite. The run is {run['status']}; the "
+                    "histograms below show the last finite weights."
+                )
+            )
     if run["status"] == "failed":
-        st.error(f"Run failed: {run.get('error') or 'no reason recorded'}")
+        st.error(pages_common.plain(f"Run failed: {run.get('error') or 'no reason recorded'}"))
 
 
 def _controls(run, lr: float):

@@ -64,7 +64,7 @@ def run_rows(runs: list[dict], db: Store, now: float | None = None) -> list[dict
                 "run": r["id"],
                 "name": r.get("name") or "",
                 "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
-                "status": status_text(r, db.events(r["id"], kind="divergence")),
+                "status": status_text(r, db.events(r["id"], kind="divergence"), db.events(r["id"], kind="resume")),
                 "mode": MODE_LABELS.get(c["mode"], c["mode"]),
                 "arch": c.get("arch", ""),
                 "optimizer": c.get("optimizer") or "–",
@@ -79,11 +79,13 @@ def run_rows(runs: list[dict], db: Store, now: float | None = None) -> list[dict
     return rows
 
 
-def status_text(run: dict, divergences: list[dict]) -> str:
-    """The status, and whether the run diverged and went on ("running (diverged at step 12, recovered)")."""
-    if not divergences or run["status"] == "diverged":
+def status_text(run: dict, divergences: list[dict], resumes: list[dict]) -> str:
+    """The status, and whether the run diverged and was resumed ("running (diverged at step 12, recovered)")."""
+    if not divergences:
         return run["status"]
-    return f"{run['status']} (diverged at step {divergences[-1]['data'].get('step')}, recovered)"
+    last = divergences[-1]
+    went_on = any(r["id"] > last["id"] for r in resumes)
+    return f"{run['status']} (diverged at step {last['data'].get('step')}{', recovered' if went_on else ''})"
 
 
 def duration_text(seconds: float) -> str:

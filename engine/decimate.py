@@ -152,9 +152,12 @@ class Buckets:
     def centers(self) -> np.ndarray:
         return (self.s0 + self.s1) / 2.0
 
-    def ema(self, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    def ema(self, smoothing: float, gaps: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(x, smoothed): the EMA with weight `smoothing` in [0, 1), one value per bucket.
-        Missing values keep the previous average."""
+        Missing values keep the previous average. With gaps (for a chart), a bucket with no finite
+        value is NaN instead, and the average starts over after it: a smoothed line that breaks where
+        the raw one does, rather than a held value drawn flat through a divergence and then the
+        diverging values carried on into the recovered run."""
         mean, n = self.mean(), self.n
         out = np.full(len(self), np.nan)
         avg = np.nan
@@ -162,6 +165,8 @@ class Buckets:
             if n[i] > 0 and np.isfinite(mean[i]):
                 keep = smoothing ** n[i]
                 avg = mean[i] if np.isnan(avg) else keep * avg + (1.0 - keep) * mean[i]
+            elif gaps:
+                avg = np.nan
             out[i] = avg
         return self.centers(), out
 

@@ -212,7 +212,7 @@ def test_divergence_and_failure_banners(store, monkeypatch):
     s.set_status("div", "failed", "worker process 123 died (last heartbeat 9.0 s ago)")
     s.close()
     at.run()
-    assert any("Run failed: worker process 123 died" in e.value for e in at.error)
+    assert "Run failed: worker process 123 died" in shown(at.error)
 
 
 def test_a_finished_run_is_shown_static_with_its_panels(store, monkeypatch):
@@ -394,3 +394,49 @@ def test_panels_without_data_say_so_instead_of_drawing_empty_axes(store, monkeyp
     assert not at.exception, at.exception
     assert shown(at.info).count("None yet") == 3 and not at.get("plotly_chart")
     assert "Memory in use" in captions(at)
+
+
+def test_the_divergence_banner_gives_the_first_bad_step_the_layer_and_the_steps_after_then_recovered(
+    store, monkeypatch
+):
+    """Diverged: the first non-finite step, the layer and how many steps ran after it, as plain text.
+    A resume alone is not a recovery; finite losses after it are, and the banner says so."""
+
+    def losses(first, values):
+        flush = types.SimpleNamespace(first_step=first, losses=values, scalars=[], hists=[], events=[])
+        flush.last_step = first + len(values) - 1
+        s = Store(store)
+        s.write_flush("div", flush)
+        s.close()
+
+    def event(step, kind, data=None, status=None):
+        s = Store(store)
+        s.add_event("div", step, kind, data or {})
+        if status:
+            s.update_run("div", status=status)
+        s.close()
+
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    live_run(store, "div", 1e3)
+    nan = float("nan")
+    losses(0, [3.0, 2.0, 1e30, nan, float("inf"), nan, nan])
+    event(3, "divergence", {"step": 3, "layer": "0.weight", "ran_after": 3}, status="paused")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "div"
+    at.run()
+    assert not at.exception, at.exception
+    said = shown(at.error)
+    assert "Diverged at step 3 in layer 0.weight, and 3 more steps ran before it was noticed" in said, said
+    assert "The run is paused" in said and not at.success
+    assert "0\\.weight" in " ".join(e.value for e in at.error)  # through pages_common.plain
+
+    event(7, "resume", status="running")  # resumed, but no loss since: not recovered yet
+    at.run()
+    assert "Diverged at step 3" in shown(at.error) and not at.success
+    losses(7, [1.9, 1.8])
+    at.run()
+    assert not at.exception, at.exception
+    said = shown(at.success)
+    assert said.startswith("Recovered: the run diverged at step 3 in layer 0.weight, and 3 more steps ran"), said
+    assert "resumed at step 7" in said and "finite again (step 8)" in said
+    assert "Diverged" not in shown(at.error)

@@ -227,7 +227,9 @@ def test_runs_page_rows_say_when_how_long_the_lr_now_and_a_recovery(db, tmp_path
     ckpt = tmp_path / "r.pt"
     ckpt.write_bytes(b"x" * 3000)
     db.update_run("r", started=1000.0, ended=1000.0 + 3725, status="finished", checkpoint=str(ckpt))
-    db.write_flush("r", flush(0, [3.0, 2.0], events=[(1, "divergence", {"step": 12, "layer": "w1"})]))
+    db.write_flush(
+        "r", flush(0, [3.0, 2.0], events=[(1, "divergence", {"step": 12, "layer": "w1"}), (13, "resume", {})])
+    )
     db.add_event("r", 20, "lr_change", {"old": 1e-3, "new": 2e-4})
     db.create_run("q", {"mode": "nn", "arch": "mlp", "lr": 1e-2}, total_steps=10)
     db.update_run("q", status="running", started=5000.0)
@@ -240,3 +242,8 @@ def test_runs_page_rows_say_when_how_long_the_lr_now_and_a_recovery(db, tmp_path
     assert r["final loss"] == 2.0 and q["final loss"] is None
     assert len(r["created"]) == len("2026-11-27 12:00")
     assert (duration_text(59), size_text(512), size_text(5 * 2**20)) == ("0:59", "512 B", "5.0 MiB")
+    db.create_run("p", {"mode": "manual", "lr": 1e-6}, total_steps=10)
+    db.set_status("p", "paused")
+    db.add_event("p", 7, "divergence", {"step": 7, "layer": "w2"})
+    [p] = [row for row in run_rows(db.list_runs(), db) if row["run"] == "p"]
+    assert p["status"] == "paused (diverged at step 7)"  # not resumed: not recovered

@@ -242,3 +242,56 @@ def test_gradcheck_figure_draws_the_dtypes_rounding_band(dtype):
 def test_gradcheck_figure_without_a_tolerance_draws_no_band():
     fig = figures.gradcheck_figure({"w1": (np.arange(3), [0.0, 1e-3, 1e-2])}, "bfloat16")
     assert not fig.layout.shapes and len(fig.data) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# after a divergence: gaps in the curves, heatmaps on the finite range
+
+
+def test_loss_curves_break_at_nonfinite_points():
+    """A stretch of NaN, inf and None (a divergence, then a resume) is a gap in both lines: the raw
+    one has no value there, and the smoothed one neither holds its last value flat through it nor
+    carries the huge values from before it into the recovered run."""
+    nan, inf = float("nan"), float("inf")
+    values = [5.0, 4.0, 3.0, 1e30, nan, inf, None, nan, 2.0, 2.0, 1.0]
+    fig = figures.loss_figure((list(range(len(values))), values), smoothing=0.9)
+    raw, smooth = fig.data
+    assert not raw.connectgaps and not smooth.connectgaps
+    ry = dict(zip(raw.x, np.asarray(raw.y, dtype=float)))
+    sy = dict(zip(smooth.x, np.asarray(smooth.y, dtype=float)))
+    for step in range(4, 8):
+        assert np.isnan(ry[step]) and np.isnan(sy[step]), step
+    assert sy[3] > 1e28 and sy[8] == 2.0  # the smoothed line starts over after the gap
+    assert np.isfinite([sy[s] for s in (0, 1, 2, 8, 9, 10)]).all()
+    # in the overlay too
+    ov = figures.overlay_figure({"a": (list(range(len(values))), values)}).data[1]
+    assert np.isnan(np.asarray(ov.y, dtype=float)[4:8]).all()
+
+
+def test_histogram_heatmap_keeps_to_the_finite_range_and_says_so():
+    """Snapshots after a divergence, one spanning +-1e23 and one with non-finite edges (stored as
+    None), do not stretch the value axis: it spans the other snapshots, and the title counts them."""
+    snaps = [hist(s, -1 - s / 20, 1 + s / 20, [1, 2, 3, 4]) for s in range(20)]
+    wild = hist(20, -1e23, 1e23, [1, 0, 0, 3])
+    broken = {"step": 21, "edges": [None, 0.0, None], "counts": [1, 1], "nonfinite": 5}
+    gone = hist(22, 0.0, 0.0, [0, 0, 0, 0], nonfinite=36)  # no finite value at all: nothing to show
+    fig = figures.hist_heatmap(snaps + [wild, broken, gone], title="w1", bins=32)
+    heat = fig.data[0]
+    assert list(heat.x) == list(range(23))  # every snapshot keeps its column
+    assert -1.95 < heat.y[0] < -1.85 and 1.85 < heat.y[-1] < 1.95  # bin centres: the finite range, in full
+    assert fig.layout.title.text == "w1 · 2 snapshots outside the range shown"
+    share = 10 ** np.asarray(heat.z) - 1e-6  # log10(share + 1e-6)
+    np.testing.assert_allclose(share[:, :20].sum(axis=0), 1.0, rtol=1e-6)  # each ordinary column in full
+    assert share[:, 20:].sum() < 1e-6  # the wild one's values all lie far outside the range
+    assert figures.hist_range(snaps) == (-1.95, 1.95, 0)
+    assert figures.hist_heatmap(snaps).layout.title.text == "Distribution over time"  # nothing to say
+
+
+def test_histogram_heatmap_range_keeps_a_steady_drift():
+    """Weights that widen tenfold over the run, or gradients that narrow, are all inside the range."""
+    grow = [hist(s, -0.1 * (1 + s), 0.1 * (1 + s), [1, 1]) for s in range(10)]
+    assert figures.hist_range(grow) == (-1.0, 1.0, 0)
+    shrink = [hist(s, -(0.8**s), 0.8**s, [1, 1]) for s in range(20)]
+    assert figures.hist_range(shrink) == (-1.0, 1.0, 0)
+    assert figures.hist_range([hist(0, 0.0, 0.0, [3])]) == (0.0, 0.0, 0)  # one value: the grid widens it
+    assert len(figures.hist_grid([hist(0, 0.0, 0.0, [3])], bins=4)) == 5

@@ -163,3 +163,20 @@ def test_sql_rows_show_min_and_max_mid_bucket():
     assert as_points(*b.points()) == [(4, -1.0), (4, 3.0), (14, 2.0), (24, None)]
     b = b.append(Buckets.from_points([30, 31], [5.0, float("nan")]), cap=2)
     assert b.width == 16 and as_points(*b.points()) == [(4, -1.0), (4, 3.0), (30, 5.0)]  # cells 0-15, 16-31
+
+
+def test_ema_with_gaps_breaks_where_no_value_is_finite_and_starts_over():
+    """For a chart: the smoothed line has a gap wherever a bucket has no finite value (a divergence),
+    instead of the held average drawn flat through it, and starts over after it."""
+    nan, inf = float("nan"), float("inf")
+    values = [1.0, 3.0, 1e30, nan, inf, None, 2.0, 4.0]
+    b = Buckets.from_points(range(len(values)), values)
+    _, held = b.ema(0.5)
+    assert held[3] == held[4] == held[5] == held[2]  # the default: held over missing values
+    _, out = b.ema(0.5, gaps=True)
+    np.testing.assert_array_equal(out[:3], held[:3])
+    assert np.isnan(out[3:6]).all()
+    assert out[6] == 2.0 and out[7] == 3.0  # a fresh start, not the diverging 1e30 carried on
+    # on a coarser grid a bucket holding any finite value is drawn; one with none is a gap
+    c = Buckets.from_points(range(8), [1.0, nan, nan, nan, nan, nan, 5.0, 5.0]).compact(4)
+    assert c.width == 2 and np.isnan(c.ema(0.5, gaps=True)[1]).tolist() == [False, True, True, False]

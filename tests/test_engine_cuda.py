@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import build
-from engine.telemetry import Telemetry, histogram
+from engine.telemetry import COPIES, LOOK_EVERY, Telemetry, histogram
 from engine.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(
@@ -121,3 +121,67 @@ def test_no_sync_between_flushes(small, case):
         torch.cuda.set_sync_debug_mode(0)
     assert trainer.step == 30
     assert sum(len(f.losses) for f in flushes) == 30
+
+
+class NanFrom:
+    """A mode whose loss is NaN from step `bad` on (a Python counter: no sync to make it so)."""
+
+    def __init__(self, mode, bad):
+        self.mode, self.bad, self.n = mode, bad, 0
+
+    def __getattr__(self, name):
+        return getattr(self.mode, name)
+
+    def forward_backward(self, x, y):
+        loss = self.mode.forward_backward(x, y)
+        self.n += 1
+        return loss * float("nan") if self.n > self.bad else loss
+
+
+@pytest.mark.parametrize("case", ["manual", "autograd", "optim-adam"])
+def test_nonfinite_loss_noticed_through_the_pinned_flag_without_a_sync(small, case):
+    """The "all finite" flag is copied into pinned host memory with non_blocking=True behind a CUDA
+    event, and a copy is read only once its event has completed: under set_sync_debug_mode("error"),
+    with no flush due, a NaN from step 100 on is noticed within 50 steps (31 while the device keeps
+    within a look of the host, as at these sizes) and recorded at step 100."""
+    bad, steps = 100, 2000
+    kw = case_config(case)
+    p = build.prepare(small(device="cuda", steps=steps, telemetry_every=1000, **kw))
+    mode, batches = build.build(p)
+    mode = NanFrom(mode, bad)
+    tel = Telemetry(
+        every=1000, bins=16, flush_every=10**6, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size
+    )
+    assert tel.look_every == LOOK_EVERY["cuda"] and len(tel._free) == COPIES
+    assert all(flag.device.type == "cpu" and flag.is_pinned() for flag, _ in tel._free)
+    owner = {id(flag): event for flag, event in tel._free}
+    trainer = Trainer(mode, batches, tel, steps, on_divergence="stop")
+    real_flush, real_read, armed, reads = trainer.flush, tel._read_flag, [], []
+
+    def flush():
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            return real_flush()
+        finally:
+            if armed:
+                torch.cuda.set_sync_debug_mode("error")
+
+    def read_flag(flag):
+        assert owner[id(flag)].query(), "read a copy whose event had not completed"
+        reads.append((trainer.step, real_read(flag)))
+        return reads[-1][1]
+
+    trainer.flush, tel._read_flag = flush, read_flag
+    trainer.run(max_steps=1)  # warm-up: first batch to the device, library init, the first flush
+    torch.cuda.synchronize()
+    armed.append(True)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trainer.run()
+    finally:
+        armed.clear()
+        torch.cuda.set_sync_debug_mode(0)
+    assert trainer.stopped and trainer.divergence["step"] == bad
+    assert 0 <= trainer.divergence["ran_after"] < 50 and trainer.step == bad + 1 + trainer.divergence["ran_after"]
+    assert [ok for s, ok in reads if s <= bad] and all(ok for s, ok in reads if s <= bad)  # finite reads first
+    assert reads[-1][1] is False

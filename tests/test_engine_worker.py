@@ -262,6 +262,7 @@ def diverging(small, lr=10.0, flush_every=4, **kw):
         mode="manual",
         arch="two_layer",
         dataset="random",
+        init="randn",  # randn weights with zero biases (b1, b2), which these rates and steps were tuned on
         lr=lr,
         telemetry_every=3,
         flush_every=flush_every,
@@ -299,6 +300,32 @@ def test_divergence_stops_with_the_step_and_layer_and_finite_histograms(
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+@pytest.mark.parametrize("mode,kw", [("manual", {}), ("autograd", {}), ("optim", {"optimizer": "sgd"})])
+def test_divergence_is_noticed_within_5_steps_of_the_first_nonfinite_loss(small, run_inprocess, store, mode, kw):
+    """lr 1e3 with the default flushes (every 2000 steps or 0.5 s): a flush alone let hundreds of
+    non-finite steps run first; the look at the device's "all finite" flag (every 4 steps on the
+    CPU) stops the run a few steps after the first non-finite loss, and says how many ran after it."""
+    cfg = small(
+        mode=mode,
+        arch="two_layer",
+        dataset="random",
+        lr=1e3,
+        flush_every=2000,
+        flush_seconds=0.5,
+        steps=20_000,
+        on_divergence="stop",
+        **kw,
+    )
+    run_id, status = run_inprocess(cfg, store)
+    assert status == "diverged"
+    stored = losses(store, run_id)
+    first_bad = next(s for s, v in stored if v is None or not math.isfinite(v))
+    [event] = [e for e in events(store, run_id) if e["kind"] == "divergence"]
+    assert event["step"] == event["data"]["step"] == first_bad
+    ran_after = stored[-1][0] - first_bad  # steps stored after the first non-finite one
+    assert event["data"]["ran_after"] == ran_after <= 5, (first_bad, stored[-1][0])
+
+
 def test_divergence_ignored_runs_to_the_end(small, run_inprocess, store):
     run_id, status = run_inprocess(diverging(small, steps=20, on_divergence="ignore"), store)
     assert status == "finished"
@@ -312,6 +339,7 @@ def test_divergence_pauses_and_resumes_after_set_lr(small, store):
     assert engine.get_run(run_id, store)["status"] == "paused"
     [event] = [e for e in events(store, run_id) if e["kind"] == "divergence"]
     assert event["data"]["layer"] in ("w1", "w2", "b1", "b2")
+    assert event["step"] == event["data"]["step"] and event["data"]["ran_after"] >= 0
 
     acked(engine.set_lr(run_id, 1e-7, store), store)
     acked(engine.resume(run_id, store), store)

@@ -295,7 +295,9 @@ def test_a_stalled_server_never_delays_training_and_gets_the_points_later(
 
     monkeypatch.setattr(Client, "post", post)
     stall = StalledServer()
-    sink = sinks(stall.url, timeout=1.0, max_points=200_000)  # every step stays below the bound
+    # every step stays below the points bound, and the queue holds every flush of the stall however
+    # long the loaded machine keeps the sink's thread from draining it (a full queue drops, by design)
+    sink = sinks(stall.url, timeout=1.0, max_points=200_000, queue_size=1_000_000)
     p = build.prepare(small(steps=100_000, flush_every=10, telemetry_every=5))
     mode, batches = build.build(p)
     tel = Telemetry(every=5, bins=8, flush_every=10, flush_seconds=0.5, device=p.device, batch_size=p.cfg.batch_size)

@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+import engine
 from engine.store import default_path
 
 from . import serve
@@ -60,6 +61,7 @@ def _interrupt(*_):
 def main(argv=None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    engine.warm()  # a standby imports torch while the servers start, so the first Start is quick too
     visdom = None if args.no_visdom else start_visdom(args.host, args.visdom_port)
     env = {"LIVEPROP_VISDOM_URL": visdom.url} if visdom else {}
     dash = None
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
             dash.stop()
         if visdom:
             visdom.stop()
+        engine.retire_standby()  # no torch-loaded process outlives the dashboard (runs do: the engine owns them)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ a config); reads of a run's series go through engine/store.py's Store, the only 
 from .build import prepare
 from .config import ConfigError, RunConfig, validate
 from .runs import delete_run, get_run, kill, launch, list_runs, pause, resume, set_lr, stop, wait_ack
+from .standby import retire as retire_standby
+from .standby import warm
 from .store import ACTIVE, Store
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "get_run",
     "list_runs",
     "delete_run",
+    "warm",
+    "retire_standby",
     "Store",
     "ACTIVE",
 ]

@@ -1,4 +1,4 @@
-"""The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, delete, worker}.
+"""The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, delete, worker, standby}.
 
 Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass, with its
 help from the field's metadata (engine/config.py help_for). Bad input gets one line on stderr and
@@ -14,7 +14,7 @@ import math
 import sys
 import time
 
-from . import export, runs, sinks, worker
+from . import export, runs, sinks, standby, worker
 from .config import ConfigError, RunConfig, from_dict, help_for, load_file
 from .store import opened
 
@@ -190,6 +190,10 @@ def cmd_worker(args):
     return 0 if status in ("finished", "stopped") else 1
 
 
+def cmd_standby(args):
+    return standby.serve(args.store, args.idle)
+
+
 def main(argv=None):
     p = Parser(prog="python -m engine", description="Liveprop's training engine")
     p.add_argument("--store", default=None, help="run store path (default $LIVEPROP_STORE or runs/liveprop.db)")
@@ -228,8 +232,14 @@ def main(argv=None):
     w.add_argument("run")
     w.set_defaults(fn=cmd_worker)
 
+    sb = sub.add_parser("standby", help="(internal) a warm worker that waits for the store's next run")
+    sb.add_argument(
+        "--idle", type=float, default=None, help="seconds to wait unclaimed (default $LIVEPROP_STANDBY_IDLE or 600)"
+    )
+    sb.set_defaults(fn=cmd_standby)
+
     # --store is accepted after the subcommand too
-    for sp in (t, r, m, s, d, w, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
+    for sp in (t, r, m, s, d, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
         sp.add_argument("--store", default=argparse.SUPPRESS)
 
     args = p.parse_args(argv)

@@ -7,11 +7,17 @@ All of them sit under the store's folder (runs/ by default), named by the run id
     runs/logs/RUN.log                the detached worker's stdout and stderr
     runs/visdom/RUN.jsonl            the Visdom sink's spool, while points are undelivered
 
-delete_run (engine/runs.py) removes exactly these, and nothing outside the store's folder.
+delete_run (engine/runs.py) removes exactly these, and nothing outside the store's folder. Beside
+them, the store's warm standby (engine/standby.py) has three files of its own, named by the store:
+
+    runs/liveprop.standby.sock       the UNIX socket a waiting standby listens on for the next run
+    runs/liveprop.standby.lock       held (flock) by the one standby of this store, while it lives
+    runs/logs/liveprop.standby.log   a standby's output until it is handed a run (then the run's log)
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,3 +51,31 @@ class RunFiles:
         found += self.checkpoint.parent.glob(f"{self.run_id}.pt.tmp-*")
         found += self.spool.parent.glob(f"{self.run_id}.tmp")
         return found
+
+
+SOCKET_MAX = 100  # bytes: a UNIX socket's path holds 108 on Linux, 104 on macOS
+
+
+@dataclass(frozen=True)
+class StandbyFiles:
+    root: Path  # the store's folder
+    stem: str  # the store's name without its suffix: one standby per store
+
+    @classmethod
+    def of(cls, store_path: str | None = None) -> StandbyFiles:
+        path = Path(os.path.abspath(store_path or default_path()))  # the standby runs in another folder
+        return cls(path.parent, path.stem)
+
+    @property
+    def socket(self) -> Path | None:
+        """None when the path is too long for a UNIX socket: that store gets no standby."""
+        path = self.root / f"{self.stem}.standby.sock"
+        return path if len(os.fsencode(path)) <= SOCKET_MAX else None
+
+    @property
+    def lock(self) -> Path:
+        return self.root / f"{self.stem}.standby.lock"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "logs" / f"{self.stem}.standby.log"

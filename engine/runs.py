@@ -1,6 +1,7 @@
 """The public API for runs, from any process: launch them, drive them, read them, delete them.
 
-    launch(cfg)                        validate, write the run as queued, start a detached worker
+    launch(cfg)                        validate, write the run as queued, hand it to the warm standby
+                                       or start a detached worker
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
@@ -9,6 +10,10 @@
 
 `store` is the store's path (default: $LIVEPROP_STORE or runs/liveprop.db) or an open Store,
 which a long-lived reader such as the dashboard passes so that no call opens a connection.
+
+A new worker spends seconds importing torch before its first step, so launch first offers the run
+to the store's warm standby, a worker process that has done so already (engine/standby.py), and
+spawns a plain worker only when no standby takes it. LIVEPROP_STANDBY=0 turns standbys off.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 
 import psutil
 
+from . import standby
 from .build import Prepared, prepare
 from .config import ConfigError, RunConfig, to_dict
 from .files import RunFiles
@@ -51,10 +57,17 @@ def create_run(cfg: RunConfig, store: str | None = None) -> tuple[str, Prepared]
 
 
 def launch(cfg: RunConfig, store: str | None = None) -> str:
-    """Validate cfg, start a detached worker for it, and return its run id."""
+    """Validate cfg, hand the run to the store's standby or start a detached worker for it, and
+    return its run id. A standby for the next run is started in the background."""
     store_path = str(store or default_path())
     run_id, _ = create_run(cfg, store_path)
-    spawn_worker(run_id, store_path)
+    claim = standby.hand_over(run_id, store_path)
+    if claim:
+        with opened(store_path) as s:  # at once, as spawn_worker does, so that kill finds it
+            s.update_run(run_id, pid=claim.pid, heartbeat=time.time())
+    else:
+        spawn_worker(run_id, store_path)
+    standby.warm_next(store_path, claim)
     return run_id
 
 
@@ -64,14 +77,11 @@ def spawn_worker(run_id: str, store: str | None = None) -> int:
     store_path = str(store or default_path())
     log = RunFiles.of(run_id, store_path).log
     log.parent.mkdir(parents=True, exist_ok=True)
-    # OpenMP's default wait policy spins idle threads; beside a dashboard and a browser on a small
-    # machine that cost a CPU run 7x. A policy already in the environment wins.
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "worker", run_id, "--store", store_path],
             cwd=PROJECT,
-            env=env,
+            env=standby.worker_env(),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,

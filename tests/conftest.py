@@ -1,8 +1,8 @@
 """Shared fixtures for the engine tests.
 
 Every test gets its own run store under tmp_path (LIVEPROP_STORE points there too, so nothing can
-reach the project's runs/ store), and every background worker a test starts is killed at the end
-of the test if it is still alive. Sizes are tiny unless a test is about the lecture's sizes.
+reach the project's runs/ store), and every background worker and standby a test starts is killed
+at the end of the test if it is still alive. Sizes are tiny unless a test is about the lecture's sizes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ import pytest
 # went from 0.07 s to 2.7 s. Set before torch is imported anywhere.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# No warm standbys (engine/standby.py), unless a test turns them on: each test has its own store, so a
+# standby started after a launch would only import torch beside the test's worker and be killed
+# unused. tests/test_engine_standby.py tests them; LIVEPROP_STANDBY=1 runs the whole suite with them.
+os.environ.setdefault("LIVEPROP_STANDBY", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running", "paused")
@@ -70,18 +74,35 @@ def _reap_workers(tmp_path):
     kill_workers(tmp_path)
 
 
-def _is_worker(pid: int, run_id: str) -> bool:
-    """Only a process that is our `python -m engine worker RUN` is ever killed."""
+def _argv(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
+            return f.read().split(b"\0")
     except OSError:
+        return []
+
+
+def _is_worker(pid: int, run_id: str, db: Path | None = None) -> bool:
+    """Only a process that is our `python -m engine worker RUN`, or the standby of the run's store
+    that claimed it (`python -m engine standby --store DB`), is ever killed."""
+    argv = _argv(pid)
+    if b"engine" not in argv:
         return False
-    return b"engine" in argv and b"worker" in argv and run_id.encode() in argv
+    return (b"worker" in argv and run_id.encode() in argv) or (db is not None and _is_standby(argv, Path(db).parent))
+
+
+def _is_standby(argv: list[bytes], root: Path) -> bool:
+    """`python -m engine standby --store S` with S under root."""
+    if b"standby" not in argv or b"--store" not in argv or argv.index(b"--store") + 1 >= len(argv):
+        return False
+    store = Path(os.fsdecode(argv[argv.index(b"--store") + 1]))
+    return b"engine" in argv and store.is_absolute() and store.is_relative_to(root)
 
 
 def kill_workers(root: Path) -> None:
-    """SIGKILL the worker of every still-active run in every store under root."""
+    """SIGKILL the worker of every still-active run in every store under root, and every standby
+    of a store under root (waiting ones are in no run)."""
+    pids = set()
     for db in Path(root).rglob("*.db"):
         try:
             con = sqlite3.connect(db, timeout=5)
@@ -89,12 +110,16 @@ def kill_workers(root: Path) -> None:
             con.close()
         except sqlite3.Error:
             continue
-        for run_id, pid, status in rows:
-            if pid and status in ACTIVE and _is_worker(pid, run_id):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        pids |= {pid for run_id, pid, status in rows if pid and status in ACTIVE and _is_worker(pid, run_id, db)}
+    pids |= {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_standby(_argv(int(p.name)), root)}
+    for pid in pids:
+        try:  # a launched worker or standby leads its own process group; one a test started may not
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @pytest.fixture

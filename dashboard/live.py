@@ -163,11 +163,13 @@ def _status(runs, run_id):
         f"{' · ' + cfg['optimizer'] if cfg.get('optimizer') else ''} · lr {lr:.3g}"
         f" · {run.get('device') or cfg['device']} · status **{run['status']}**"
     )
+    of = f" / {total:,}" if total else " (until stopped)"
     if run["status"] in ("queued", "running"):
         rate_txt = f"{rate:,.0f} steps/s" if rate else "– steps/s"
-        text = f"step {done:,} / {total:,} · {rate_txt} · ETA {rules.eta_text(done, total, rate)}"
+        eta = f" · ETA {rules.eta_text(done, total, rate)}" if total else ""
+        text = f"step {done:,}{of} · {rate_txt}{eta}"
     else:
-        text = f"{run['status']} at step {done:,} / {total:,}"
+        text = f"{run['status']} at step {done:,}{of}"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     _sinks(f)
     _banners(run, f)

@@ -69,7 +69,7 @@ def run_rows(runs: list[dict], db: Store, now: float | None = None) -> list[dict
                 "arch": c.get("arch", ""),
                 "optimizer": c.get("optimizer") or "–",
                 "lr now": db.current_lr(r["id"]),
-                "steps": f"{r['step'] or 0:,} / {r['total_steps'] or 0:,}",
+                "steps": f"{r['step'] or 0:,} / " + (f"{r['total_steps']:,}" if r["total_steps"] else "until stopped"),
                 "duration": duration_text((r.get("ended") or now) - started),
                 "final loss": db.last_value(r["id"], "loss")[1],
                 "checkpoint": size_text(os.path.getsize(ckpt)) if ckpt and os.path.isfile(ckpt) else "–",

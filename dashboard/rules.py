@@ -71,6 +71,8 @@ def disabled_reasons(v: dict) -> dict[str, str]:
         why["data_root"] = "applies to the torchvision datasets (mnist, fashion_mnist, cifar10)"
     if v.get("length") == "epochs":
         why["steps"] = "the run is counted in epochs"
+    elif v.get("length") == "until stopped":
+        why["steps"] = why["epochs"] = "the run goes on until you press Stop"
     else:
         why["epochs"] = "the run is counted in steps"
     if mode not in COMPARE_MODES or arch not in MLP_ARCHS:
@@ -96,6 +98,7 @@ def config_from_values(v: dict) -> RunConfig:
         d["steps"] = 0
     else:
         d["epochs"] = 0
+    d["until_stopped"] = v.get("length") == "until stopped"
     if v.get("dataset") == "csv":
         d["csv_path"], d["csv_target"] = v.get("csv_path", ""), v.get("csv_target", "")
     return RunConfig(**d)

@@ -44,6 +44,7 @@ from engine.store import default_path
 from . import rules
 
 K = "cfg_"
+LENGTHS = ("steps", "epochs", "until stopped")
 TV_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v3_small", "vgg11"]
 MODE_HELP = {
     "manual": "raw tensors, forward and backward written by hand",
@@ -57,7 +58,7 @@ MODE_HELP = {
 def values() -> dict:
     """The sidebar's values by RunConfig field name (plus "length": steps or epochs)."""
     _init()
-    return {k[len(K) :]: st.session_state[k] for k in _keys() if k.startswith(K)}
+    return {k[len(K) :]: st.session_state[k] for k in _keys() if k.startswith(K) and k in st.session_state}
 
 
 def config() -> RunConfig:
@@ -132,7 +133,7 @@ def _from_url(text: str | None) -> dict:
         st.session_state.lp_error = f"The settings in the address were not used: {e}"
         return {}
     out = {K + k: v for k, v in fields.items()}
-    if d.get("length") in ("steps", "epochs"):
+    if d.get("length") in LENGTHS:
         out[K + "length"] = d["length"]
     return out
 
@@ -318,11 +319,17 @@ def _learning_rate():
 def _length(why):
     c1, c2 = st.columns(2)
     c1.number_input("Batch size", min_value=0, step=1, key=K + "batch_size")
-    c2.radio("Length in", ("steps", "epochs"), key=K + "length", horizontal=True)
-    if st.session_state[K + "length"] == "steps":
-        st.number_input("Steps", min_value=0, step=100, key=K + "steps")
-    else:
-        st.number_input("Epochs", min_value=0, step=1, key=K + "epochs")
+    c2.radio("Length in", LENGTHS, key=K + "length", horizontal=True)
+    c1, c2 = st.columns(2)  # both always drawn (greyed out when unused), so neither forgets its value
+    c1.number_input("Steps", min_value=0, step=100, key=K + "steps", disabled="steps" in why, help=why.get("steps"))
+    c2.number_input("Epochs", min_value=0, step=1, key=K + "epochs", disabled="epochs" in why, help=why.get("epochs"))
+    st.number_input(
+        "Pace (steps per second, 0 = full speed)",
+        min_value=0.0,
+        step=10.0,
+        key=K + "pace",
+        help="At most this many steps a second, so that a class can watch the curves move; off (0) by default.",
+    )
 
 
 def _data(why):

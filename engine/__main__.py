@@ -84,7 +84,7 @@ def eta_text(seconds: float) -> str:
 class Progress:
     """A one-line progress bar on stderr, fed by the trainer's on_flush events."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int | None):  # None: until stopped
         self.total, self.t0, self.rate = total, time.time(), 0.0
         self.sinks = {}  # "visdom" -> "connected" | "buffering N" | "dropped N"
 
@@ -95,11 +95,16 @@ class Progress:
         done = flush.last_step + 1
         rates = [v for s, k, v in flush.scalars if k == "steps_per_s"]
         self.rate = rates[-1] if rates else self.rate
-        eta = (self.total - done) / self.rate if self.rate else math.inf
-        bar = "#" * int(30 * done / self.total)
+        if self.total is None:
+            where = f"step {done} (until stopped: Ctrl-C stops, with a checkpoint)"
+        else:
+            eta = (self.total - done) / self.rate if self.rate else math.inf
+            where = f"[{'#' * int(30 * done / self.total):<30}] {done}/{self.total}"
         sys.stderr.write(
-            f"\r[{bar:<30}] {done}/{self.total} loss {flush.losses[-1]:.4g} "
-            f"{self.rate:,.0f} steps/s ETA {eta_text(eta)} " + "".join(f"| {k} {v} " for k, v in self.sinks.items())
+            f"\r{where} loss {flush.losses[-1]:.4g} {self.rate:,.0f} steps/s"
+            + ("" if self.total is None else f" ETA {eta_text(eta)}")
+            + " "
+            + "".join(f"| {k} {v} " for k, v in self.sinks.items())
         )
         sys.stderr.flush()
 
@@ -113,7 +118,8 @@ def cmd_train(args):
         print(run_id)
         runs.spawn_worker(run_id, args.store)
         return 0
-    print(f"run {run_id}: {p.cfg.mode} / {p.cfg.arch} / {p.cfg.dataset}, {p.total_steps} steps", file=sys.stderr)
+    length = f"{p.total_steps} steps" if p.total_steps else "until stopped"
+    print(f"run {run_id}: {p.cfg.mode} / {p.cfg.arch} / {p.cfg.dataset}, {length}", file=sys.stderr)
     status = worker.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
     sys.stderr.write("\n")
     run = runs.get_run(run_id, args.store)

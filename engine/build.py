@@ -28,7 +28,7 @@ class Prepared:
     cfg: RunConfig  # resolved: no "auto" left
     spec: data_mod.DataSpec
     device: torch.device
-    total_steps: int
+    total_steps: int | None  # None: until stopped
     device_note: str
 
 
@@ -54,7 +54,9 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
         )
     if cfg.sampler == "balanced" and spec.task != "classification":  # checked here, not at the first batch
         raise ConfigError(f"sampler 'balanced' needs a classification dataset; {cfg.dataset!r} is {spec.task}")
-    if cfg.steps:
+    if cfg.until_stopped:
+        total = None  # until Stop
+    elif cfg.steps:
         total = cfg.steps
     elif spec.n is None:
         raise ConfigError(f"dataset {cfg.dataset!r} is counted in steps: give --steps")

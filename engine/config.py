@@ -78,6 +78,8 @@ class RunConfig:
     alpha: float = knob(0.99,            "rmsprop: smoothing constant")
     steps: int = knob(500,               "the lecture's loop length; 0 means use epochs")
     epochs: int = knob(0,                "used when steps is 0")
+    until_stopped: bool = knob(False,    "train until Stop (or Ctrl-C); steps and epochs are not used")
+    pace: float = knob(0.0,              "at most this many steps per second, so a class can watch; 0 = full speed")
     seed: int = knob(0,                  "torch.manual_seed for the weights; the data draws from seed + 1, "
                                          "except with init lecture, which draws x and y first, as the lecture does")
     device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES)
@@ -208,6 +210,9 @@ def _choice(key, value, allowed):
         raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
 
 
+MAX_PACE = 1e6  # steps per second: beyond it a cap means nothing
+
+
 def _positive(key, value):
     if not value > 0:
         raise ConfigError(f"{key} must be positive, got {value}")
@@ -260,8 +265,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{k} must be at least 1, got {v}")
     if c.arch == "mlp" and c.depth < 1:
         raise ConfigError("mlp depth must be at least 1")
-    if c.steps < 0 or c.epochs < 0 or (c.steps == 0 and c.epochs == 0):
+    if c.steps < 0 or c.epochs < 0 or (c.steps == 0 and c.epochs == 0 and not c.until_stopped):
         raise ConfigError("give a positive number of steps, or steps = 0 and a positive number of epochs")
+    if not (math.isfinite(c.pace) and 0 <= c.pace <= MAX_PACE):
+        raise ConfigError(f"pace must be between 0 (full speed) and {MAX_PACE:g} steps per second, got {c.pace}")
     if c.num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {c.num_workers}")
     _positive("flush_seconds", c.flush_seconds)

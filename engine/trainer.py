@@ -17,6 +17,7 @@ attribute per step.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 
 import torch
@@ -31,13 +32,17 @@ class Trainer:
         mode,
         batches,
         telemetry,
-        total_steps: int,
+        total_steps: int | None,
         start_step: int = 0,
         on_divergence: str = "pause",
         control: Control | None = None,
+        pace: float = 0.0,
     ):
+        """total_steps None: until stopped. pace: at most that many steps a second (0: full speed)."""
         self.mode, self.batches, self.tel = mode, batches, telemetry
-        self.total_steps, self.step = total_steps, start_step
+        self.total_steps, self.step = math.inf if total_steps is None else total_steps, start_step
+        self.pace = pace
+        self._pace_origin = (0.0, 0)  # (time, step) the pace counts from
         self.on_divergence = on_divergence
         self.control = control or Control()
         self.callbacks = defaultdict(list)
@@ -62,6 +67,8 @@ class Trainer:
         if self._candidate is None:  # a divergence before the first flush restores these
             self._candidate = self._weights()
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
+        pace = self.pace
+        self._pace_origin = (time.perf_counter(), self.step)
         while self.step < end and not self.stopped:
             if control.pending:
                 self._handle_commands()
@@ -78,9 +85,21 @@ class Trainer:
             mode.zero_grad()
             tel.record_loss(step, loss)
             self.step = step + 1
+            if pace:
+                self._keep_pace()
             if tel.flush_due():
                 self.flush()
         self.flush()
+
+    def _keep_pace(self):
+        """Sleep until this step's time at `pace` steps a second. A run that falls behind (slow
+        steps, a snapshot) is not made to catch up in a burst: the pace counts from now again."""
+        t0, step0 = self._pace_origin
+        wait = t0 + (self.step - step0) / self.pace - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        elif wait < -1.0:
+            self._pace_origin = (time.perf_counter(), self.step)
 
     def flush(self):
         f = self.tel.flush()
@@ -136,6 +155,7 @@ class Trainer:
                 self.flush()
             if any(ended):
                 self.tel.reset_clock(self.step)
+                self._pace_origin = (time.perf_counter(), self.step)
                 self.trigger("on_status", "stopping" if self.stopped else "running", {})
                 return
 

@@ -80,6 +80,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
             p.total_steps,
             on_divergence=p.cfg.on_divergence,
             control=control,
+            pace=p.cfg.pace,
         )
         extra = attach_sinks(trainer, p.cfg, run_id, store_path)  # Visdom, TensorBoard; before the store sink
         trainer.add_callback("on_flush", sink.on_flush)  # so that their status events are stored

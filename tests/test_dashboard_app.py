@@ -440,3 +440,13 @@ def test_the_divergence_banner_gives_the_first_bad_step_the_layer_and_the_steps_
     assert said.startswith("Recovered: the run diverged at step 3 in layer 0.weight, and 3 more steps ran"), said
     assert "resumed at step 7" in said and "finite again (step 8)" in said
     assert "Diverged" not in shown(at.error)
+
+
+def test_until_stopped_and_a_pace_reach_the_launched_config(app, launched):
+    app.sidebar.radio(key="cfg_length").set_value("until stopped").run()
+    app.sidebar.number_input(key="cfg_pace").set_value(20.0).run()
+    assert "until stopped at most 20 steps/s" in captions(app)
+    assert app.sidebar.number_input(key="cfg_steps").disabled and app.sidebar.number_input(key="cfg_epochs").disabled
+    button(app, "btn_start").click().run()
+    [cfg] = launched
+    assert cfg.until_stopped and cfg.pace == 20.0

@@ -23,7 +23,9 @@ else:
     p = prepared.cfg
     c3.caption(
         f"Ready: {rules.MODE_LABELS[p.mode]} · {p.arch} · {p.dataset} · {p.loss} loss · lr {p.lr:.3g} · "
-        f"{prepared.total_steps:,} steps on {prepared.device_note}"
+        + (f"{prepared.total_steps:,} steps" if prepared.total_steps else "until stopped")
+        + (f" at most {p.pace:g} steps/s" if p.pace else "")
+        + f" on {prepared.device_note}"
     )
 if "compare" in why:
     st.caption(f":grey[Compare modes: {why['compare']}]")

@@ -19,7 +19,7 @@ PALETTE = qualitative.Plotly
 RATIO_GUIDE = 1e-3  # update/weight ratio rule of thumb (Karpathy, CS231n)
 RATIO_BAND = (3e-4, 3e-3)
 MAX_EVENT_LINES = 50
-HIST_FENCE = 10.0  # a histogram is drawn in full when it lies within this many typical scales of the typical range
+HIST_FENCE = 3.0  # a histogram is drawn in full when it lies within this many typical scales of the typical range
 
 
 def as_buckets(series) -> Buckets:
@@ -39,7 +39,8 @@ def _layout(fig: go.Figure, title: str, ytitle: str = "", log_y: bool = False, h
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
     )
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text=ytitle, type="log" if log_y else "linear")
+    # 1e-6 rather than SI's "1µ": a loss or a ratio is no quantity in micro-units
+    fig.update_yaxes(title_text=ytitle, type="log" if log_y else "linear", exponentformat="e")
     return fig
 
 
@@ -281,20 +282,22 @@ def hist_range(snaps: list) -> tuple[float, float, int]:
     Why not simply every snapshot's range: after a divergence a snapshot can span +-1e23, or have no
     finite range at all, and a gradient's first steps can be far wider than all the others; on that
     one axis every other column would be squeezed into a single bin. So the typical range is the
-    median of the snapshots' lows and of their highs, with a scale of its width or its magnitude,
-    whichever is larger; the range shown spans every snapshot within HIST_FENCE scales of it, and
-    the others (and those with non-finite edges) are counted as outside."""
+    median of the lows and of the highs of the snapshots of the later half of the steps (what the run
+    looks like now: a gradient that shrank 10,000-fold since step 0 is drawn at its current size), with a scale
+    of its width or its magnitude, whichever is larger; the range shown spans every snapshot within
+    HIST_FENCE scales of it, and the others (and those with non-finite edges) are counted as outside."""
     ranges, outside = [], 0
     for s in snaps:
         e = np.asarray(s["edges"], dtype=np.float64)  # None (a non-finite edge, as stored) is NaN
         if not len(e) or not np.isfinite(e).all():
             outside += 1
         elif sum(s["counts"]) > 0:  # a snapshot with no finite value has nothing to show
-            ranges.append((e[0], e[-1]))
+            ranges.append((s["step"], e[0], e[-1]))
     if not ranges:
         return 0.0, 0.0, outside
-    lo, hi = np.asarray(ranges).T  # (snapshots,) each
-    mlo, mhi = np.median(lo), np.median(hi)
+    step, lo, hi = np.asarray(ranges).T  # (snapshots,) each
+    newer = step >= (step[0] + step[-1]) / 2  # the later half of the run (snapshots crowd its start)
+    mlo, mhi = np.median(lo[newer]), np.median(hi[newer])
     scale = max(mhi - mlo, abs(mlo), abs(mhi))
     inside = (lo >= mlo - HIST_FENCE * scale) & (hi <= mhi + HIST_FENCE * scale)
     return float(lo[inside].min()), float(hi[inside].max()), outside + int((~inside).sum())
@@ -339,6 +342,8 @@ def hist_heatmap(snaps: list, title: str = "Distribution over time", bins: int =
         )
     fig = _layout(fig, title, "value")
     fig.update_layout(hovermode="closest")
+    if len(snaps) > 1:  # the run's steps only: a heatmap's last cell would reach half a gap past the last step
+        fig.update_xaxes(range=[snaps[0]["step"], snaps[-1]["step"]])
     return fig
 
 

@@ -305,3 +305,51 @@ def test_settings_survive_every_page_and_a_reload_and_nothing_leaves_the_machine
         1234,
     )
     assert hosts <= {"127.0.0.1", "localhost", "data", "blob"}, f"the page reached beyond loopback: {sorted(hosts)}"
+
+
+def test_a_learner_walks_every_panel_of_a_manual_run_and_a_diverged_one(dashboard):
+    """The lecture's manual run in float32: every detail panel draws, the gradient check's verdict
+    says the hand-written gradients agree to float32 rounding, the Code panel shows the lecture's
+    cell; then a run at lr 1e3 diverges and the banner says where. Screenshots of each panel."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})
+            page.set_default_timeout(60_000)
+            page.goto(dashboard["url"])
+            main = page.get_by_test_id("stMainBlockContainer")
+            start = page.get_by_role("button", name="Start", exact=True)
+            start.wait_for()
+            set_number(page, "Steps", 3000)
+            page.get_by_text(re.compile(r"Ready: manual .* 3,000 steps")).wait_for()
+            start.click()
+            status_is(page, "finished", timeout=120_000)
+            for view in ("Weights", "Gradients", "Per-layer", "Health", "Gradient check", "Code"):
+                main.get_by_test_id("stButtonGroup").get_by_text(view, exact=True).click()
+                settle(page)
+                if view == "Gradient check":
+                    page.get_by_text("Hand-written vs autograd: agree to float32 rounding").wait_for()
+                elif view == "Code":
+                    page.get_by_text("The lecture's cell In [16]").wait_for()
+                else:
+                    page.locator(".js-plotly-plot").nth(1).wait_for()
+                time.sleep(1.0)  # let the charts draw
+                page.screenshot(path=str(ARTIFACTS / f"panel_{view.lower().replace(' ', '_')}.png"))
+
+            set_number(page, "Learning rate (exact)", "1000")
+            page.get_by_text(re.compile(r"Ready: manual .* lr 1e\+03")).wait_for()
+            start.click()
+            page.get_by_text(re.compile(r"Diverged at step \d+ in layer w\d")).wait_for(timeout=90_000)
+            status_is(page, "paused")
+            time.sleep(1.5)
+            page.screenshot(path=str(ARTIFACTS / "panel_diverged.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"))
+            raise
+        finally:
+            browser.close()
+    [diverged, manual] = engine.list_runs(dashboard["store"])
+    assert manual["status"] == "finished" and diverged["status"] == "paused"

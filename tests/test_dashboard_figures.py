@@ -291,7 +291,18 @@ def test_histogram_heatmap_range_keeps_a_steady_drift():
     """Weights that widen tenfold over the run, or gradients that narrow, are all inside the range."""
     grow = [hist(s, -0.1 * (1 + s), 0.1 * (1 + s), [1, 1]) for s in range(10)]
     assert figures.hist_range(grow) == (-1.0, 1.0, 0)
-    shrink = [hist(s, -(0.8**s), 0.8**s, [1, 1]) for s in range(20)]
+    shrink = [hist(s, -(0.9**s), 0.9**s, [1, 1]) for s in range(20)]  # sevenfold
     assert figures.hist_range(shrink) == (-1.0, 1.0, 0)
+
+
+def test_a_gradient_heatmap_is_not_flattened_by_the_first_steps_huge_values():
+    """The lecture's w1 gradient shrinks 10,000-fold in its first few hundred steps: the range
+    follows what the gradient is now, and the first snapshots are counted as outside it."""
+    snaps = [hist(s, -25.0 * 0.5**s, 25.0 * 0.5**s, [1, 1]) for s in range(14)]  # 25 -> 0.003
+    snaps += [hist(s, -0.003, 0.003, [1, 1]) for s in range(14, 40)]
+    lo, hi, outside = figures.hist_range(snaps)
+    # the widest snapshot within HIST_FENCE (3) widths of +-0.003: 25 * 0.5**11; the 11 before it lie outside
+    assert (lo, hi, outside) == (-25.0 * 0.5**11, 25.0 * 0.5**11, 11)
+    assert hi / 0.003 < 5  # today's gradient spans a fifth of the axis or more, not a single bin
     assert figures.hist_range([hist(0, 0.0, 0.0, [3])]) == (0.0, 0.0, 0)  # one value: the grid widens it
     assert len(figures.hist_grid([hist(0, 0.0, 0.0, [3])], bins=4)) == 5

@@ -367,3 +367,14 @@ def hist_bar(snap: dict | None, title: str = "Histogram") -> go.Figure:
 def last_finite(snaps: list) -> dict | None:
     """The newest snapshot without non-finite values (after a divergence, the last good one)."""
     return next((s for s in reversed(snaps) if not s["nonfinite"]), snaps[-1] if snaps else None)
+
+
+def placeholder(text: str, height: int = 160) -> go.Figure:
+    """A chart with no axes, only `text`: where a curve will be. Drawing it loads the browser's
+    plotting code before the first real chart is needed."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig

@@ -306,3 +306,9 @@ def test_a_gradient_heatmap_is_not_flattened_by_the_first_steps_huge_values():
     assert hi / 0.003 < 5  # today's gradient spans a fifth of the axis or more, not a single bin
     assert figures.hist_range([hist(0, 0.0, 0.0, [3])]) == (0.0, 0.0, 0)  # one value: the grid widens it
     assert len(figures.hist_grid([hist(0, 0.0, 0.0, [3])], bins=4)) == 5
+
+
+def test_the_placeholder_is_a_message_without_axes():
+    fig = figures.placeholder("The loss curve appears here after Start.")
+    assert not fig.data and fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+    assert fig.layout.annotations[0].text == "The loss curve appears here after Start."

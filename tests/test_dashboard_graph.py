@@ -57,3 +57,9 @@ def test_large_model_collapses_automatically():
 def test_graph_module_never_imports_streamlit():
     code = "import sys, engine.graph; sys.exit('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_graph_runs_left_to_right_to_fit_a_wide_screen():
+    """A deep model's graph is a long chain: drawn top to bottom it took a screen per node."""
+    g = graph_for_config(RunConfig(mode="optim", arch="mlp", depth=6, device="cpu"), max_nodes=1000)
+    assert "rankdir=LR" in g.dot and "rankdir=TB" not in g.dot

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import OrderedDict
 
 import streamlit as st
 
 import engine
 from engine.store import Store, default_path
+
+from .feed import RunFeed
 
 
 @st.cache_resource(scope="session", on_release=Store.close, show_spinner=False)
@@ -22,6 +25,21 @@ def store() -> Store:
     """This browser session's one store connection, for every refresh of every panel; closed when
     the session ends. Its refreshes run one at a time, so one connection serves them all."""
     return _store(default_path())
+
+
+MAX_FEEDS = 6  # runs whose buffers a session keeps
+
+
+def feed(run_id: str) -> RunFeed:
+    """This session's buffers and cursors for a run (the newest MAX_FEEDS runs are kept)."""
+    feeds = st.session_state.setdefault("lp_feeds", OrderedDict())
+    if run_id in feeds:
+        feeds.move_to_end(run_id)
+    else:
+        feeds[run_id] = RunFeed(run_id)
+        while len(feeds) > MAX_FEEDS:
+            feeds.popitem(last=False)
+    return feeds[run_id]
 
 
 def plain(text: str) -> str:

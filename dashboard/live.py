@@ -68,17 +68,18 @@ def _runs(ids) -> list[dict | None]:
 
 def _fragment(body, ids: list[str], every: float, *args, warm: bool = False):
     """Run body(runs, *args) as a fragment refreshing every `every` s while the runs are live."""
+    name = f"{body.__module__.rsplit('.', 1)[-1]}.{body.__name__}"  # live._run_and_loss, details.panel
     run_every = interval(_runs(ids), every, warm)
 
     def panel():
         t0 = time.perf_counter()
         runs = _runs(ids)
         info = body(runs, *args)
-        _log_timing(body.__name__, ids, t0, info)
+        _log_timing(name, ids, t0, info)
         if interval(runs, every, warm) != run_every:
             st.rerun()  # state changed: re-create with the new interval
 
-    panel.__qualname__ = f"live.{body.__name__}"
+    panel.__qualname__ = name
     st.fragment(panel, run_every=run_every)()
 
 

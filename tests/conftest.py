@@ -302,3 +302,18 @@ class SyncSpy:
 @pytest.fixture
 def sync_spy(monkeypatch):
     return SyncSpy(monkeypatch)
+
+
+class NanFrom:
+    """A mode whose loss is NaN from step `bad` on (a Python counter: no sync to make it so)."""
+
+    def __init__(self, mode, bad):
+        self.mode, self.bad, self.n = mode, bad, 0
+
+    def __getattr__(self, name):
+        return getattr(self.mode, name)
+
+    def forward_backward(self, x, y):
+        loss = self.mode.forward_backward(x, y)
+        self.n += 1
+        return loss * float("nan") if self.n > self.bad else loss

@@ -6,6 +6,7 @@ GPU machine."""
 
 import pytest
 import torch
+from conftest import NanFrom
 
 from engine import build
 from engine.telemetry import COPIES, LOOK_EVERY, Telemetry, histogram
@@ -121,21 +122,6 @@ def test_no_sync_between_flushes(small, case):
         torch.cuda.set_sync_debug_mode(0)
     assert trainer.step == 30
     assert sum(len(f.losses) for f in flushes) == 30
-
-
-class NanFrom:
-    """A mode whose loss is NaN from step `bad` on (a Python counter: no sync to make it so)."""
-
-    def __init__(self, mode, bad):
-        self.mode, self.bad, self.n = mode, bad, 0
-
-    def __getattr__(self, name):
-        return getattr(self.mode, name)
-
-    def forward_backward(self, x, y):
-        loss = self.mode.forward_backward(x, y)
-        self.n += 1
-        return loss * float("nan") if self.n > self.bad else loss
 
 
 @pytest.mark.parametrize("case", ["manual", "autograd", "optim-adam"])

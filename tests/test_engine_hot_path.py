@@ -9,6 +9,7 @@ for). The last tests show the spy does catch `loss.item()` in the loop.
 """
 
 import pytest
+from conftest import NanFrom
 
 from engine import build
 from engine.telemetry import Telemetry
@@ -66,21 +67,6 @@ def test_no_host_sync_between_flushes_and_snapshots(small, sync_spy, case):
     assert sync_spy.calls == [], f"host syncs on the hot path: {sync_spy.calls}"
     # the first step is flushed at once; then the flag is looked at after steps 4 and 8 (every 4 on the CPU)
     assert trainer.tel.look_every == 4 and reads == [5, 9]
-
-
-class NanFrom:
-    """A mode whose loss is NaN from step `bad` on (a Python counter: no sync to make it so)."""
-
-    def __init__(self, mode, bad):
-        self.mode, self.bad, self.n = mode, bad, 0
-
-    def __getattr__(self, name):
-        return getattr(self.mode, name)
-
-    def forward_backward(self, x, y):
-        loss = self.mode.forward_backward(x, y)
-        self.n += 1
-        return loss * float("nan") if self.n > self.bad else loss
 
 
 @pytest.mark.parametrize("case", ["manual", "autograd", "optim-adam"])

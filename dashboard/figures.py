@@ -39,8 +39,11 @@ def _layout(fig: go.Figure, title: str, ytitle: str = "", log_y: bool = False, h
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
     )
     fig.update_xaxes(title_text="step")
-    # 1e-6 rather than SI's "1µ": a loss or a ratio is no quantity in micro-units
+    # 1e-6 rather than SI's "1µ" (a loss or a ratio is no quantity in micro-units); on a log axis every
+    # label a whole number (3e+3, 2e+3), never a bare mantissa ("3") that reads as the value
     fig.update_yaxes(title_text=ytitle, type="log" if log_y else "linear", exponentformat="e")
+    if log_y:
+        fig.update_yaxes(tickformat="~e")
     return fig
 
 

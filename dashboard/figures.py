@@ -271,7 +271,9 @@ def nonfinite_figure(named: dict) -> go.Figure:
     for i, (kind, series) in enumerate(named.items()):
         x, y = as_buckets(series).points()
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{kind}s", line=dict(color=_color(4 + i))))
-    return _layout(fig, "Non-finite values (NaN, inf)", "count")
+    fig = _layout(fig, "Non-finite values (NaN, inf)", "count")
+    fig.update_yaxes(rangemode="nonnegative")  # a count: no axis below 0
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

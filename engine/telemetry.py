@@ -280,7 +280,7 @@ class Telemetry:
             end = out.last_step + 1
             done = end - (self._done if self._done is not None else out.first_step)
             dt = now - self._last_flush_time
-            if dt > 0 and done > 0:
+            if dt > 0 and done > 0 and self._done is not None:  # the first flush's interval is start-up, not steps
                 self._rate = done / dt
                 out.scalars.append((out.last_step, "steps_per_s", done / dt))
                 out.scalars.append((out.last_step, "samples_per_s", done * self.batch_size / dt))

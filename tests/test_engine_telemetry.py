@@ -145,7 +145,10 @@ def test_flush_is_one_transfer_with_every_step_and_key(small, sync_spy):
     for step in (0, 4, 8, 9):  # every K = 4 steps, and the last step
         assert snapshot_keys <= per_step[step], step
     assert not any(k.startswith("grad_norm/") for s in (1, 2, 3, 5, 6, 7) for k in per_step.get(s, ()))
-    for f in flushes:  # throughput and memory, once per flush
+    first, *rest = flushes  # throughput and memory, once per flush; the first flush's interval is start-up
+    assert "mem_bytes" in per_step[first.last_step]
+    assert not any(k == "steps_per_s" for s, k, _ in first.scalars)
+    for f in rest:
         assert {"steps_per_s", "samples_per_s", "mem_bytes"} <= per_step[f.last_step]
     hists = {(h.step, h.kind, h.layer) for f in flushes for h in f.hists}
     assert hists == {(s, kind, n) for s in (0, 4, 8, 9) for kind in ("weight", "grad") for n in names}

@@ -89,7 +89,12 @@ class LineWindow:
             "showlegend": True,
             "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
             "xaxis": {"title": {"text": "step"}},
-            "yaxis": {"type": self.ytype},
+            # 1e-6, not SI's "1µ" or a bare mantissa: the same labels as the dashboard's
+            "yaxis": {
+                "type": self.ytype,
+                "exponentformat": "e",
+                **({"tickformat": "~e"} if self.ytype == "log" else {}),
+            },
         }
         msg = {"win": self.win, "eid": env, "layout": layout, "opts": {"title": self.title}}
         if self.replace:

@@ -9,7 +9,7 @@ a config); reads of a run's series go through engine/store.py's Store, the only 
 
 from .build import prepare
 from .config import ConfigError, RunConfig, validate
-from .runs import delete_run, get_run, kill, launch, list_runs, pause, resume, set_lr, stop, wait_ack
+from .runs import delete_run, get_run, is_run_id, kill, launch, list_runs, pause, resume, set_lr, stop, wait_ack
 from .standby import retire as retire_standby
 from .standby import warm
 from .store import ACTIVE, Store
@@ -29,6 +29,7 @@ __all__ = [
     "get_run",
     "list_runs",
     "delete_run",
+    "is_run_id",
     "warm",
     "retire_standby",
     "Store",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -43,8 +44,17 @@ STALE_S = 15.0  # no heartbeat for this long: the worker is presumed dead even i
 # launching
 
 
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's shape: 20261127-131500-3fa9c2
+
+
 def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def is_run_id(text) -> bool:
+    """Whether text has a run id's shape. Ids from a URL or a command line are checked with it before
+    they are looked up or shown."""
+    return isinstance(text, str) and RUN_ID.fullmatch(text) is not None
 
 
 def create_run(cfg: RunConfig, store: str | None = None) -> tuple[str, Prepared]:

@@ -1,7 +1,8 @@
 """From a config to a run: check it, then build its model, data and mode.
 
     prepare(cfg)      everything that can be checked before training, with no side effects:
-                      validation, the device, the dataset's shape, the loss, the step count, memory
+                      validation, the device, the dataset's shape, the loss, the step count, the files
+                      it reads and writes and its downloads (engine/checks.py), memory
     build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches);
                       with init lecture, x, y, w1, w2 drawn in the lecture's order (lecture_draws)
 
@@ -17,8 +18,8 @@ import math
 import psutil
 import torch
 
+from . import checks, models, optimizers
 from . import data as data_mod
-from . import models, optimizers
 from .config import RAW_MODES, ConfigError, RunConfig, validate
 from .modes import MODES
 
@@ -62,6 +63,7 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
         raise ConfigError(f"dataset {cfg.dataset!r} is counted in steps: give --steps")
     else:
         total = cfg.epochs * data_mod.steps_per_epoch(spec.n, cfg)
+    checks.before_launch(cfg)  # the files it reads and writes, and its downloads
     if memory:
         check_memory(cfg, spec, device)
     return Prepared(cfg, spec, device, total, note)
@@ -87,8 +89,13 @@ def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
         if cfg.arch == "torchvision":  # grayscale batches reach it expanded to 3 channels (build)
             shape = (3, *shape[1:])
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-        with torch.device("meta"):
-            model(torch.empty(cfg.batch_size, *shape))
+        try:
+            with torch.device("meta"):
+                model(torch.empty(cfg.batch_size, *shape))
+        except RuntimeError as e:  # e.g. alexnet's pooling on digits' 8x8 pixels: "Output size is too small"
+            first = (str(e).strip().splitlines() or [""])[0]
+            name = cfg.tv_model if cfg.arch == "torchvision" else f"arch {cfg.arch}"
+            raise ConfigError(f"{name} cannot take {cfg.dataset} images of shape {shape}: {first}") from None
         for h in hooks:
             h.remove()
     params = sum(p.numel() for p in model.parameters())

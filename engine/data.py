@@ -9,7 +9,9 @@
     mnist, fashion_mnist, cifar10   torchvision datasets, downloaded to data_root when the network allows
 
 `describe(cfg)` says a dataset's shapes without loading it (for validation and memory checks);
-`load(cfg)` builds it; `batches(...)` yields device batches forever.
+`load(cfg)` builds it; `batches(...)` yields device batches forever. A file that cannot be read
+is refused with one line naming it (ConfigError): a CSV that is not UTF-8 or has a cell over the
+csv module's 128 KiB limit, an image PIL cannot open (load_image; prepare probes a sample first).
 """
 
 from __future__ import annotations
@@ -65,15 +67,38 @@ def _whole_batch(batch):  # collate_fn for TensorData: __getitems__ already made
 # CSV
 
 
+def _rows(path: str) -> list[list[str]]:
+    """The CSV's cells, read as UTF-8. A byte-order mark (Excel's "CSV UTF-8") is dropped, so the first
+    column's name is what the file shows, and --csv-target can name it."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                return list(reader)
+            except csv.Error as e:  # e.g. "field larger than field limit (131072)": a cell over 128 KiB
+                raise ConfigError(f"{path} line {reader.line_num}: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path} is not UTF-8 text; save the CSV as UTF-8 (not latin-1 or another encoding)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _shown(name: str) -> str:
+    """A column's name as a message shows it: quoted when it holds a line break or another unprintable character,
+    so that the message stays one line."""
+    return name if name.isprintable() else repr(name)
+
+
 def read_csv(path: str, target: str, task: str):
     """Parse a numeric CSV with a header. Every bad cell is reported by line and column."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
+    rows = _rows(path)
+    if not any(rows[1:]):  # no rows, or only blank lines after the header
         raise ConfigError(f"{path}: needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
     if target not in header:
-        raise ConfigError(f"{path}: no column named {target!r}; columns are: {', '.join(header)}")
+        raise ConfigError(f"{path}: no column named {target!r}; columns are: {', '.join(map(_shown, header))}")
     values = []
     for lineno, row in enumerate(rows[1:], start=2):
         if not row:
@@ -88,6 +113,8 @@ def read_csv(path: str, target: str, task: str):
     data = torch.tensor(values, dtype=torch.float64)
     if not torch.isfinite(data).all():
         raise ConfigError(f"{path}: contains nan or inf cells")
+    if data.abs().max() > torch.finfo(torch.float32).max:  # the model trains in float32: it would be inf
+        raise ConfigError(f"{path}: a cell is beyond float32's range (about 3.4e38)")
     t = header.index(target)
     y = data[:, t]
     x = torch.cat([data[:, :t], data[:, t + 1 :]], dim=1)
@@ -167,11 +194,36 @@ def load(cfg) -> tuple[Dataset, DataSpec]:
     if cfg.dataset == "imagefolder":
         import torchvision
 
-        tf = T.Compose(
-            [T.Resize((cfg.image_size, cfg.image_size)), T.Lambda(lambda im: im.convert("RGB")), T.ToTensor(), *flat]
-        )
-        return torchvision.datasets.ImageFolder(cfg.image_dir, transform=tf), spec
+        tf = T.Compose([T.Resize((cfg.image_size, cfg.image_size)), T.ToTensor(), *flat])
+        return torchvision.datasets.ImageFolder(cfg.image_dir, transform=tf, loader=load_image), spec
     return _torchvision_set(cfg, T.Compose([T.ToTensor(), *flat])), spec
+
+
+def load_image(path: str):
+    """ImageFolder's loader, as RGB. A file PIL cannot read fails the run with one line naming it: prepare
+    probes only a sample of the folder (engine/checks.py), so a bad file elsewhere is found here."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f, Image.open(f) as im:
+            return im.convert("RGB")
+    except Exception as e:  # PIL's UnidentifiedImageError, OSError (truncated), DecompressionBombError, ...
+        raise ConfigError(unreadable_image(path, e)) from None
+
+
+def unreadable_image(path: str, e: Exception) -> str:
+    why = "an empty file" if os.path.isfile(path) and os.path.getsize(path) == 0 else type(e).__name__
+    return f"image folder: {path} cannot be read as an image ({why}); remove or replace it"
+
+
+def download_error(cfg, why: str) -> ConfigError:
+    cls_name = TORCHVISION_SETS[cfg.dataset][0]
+    return ConfigError(
+        f"could not download {cls_name} into {os.path.abspath(cfg.data_root)} "
+        f"({why}); download it on a machine with internet and copy the "
+        f"{cls_name} folder into --data-root, or use --dataset digits, which ships "
+        f"with scikit-learn"
+    )
 
 
 def _torchvision_set(cfg, transform):
@@ -181,12 +233,7 @@ def _torchvision_set(cfg, transform):
     try:
         return getattr(torchvision.datasets, cls_name)(cfg.data_root, train=True, download=True, transform=transform)
     except Exception as e:  # no network: urllib's URLError, or torchvision's RuntimeError
-        raise ConfigError(
-            f"could not download {cls_name} into {os.path.abspath(cfg.data_root)} "
-            f"({type(e).__name__}); download it on a machine with internet and copy the "
-            f"{cls_name} folder into --data-root, or use --dataset digits, which ships "
-            f"with scikit-learn"
-        ) from None
+        raise download_error(cfg, type(e).__name__) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,8 +284,18 @@ def batches(dataset, spec, cfg, device, dtype, channels=None):
         persistent_workers=cfg.num_workers > 0,
     )
     while True:
-        for x, y in loader:
-            yield _adapt(x, y, cfg, spec, device, dtype, channels)
+        try:
+            for x, y in loader:
+                yield _adapt(x, y, cfg, spec, device, dtype, channels)
+        except ConfigError as e:  # from a loader worker process, it comes wrapped in the worker's traceback
+            raise ConfigError(_last_line(str(e))) from None
+
+
+def _last_line(message: str) -> str:
+    """A ConfigError's own line, from the traceback a DataLoader worker process wraps it in (its last line,
+    "engine.config.ConfigError: ..."); a message of one line is returned as is."""
+    line = message.splitlines()[-1] if message.strip() else message
+    return line.removeprefix(f"{ConfigError.__module__}.{ConfigError.__qualname__}: ")
 
 
 def steps_per_epoch(n: int, cfg) -> int:

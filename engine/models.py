@@ -8,6 +8,11 @@ every mode starts from the same weights for the same seed.
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -96,9 +101,14 @@ def torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def _head_name(model: nn.Module) -> str:
+    """The last nn.Linear: the classifier's head, replaced for the dataset's classes."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+
+
 def _replace_head(model: nn.Module, out_dim: int) -> str:
     """Swap the last nn.Linear for one with out_dim outputs; returns the head's module name."""
-    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    name = _head_name(model)
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name)
     old = getattr(parent, attr)
@@ -106,8 +116,94 @@ def _replace_head(model: nn.Module, out_dim: int) -> str:
     return name
 
 
+def check_name(name: str) -> None:
+    if name not in torchvision_names():
+        raise ConfigError(
+            f"unknown torchvision model {name!r}; e.g. resnet18, resnet34, "
+            f"resnet50, resnet101, resnet152 (any of torchvision.models.list_models())"
+        )
+
+
+def architecture(name: str) -> nn.Module:
+    """torchvision's model `name`, without weights and with its own head (on the meta device under
+    `with torch.device("meta")`)."""
+    import torchvision
+
+    check_name(name)
+    model = torchvision.models.get_model(name, weights=None)
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):  # squeezenet's head is a convolution
+        raise ConfigError(f"torchvision model {name!r} has no nn.Linear head to resize for the dataset's classes")
+    return model
+
+
+def pretrained_error(name: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"could not get torchvision's pretrained weights for {name} ({why}); download them on a "
+        f"machine with internet and pass the file with --pretrained FILE"
+    )
+
+
+def read_weights(path: str) -> dict:
+    """A state_dict from a file, checked to be one: a mapping of names to tensors (a Liveprop checkpoint's
+    "model" entry is taken). torch.load with weights_only=True: a pickle that would run code is refused, never
+    executed. A zip archive (torch.save's format) is memory-mapped, so reading the shapes copies nothing."""
+    if os.path.getsize(path) == 0:
+        raise ConfigError(f"cannot read weights from {path}: the file is empty")
+    try:
+        with warnings.catch_warnings():  # torch prints warnings about some files' pickle protocol
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError:  # torch's own text for it suggests weights_only=False: not here
+        raise ConfigError(
+            f"cannot read weights from {path}: it holds Python objects other than tensors, or is damaged, "
+            "and only a plain state_dict is unpickled; save one with torch.save(model.state_dict(), FILE)"
+        ) from None
+    except Exception as e:  # truncated (EOFError, a zip without its directory), or not torch's at all
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        why = type(e).__name__ + (f": {first}" if first else "")
+        raise ConfigError(f"cannot read weights from {path}: {why}") from None
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):  # a Liveprop checkpoint
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state_dict (parameter names to tensors)")
+    for k, v in state.items():
+        if not (isinstance(k, str) and isinstance(v, torch.Tensor)):
+            raise ConfigError(f"{path}: entry {str(k)[:80]!r} is a {type(v).__name__}, not a tensor")
+    return dict(state)
+
+
+def _first_mismatch(model: nn.Module, state: dict, name: str) -> str | None:
+    """The first way state does not fit model (torchvision's `name`), or None. The head may have another
+    shape (it is replaced for the dataset's classes anyway) or be absent; every other entry must be there,
+    with the model's shape."""
+    own, head = model.state_dict(), _head_name(model) + "."
+    for k, v in state.items():
+        if k not in own:
+            return f"it has {k!r}, which {name} has not"
+        if v.shape != own[k].shape and not k.startswith(head):
+            return f"{k!r} is {tuple(v.shape)} there, {tuple(own[k].shape)} in {name}"
+    # a BatchNorm fills in its num_batches_tracked when a file from before it lacks it
+    missing = [k for k in own if k not in state and not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    return f"it lacks {missing[0]!r}" if missing else None
+
+
+def check_pretrained(cfg) -> None:
+    """--pretrained FILE read and matched against the model built on the meta device (shapes only, nothing
+    allocated): a bad file is refused before a launch, with one line naming the first mismatch."""
+    state = read_weights(cfg.pretrained)
+    with torch.device("meta"):
+        model = architecture(cfg.tv_model)
+    _check_fit(model, state, cfg)
+
+
+def _check_fit(model, state, cfg):
+    why = _first_mismatch(model, state, cfg.tv_model)
+    if why:
+        raise ConfigError(f"{cfg.pretrained} does not hold {cfg.tv_model} weights: {why}")
+
+
 def load_pretrained(model: nn.Module, cfg) -> None:
-    """Load weights from a local file (weights_only: never unpickles code) or torchvision's API."""
+    """Load weights from a local file (read_weights: never unpickles code) or torchvision's API."""
     import torchvision
 
     if cfg.pretrained == "torchvision":
@@ -115,43 +211,22 @@ def load_pretrained(model: nn.Module, cfg) -> None:
             weights = torchvision.models.get_model_weights(cfg.tv_model).DEFAULT
             state = weights.get_state_dict(progress=False)
         except Exception as e:  # no network, or no weights for this model
-            raise ConfigError(
-                f"could not get torchvision's pretrained weights for {cfg.tv_model} "
-                f"({type(e).__name__}); download them on a machine with internet and "
-                f"pass the file with --pretrained FILE"
-            ) from None
+            raise pretrained_error(cfg.tv_model, type(e).__name__) from None
     else:
-        try:
-            state = torch.load(cfg.pretrained, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ConfigError(f"cannot read weights from {cfg.pretrained}: {str(e).splitlines()[0]}") from None
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a Liveprop checkpoint
-            state = state["model"]
+        state = read_weights(cfg.pretrained)
+    _check_fit(model, state, cfg)
     own = model.state_dict()
     # a head trained for another number of classes is dropped: it is replaced anyway
-    state = {k: v for k, v in state.items() if not (k in own and own[k].shape != v.shape)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or len(missing) > 2:
-        raise ConfigError(
-            f"{cfg.pretrained} does not hold {cfg.tv_model} weights "
-            f"({len(missing)} missing, {len(unexpected)} unexpected keys)"
-        )
+    model.load_state_dict({k: v for k, v in state.items() if v.shape == own[k].shape}, strict=False)
 
 
 def torchvision_model(cfg, in_shape, out_dim):
     """A torchvision classifier by name, optionally pretrained, its head resized to out_dim."""
-    import torchvision
-
-    if cfg.tv_model not in torchvision_names():
-        raise ConfigError(
-            f"unknown torchvision model {cfg.tv_model!r}; e.g. resnet18, resnet34, "
-            f"resnet50, resnet101, resnet152 (any of torchvision.models.list_models())"
-        )
+    model = architecture(cfg.tv_model)
     if len(in_shape) != 3:
         raise ConfigError(
             "torchvision models need an image dataset (digits, mnist, fashion_mnist, cifar10, imagefolder)"
         )
-    model = torchvision.models.get_model(cfg.tv_model, weights=None)
     if cfg.pretrained:
         load_pretrained(model, cfg)
     head = _replace_head(model, out_dim)

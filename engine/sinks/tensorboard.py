@@ -20,6 +20,8 @@ import math
 import queue
 import threading
 
+from ..config import ConfigError
+
 LOSS_POINTS_PER_S = 100
 
 
@@ -28,7 +30,12 @@ class TensorBoardSink:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when enabled
 
         self.logdir = str(logdir)
-        self.writer = SummaryWriter(log_dir=self.logdir, max_queue=1000, flush_secs=5)
+        try:
+            self.writer = SummaryWriter(log_dir=self.logdir, max_queue=1000, flush_secs=5)
+        except OSError as e:  # prepare checked the folder (engine/checks.py); it changed since: the run's reason
+            raise ConfigError(
+                f"tensorboard_dir: cannot write event files in {self.logdir} ({e.strerror or e})"
+            ) from None
         self.q: queue.Queue = queue.Queue(maxsize=queue_size)
         self.dropped, self.error = 0, None
         self._thread = threading.Thread(target=self._loop, name="liveprop-tensorboard", daemon=True)

@@ -164,9 +164,10 @@ def _gradcheck_view(db, f: RunFeed, run):
     mode = run["config"]["mode"]
     what = {"manual": "Hand-written vs autograd", "custom_function": "MyReLU vs autograd's ReLU"}.get(mode)
     if what is None:
+        label = pages_common.plain(repr(rules.MODE_LABELS.get(mode, mode)))  # the stored config's text
         st.caption(
-            f"Mode {rules.MODE_LABELS.get(mode, mode)!r} has no gradient check: manual mode compares its "
-            "hand-written gradients with autograd's, custom Function compares MyReLU's backward with autograd's."
+            f"Mode {label} has no gradient check: manual mode compares its hand-written gradients with "
+            "autograd's, custom Function compares MyReLU's backward with autograd's."
         )
         return
     dtype = run["config"].get("dtype", "float32")
@@ -186,7 +187,7 @@ def _code_view(run):
     mode = run["config"]["mode"]
     label, cell = CELLS[mode]
     c1, c2 = st.columns(2)
-    c1.caption(f"Liveprop's step for {rules.MODE_LABELS.get(mode, mode)} (engine/modes/), the code that runs")
+    c1.caption(f"Liveprop's step for {rules.MODE_LABELS[mode]} (engine/modes/), the code that runs")
     c1.code(ENGINE_CODE[mode], language="python")
     c2.caption(f"The lecture's cell {label}")
     c2.code(cell, language="python")

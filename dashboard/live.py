@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import streamlit as st
 
@@ -127,7 +127,7 @@ def compare_panel(run_ids: list[str]):
 def _status(runs, run_id):
     run = runs[0]
     if run is None:
-        st.warning(f"Run {run_id} is not in the store (deleted?).")
+        st.warning(pages_common.plain(f"Run {run_id} is not in the store (deleted?)."))
         return
     db = pages_common.store()
     f = pages_common.feed(run_id)
@@ -136,10 +136,12 @@ def _status(runs, run_id):
     cfg, total, done = run["config"], run["total_steps"] or 0, run["step"] or 0
     changes = f.events_of("lr_change")
     lr = changes[-1]["data"].get("new", cfg["lr"]) if changes else cfg["lr"]
+    plain = pages_common.plain  # the name and the stored config are anyone's text: shown as text
     st.markdown(
-        f"**Run `{run_id}`** · {rules.MODE_LABELS.get(cfg['mode'], cfg['mode'])} · {cfg['arch']}"
-        f"{' · ' + cfg['optimizer'] if cfg.get('optimizer') else ''} · lr {lr:.3g}"
-        f" · {run.get('device') or cfg['device']} · status **{run['status']}**"
+        f"**Run `{run_id}`**{' ' + plain(repr(run['name'])) if run.get('name') else ''}"
+        f" · {plain(rules.MODE_LABELS.get(cfg['mode'], cfg['mode']))} · {plain(cfg['arch'])}"
+        f"{' · ' + plain(cfg['optimizer']) if cfg.get('optimizer') else ''} · lr {lr:.3g}"
+        f" · {plain(run.get('device') or cfg['device'])} · status **{plain(run['status'])}**"
     )
     of = f" / {total:,}" if total else " (until stopped)"
     if run["status"] in ("queued", "running"):
@@ -162,9 +164,9 @@ def _sinks(f: RunFeed):
     if not latest:
         return
     c1, c2 = st.columns([5, 1])
-    c1.caption(" · ".join(sinks.describe(kind, info) for kind, info in latest.items()))
+    c1.caption(pages_common.plain(" · ".join(sinks.describe(kind, info) for kind, info in latest.items())))
     v = latest.get("visdom")
-    if v and v.get("url") and v.get("env"):
+    if v and urlsplit(str(v.get("url"))).scheme in ("http", "https") and v.get("env"):  # never a javascript: link
         c2.link_button("Open in Visdom", f"{v['url']}/env/{quote(v['env'], safe='')}", width="stretch")
 
 

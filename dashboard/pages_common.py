@@ -42,10 +42,20 @@ def feed(run_id: str) -> RunFeed:
     return feeds[run_id]
 
 
+WORD_JOINER = "\u2060"  # invisible: splits what GFM would make a link, and reads the same
+
+
 def plain(text: str) -> str:
-    """Text shown as itself in Streamlit's markdown: every markdown and HTML character escaped, so
-    a message that quotes user input (an address, a file) can never become a link or an image."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:@])", r"\\\1", str(text))
+    """Text shown as itself in Streamlit's markdown, so that a message quoting user input (an
+    address, a file, an error) never becomes a link, an image, HTML, a heading or a Streamlit
+    directive (:red[...], :material/...:).
+
+    Escaping every markdown character is not enough: GFM (remark-gfm) links bare http://host,
+    www.host and name@host in the text *after* parsing, escapes already undone, and Streamlit turns
+    ":material/" into an icon before parsing. So a word joiner goes between http or www and what
+    follows, and before each @; and '/' is escaped with the rest."""
+    text = re.sub(r"(?i)(https?|www)(?=[:.])", r"\1" + WORD_JOINER, str(text)).replace("@", WORD_JOINER + "@")
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:@&=/])", r"\\\1", text)
 
 
 def messages():
@@ -58,13 +68,28 @@ def messages():
 
 def current_run() -> str | None:
     """The run this session watches: chosen here, else in the URL (?run=ID, so a reload keeps it),
-    else the newest active run in the store."""
-    run_id = st.session_state.get("lp_run") or st.query_params.get("run")
+    else the newest active run in the store. Only a well-formed run id is ever looked up or shown."""
+    run_id = st.session_state.get("lp_run")
+    if not engine.is_run_id(run_id):
+        run_id = _run_in_address()
     if run_id is None:
         active = [r for r in engine.list_runs(store()) if r["status"] in engine.ACTIVE]
         run_id = active[0]["id"] if active else None
     st.session_state.lp_run = run_id
     return run_id
+
+
+def _run_in_address() -> str | None:
+    """?run=ID when ID has a run id's shape. Anything else (a link, an image someone put in the
+    address) is dropped from the URL and named in one line of plain text, never looked up."""
+    text = st.query_params.get("run")
+    if text is None or engine.is_run_id(text):
+        return text
+    st.query_params.pop("run", None)
+    shown = " ".join(text.split())  # one line, however many the address held
+    shown = shown if len(shown) <= 80 else shown[:79] + "…"
+    st.warning(plain(f"The address names no valid run (?run={shown}); a run id looks like 20261127-131500-3fa9c2."))
+    return None
 
 
 def run_rows(runs: list[dict], db: Store, now: float | None = None) -> list[dict]:

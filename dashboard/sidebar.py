@@ -20,7 +20,7 @@ import json
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import streamlit as st
 
@@ -42,6 +42,7 @@ from engine.config import (
 from engine.store import default_path
 
 from . import rules
+from .pages_common import plain
 
 K = "cfg_"
 LENGTHS = ("steps", "epochs", "until stopped")
@@ -425,8 +426,9 @@ def _visdom():
         if off:
             st.caption("Runs started here do not send to Visdom.")
         else:
+            url = f"http://{t['host'].strip()}:{t['port']}"  # typed text: shown escaped, linked percent-encoded
             st.caption(
-                f"Runs started here send to [http://{t['host']}:{t['port']}](http://{t['host']}:{t['port']}), "
-                f"env `{t['env'] or 'liveprop_<name>-<run id>'}`."
+                f"Runs started here send to [{plain(url)}]({quote(url, safe=':/')}), "
+                f"env {plain(t['env'].strip() or 'liveprop_<name>-<run id>')}."
             )
         st.text_input("TensorBoard log dir (empty: off)", key=K + "tensorboard_dir")

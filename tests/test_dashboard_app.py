@@ -11,6 +11,12 @@ import engine
 from engine.store import Store
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+# run ids have a fixed shape (engine.is_run_id): the dashboard ignores any other ?run=
+R1, A, B, DIV = "20260101-000000-0000e1", "20260101-000000-00000a", "20260101-000000-00000b", "20260101-000000-000d1f"
+
+
+def fake_id(n: int) -> str:
+    return f"20260101-000000-{n:06x}"
 
 
 @pytest.fixture
@@ -20,7 +26,7 @@ def launched(monkeypatch):
     def fake_launch(cfg, store=None):
         engine.prepare(cfg)  # the real one validates first, so does the fake
         calls.append(cfg)
-        return f"fake-{len(calls)}"
+        return fake_id(len(calls))  # a run id's shape, as engine.launch gives
 
     monkeypatch.setattr(engine, "launch", fake_launch)
     return calls
@@ -98,7 +104,7 @@ def test_start_launches_the_sidebar_config(app, launched):
         0.003,
         40,
     )
-    assert app.session_state.lp_run == "fake-1" and app.query_params["run"] == "fake-1"
+    assert app.session_state.lp_run == fake_id(1) and app.query_params["run"] == fake_id(1)
     assert cfg.visdom == "off"  # no Visdom started for this test
 
 
@@ -125,7 +131,7 @@ def test_compare_modes_launches_three_modes_from_one_seed(app, launched):
     button(app, "btn_compare").click().run()
     assert [c.mode for c in launched] == ["manual", "autograd", "custom_function"]
     assert {c.seed for c in launched} == {11}
-    assert app.session_state.lp_compare == ["fake-1", "fake-2", "fake-3"]
+    assert app.session_state.lp_compare == [fake_id(1), fake_id(2), fake_id(3)]
 
 
 def test_compare_is_disabled_outside_the_mlp_family(app):
@@ -135,7 +141,7 @@ def test_compare_is_disabled_outside_the_mlp_family(app):
     assert "MLP family" in captions(app)
 
 
-def finished_run(store_path, run_id="r1"):
+def finished_run(store_path, run_id=R1):
     s = Store(store_path)
     s.create_run(run_id, vars(engine.RunConfig(mode="autograd", lr=1e-5)), total_steps=3)
     hists = [
@@ -174,12 +180,12 @@ def test_runs_page_lists_and_deletes_with_confirmation(store, monkeypatch):
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     row = table.iloc[0]
-    assert (row["run"], row["status"], row["mode"], row["final loss"]) == ("r1", "finished", "autograd", 1.5)
+    assert (row["run"], row["status"], row["mode"], row["final loss"]) == (R1, "finished", "autograd", 1.5)
     at.button(key="runs_delete").click().run()
     assert "cannot be undone" in at.warning[0].value
-    assert engine.get_run("r1", store) is not None  # not before the confirmation
+    assert engine.get_run(R1, store) is not None  # not before the confirmation
     at.button(key="runs_delete_yes").click().run()
-    assert engine.get_run("r1", store) is None
+    assert engine.get_run(R1, store) is None
 
 
 def test_graph_and_about_pages(store, monkeypatch):
@@ -197,19 +203,19 @@ def test_graph_and_about_pages(store, monkeypatch):
 
 def test_divergence_and_failure_banners(store, monkeypatch):
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    finished_run(store, "div")
+    finished_run(store, DIV)
     s = Store(store)
-    s.add_event("div", 2, "divergence", {"step": 2, "layer": "w2"})
-    s.set_status("div", "diverged")
+    s.add_event(DIV, 2, "divergence", {"step": 2, "layer": "w2"})
+    s.set_status(DIV, "diverged")
     s.close()
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "div"
+    at.query_params["run"] = DIV
     at.run()
     assert not at.exception, at.exception
     assert any("Diverged at step 2 in layer w2" in e.value for e in at.error)
     assert len(at.get("plotly_chart")) == 3  # the loss and the last histograms stay
     s = Store(store)
-    s.set_status("div", "failed", "worker process 123 died (last heartbeat 9.0 s ago)")
+    s.set_status(DIV, "failed", "worker process 123 died (last heartbeat 9.0 s ago)")
     s.close()
     at.run()
     assert "Run failed: worker process 123 died" in shown(at.error)
@@ -219,7 +225,7 @@ def test_a_finished_run_is_shown_static_with_its_panels(store, monkeypatch):
     monkeypatch.setenv("LIVEPROP_STORE", store)
     finished_run(store)
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "r1"
+    at.query_params["run"] = R1
     at.run()
     assert not at.exception, at.exception
     assert any("finished at step 3 / 3" in str(p.proto) for p in at.get("progress"))
@@ -279,49 +285,49 @@ def lr_box(at, run_id):
 def test_the_live_lr_box_shows_the_watched_runs_current_rate(store, monkeypatch):
     """Not a previous run's rate; and a change made elsewhere (the CLI) shows at the next refresh."""
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    live_run(store, "a", 5e-7)
-    live_run(store, "b", 1e-6)
+    live_run(store, A, 5e-7)
+    live_run(store, B, 1e-6)
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "a"
+    at.query_params["run"] = A
     at.run()
-    assert lr_box(at, "a").value == 5e-7
-    at.session_state["lp_run"] = "b"
+    assert lr_box(at, A).value == 5e-7
+    at.session_state["lp_run"] = B
     at.run()
-    assert lr_box(at, "b").value == 1e-6
+    assert lr_box(at, B).value == 1e-6
     s = Store(store)
-    s.add_event("b", 10, "lr_change", {"old": 1e-6, "new": 3e-6})  # as `python -m engine set-lr b 3e-6` leaves it
+    s.add_event(B, 10, "lr_change", {"old": 1e-6, "new": 3e-6})  # as `python -m engine set-lr b 3e-6` leaves it
     s.close()
     at.run()
-    assert lr_box(at, "b").value == 3e-6
+    assert lr_box(at, B).value == 3e-6
     assert "lr 3e-06" in " ".join(m.value for m in at.markdown)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("inf")])
 def test_a_bad_live_lr_is_refused_at_once_in_the_panel(store, monkeypatch, bad):
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    live_run(store, "a", 1e-3)
+    live_run(store, A, 1e-3)
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "a"
+    at.query_params["run"] = A
     at.run()
-    lr_box(at, "a").set_value(bad)
+    lr_box(at, A).set_value(bad)
     at.button(key="btn_lr").click().run()
     assert "not sent: learning rate must be a positive finite number" in shown(at.error)
     s = Store(store)
-    assert s.pending_control("a") == []  # nothing reached the worker
+    assert s.pending_control(A) == []  # nothing reached the worker
     s.close()
 
 
 def test_a_control_shows_sent_then_the_workers_answer_then_clears(store, monkeypatch):
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    live_run(store, "a", 1e-3)
+    live_run(store, A, 1e-3)
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "a"
+    at.query_params["run"] = A
     at.run()
-    lr_box(at, "a").set_value(2e-3)
+    lr_box(at, A).set_value(2e-3)
     at.button(key="btn_lr").click().run()
     assert "Learning rate 0.002: sent, waiting for the worker" in shown(at.info)
     s = Store(store)
-    [c] = s.pending_control("a")
+    [c] = s.pending_control(A)
     s.ack_control(c["id"], "ok")  # what the worker's store thread does
     s.close()
     at.run()
@@ -329,7 +335,7 @@ def test_a_control_shows_sent_then_the_workers_answer_then_clears(store, monkeyp
     at.button(key="btn_pause").click().run()
     assert "Learning rate" not in shown(at.success) and "Pause: sent" in shown(at.info)  # the old message cleared
     s = Store(store)
-    [c] = s.pending_control("a")
+    [c] = s.pending_control(A)
     s.ack_control(c["id"], "ignored: pause while paused")
     s.close()
     at.run()
@@ -354,10 +360,10 @@ def test_the_visdom_link_opens_the_runs_own_env(store, monkeypatch):
         "url": "http://127.0.0.1:8097",
         "env": "liveprop_my run-r1",
     }
-    s.add_event("r1", 3, "visdom", info)
+    s.add_event(R1, 3, "visdom", info)
     s.close()
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "r1"
+    at.query_params["run"] = R1
     at.run()
     assert not at.exception, at.exception
     [link] = at.get("link_button")
@@ -377,7 +383,7 @@ def test_every_panel_says_what_it_shows_and_what_healthy_looks_like(store, monke
     monkeypatch.setenv("LIVEPROP_STORE", store)
     finished_run(store)
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "r1"
+    at.query_params["run"] = R1
     at.session_state["detail_view"] = view
     at.run()
     assert not at.exception, at.exception
@@ -386,9 +392,9 @@ def test_every_panel_says_what_it_shows_and_what_healthy_looks_like(store, monke
 
 def test_panels_without_data_say_so_instead_of_drawing_empty_axes(store, monkeypatch):
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    live_run(store, "a", 1e-3)
+    live_run(store, A, 1e-3)
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "a"
+    at.query_params["run"] = A
     at.session_state["detail_view"] = "Health"
     at.run()
     assert not at.exception, at.exception
@@ -406,23 +412,23 @@ def test_the_divergence_banner_gives_the_first_bad_step_the_layer_and_the_steps_
         flush = types.SimpleNamespace(first_step=first, losses=values, scalars=[], hists=[], events=[])
         flush.last_step = first + len(values) - 1
         s = Store(store)
-        s.write_flush("div", flush)
+        s.write_flush(DIV, flush)
         s.close()
 
     def event(step, kind, data=None, status=None):
         s = Store(store)
-        s.add_event("div", step, kind, data or {})
+        s.add_event(DIV, step, kind, data or {})
         if status:
-            s.update_run("div", status=status)
+            s.update_run(DIV, status=status)
         s.close()
 
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    live_run(store, "div", 1e3)
+    live_run(store, DIV, 1e3)
     nan = float("nan")
     losses(0, [3.0, 2.0, 1e30, nan, float("inf"), nan, nan])
     event(3, "divergence", {"step": 3, "layer": "0.weight", "ran_after": 3}, status="paused")
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "div"
+    at.query_params["run"] = DIV
     at.run()
     assert not at.exception, at.exception
     said = shown(at.error)

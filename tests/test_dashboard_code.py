@@ -61,11 +61,11 @@ def test_the_code_panel_shows_both_and_the_diff(store, monkeypatch):
 
     monkeypatch.setenv("LIVEPROP_STORE", store)
     s = Store(store)
-    s.create_run("r1", vars(engine.RunConfig(mode="manual")), total_steps=3)
-    s.set_status("r1", "finished")
+    s.create_run("20260101-000000-0000e1", vars(engine.RunConfig(mode="manual")), total_steps=3)
+    s.set_status("20260101-000000-0000e1", "finished")
     s.close()
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "r1"
+    at.query_params["run"] = "20260101-000000-0000e1"
     at.session_state["detail_view"] = "Code"
     at.run()
     assert not at.exception, at.exception

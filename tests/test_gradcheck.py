@@ -283,9 +283,9 @@ def write_run(store, run_id, mode, losses, checks):
 )
 def test_the_gradient_check_view_prints_the_verdict(store, monkeypatch, values, kind, text):
     monkeypatch.setenv("LIVEPROP_STORE", store)
-    write_run(store, "r1", "manual", [3.0, 2.0, 1.0], {"w1": values, "w2": [0.0, 0.0, 0.0]})
+    write_run(store, "20260101-000000-0000e1", "manual", [3.0, 2.0, 1.0], {"w1": values, "w2": [0.0, 0.0, 0.0]})
     at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["run"] = "r1"
+    at.query_params["run"] = "20260101-000000-0000e1"
     at.run()
     at.button_group(key="detail_view").set_value("Gradient check").run()
     assert not at.exception, at.exception

@@ -66,14 +66,16 @@ c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run
 if st.session_state.get("lp_confirm_delete") == run_id:
     active = run["status"] in engine.ACTIVE
     st.warning(
-        f"Delete run {run_id} with its metrics{', checkpoint' if have_ckpt else ''} and log? "
-        + ("It is still active: it will be stopped first. " if active else "")
-        + "This cannot be undone."
+        pages_common.plain(
+            f"Delete run {run_id} with its metrics{', checkpoint' if have_ckpt else ''} and log? "
+            + ("It is still active: it will be stopped first. " if active else "")
+            + "This cannot be undone."
+        )
     )
     d1, d2, _ = st.columns([1, 1, 4])
     d1.button("Yes, delete", type="primary", key="runs_delete_yes", on_click=actions.delete, args=(run_id,))
     d2.button("Cancel", key="runs_delete_no", on_click=actions.cancel_delete)
 if run.get("error"):
-    st.error(run["error"])
+    st.error(pages_common.plain(run["error"]))  # the worker's or anyone's text: never markdown
 with st.expander("Configuration"):
     st.json(run["config"])

@@ -1,11 +1,17 @@
 """python -m dashboard: the Streamlit dashboard and a local Visdom server, until Ctrl-C.
 
     python -m dashboard                      # http://127.0.0.1:8501, Visdom on http://127.0.0.1:8097
-    LIVEPROP_HOST=0.0.0.0 python -m dashboard   # or --host: listen on other interfaces too
+    LIVEPROP_PASSWORD=... python -m dashboard --host 0.0.0.0   # listen on every interface (exposed)
 
-Both servers bind loopback unless asked otherwise. Ctrl-C (or SIGTERM) stops both; training runs
-keep going in the background (the engine owns them) and the dashboard finds them again at its
-next start.
+Both servers bind loopback unless asked otherwise. Off loopback neither has a login of its own, and
+a visitor could start runs that read and write files, so an exposed dashboard needs
+$LIVEPROP_PASSWORD (the environment, not a flag: argv shows in ps): the page asks for it, Visdom
+requires a login with it (user $LIVEPROP_VISDOM_USERNAME, default "liveprop"), and runs may use
+paths only under --data-root (exported as $LIVEPROP_DATA_ROOT; engine/config.py checks it). A
+password set on loopback turns the same protection on there.
+
+Ctrl-C (or SIGTERM) stops both; training runs keep going in the background (the engine owns them)
+and the dashboard finds them again at its next start.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from pathlib import Path
 import engine
 from engine.store import default_path
 
-from . import serve
+from . import gate, serve
 
-LOOPBACK = ("127.0.0.1", "localhost")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_DATA_ROOT = serve.ROOT / "data"  # where a run's relative paths land: workers start in the project folder
+VISDOM_USER_VAR = "LIVEPROP_VISDOM_USERNAME"  # the runs' Visdom sink reads it too
 
 
 def parse(argv=None):
@@ -34,10 +42,49 @@ def parse(argv=None):
     p.add_argument("--port", type=int, default=serve.DEFAULT_PORT, help="dashboard port (default 8501)")
     p.add_argument("--visdom-port", type=int, default=8097, help="Visdom port (default 8097; 0 picks a free one)")
     p.add_argument("--no-visdom", action="store_true", help="do not start the Visdom server")
+    p.add_argument(
+        "--data-root",
+        help="runs may read and write only under this folder (env LIVEPROP_DATA_ROOT for the runs); "
+        f"off loopback it defaults to {DEFAULT_DATA_ROOT}",
+    )
     return p.parse_args(argv)
 
 
-def start_visdom(host: str, port: int):
+def refusal(args, password: str) -> str:
+    """Why these settings must not start (one line), or ""."""
+    if args.host not in LOOPBACK and not password:
+        return (
+            f"listening on {args.host} needs a password: set {gate.PASSWORD_VAR} in the environment "
+            "(not on the command line, where ps shows it), or use --host 127.0.0.1"
+        )
+    if args.data_root and not os.path.isdir(args.data_root):
+        return f"--data-root: {args.data_root} is not a folder"
+    return ""
+
+
+def data_root(args) -> str | None:
+    """The folder runs are confined to: --data-root, or the default one off loopback (created)."""
+    if args.data_root:
+        return os.path.realpath(args.data_root)
+    if args.host in LOOPBACK:
+        return None
+    DEFAULT_DATA_ROOT.mkdir(exist_ok=True)
+    return os.path.realpath(DEFAULT_DATA_ROOT)
+
+
+def streamlit_env(visdom, login, root: str | None) -> dict:
+    """What the Streamlit server adds to our environment; the runs it launches inherit it all."""
+    env = {}
+    if visdom:
+        env["LIVEPROP_VISDOM_URL"] = visdom.url
+    if visdom and login:  # the runs' Visdom sink logs in with these (engine/sinks/visdom/client.py)
+        env[VISDOM_USER_VAR], env["LIVEPROP_VISDOM_PASSWORD"] = login
+    if root:
+        env["LIVEPROP_DATA_ROOT"] = root
+    return env
+
+
+def start_visdom(host: str, port: int, login=None):
     """The local Visdom server, or None with the reason printed."""
     try:
         from engine import visdom_server
@@ -48,7 +95,7 @@ def start_visdom(host: str, port: int):
     if vhost != "127.0.0.1":
         print("note: Visdom cannot bind one address; it listens on all interfaces", file=sys.stderr)
     try:
-        return visdom_server.start(port=port, host=vhost)
+        return visdom_server.start(port=port, host=vhost, login=login)
     except Exception as e:  # the dashboard is still useful without it: say so, go on
         print(f"Visdom server not started: {type(e).__name__}: {e}", file=sys.stderr)
         return None
@@ -60,18 +107,34 @@ def _interrupt(*_):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    # read once and dropped: no child inherits the plain text (the standby, the Visdom server); those
+    # that need it are given it (Streamlit a hash of it, Visdom and the runs' Visdom sink the login)
+    password = os.environ.pop(gate.PASSWORD_VAR, "")
+    if why := refusal(args, password):
+        print(f"liveprop: error: {why}", file=sys.stderr)
+        return 2
+    if args.host not in LOOPBACK:
+        print(
+            f"warning: listening on {args.host}: anyone who can reach this machine gets the password page, and "
+            "with the password can start runs and read their data; the password is the only protection and "
+            "travels in clear text: use TLS in front of it (a reverse proxy) or an SSH tunnel",
+            file=sys.stderr,
+        )
     signal.signal(signal.SIGTERM, _interrupt)
     engine.warm()  # a standby imports torch while the servers start, so the first Start is quick too
-    visdom = None if args.no_visdom else start_visdom(args.host, args.visdom_port)
-    env = {"LIVEPROP_VISDOM_URL": visdom.url} if visdom else {}
+    login = (os.environ.get(VISDOM_USER_VAR) or "liveprop", password) if password else None
+    visdom = None if args.no_visdom else start_visdom(args.host, args.visdom_port, login)
+    env = streamlit_env(visdom, login, data_root(args))
     dash = None
     try:
         log = Path(default_path()).parent / "logs" / "dashboard.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        dash = serve.start(args.host, args.port, env=env, log=log)
+        dash = serve.start(args.host, args.port, env=env, log=log, password=password)
         print(f"Liveprop dashboard: {dash.url}   (log: {log})", flush=True)
         if visdom:
-            print(f"Visdom:             {visdom.url}", flush=True)
+            print(f"Visdom:             {visdom.url}" + (f"   (user {login[0]})" if login else ""), flush=True)
+        if env.get("LIVEPROP_DATA_ROOT"):
+            print(f"Runs may use paths under {env['LIVEPROP_DATA_ROOT']} only", flush=True)
         print("Ctrl-C stops both (training runs keep going in the background).", flush=True)
         code = dash.proc.wait()
         print(f"Streamlit exited with code {code}", file=sys.stderr)

@@ -4,17 +4,38 @@ It sets up the page, keeps the sidebar's configuration across pages, and routes 
 The pages are thin files in dashboard/views/ (not pages/: Streamlit treats a pages/ folder beside
 the entry file as an old-style multipage app, and AppTest then runs the page without this file).
 What they draw comes from live.py (fragments), figures.py (pure figure builders) and actions.py
-(button callbacks through the engine's API).
+(button callbacks through the engine's API). With a password set (an exposed dashboard,
+dashboard/gate.py), a session sees only the password form until it has entered it.
 """
 
+import time
 from pathlib import Path
 
 import streamlit as st
 
-from dashboard import sidebar
+from dashboard import gate, sidebar
 
 # The icon is a local file: a material icon as page_icon makes the browser fetch it from a font server.
 st.set_page_config(page_title="Liveprop", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
+
+
+def _ask_for_the_password():
+    """An exposed dashboard's first page: a password form, and the script stops here, before the
+    sidebar, the page or any store read. Once entered, the session stays unlocked; a reload starts
+    a new session and asks again (nothing that unlocks the dashboard is kept in the browser)."""
+    column = st.columns([2, 3])[0]  # a narrow form: the page is wide
+    column.title("Liveprop")
+    column.caption("Enter the password this dashboard was started with.")
+    with column.form("password", clear_on_submit=True):
+        attempt = st.text_input("Password", type="password", autocomplete="current-password")
+        entered = st.form_submit_button("Open the dashboard", type="primary")
+    if entered:
+        if gate.unlocks(attempt):
+            st.session_state.lp_unlocked = True
+            st.rerun()
+        time.sleep(gate.WRONG_TRY_S)  # a guesser gets one try a second in this session
+        column.error("Wrong password.")
+    st.stop()
 
 
 @st.cache_resource
@@ -37,7 +58,12 @@ PAGES = {
     ),
     "about": st.Page(HERE / "views" / "about.py", title="About", icon=":material/menu_book:"),
 }
-page = st.navigation(list(PAGES.values()))
+locked = gate.required() and not st.session_state.get("lp_unlocked")
+# Routing comes first even while locked, with no menu: it keeps the address asked for (/runs) for
+# the run after the password.
+page = st.navigation(list(PAGES.values()), position="hidden" if locked else "sidebar")
+if locked:
+    _ask_for_the_password()
 # The configuration is drawn on every page, from this file: widgets of the entry file are the same
 # widgets on every page, so Streamlit keeps their values (a page that did not draw them would reset
 # them; the browser would mount them anew with their defaults).

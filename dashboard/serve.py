@@ -6,6 +6,9 @@ Streamlit binds every interface unless told otherwise, so the address is always 
 stop() ends the group: SIGTERM, then SIGKILL after a grace period. Training workers are not in
 that group (the engine starts them in their own sessions) and keep running: a dashboard restart
 loses nothing.
+
+With a password (any host: python -m dashboard requires one off loopback), app.py asks for it
+before anything else (dashboard/gate.py); the server gets a salted hash of it for that, not the text.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from . import gate
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
@@ -102,9 +107,15 @@ def start(
     env: dict | None = None,
     log: Path | None = None,
     timeout: float = 60.0,
+    password: str | None = None,
 ) -> Dashboard:
-    """Start Streamlit on host:port and return once its health endpoint answers."""
+    """Start Streamlit on host:port and return once its health endpoint answers. A password, if
+    given, must be entered on the page before anything else shows, whatever the host."""
     env = {**os.environ, **(env or {})}
+    env.pop(gate.PASSWORD_VAR, None)  # the gate is on exactly when a password is passed here
+    env.pop(gate.HASH_VAR, None)
+    if password:
+        env[gate.HASH_VAR] = gate.hash_password(password)
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(
@@ -119,7 +130,7 @@ def start(
     finally:
         if log:
             out.close()
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
     dash = Dashboard(proc, f"http://{shown}:{port}", log)
     try:
         _wait_ready(dash, timeout)

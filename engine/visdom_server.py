@@ -18,6 +18,10 @@ login, its cookie secret (visdom would otherwise write that to ~/.visdom/COOKIE_
         viz = visdom.Visdom(server="http://127.0.0.1", port=server.port)
 
     python -m engine.visdom_server [--port N] [--host H]     # foreground, until Ctrl-C
+
+From the command line, --host 0.0.0.0 needs $LIVEPROP_VISDOM_PASSWORD (the variable the runs' Visdom
+sink logs in with) and turns the login on, user $LIVEPROP_VISDOM_USERNAME or "liveprop"; the
+password set on loopback turns it on there too.
 """
 
 import argparse
@@ -220,15 +224,31 @@ def _link_or_copy(src, dst):
         shutil.copy2(src, dst)
 
 
+def _cli_login(host):
+    """(user, password) for the command line's server, or None; exits 2 with one line when a server
+    on every interface would have no password."""
+    password = os.environ.get("LIVEPROP_VISDOM_PASSWORD", "")
+    if host not in LOOPBACK and not password:
+        print(
+            f"liveprop: error: listening on {host} needs a password: set LIVEPROP_VISDOM_PASSWORD in the environment",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    return (os.environ.get("LIVEPROP_VISDOM_USERNAME") or "liveprop", password) if password else None
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run a local, offline Visdom server.")
     parser.add_argument("--port", type=int, default=8097, help="0 picks a free port")
-    parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 or 0.0.0.0")
+    parser.add_argument(
+        "--host", default="127.0.0.1", choices=(*LOOPBACK, "0.0.0.0"), help="0.0.0.0: every interface, with a login"
+    )
     parser.add_argument("--env-path", help="where visdom saves environments")
     cli = parser.parse_args()
+    login = _cli_login(cli.host)
     logging.basicConfig(format="%(levelname)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on kill, too
-    with start(port=cli.port, host=cli.host, env_path=cli.env_path) as server:
+    with start(port=cli.port, host=cli.host, env_path=cli.env_path, login=login) as server:
         print(f"Visdom server at {server.url} (pid {server.pid}); Ctrl-C stops it", flush=True)
         try:
             code = server.wait()

@@ -1,0 +1,255 @@
+"""An exposed dashboard (python -m dashboard --host 0.0.0.0): refused without $LIVEPROP_PASSWORD,
+and with it the page, Visdom and the runs' paths are protected.
+
+No test binds 0.0.0.0. The protection does not depend on the host: a password set on loopback turns
+it on there too, so the real servers are started on 127.0.0.1 with $LIVEPROP_PASSWORD set, and the
+refusal is checked on a command that exits before it binds anything.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Lines, free_port, port_open, settle
+
+import engine
+from dashboard import __main__ as dashboard_main
+from dashboard import gate
+from engine.sinks.visdom.client import Client, settings_for
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery"
+
+
+def run_dashboard(*args, env) -> tuple[int, str, str]:
+    """`python -m dashboard ARGS` expected to exit by itself. Should it start its servers instead,
+    Ctrl-C stops them (its children are in their own sessions) and the test fails."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        pytest.fail(f"python -m dashboard {' '.join(args)} started instead of refusing")
+    return proc.returncode, out, err
+
+
+def without_password(tmp_path) -> dict:
+    env = {**os.environ, "LIVEPROP_STORE": str(tmp_path / "runs" / "liveprop.db")}
+    for var in (gate.PASSWORD_VAR, gate.HASH_VAR, "LIVEPROP_HOST"):
+        env.pop(var, None)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# refused before anything starts
+
+
+def test_exposed_without_a_password_exits_2_with_one_line_and_starts_nothing(tmp_path):
+    port, vport = free_port(), free_port()
+    args = ("--host", "0.0.0.0", "--port", str(port), "--visdom-port", str(vport))
+    code, out, err = run_dashboard(*args, env=without_password(tmp_path))
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("liveprop: error: listening on 0.0.0.0 needs a password: set ")
+    assert "LIVEPROP_PASSWORD" in err and "Traceback" not in err
+    assert not port_open(port) and not port_open(vport)
+    assert not (tmp_path / "runs").exists()  # the store's folder: no dashboard log, no standby socket or log
+
+
+def test_a_lone_visdom_server_on_every_interface_needs_a_password_too(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LIVEPROP_VISDOM_PASSWORD"}
+    cmd = [sys.executable, "-m", "engine.visdom_server", "--host", "0.0.0.0", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # it stops its server on SIGTERM
+        proc.communicate(timeout=30)
+        pytest.fail("python -m engine.visdom_server --host 0.0.0.0 started without a password")
+    assert (proc.returncode, out) == (2, "")
+    assert (
+        err
+        == "liveprop: error: listening on 0.0.0.0 needs a password: set LIVEPROP_VISDOM_PASSWORD in the environment\n"
+    )
+    assert not port_open(port)
+
+
+@pytest.mark.parametrize("host", ["10.1.2.3", "::", "example.org"])
+def test_every_host_off_loopback_needs_the_password(host):
+    args = dashboard_main.parse(["--host", host])
+    assert "needs a password" in dashboard_main.refusal(args, "")
+    assert dashboard_main.refusal(args, PASSWORD) == ""
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_loopback_needs_no_password_and_confines_no_paths(host):
+    args = dashboard_main.parse(["--host", host])
+    assert dashboard_main.refusal(args, "") == ""
+    assert dashboard_main.data_root(args) is None
+
+
+def test_off_loopback_runs_are_confined_to_the_default_data_root(monkeypatch, tmp_path):
+    monkeypatch.setattr(dashboard_main, "DEFAULT_DATA_ROOT", tmp_path / "data")
+    assert dashboard_main.data_root(dashboard_main.parse(["--host", "0.0.0.0"])) == str(tmp_path / "data")
+    assert (tmp_path / "data").is_dir()
+
+
+def test_a_data_root_that_is_not_a_folder_exits_2_with_one_line(tmp_path):
+    code, out, err = run_dashboard("--data-root", str(tmp_path / "nowhere"), env=without_password(tmp_path))
+    assert (code, out) == (2, "")
+    assert err == f"liveprop: error: --data-root: {tmp_path / 'nowhere'} is not a folder\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the password check
+
+
+def test_the_hash_unlocks_with_the_password_only():
+    stored = gate.hash_password(PASSWORD)
+    assert PASSWORD not in stored and stored != gate.hash_password(PASSWORD)  # salted
+    environ = {gate.HASH_VAR: stored}
+    assert gate.required(environ)
+    assert gate.unlocks(PASSWORD, environ)
+    assert not gate.unlocks(PASSWORD + " ", environ) and not gate.unlocks("", environ)
+
+
+def test_no_password_no_gate_and_a_plain_one_is_honoured():
+    assert not gate.required({})
+    assert gate.required({gate.PASSWORD_VAR: PASSWORD}) and gate.unlocks(PASSWORD, {gate.PASSWORD_VAR: PASSWORD})
+    assert not gate.unlocks("guess", {gate.PASSWORD_VAR: PASSWORD})
+
+
+# ---------------------------------------------------------------------------------------------
+# the real servers, with the password set
+
+
+def streamlit_environ(pid: int) -> dict:
+    """The environment of the Streamlit server that `python -m dashboard` (pid) started."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        if b"streamlit" in Path(f"/proc/{child}/cmdline").read_bytes():
+            raw = Path(f"/proc/{child}/environ").read_bytes()
+            return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    raise AssertionError("no Streamlit child")
+
+
+@pytest.fixture(scope="module")
+def protected(tmp_path_factory):
+    """`python -m dashboard` on loopback with $LIVEPROP_PASSWORD and --data-root, a run in its store;
+    started once for the tests below (neither changes what the other checks)."""
+    tmp_path = tmp_path_factory.mktemp("protected")
+    store = str(tmp_path / "runs" / "liveprop.db")
+    engine.Store(store).create_run("secretrun1", vars(engine.RunConfig(mode="manual")), total_steps=10)
+    root = tmp_path / "data"
+    root.mkdir()
+    port, vport = free_port(), free_port()
+    env = {**without_password(tmp_path), gate.PASSWORD_VAR: PASSWORD, "PYTHONUNBUFFERED": "1"}
+    env.pop("LIVEPROP_VISDOM_USERNAME", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport), "--data-root", str(root)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out = Lines(proc.stdout)
+        url = out.wait_for(r"Liveprop dashboard: (http://\S+)", 90).group(1)
+        visdom = out.wait_for(r"Visdom:\s+(http://\S+)\s+\(user liveprop\)", 10).group(1)
+        out.wait_for(re.escape(f"Runs may use paths under {root.resolve()} only"), 10)
+        yield {"url": url, "visdom": visdom, "root": root, "environ": streamlit_environ(proc.pid), "run": "secretrun1"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0
+    assert not port_open(port) and not port_open(vport)
+
+
+def test_the_streamlit_server_gets_a_hash_the_visdom_login_and_the_data_root(protected):
+    environ = protected["environ"]
+    assert gate.PASSWORD_VAR not in environ
+    assert gate.unlocks(PASSWORD, {gate.HASH_VAR: environ[gate.HASH_VAR]})
+    assert environ["LIVEPROP_DATA_ROOT"] == str(protected["root"].resolve())
+    # a run launched from the page inherits this environment: its Visdom sink logs in with it
+    sink = Client(settings_for(engine.RunConfig(), "r1", environ))
+    pane = {"eid": "liveprop_r1", "win": "run", "data": [{"type": "text", "content": "step 7: loss 0.125"}]}
+    sink.post("events", pane)
+    assert "loss 0.125" in sink.post("win_data", {"eid": "liveprop_r1", "win": "run"})
+    # and nothing of it reaches anyone without the login
+    anonymous = requests.Session()
+    anonymous.trust_env = False
+    read = anonymous.post(protected["visdom"] + "/win_data", json={"eid": "liveprop_r1", "win": "run"}, timeout=5)
+    assert read.status_code == 400 and "loss 0.125" not in read.text
+    assert anonymous.get(protected["visdom"] + "/env/liveprop_r1", timeout=5).status_code == 400
+    page = anonymous.get(protected["visdom"] + "/", timeout=5)
+    assert page.status_code == 200 and "inputPassword" in page.text and "liveprop_r1" not in page.text
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+def test_the_page_shows_nothing_but_the_password_form_until_it_is_entered(protected):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 700})
+            page.set_default_timeout(30_000)
+
+            def shows_the_form_only():
+                page.get_by_role("button", name="Open the dashboard").wait_for()
+                page.get_by_label("Password", exact=True).wait_for()
+                settle(page)
+                assert page.get_by_test_id("stSidebar").count() == 0
+                assert protected["run"] not in page.content()
+                assert page.get_by_role("button", name="Start", exact=True).count() == 0
+
+            def enter(password):
+                page.get_by_label("Password", exact=True).fill(password)
+                page.get_by_role("button", name="Open the dashboard").click()
+
+            page.goto(protected["url"] + "/runs")  # a page's own address, straight away
+            shows_the_form_only()
+            page.screenshot(path=str(ARTIFACTS / "exposed_password.png"))
+
+            enter("wrong")
+            page.get_by_text("Wrong password.").wait_for()
+            settle(page)
+            assert page.get_by_test_id("stAlert").count() == 1
+            page.screenshot(path=str(ARTIFACTS / "exposed_wrong_password.png"))
+            shows_the_form_only()
+
+            enter(PASSWORD)
+            page.get_by_test_id("stSidebar").wait_for()
+            page.get_by_role("heading", name="Runs").wait_for()
+            page.locator("[role=gridcell]", has_text=protected["run"]).first.wait_for(state="attached")
+
+            page.reload()  # a new session: asks again
+            shows_the_form_only()
+            enter(PASSWORD)
+            page.get_by_role("heading", name="Runs").wait_for()
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "exposed_failure.png"))
+            raise
+        finally:
+            browser.close()

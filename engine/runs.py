@@ -23,6 +23,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +36,11 @@ from . import standby
 from .build import Prepared, prepare
 from .config import ConfigError, RunConfig, to_dict
 from .files import RunFiles
-from .store import ACTIVE, PROJECT, Store, default_path, opened
+from .store import ACTIVE, PROJECT, DiskFull, Store, default_path, opened
 
 STALE_S = 15.0  # no heartbeat for this long: the worker is presumed dead even if its pid lives
+DISK_STALE_S = 2.0  # no heartbeat for this long and the store's disk full: the worker waits for space
+LOW_SPACE = 1 << 20  # bytes free below which the store's disk counts as full
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +199,8 @@ def _alive(pid: int) -> bool:
 
 
 def _reap(s: Store, run: dict | None) -> dict | None:
-    """Mark an active run whose worker is gone as failed, with the reason."""
+    """Mark an active run whose worker is gone as failed, with the reason. A run whose worker lives
+    but cannot write (its store's disk is full) reads as paused, reason "disk full", without a write."""
     if run is None or run["status"] not in ACTIVE:
         return run
     now = time.time()
@@ -204,13 +208,28 @@ def _reap(s: Store, run: dict | None) -> dict | None:
     reason = None
     if run["pid"] and not _alive(run["pid"]):
         reason = f"worker process {run['pid']} died (last heartbeat {now - beat:.1f} s ago)"
+    elif now - beat > DISK_STALE_S and run["pid"] and _disk_full(s.path):
+        return {**run, "status": "paused", "error": f"disk full: {disk_full_text(s.path)}; the run waits for space"}
     elif now - beat > STALE_S and (run["pid"] or now - run["created"] > STALE_S):
         reason = f"no heartbeat from the worker for {now - beat:.0f} s"
     if reason:
-        s.set_status(run["id"], "failed", reason)
-        s.add_event(run["id"], run["step"], "error", {"message": reason})
+        try:
+            s.set_status(run["id"], "failed", reason)
+            s.add_event(run["id"], run["step"], "error", {"message": reason})
+        except DiskFull:  # shown as failed all the same; written by the next reader once there is space
+            return {**run, "status": "failed", "error": reason}
         run = s.get_run(run["id"])
     return run
+
+
+def _disk_full(store_path: str) -> bool:
+    return shutil.disk_usage(os.path.dirname(os.path.abspath(store_path))).free < LOW_SPACE
+
+
+def disk_full_text(store_path: str) -> str:
+    """'the disk holding runs/ has 12 KiB free' (for the one-line messages of readers)."""
+    folder = os.path.dirname(os.path.abspath(store_path))
+    return f"the disk holding {folder} has {shutil.disk_usage(folder).free // 1024} KiB free"
 
 
 def get_run(run_id: str, store=None) -> dict | None:

@@ -15,6 +15,7 @@ would put the schema's SQL in two places again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -87,6 +88,26 @@ class StoreError(ConfigError):
     is not SQLite, a newer schema. The message is one line meant for a person."""
 
 
+class DiskFull(StoreError):
+    """A write failed because the disk holding the store is full. Nothing of it was written (SQLite
+    rolls the transaction back), so the same write can be tried again once there is space."""
+
+
+def _writes(method):
+    """A write of the store: SQLite's "database or disk is full" becomes DiskFull, one line."""
+
+    @functools.wraps(method)
+    def write(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            raise DiskFull(f"the disk holding the run store {self.path} is full") from None
+
+    return write
+
+
 def _nan_to_none(v):
     return None if v is None or not math.isfinite(v) else v
 
@@ -142,16 +163,19 @@ class Store:
 
     # -- runs ----------------------------------------------------------------------------------
 
+    @_writes
     def create_run(self, run_id: str, config: dict, name: str = "", total_steps: int | None = None):
         self.db.execute(
             "INSERT INTO runs (id, name, config, status, created, total_steps) VALUES (?,?,?,?,?,?)",
             (run_id, name, json.dumps(config), "queued", time.time(), total_steps),
         )
 
+    @_writes
     def update_run(self, run_id: str, **fields):
         cols = ", ".join(f"{k}=?" for k in fields)
         self.db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
 
+    @_writes
     def set_status(self, run_id: str, status: str, error: str | None = None):
         ended = time.time() if status not in ACTIVE else None
         self.db.execute(
@@ -166,6 +190,7 @@ class Store:
     def list_runs(self) -> list[dict]:
         return [_run_dict(r) for r in self.db.execute("SELECT * FROM runs ORDER BY created DESC")]
 
+    @_writes
     def delete_run(self, run_id: str):
         with self.tx():
             for table in ("scalars", "histograms", "events", "control", "rollup"):
@@ -174,6 +199,7 @@ class Store:
 
     # -- writing telemetry (the worker's store thread) -----------------------------------------
 
+    @_writes
     def write_flush(self, run_id: str, flush) -> None:
         """One transaction per flush: losses, scalars, histograms, events, and the run's step."""
         with self.tx():
@@ -199,6 +225,7 @@ class Store:
             if flush.losses:
                 self.db.execute("UPDATE runs SET step=? WHERE id=?", (flush.last_step + 1, run_id))
 
+    @_writes
     def add_event(self, run_id: str, step: int | None, kind: str, data: dict | None = None):
         self.db.execute(
             "INSERT INTO events (run, step, time, kind, data) VALUES (?,?,?,?,?)",
@@ -380,6 +407,7 @@ class Store:
 
     # -- control --------------------------------------------------------------------------------
 
+    @_writes
     def send_control(self, run_id: str, command: str, value: float | None = None) -> int:
         cur = self.db.execute(
             "INSERT INTO control (run, time, command, value) VALUES (?,?,?,?)", (run_id, time.time(), command, value)
@@ -394,6 +422,7 @@ class Store:
             )
         ]
 
+    @_writes
     def ack_control(self, control_id: int, result: str = "ok"):
         self.db.execute("UPDATE control SET acked=?, result=? WHERE id=?", (time.time(), result, control_id))
 
@@ -410,7 +439,10 @@ class _Tx:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite may have rolled back already (a full disk does)
+            self.db.execute("ROLLBACK")
 
 
 def _blocks(run_id: str, points) -> list[tuple]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -26,9 +27,11 @@ from .files import RunFiles
 from .sinks import attach as attach_sinks
 from .sinks import close as close_sinks
 from .sinks.store import StoreSink
-from .store import Store, default_path
+from .store import DiskFull, Store, default_path
 from .telemetry import Telemetry
 from .trainer import Trainer
+
+DISK_WAIT_S = 60.0  # at the end of a run, how long its last writes wait for a full disk to have space
 
 
 def save_checkpoint(path: str | Path, mode, cfg: RunConfig, step: int) -> None:
@@ -41,6 +44,27 @@ def save_checkpoint(path: str | Path, mode, cfg: RunConfig, step: int) -> None:
     except BaseException:  # a failed save (disk full, interrupted) leaves no half file behind
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _finish(store: Store, run_id: str, status: str, error: str | None):
+    if error:
+        store.add_event(run_id, None, "error", {"message": error})
+    store.set_status(run_id, status, error)
+    store.update_run(run_id, heartbeat=time.time())
+
+
+def _until_stored(store: Store, write, *args, wait_s: float = DISK_WAIT_S, **kwargs):
+    """write(store, *args), tried again while the disk is full, for at most wait_s; then one line on
+    stderr (the run's log, or the terminal of a foreground run) instead of a traceback."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return write(store, *args, **kwargs)
+        except DiskFull as e:
+            if time.monotonic() > deadline:
+                print(f"liveprop: {e}; the run's last status could not be stored", file=sys.stderr)
+                return None
+            time.sleep(0.5)
 
 
 def _stop_on_signals(control: Control):
@@ -91,8 +115,11 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         _stop_on_signals(control)
         trainer.run()
         ckpt = RunFiles.of(run_id, store_path).checkpoint
-        save_checkpoint(ckpt, mode, p.cfg, trainer.step)
-        store.update_run(run_id, checkpoint=str(ckpt))
+        try:
+            save_checkpoint(ckpt, mode, p.cfg, trainer.step)
+        except OSError as e:  # a full disk: the series is stored, the weights are not
+            raise ConfigError(f"the checkpoint {ckpt} could not be written: {e.strerror or e}") from None
+        _until_stored(store, Store.update_run, run_id, checkpoint=str(ckpt))
         status = "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
     except ConfigError as e:
         error = str(e)
@@ -102,14 +129,12 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         if not isinstance(e, Exception):
             raise
     finally:
-        sink.close()
+        sink.close()  # every flush is stored, or the disk stayed full (sink.error says which steps)
         error = error or sink.error
         if error:
             status = "failed"
-            store.add_event(run_id, None, "error", {"message": error})
-        store.set_status(run_id, status, error)
+        _until_stored(store, _finish, run_id, status, error)
         for kind, info in close_sinks(extra, status):  # bounded in time; never changes the outcome
-            store.add_event(run_id, None, kind, info)
-        store.update_run(run_id, heartbeat=time.time())
+            _until_stored(store, Store.add_event, run_id, None, kind, info)
         store.close()
     return status

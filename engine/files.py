@@ -3,7 +3,8 @@
 All of them sit under the store's folder (runs/ by default), named by the run id:
 
     runs/liveprop.db                 the store (every run's rows)
-    runs/checkpoints/RUN.pt          the worker's checkpoint (written atomically: RUN.pt.tmp-PID, then renamed)
+    runs/checkpoints/RUN.pt          the worker's checkpoint (written atomically: RUN.pt.tmp-PID, then renamed;
+                                     a dead writer's RUN.pt.tmp-PID is removed: remove_stale_tmp)
     runs/logs/RUN.log                the detached worker's stdout and stderr
     runs/visdom/RUN.jsonl            the Visdom sink's spool, while points are undelivered
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from .store import default_path
 
@@ -51,6 +54,19 @@ class RunFiles:
         found += self.checkpoint.parent.glob(f"{self.run_id}.pt.tmp-*")
         found += self.spool.parent.glob(f"{self.run_id}.tmp")
         return found
+
+
+def remove_stale_tmp(root: Path, run_id: str = "*") -> list[Path]:
+    """Remove the checkpoint temporaries (RUN.pt.tmp-PID) whose writer is dead: a worker killed in the
+    middle of a save leaves one, up to the checkpoint's size. A live writer's file is left alone.
+    Called when a worker starts (every run's) and when a dead worker is reaped (its run's)."""
+    removed = []
+    for path in (Path(root) / "checkpoints").glob(f"{run_id}.pt.tmp-*"):
+        pid = path.name.rpartition("-")[2]
+        if not (pid.isdigit() and psutil.pid_exists(int(pid))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 SOCKET_MAX = 100  # bytes: a UNIX socket's path holds 108 on Linux, 104 on macOS

@@ -35,7 +35,7 @@ import psutil
 from . import standby
 from .build import Prepared, prepare
 from .config import ConfigError, RunConfig, to_dict
-from .files import RunFiles
+from .files import RunFiles, remove_stale_tmp
 from .store import ACTIVE, PROJECT, DiskFull, Store, default_path, opened
 
 STALE_S = 15.0  # no heartbeat for this long: the worker is presumed dead even if its pid lives
@@ -213,6 +213,7 @@ def _reap(s: Store, run: dict | None) -> dict | None:
     elif now - beat > STALE_S and (run["pid"] or now - run["created"] > STALE_S):
         reason = f"no heartbeat from the worker for {now - beat:.0f} s"
     if reason:
+        remove_stale_tmp(RunFiles.of(run["id"], s.path).root, run["id"])  # its half-written checkpoint
         try:
             s.set_status(run["id"], "failed", reason)
             s.add_event(run["id"], run["step"], "error", {"message": reason})

@@ -23,7 +23,7 @@ import torch
 from .build import build, prepare
 from .config import ConfigError, RunConfig, from_dict, to_dict
 from .control import Control
-from .files import RunFiles
+from .files import RunFiles, remove_stale_tmp
 from .sinks import attach as attach_sinks
 from .sinks import close as close_sinks
 from .sinks.store import StoreSink
@@ -89,6 +89,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     row = store.get_run(run_id)
     if row is None:
         raise ConfigError(f"no run {run_id!r} in {store_path}")
+    remove_stale_tmp(Path(store_path).parent)  # half-written checkpoints of killed workers
     control = Control()
     store.update_run(run_id, status="running", pid=os.getpid(), started=time.time(), heartbeat=time.time())
     sink = StoreSink(store_path, run_id, control)

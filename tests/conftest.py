@@ -49,6 +49,17 @@ SMALL = dict(
 # stores and worker clean-up
 
 
+# Settings a developer may have exported that would change what the tests see: a Visdom server their
+# test did not start, the exposed mode's password gate, a data root that confines every path.
+FROM_THE_DEVELOPER = (
+    "LIVEPROP_VISDOM_URL",
+    "LIVEPROP_PASSWORD",
+    "LIVEPROP_PASSWORD_HASH",
+    "LIVEPROP_DATA_ROOT",
+    "LIVEPROP_VISDOM_PASSWORD",
+)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _session_store(tmp_path_factory):
     """LIVEPROP_STORE points into the session's temp dir for every test and every subprocess."""
@@ -56,9 +67,10 @@ def _session_store(tmp_path_factory):
 
     torch.set_num_threads(1)  # in case torch was imported before the variables above were set
     base = tmp_path_factory.mktemp("default-store")
-    saved = {k: os.environ.get(k) for k in ("LIVEPROP_STORE", "LIVEPROP_VISDOM_URL")}
+    saved = {k: os.environ.get(k) for k in ("LIVEPROP_STORE", *FROM_THE_DEVELOPER)}
     os.environ["LIVEPROP_STORE"] = str(base / "liveprop.db")
-    os.environ.pop("LIVEPROP_VISDOM_URL", None)  # no run streams to a Visdom server its test did not start
+    for k in FROM_THE_DEVELOPER:  # a test that wants one sets it
+        os.environ.pop(k, None)
     yield
     for k, v in saved.items():
         if v is None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 STATUS_EVERY_S = 2.0
+CLOSE_S = 2.0  # the sinks' share of a worker's exit, after the run's status is written
 
 
 class StatusEvents:
@@ -59,12 +60,13 @@ def attach(trainer, cfg, run_id: str, store_path: str, environ=None) -> list:
     return sinks
 
 
-def close(sinks: list, status: str) -> list[tuple[str, dict]]:
-    """Close every sink (each bounded in time); returns [(kind, final status info)]."""
-    out = []
+def close(sinks: list, status: str, budget: float = CLOSE_S) -> list[tuple[str, dict]]:
+    """Close every sink, all of them within `budget` seconds; returns [(kind, final status info)].
+    The worker writes the run's status before, so a stalled server delays nothing a viewer waits for."""
+    out, deadline = [], time.monotonic() + budget
     for kind, sink in sinks:
         try:
-            sink.close(status)
+            sink.close(status, timeout=max(0.1, deadline - time.monotonic()))
             out.append((kind, sink.status_info()))
         except Exception as e:  # a sink's failure never changes the run's outcome
             out.append((kind, {"state": "error", "status": "error", "error": f"{type(e).__name__}: {e}"}))

@@ -61,10 +61,13 @@ class TensorBoardSink:
         info = self.status_info()
         return info["status"] + (f": {info['error']}" if info["error"] else "")
 
-    def close(self, status: str | None = None) -> str:
+    def close(self, status: str | None = None, timeout: float = 30.0) -> str:
         self.q.put(None)
-        self._thread.join(30)
-        self.writer.close()
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # a slow disk: the writer is still busy; the run ends all the same
+            self.error = f"still writing after {timeout:g} s at the end; the last points may be missing"
+        else:
+            self.writer.close()
         return self.status()
 
     def _loop(self):

@@ -73,6 +73,7 @@ class VisdomSink:
         self._on_server = False  # the text pane is known to exist there (restart probe)
         self._next, self._backoff, self._spooled, self._probed = 0.0, 0.0, 0.0, 0.0
         self._closing = threading.Event()
+        self._lock = threading.Lock()  # the windows, between the sink's thread and a late close()
         self._final_status = None
         self._http = Client(settings)
         if self.spool and self.spool.exists():
@@ -112,15 +113,24 @@ class VisdomSink:
         info = self.status_info()
         return info["status"] + (f": {info['error']}" if info["error"] else "")
 
-    def close(self, status: str | None = None) -> str:
-        """Deliver what is left (bounded by the request timeout), spool what is not; return status()."""
+    def close(self, status: str | None = None, timeout: float | None = None) -> str:
+        """Deliver what is left, spool what is not; return status(). Within `timeout` seconds (default:
+        three requests' worth): a server that stalls holds the sink's thread in a request, so then this
+        thread writes the spool itself and the run ends on time (the worker gives its sinks 2 s)."""
         self._final_status = status
         self._closing.set()
         try:
             self.q.put_nowait(None)  # wakes the thread
         except queue.Full:
             pass
-        self._thread.join(3 * self.s.timeout + 5)
+        timeout = 3 * self.s.timeout + 5 if timeout is None else timeout
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.error = f"{self.s.endpoint} did not take the last points within {timeout:g} s"
+            if self.spool:
+                self._drain(0.0)  # what is still queued goes into the spool too
+                self._save_spool()
+                self.error += f"; they wait in {self.spool} (python -m engine.sinks.visdom SPOOL sends them)"
         return self.status()
 
     # -- the sink's thread -------------------------------------------------------------------
@@ -163,7 +173,8 @@ class VisdomSink:
             while True:
                 if item is not None:
                     try:
-                        self._ingest(item)
+                        with self._lock:
+                            self._ingest(item)
                     except Exception as e:  # never silent: shown in status() for good
                         self.fault = f"visdom sink: {type(e).__name__}: {e}"
                 item = self.q.get_nowait()
@@ -213,13 +224,15 @@ class VisdomSink:
             for w in self._windows():
                 if not w.changed() or (now - w.sent_at < w.gap and not final):
                     continue
-                endpoint, msg = w.message(env)
+                with self._lock:
+                    endpoint, msg = w.message(env)
                 try:
                     self._http.post(endpoint, msg)
                 except Exception:
                     w.replace = True  # unknown whether it was applied: send it whole next time
                     raise
-                w.delivered()
+                with self._lock:
+                    w.delivered()
                 w.sent_at = now
                 self._on_server |= w is self.text
             self.connected, self.error, self._backoff = True, None, 0.0
@@ -239,6 +252,10 @@ class VisdomSink:
         self._spooled = time.monotonic()
         if not self.spool:
             return
+        with self._lock:  # close() may call this beside a thread stuck in a request
+            self._write_spool()
+
+    def _write_spool(self):
         try:
             self.spool.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.spool.with_suffix(".tmp")

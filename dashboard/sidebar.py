@@ -371,7 +371,9 @@ def _csv():
 def _save_upload(up) -> str:
     data = up.getvalue()
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(up.name).name)[-60:]
-    path = Path(default_path()).parent / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{name}"
+    # beside the store, or under the data root that confines every path when the dashboard is exposed
+    folder = Path(os.environ.get("LIVEPROP_DATA_ROOT") or Path(default_path()).parent) / "uploads"
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:12]}-{name}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_bytes(data)
@@ -380,9 +382,9 @@ def _save_upload(up) -> str:
 
 def _csv_header(path: str) -> list[str]:
     try:
-        with open(path, newline="") as f:
-            return [h.strip() for h in f.readline().split(",") if h.strip()]
-    except OSError:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # as engine/data.py reads it
+            return [h.strip() for h in f.readline(1 << 20).split(",") if h.strip()]
+    except (OSError, ValueError):  # missing, or not UTF-8: the engine's check says which, in one line
         return []
 
 

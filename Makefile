@@ -6,7 +6,7 @@ HASH    = $(shell cat $(1) | cksum | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(call HASH,requirements.txt pyproject.toml)
 TESTING := $(VENV)/.testing-$(call HASH,requirements.txt requirements-test.txt pyproject.toml)
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test fault lint format bench clean
 
 setup: $(RUNTIME)
 
@@ -31,6 +31,10 @@ run: $(RUNTIME)
 
 test: $(TESTING)
 	$(PY) -m pytest
+
+# the fault campaign: every case of tests/ marked fault, with its full number of trials, and one table
+fault: $(TESTING)
+	LIVEPROP_FAULT_FULL=1 $(PY) -m pytest -m fault -q
 
 lint: $(TESTING)
 	$(PY) -m ruff check .

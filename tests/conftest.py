@@ -329,3 +329,75 @@ class NanFrom:
         loss = self.mode.forward_backward(x, y)
         self.n += 1
         return loss * float("nan") if self.n > self.bad else loss
+
+
+# ---------------------------------------------------------------------------------------------
+# the fault table (make fault; a fast subset runs in make test)
+#
+# Two kinds of rows. A test marked @pytest.mark.fault("case") counts as one trial of that case,
+# failed when the test fails (the hostile inputs, each refused in one line). A test that runs its
+# own trials (kill -9 at random moments, ...) records them with the fault_table fixture:
+# fault_table.add(case, trials, failures, points_lost). LIVEPROP_FAULT_FULL=1 (make fault) asks
+# those tests for the campaign's full number of trials.
+
+FAULT_FULL = os.environ.get("LIVEPROP_FAULT_FULL") == "1"
+FAULT_ROWS: dict[str, list] = {}  # case -> [trials, failures, points lost, note]
+
+
+def trials(fast: int, full: int) -> int:
+    """How many trials a fault test runs: `full` under make fault, `fast` in make test."""
+    return full if FAULT_FULL else fast
+
+
+class FaultTable:
+    def __init__(self):
+        self.added = False  # a test that adds its own trials is not counted again by its marker
+
+    def add(self, case: str, trials: int, failures: int, lost: int | str = 0, note: str = ""):
+        self.added = True
+        row = FAULT_ROWS.setdefault(case, [0, 0, 0, ""])
+        row[0] += trials
+        row[1] += failures
+        row[2] = lost if isinstance(lost, str) else (row[2] if isinstance(row[2], str) else row[2] + lost)
+        row[3] = note or row[3]
+
+
+@pytest.fixture
+def fault_table() -> FaultTable:
+    return FaultTable()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fault(case): one trial of a fault case in the fault table (make fault)")
+
+
+def pytest_runtest_logreport(report):
+    marker = next((m for m in getattr(report, "fault_markers", ())), None)
+    if getattr(report, "fault_added", False):
+        return
+    if marker and (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
+        if report.skipped:
+            why = str(report.longrepr[-1]).removeprefix("Skipped: ")
+            FAULT_ROWS.setdefault(marker, [0, 0, "–", ""])[3] = f"skipped: {why}"
+            return
+        row = FAULT_ROWS.setdefault(marker, [0, 0, "–", ""])
+        row[0] += 1
+        row[1] += report.failed
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    report.fault_markers = [m.args[0] for m in item.iter_markers("fault")]
+    report.fault_added = getattr(getattr(item, "funcargs", {}).get("fault_table"), "added", False)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FAULT_ROWS:
+        return
+    w = max(len(c) for c in FAULT_ROWS)
+    terminalreporter.section(f"fault table ({'make fault: full' if FAULT_FULL else 'make test: the fast subset'})")
+    terminalreporter.line(f"{'case':<{w}}  {'trials':>6}  {'failures':>8}  {'points lost':>11}  note")
+    for case, (n, failed, lost, note) in sorted(FAULT_ROWS.items()):
+        terminalreporter.line(f"{case:<{w}}  {n:>6}  {failed:>8}  {lost!s:>11}  {note}")

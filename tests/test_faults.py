@@ -306,3 +306,22 @@ def test_readers_of_a_full_disk_show_the_run_paused_without_writing(store, small
     s.update_run("r", pid=dead.pid)
     monkeypatch.setattr(Store, "set_status", full)
     assert engine.get_run("r", s)["status"] == "failed"
+
+
+def test_the_train_page_says_a_run_waits_for_disk_space(store, monkeypatch):
+    """What a learner sees of a run the full disk paused: one warning with the reason, not a bare 'paused'."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    s = Store(store)
+    run_id = runs.new_run_id()
+    s.create_run(run_id, vars(engine.RunConfig(device="cpu")), total_steps=100)
+    reason = "disk full: 3 flush(es) (steps 2000-4511) wait for space"
+    s.update_run(run_id, status="paused", error=reason, pid=os.getpid(), heartbeat=time.time() + 60)
+    s.close()
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    [warning] = [w.value for w in at.warning if "disk full" in w.value]
+    assert "resumes by itself" in warning and "2000" in warning

@@ -22,6 +22,8 @@ from dashboard import serve
 from dashboard.pages_common import WORD_JOINER, plain
 from engine.store import Store
 
+pytestmark = pytest.mark.fault("markdown injection (one per test)")  # rows of the fault table (make fault)
+
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

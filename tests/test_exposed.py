@@ -22,6 +22,8 @@ from dashboard import __main__ as dashboard_main
 from dashboard import gate
 from engine.sinks.visdom.client import Client, settings_for
 
+pytestmark = pytest.mark.fault("exposed mode without a password (one per test)")  # rows of the fault table (make fault)
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 

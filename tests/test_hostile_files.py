@@ -18,6 +18,8 @@ from engine import ConfigError, RunConfig, Store, build, checks, runs
 from engine import data as data_mod
 from engine.sinks.tensorboard import TensorBoardSink
 
+pytestmark = pytest.mark.fault("hostile files (one per test)")  # rows of the fault table (make fault)
+
 CPU = ["--device", "cpu", "--steps", "1", "--batch-size", "2"]
 
 

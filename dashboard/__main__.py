@@ -28,7 +28,7 @@ from engine.store import default_path
 from . import gate, serve
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DEFAULT_DATA_ROOT = serve.ROOT / "data"  # where a run's relative paths land: workers start in the project folder
+DEFAULT_DATA_ROOT = serve.ROOT / "data"  # RunConfig.data_root's default; relative paths are taken inside it
 VISDOM_USER_VAR = "LIVEPROP_VISDOM_USERNAME"  # the runs' Visdom sink reads it too
 
 

@@ -25,6 +25,8 @@ DRY_RUN = dict(
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints usage too)
+        # argparse shows a stray argument as given: a newline or an undecodable byte (\udc80) in it is escaped
+        message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
         sys.stderr.write(f"liveprop: error: {message}\n")
         sys.exit(2)
 

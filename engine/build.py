@@ -79,9 +79,12 @@ def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
         if isinstance(out, torch.Tensor):
             activations += out.numel()
 
-    with torch.device("meta"):
-        # shapes only: no weights file, and torch's own init (normal_ on meta imports torch._dynamo: 1.5 s)
-        model = models.build(dataclasses.replace(cfg, pretrained="", init="torch"), spec.in_shape, spec.out_dim)
+    shapes_only = dataclasses.replace(cfg, pretrained="", init="torch")  # no weights file, torch's own init
+    try:
+        with torch.device("meta"):  # (normal_ on meta imports torch._dynamo: 1.5 s)
+            model = models.build(shapes_only, spec.in_shape, spec.out_dim)
+    except NotImplementedError:  # a constructor that computes with its tensors (regnet): built for real
+        model = models.build(shapes_only, spec.in_shape, spec.out_dim)
     if cfg.arch in models.FLAT_ARCHS:  # (N, width) per layer, pre- and post-activation, both halves
         activations = 4 * cfg.batch_size * sum(models.mlp_widths(cfg, spec.in_shape, spec.out_dim))
     else:  # convolutions: count every module's output in a meta forward
@@ -92,7 +95,8 @@ def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
         try:
             with torch.device("meta"):
                 model(torch.empty(cfg.batch_size, *shape))
-        except RuntimeError as e:  # e.g. alexnet's pooling on digits' 8x8 pixels: "Output size is too small"
+        except (RuntimeError, AssertionError, ValueError, NotImplementedError) as e:
+            # e.g. alexnet's pooling on digits' 8x8 pixels: "Output size is too small"; vit_b_16: "Wrong image height"
             first = (str(e).strip().splitlines() or [""])[0]
             name = cfg.tv_model if cfg.arch == "torchvision" else f"arch {cfg.arch}"
             raise ConfigError(f"{name} cannot take {cfg.dataset} images of shape {shape}: {first}") from None

@@ -28,6 +28,7 @@ from .config import ConfigError
 
 PROBE_IMAGES = 32  # files of an image folder opened by prepare
 PROBE_TIMEOUT_S = 2.0  # for a download host's TCP connect
+MAX_ENTRIES = 1_000_000  # files and folders under an image folder: beyond, it is not the folder meant
 LOCAL_COPY = {  # the folder torchvision keeps a dataset in, under data_root: there, no download is probed
     "mnist": "MNIST",
     "fashion_mnist": "FashionMNIST",
@@ -55,6 +56,7 @@ def image_folder(root: str) -> None:
     from PIL import Image
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+    _not_too_big(root)
     classes, index = find_classes(root)
     samples = make_dataset(root, index, extensions=IMG_EXTENSIONS, allow_empty=True)
     found = {c for _, c in samples}
@@ -68,6 +70,20 @@ def image_folder(root: str) -> None:
                 im.verify()
         except Exception as e:  # UnidentifiedImageError (empty, not an image), SyntaxError (a bad PNG chunk), ...
             raise ConfigError(data.unreadable_image(path, e)) from None
+
+
+def _not_too_big(root: str) -> None:
+    """Refuse a folder with over MAX_ENTRIES files and folders below it (counted as it is walked, links
+    followed as ImageFolder follows them): "/" or a folder with a link to its parent would keep the check,
+    and then the worker's ImageFolder, walking for ever."""
+    seen = 0
+    for _folder, folders, files in os.walk(root, followlinks=True):
+        seen += len(folders) + len(files)
+        if seen > MAX_ENTRIES:
+            raise ConfigError(
+                f"image folder: over {MAX_ENTRIES:,} files and folders under {root}; "
+                "give the folder that holds one sub-folder of images per class"
+            )
 
 
 def reachable(host: str, port: int) -> bool:

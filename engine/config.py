@@ -5,6 +5,8 @@ config as JSON. Each field's meaning and allowed values live in its metadata (kn
 --help and the dashboard's help say the same thing (help_for). `validate()` turns a config into a
 *resolved* config (every "auto" decided) or raises ConfigError with one clear line. Nothing is
 launched or written before it passes.
+
+It is over 350 lines because the one validation lives beside the table of knobs it checks.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
@@ -37,10 +40,21 @@ class ConfigError(ValueError):
     """Bad input. The message is one line meant for a person."""
 
 
-def knob(default, help: str, choices: tuple = ()):
-    """A RunConfig field: its default, one line on what it means, and its allowed values when it is a
-    choice. The CLI's --help and the dashboard's widgets read them through help_for and choices_for."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def knob(default, help: str, choices: tuple = (), bounds: tuple = (), excluded=None):
+    """A RunConfig field: its default, one line on what it means, and its allowed values: the choices
+    of a choice, the (lowest, highest) of a number, both allowed unless one is `excluded`. The CLI's
+    --help and the dashboard's widgets read them through help_for and choices_for."""
+    return field(default=default, metadata={"help": help, "choices": choices, "bounds": bounds, "excluded": excluded})
+
+
+# Bounds keep every number inside what Python, torch, int64 and SQLite can hold, so that a config
+# that passes validate() never crashes the worker; what is allowed but does not fit in memory is
+# refused by the memory check (engine/build.py).
+SIZE = (1, 2**30)  # a (SIZE, SIZE) weight still has a byte count torch can compute, even in float64
+# epochs up to 10**6: times the steps of an epoch (up to n_samples, 10**12) it is still an int64 the store keeps
+MAX_PACE = 1e6  # steps per second: beyond it a cap means nothing
+MAX_SECONDS = 3600.0  # between flushes and telemetry steps: an hour is already no live view
+MAX_TEXT = 4096  # characters in a string field: Linux's PATH_MAX
 
 
 # A table, one line per knob: the formatter leaves it aligned.
@@ -53,10 +67,11 @@ class RunConfig:
     tv_model: str = knob("resnet18",     "torchvision model name, when arch is torchvision")
     pretrained: str = knob("",           '"" | path to a state_dict file | "torchvision" (weights API, needs network)')
     freeze_backbone: bool = knob(False,  "torchvision: train only the new head")
-    d_in: int = knob(1000,               "D_in, input features (tabular data); the lecture's sizes")
-    hidden: int = knob(100,              "H, hidden width")
-    d_out: int = knob(10,                "D_out, outputs (regression targets); classes come from the data")
-    depth: int = knob(2,                 "mlp: number of Linear layers")
+    d_in: int = knob(1000,               "D_in, input features (tabular data); the lecture's sizes", bounds=SIZE)
+    hidden: int = knob(100,              "H, hidden width", bounds=SIZE)
+    d_out: int = knob(10,                "D_out, outputs (regression targets); classes come from the data",
+                                         bounds=SIZE)
+    depth: int = knob(2,                 "mlp: number of Linear layers", bounds=(1, 64))
     bias: bool = knob(True,              "Linear layers carry a bias (the lecture's raw-tensor net has none)")
     init: str = knob("auto",             "lecture: the lecture's own draws after torch.manual_seed(seed): x, y, then "
                                          "w1, w2 (raw modes, no biases) or its nn.Sequential (nn, optim, with biases), "
@@ -68,50 +83,61 @@ class RunConfig:
                                          "auto: cross_entropy for classes, else sse (raw modes) or mse", LOSSES_AUTO)
     # how to train
     optimizer: str = knob("",            'mode optim only; "" means adam there', OPTIMIZERS)
-    lr: float = knob(0.0,                "0 means the lecture's rate for the mode (1e-6 raw, 1e-2 nn, 1e-4 optim)")
-    momentum: float = knob(0.0,          "momentum, for sgd and rmsprop")
+    lr: float = knob(0.0,                "0 means the lecture's rate for the mode (1e-6 raw, 1e-2 nn, 1e-4 optim)",
+                                         bounds=(0, 1e6))
+    momentum: float = knob(0.0,          "momentum, for sgd and rmsprop", bounds=(0, 1))
     nesterov: bool = knob(False,         "Nesterov momentum, for sgd (needs momentum > 0)")
-    beta1: float = knob(0.9,             "adam, adamw: decay of the gradient's running mean")
-    beta2: float = knob(0.999,           "adam, adamw: decay of the squared gradient's running mean")
-    eps: float = knob(1e-8,              "adam, adamw, rmsprop, adagrad: added to the denominator")
-    weight_decay: float = knob(0.0,      "L2 penalty, for every optimizer")
-    alpha: float = knob(0.99,            "rmsprop: smoothing constant")
-    steps: int = knob(500,               "the lecture's loop length; 0 means use epochs")
-    epochs: int = knob(0,                "used when steps is 0")
+    beta1: float = knob(0.9,             "adam, adamw: decay of the gradient's running mean", bounds=(0, 1), excluded=1)
+    beta2: float = knob(0.999,           "adam, adamw: decay of the squared gradient's running mean",
+                                         bounds=(0, 1), excluded=1)
+    eps: float = knob(1e-8,              "adam, adamw, rmsprop, adagrad: added to the denominator",
+                                         bounds=(0, 1), excluded=0)
+    weight_decay: float = knob(0.0,      "L2 penalty, for every optimizer", bounds=(0, 1e3))
+    alpha: float = knob(0.99,            "rmsprop: smoothing constant", bounds=(0, 1), excluded=1)
+    steps: int = knob(500,               "the lecture's loop length; 0 means use epochs", bounds=(0, 10**12))
+    epochs: int = knob(0,                "used when steps is 0", bounds=(0, 10**6))
     until_stopped: bool = knob(False,    "train until Stop (or Ctrl-C); steps and epochs are not used")
-    pace: float = knob(0.0,              "at most this many steps per second, so a class can watch; 0 = full speed")
+    pace: float = knob(0.0,              "at most this many steps per second, so a class can watch; 0 = full speed",
+                                         bounds=(0, MAX_PACE))
     seed: int = knob(0,                  "torch.manual_seed for the weights; the data draws from seed + 1, "
-                                         "except with init lecture, which draws x and y first, as the lecture does")
+                                         "except with init lecture, which draws x and y first, as the lecture does",
+                                         bounds=(0, 2**63 - 2))
     device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES)
     dtype: str = knob("float32",         "float64 for the gradient-equivalence checks", DTYPES)
     # data
     dataset: str = knob("random",        "random: the lecture's torch.randn x and y; "
                                          "teacher: regression against a fixed random network", DATASETS)
-    n_samples: int = knob(64,            "random/teacher: dataset size (64 = the lecture's one full batch)")
-    batch_size: int = knob(64,           "N, samples per step")
+    n_samples: int = knob(64,            "random/teacher: dataset size (64 = the lecture's one full batch)",
+                                         bounds=(1, 10**12))
+    batch_size: int = knob(64,           "N, samples per step", bounds=SIZE)
     shuffle: bool = knob(True,           "reshuffle the data every epoch (without a sampler)")
     sampler: str = knob("none",          "how batches are drawn: random with replacement, balanced by class", SAMPLERS)
-    num_workers: int = knob(0,           "DataLoader worker processes; 0 loads in the training process")
+    num_workers: int = knob(0,           "DataLoader worker processes; 0 loads in the training process",
+                                         bounds=(0, 64))
     csv_path: str = knob("",             "dataset csv: the file")
     csv_target: str = knob("",           "dataset csv: the target column's name")
     task: str = knob("auto",             "csv: what the target column is; "
                                          "auto: classes when whole numbers with at most 20 values", TASKS)
     image_dir: str = knob("",            "dataset imagefolder: the folder, one subfolder per class")
-    image_size: int = knob(32,           "imagefolder: images are resized to this many pixels a side")
+    image_size: int = knob(32,           "imagefolder: images are resized to this many pixels a side",
+                                         bounds=(1, 4096))
     data_root: str = knob("data",        "torchvision datasets are downloaded here")
     # telemetry and run control
     telemetry_every: int = knob(0,       "K: histograms, norms, ratios, gradient check every K steps; "
-                                         "0 = auto, about once per telemetry_seconds of training")
-    telemetry_seconds: float = knob(1.0, "with telemetry_every 0: seconds of training between telemetry steps")
-    hist_bins: int = knob(64,            "bins per histogram")
-    flush_seconds: float = knob(0.5,     "host transfers: at most this many seconds apart (or flush_every steps)")
-    flush_every: int = knob(2000,        "host transfers: at most this many steps apart (or flush_seconds)")
+                                         "0 = auto, about once per telemetry_seconds of training", bounds=(0, 10**12))
+    telemetry_seconds: float = knob(1.0, "with telemetry_every 0: seconds of training between telemetry steps",
+                                         bounds=(0, MAX_SECONDS), excluded=0)
+    hist_bins: int = knob(64,            "bins per histogram", bounds=(1, 4096))
+    flush_seconds: float = knob(0.5,     "host transfers: at most this many seconds apart (or flush_every steps)",
+                                         bounds=(0, MAX_SECONDS), excluded=0)
+    flush_every: int = knob(2000,        "host transfers: at most this many steps apart (or flush_seconds)",
+                                         bounds=(1, 10**12))
     on_divergence: str = knob("pause",   "what to do when the loss goes non-finite", ON_DIVERGENCE)
     name: str = knob("",                 "a label for the run")
     # remote sinks (engine/sinks/). No password here: the store keeps this config as JSON
     visdom: str = knob("",               'Visdom server URL, e.g. http://127.0.0.1:8097; '
                                          '"" = $LIVEPROP_VISDOM_URL or off; "off" = off')
-    visdom_port: int = knob(0,           "overrides the URL's port (0: the URL's, else 8097)")
+    visdom_port: int = knob(0,           "overrides the URL's port (0: the URL's, else 8097)", bounds=(0, 65535))
     visdom_base_url: str = knob("",      "the server's -base_url, e.g. /visdom")
     visdom_env: str = knob("",           '"" = liveprop_<name>-<run id>')
     visdom_username: str = knob("",      "for -enable_login; the password is read from $LIVEPROP_VISDOM_PASSWORD only")
@@ -121,14 +147,25 @@ class RunConfig:
 
 def help_for(name: str) -> str:
     """One line on a RunConfig field for people, the same in CLI --help and the dashboard's widgets:
-    what it means, then its allowed values when it is a choice."""
+    what it means, then its allowed values: a choice's choices, a number's bounds."""
     meta = _FIELDS[name].metadata
-    return meta["help"] + (f"; one of: {', '.join(meta['choices'])}" if meta["choices"] else "")
+    return (
+        meta["help"]
+        + (f"; one of: {', '.join(meta['choices'])}" if meta["choices"] else "")
+        + (f"; {_range(name)}" if meta["bounds"] else "")
+    )
 
 
 def choices_for(name: str) -> tuple:
     """A choice field's allowed values; () for a free one."""
     return _FIELDS[name].metadata["choices"]
+
+
+def _range(name: str) -> str:
+    """A number field's bounds as --help and its refusal say them: "between 0 and 1, 1 excluded"."""
+    meta, form = _FIELDS[name].metadata, "g" if isinstance(_FIELDS[name].default, float) else "d"
+    (lo, hi), excluded = meta["bounds"], meta["excluded"]
+    return f"between {lo:{form}} and {hi:{form}}" + ("" if excluded is None else f", {excluded:{form}} excluded")
 
 
 _FIELDS = {f.name: f for f in fields(RunConfig)}
@@ -139,9 +176,9 @@ _FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
 def from_dict(d: dict) -> RunConfig:
-    unknown = sorted(set(d) - set(_FIELDS))
+    unknown = [k for k in d if k not in _FIELDS]
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(_FIELDS)}")
+        raise ConfigError(f"unknown config key {_shown(unknown[0])}; known keys: {', '.join(_FIELDS)}")
     return RunConfig(**{k: _coerce(k, v, type(_FIELDS[k].default)) for k, v in d.items()})
 
 
@@ -162,38 +199,51 @@ def _coerce(key, value, typ):
             return words[value.lower()]
         if isinstance(value, (int, float)) and value in (0, 1):  # True and False among them
             return bool(value)
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):  # no True for a number, no lists
-        raise ConfigError(f"{key}: {value!r} is not a valid {typ.__name__}")
+        raise ConfigError(f"{key}: {_shown(value)} is not a valid {typ.__name__}")
     if typ is int:
         try:
             n = int(value)  # this cuts a float ...
         except (ValueError, OverflowError):
             n = None
         if n is None or (isinstance(value, float) and n != value):  # ... so 2.9 is refused here; 3.0 is 3
-            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+            raise ConfigError(f"{key} must be a whole number, got {_shown(value)}")
         return n
     try:
         return typ(value)
-    except (ValueError, OverflowError):
-        raise ConfigError(f"{key}: {value!r} is not a valid {typ.__name__}") from None
+    except (ValueError, OverflowError):  # float(10**400), str(10**5000)
+        raise ConfigError(f"{key}: {_shown(value)} is not a valid {typ.__name__}") from None
+
+
+def _shown(value) -> str:
+    """value as a one-line message quotes it: its repr (which escapes newlines, NULs and lone surrogates),
+    cut short. A huge int is described instead: its repr would be long, or raise past 4300 digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"a number of {math.floor(math.log10(abs(value))) + 1} digits"
+    if not isinstance(value, (str, int, float)) and value is not None:
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(value)} characters)"
 
 
 def load_file(path: str) -> dict:
     """Read a TOML or JSON config file into a dict (never executed, never unpickled)."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    with open(path, "rb") as f:
-        raw = f.read()
+        raise ConfigError(f"config file not found: {_shown(path)}")
     try:
+        with open(path, "rb") as f:
+            raw = f.read()
         if path.endswith(".json"):
             d = json.loads(raw)
         else:
             d = tomllib.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} does not parse: {e}") from None
+    except OSError as e:  # not readable
+        raise ConfigError(f"config file {_shown(path)} cannot be read: {e.strerror}") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; RecursionError: [[[[...
+        raise ConfigError(f"{_shown(path)} does not parse: {e}") from None
     if not isinstance(d, dict):
-        raise ConfigError(f"{path}: expected a table of settings at the top level")
+        raise ConfigError(f"{_shown(path)}: expected a table of settings at the top level")
     return d
 
 
@@ -207,15 +257,65 @@ def to_dict(cfg: RunConfig) -> dict:
 
 def _choice(key, value, allowed):
     if value not in allowed:
-        raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}")
+        raise ConfigError(f"unknown {key} {_shown(value)}; choose one of: {', '.join(allowed)}")
 
 
-MAX_PACE = 1e6  # steps per second: beyond it a cap means nothing
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters, lone surrogates
+# the path fields, each with its values that name no path ("" data_root is the working folder: a path)
+PATHS = {
+    "csv_path": ("",),
+    "image_dir": ("",),
+    "pretrained": ("", "torchvision"),
+    "data_root": (),
+    "tensorboard_dir": ("",),
+}
 
 
-def _positive(key, value):
-    if not value > 0:
-        raise ConfigError(f"{key} must be positive, got {value}")
+def _check_field(name, value):
+    """One field on its own: its type, a number's bounds, a string's text and a choice's choices."""
+    meta, kind = _FIELDS[name].metadata, type(_FIELDS[name].default)
+    kinds = (int, float) if kind is float else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and kind is not bool):  # True is an int too
+        raise ConfigError(f"{name} must be {KINDS[kind]}, got {_shown(value)}")
+    if meta["bounds"]:
+        lo, hi = meta["bounds"]
+        if not (lo <= value <= hi and value != meta["excluded"]):  # nan is never in bounds
+            who = "lr, the learning rate," if name == "lr" else name  # the word people search a message for
+            raise ConfigError(f"{who} must be {_range(name)}, got {_shown(value)}")
+    if kind is str:
+        _check_text(name, value)
+        if meta["choices"] and name != "optimizer":  # optimizer: "" unless mode optim, checked in validate
+            _choice(name, value, meta["choices"])
+
+
+def _check_text(name, value):
+    """Text that the store can keep as UTF-8 (no lone surrogates, which a command line can carry), that a
+    message or a log shows on one line and a path can hold: no control characters, at most MAX_TEXT."""
+    if len(value) > MAX_TEXT:
+        raise ConfigError(f"{name} is {len(value)} characters long; at most {MAX_TEXT} are allowed")
+    bad = NOT_TEXT.search(value)
+    if bad:
+        raise ConfigError(f"{name} must be plain text, but holds {bad.group()!r} at character {bad.start() + 1}")
+
+
+def _confine_paths(c):
+    """With $LIVEPROP_DATA_ROOT set (the dashboard sets it when it listens beyond this machine), every path
+    a run reads or writes must lie inside that folder once symlinks and .. are resolved, so a visitor
+    cannot reach the server's other files. A relative path is taken inside the root, and the config keeps
+    the resolved path: the worker opens what was checked."""
+    root = os.environ.get("LIVEPROP_DATA_ROOT")
+    if not root:
+        return
+    root = os.path.realpath(root)
+    for name, no_path in PATHS.items():
+        value = getattr(c, name)
+        if value in no_path:
+            continue
+        path = os.path.realpath(os.path.join(root, value))
+        if os.path.commonpath([root, path]) != root:
+            raise ConfigError(f"{name}: {value} is outside the data root {root} (LIVEPROP_DATA_ROOT)")
+        setattr(c, name, path)
 
 
 def default_lr(mode: str) -> float:
@@ -226,9 +326,9 @@ def default_lr(mode: str) -> float:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every field and return a copy with every "auto" resolved. Raises ConfigError."""
     c = dataclasses.replace(cfg)
-    for name, f in _FIELDS.items():
-        if f.metadata["choices"] and name != "optimizer":  # optimizer: "" unless mode optim, checked below
-            _choice(name, getattr(c, name), f.metadata["choices"])
+    for name in _FIELDS:
+        _check_field(name, getattr(c, name))
+    _confine_paths(c)
 
     if c.mode in RAW_MODES and c.arch not in MLP_ARCHS:
         raise ConfigError(
@@ -247,34 +347,8 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     if c.lr == 0:
         c.lr = default_lr(c.mode)
-    if not math.isfinite(c.lr) or c.lr <= 0:
-        raise ConfigError(f"learning rate must be a positive finite number, got {c.lr}")
-    for k in ("momentum", "weight_decay"):
-        v = getattr(c, k)
-        if not (math.isfinite(v) and v >= 0):
-            raise ConfigError(f"{k} must be a finite number >= 0, got {v}")
-    for k in ("beta1", "beta2", "alpha"):
-        v = getattr(c, k)
-        if not 0 <= v < 1:
-            raise ConfigError(f"{k} must be in [0, 1), got {v}")
-    _positive("eps", c.eps)
-
-    for k in ("batch_size", "d_in", "hidden", "d_out", "depth", "n_samples", "hist_bins", "flush_every", "image_size"):
-        v = getattr(c, k)
-        if v < 1:
-            raise ConfigError(f"{k} must be at least 1, got {v}")
-    if c.arch == "mlp" and c.depth < 1:
-        raise ConfigError("mlp depth must be at least 1")
-    if c.steps < 0 or c.epochs < 0 or (c.steps == 0 and c.epochs == 0 and not c.until_stopped):
+    if c.steps == 0 and c.epochs == 0 and not c.until_stopped:
         raise ConfigError("give a positive number of steps, or steps = 0 and a positive number of epochs")
-    if not (math.isfinite(c.pace) and 0 <= c.pace <= MAX_PACE):
-        raise ConfigError(f"pace must be between 0 (full speed) and {MAX_PACE:g} steps per second, got {c.pace}")
-    if c.num_workers < 0:
-        raise ConfigError(f"num_workers must be >= 0, got {c.num_workers}")
-    _positive("flush_seconds", c.flush_seconds)
-    _positive("telemetry_seconds", c.telemetry_seconds)
-    if c.telemetry_every < 0:
-        raise ConfigError(f"telemetry_every must be >= 0 (0 = about once a second), got {c.telemetry_every}")
 
     if c.dataset == "csv":
         if not c.csv_path:
@@ -340,5 +414,3 @@ def _check_visdom(c):
         if u is None or u.scheme not in ("http", "https") or not u.hostname:
             shown = repr(c.visdom) if "@" not in c.visdom else "the URL"
             raise ConfigError(f"visdom: {shown} is not a server URL like http://127.0.0.1:8097")
-    if not 0 <= c.visdom_port <= 65535:
-        raise ConfigError(f"visdom_port must be in 0..65535, got {c.visdom_port}")

@@ -75,4 +75,4 @@ def test_the_meaning_is_written_once_in_the_metadata_not_in_comments():
 
 def test_help_for_is_what_the_dashboard_can_show():
     assert help_for("mode").endswith("; one of: manual, autograd, custom_function, nn, optim")
-    assert help_for("batch_size") == "N, samples per step"
+    assert help_for("batch_size") == "N, samples per step; between 1 and 1073741824"

@@ -438,3 +438,16 @@ def test_refused_runs_leave_no_row(tmp_path, store):
     assert not Path(store).exists()
     runs.create_run(RunConfig(**SMALL), store)  # a good run: the one row
     assert [r["status"] for r in Store(store).list_runs()] == ["queued"]
+
+
+def test_a_folder_that_loops_back_on_itself_is_refused_not_walked_for_ever(tmp_path, monkeypatch):
+    """A link to its own parent (or "/") would keep the walk going: refused once it passes MAX_ENTRIES."""
+    from engine import checks
+
+    root = tmp_path / "loop"
+    (root / "cats").mkdir(parents=True)
+    (root / "cats" / "again").symlink_to(root)
+    monkeypatch.setattr(checks, "MAX_ENTRIES", 30)  # the kernel stops the loop after 40 links: 80 entries
+    with pytest.raises(ConfigError, match="over 30 files and folders") as e:
+        checks.image_folder(str(root))
+    assert "\n" not in str(e.value)

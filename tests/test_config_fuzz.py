@@ -32,7 +32,10 @@ from engine.config import ConfigError, RunConfig, from_dict, help_for, load_file
 from engine.store import Store
 
 # torchvision's googlenet and inception_v3 warn about their init whenever they are built
-pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning"),
+    pytest.mark.fault("bad config values (one per test; fuzz: 2,000 + 500 examples)"),  # a row of make fault
+]
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 NUMBERS = [n for n, f in FIELDS.items() if type(f.default) in (int, float)]

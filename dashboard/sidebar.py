@@ -403,7 +403,7 @@ def _device():
 def _run(why):
     with st.expander("Run and telemetry"):
         c1, c2 = st.columns(2)
-        c1.number_input("Seed", step=1, key=K + "seed")
+        c1.number_input("Seed", min_value=0, step=1, key=K + "seed")
         c2.number_input(
             "Telemetry every K steps",
             min_value=0,

@@ -56,6 +56,14 @@ class RunFiles:
         return found
 
 
+def alive(pid: int) -> bool:
+    """Whether pid is a running process: a zombie (killed, not yet waited for) is dead."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def remove_stale_tmp(root: Path, run_id: str = "*") -> list[Path]:
     """Remove the checkpoint temporaries (RUN.pt.tmp-PID) whose writer is dead: a worker killed in the
     middle of a save leaves one, up to the checkpoint's size. A live writer's file is left alone.
@@ -63,7 +71,7 @@ def remove_stale_tmp(root: Path, run_id: str = "*") -> list[Path]:
     removed = []
     for path in (Path(root) / "checkpoints").glob(f"{run_id}.pt.tmp-*"):
         pid = path.name.rpartition("-")[2]
-        if not (pid.isdigit() and psutil.pid_exists(int(pid))):
+        if not (pid.isdigit() and alive(int(pid))):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -30,12 +30,10 @@ import sys
 import threading
 import time
 
-import psutil
-
 from . import standby
 from .build import Prepared, prepare
 from .config import ConfigError, RunConfig, to_dict
-from .files import RunFiles, remove_stale_tmp
+from .files import RunFiles, alive, remove_stale_tmp
 from .store import ACTIVE, PROJECT, DiskFull, Store, default_path, opened
 
 STALE_S = 15.0  # no heartbeat for this long: the worker is presumed dead even if its pid lives
@@ -191,13 +189,6 @@ def delete_run(run_id: str, store=None, timeout: float = 5.0) -> bool:
 # reading, with dead workers reaped
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie is dead
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _reap(s: Store, run: dict | None) -> dict | None:
     """Mark an active run whose worker is gone as failed, with the reason. A run whose worker lives
     but cannot write (its store's disk is full) reads as paused, reason "disk full", without a write."""
@@ -206,7 +197,7 @@ def _reap(s: Store, run: dict | None) -> dict | None:
     now = time.time()
     beat = run["heartbeat"] or run["created"]
     reason = None
-    if run["pid"] and not _alive(run["pid"]):
+    if run["pid"] and not alive(run["pid"]):
         reason = f"worker process {run['pid']} died (last heartbeat {now - beat:.1f} s ago)"
     elif now - beat > DISK_STALE_S and run["pid"] and _disk_full(s.path):
         return {**run, "status": "paused", "error": f"disk full: {disk_full_text(s.path)}; the run waits for space"}

@@ -223,6 +223,23 @@ def cli():
     return run
 
 
+@pytest.fixture
+def servers(tmp_path):
+    """start(port=0) -> a started Visdom server on loopback; all are stopped afterwards."""
+    from engine import visdom_server
+
+    started = []
+
+    def start(port=0):
+        s = visdom_server.start(port=port, env_path=tmp_path / "env")
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # spotting host syncs on the CPU
 

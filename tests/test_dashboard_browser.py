@@ -8,6 +8,7 @@ tests/artifacts/. Every process it starts is stopped afterwards: the dashboard a
 (SIGINT) to `python -m dashboard`, training workers by engine.kill and the conftest's reaper.
 """
 
+import contextlib
 import os
 import queue
 import re
@@ -80,17 +81,15 @@ class Lines:
         pytest.fail(f"no line matching {pattern!r} within {timeout} s; output so far:\n{''.join(self.seen)}")
 
 
-@pytest.fixture
-def dashboard(tmp_path):
-    """`python -m dashboard` on free ports with a temp store; stopped with Ctrl-C afterwards."""
-    store = str(tmp_path / "runs" / "liveprop.db")
+@contextlib.contextmanager
+def dashboard_process(env: dict, *args):
+    """`python -m dashboard ARGS` on free ports -> (process, its output Lines, port, Visdom port); stopped
+    with Ctrl-C afterwards, which must end it with status 0 and leave neither port listening."""
     port, vport = free_port(), free_port()
-    env = {**os.environ, "LIVEPROP_STORE": store, "PYTHONUNBUFFERED": "1"}
-    env.pop("LIVEPROP_HOST", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport)],
+        [sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport), *args],
         cwd=ROOT,
-        env=env,
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -98,10 +97,7 @@ def dashboard(tmp_path):
         start_new_session=True,
     )
     try:
-        out = Lines(proc.stdout)
-        url = out.wait_for(r"Liveprop dashboard: (http://\S+)", 90).group(1)
-        visdom = out.wait_for(r"Visdom:\s+(http://\S+)", 10).group(1)
-        yield {"url": url, "visdom": visdom, "store": store, "port": port, "vport": vport}
+        yield proc, Lines(proc.stdout), port, vport
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:
@@ -109,11 +105,25 @@ def dashboard(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert proc.returncode == 0, f"python -m dashboard exited with {proc.returncode}"
+    assert not port_open(port) and not port_open(vport), "Ctrl-C left a server listening"
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """`python -m dashboard` with a temp store; the runs it started are killed afterwards."""
+    store = str(tmp_path / "runs" / "liveprop.db")
+    env = {**os.environ, "LIVEPROP_STORE": store}
+    env.pop("LIVEPROP_HOST", None)
+    try:
+        with dashboard_process(env) as (_proc, out, port, vport):
+            url = out.wait_for(r"Liveprop dashboard: (http://\S+)", 90).group(1)
+            visdom = out.wait_for(r"Visdom:\s+(http://\S+)", 10).group(1)
+            yield {"url": url, "visdom": visdom, "store": store, "port": port, "vport": vport}
+    finally:
         for run in engine.list_runs(store):
             if run["status"] in ACTIVE:
                 engine.kill(run["id"], store)
-    assert proc.returncode == 0, f"python -m dashboard exited with {proc.returncode}"
-    assert not port_open(port) and not port_open(vport), "Ctrl-C left a server listening"
 
 
 def status_is(page, status, timeout=30_000):

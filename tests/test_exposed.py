@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Lines, free_port, port_open, settle
+from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, dashboard_process, free_port, port_open, settle
 
 import engine
 from dashboard import __main__ as dashboard_main
@@ -157,34 +157,13 @@ def protected(tmp_path_factory):
     engine.Store(store).create_run("secretrun1", vars(engine.RunConfig(mode="manual")), total_steps=10)
     root = tmp_path / "data"
     root.mkdir()
-    port, vport = free_port(), free_port()
-    env = {**without_password(tmp_path), gate.PASSWORD_VAR: PASSWORD, "PYTHONUNBUFFERED": "1"}
+    env = {**without_password(tmp_path), gate.PASSWORD_VAR: PASSWORD}
     env.pop("LIVEPROP_VISDOM_USERNAME", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--port", str(port), "--visdom-port", str(vport), "--data-root", str(root)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out = Lines(proc.stdout)
+    with dashboard_process(env, "--data-root", str(root)) as (proc, out, _port, _vport):
         url = out.wait_for(r"Liveprop dashboard: (http://\S+)", 90).group(1)
         visdom = out.wait_for(r"Visdom:\s+(http://\S+)\s+\(user liveprop\)", 10).group(1)
         out.wait_for(re.escape(f"Runs may use paths under {root.resolve()} only"), 10)
         yield {"url": url, "visdom": visdom, "root": root, "environ": streamlit_environ(proc.pid), "run": "secretrun1"}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0
-    assert not port_open(port) and not port_open(vport)
 
 
 def test_the_streamlit_server_gets_a_hash_the_visdom_login_and_the_data_root(protected):

@@ -25,7 +25,6 @@ import requests
 from conftest import trials
 from test_visdom_sink import StalledServer
 
-from engine import visdom_server
 from engine.files import RunFiles
 from engine.sinks import CLOSE_S
 from engine.sinks import visdom as vsink
@@ -38,21 +37,6 @@ EXIT_BOUND_S = 6.0  # CLOSE_S (2 s) with slack for a small, shared machine
 REQUEST_TIMEOUT_S = 30.0  # far above the bound: only the 2 s cap can meet it
 LOOPBACK = requests.Session()
 LOOPBACK.trust_env = False  # no proxy for the test's own servers
-
-
-@pytest.fixture
-def servers(tmp_path):
-    """start(port=0) -> a started server; all are stopped afterwards."""
-    started = []
-
-    def start(port=0):
-        s = visdom_server.start(port=port, env_path=tmp_path / "env")
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 def stored_loss(store: str, run_id: str) -> dict[int, float]:

@@ -72,21 +72,6 @@ def login_server(tmp_path_factory):
 
 
 @pytest.fixture
-def servers(tmp_path):
-    """start(port=0) -> a started server; all are stopped afterwards."""
-    started = []
-
-    def start(port=0):
-        s = visdom_server.start(port=port, env_path=tmp_path / "env")
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
-
-
-@pytest.fixture
 def fast_retry(monkeypatch):
     monkeypatch.setattr(sink_module, "MAX_BACKOFF_S", 0.5)
 

@@ -94,6 +94,19 @@ def _sent(run_id: str, what: str, send):
         st.session_state.lp_control = {"run": run_id, "what": what, "error": str(e), "time": time.time()}
 
 
+def resume_ended(run_id: str):
+    """Continue an ended run from its checkpoint, in place, and watch it on the Train page."""
+    try:
+        step = engine.resume_run(run_id)
+    except ConfigError as e:
+        st.session_state.lp_error = f"Not resumed: {e}"
+        return
+    st.session_state.lp_notice = f"Resumed run {run_id} from step {step}."
+    watch(run_id)
+    expect(run_id, "running")
+    st.session_state.lp_goto_train = run_id
+
+
 def ask_delete(run_id: str):
     st.session_state.lp_confirm_delete = run_id
 

@@ -9,7 +9,20 @@ a config); reads of a run's series go through engine/store.py's Store, the only 
 
 from .build import prepare
 from .config import ConfigError, RunConfig, validate
-from .runs import delete_run, get_run, is_run_id, kill, launch, list_runs, pause, resume, set_lr, stop, wait_ack
+from .runs import (
+    delete_run,
+    get_run,
+    is_run_id,
+    kill,
+    launch,
+    list_runs,
+    pause,
+    resume,
+    resume_run,
+    set_lr,
+    stop,
+    wait_ack,
+)
 from .standby import retire as retire_standby
 from .standby import warm
 from .store import ACTIVE, Store
@@ -22,6 +35,7 @@ __all__ = [
     "launch",
     "pause",
     "resume",
+    "resume_run",
     "stop",
     "set_lr",
     "kill",

@@ -163,10 +163,28 @@ def cmd_metrics(args):
     return 0
 
 
+CONTROL_HELP = {
+    "pause": "pause a run",
+    "resume": "resume a paused run, or continue an ended one from its checkpoint (in place)",
+    "stop": "stop a run (with a checkpoint)",
+}
+
+
 def cmd_control(args):
+    if args.command == "resume" and _ended(args.run, args.store):  # from its checkpoint, in place
+        step = runs.resume_run(args.run, args.steps, args.store)
+        print(f"resumed {args.run} from step {step} in a background worker (`runs` shows it)")
+        return 0
+    if getattr(args, "steps", None):
+        raise ConfigError("--steps applies to resuming an ended run; this one is still active")
     fn = {"pause": runs.pause, "resume": runs.resume, "stop": runs.stop}[args.command]
     cid = fn(args.run, store=args.store)
     return _report_ack(cid, args)
+
+
+def _ended(run_id: str, store) -> bool:
+    run = runs.get_run(run_id, store)
+    return run is not None and run["status"] not in runs.ACTIVE
 
 
 def cmd_set_lr(args):
@@ -222,10 +240,12 @@ def main(argv=None):
     m.set_defaults(fn=cmd_metrics)
 
     for name in ("pause", "resume", "stop"):
-        c = sub.add_parser(name, help=f"{name} a run")
+        c = sub.add_parser(name, help=CONTROL_HELP[name])
         c.add_argument("run")
         c.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the acknowledgement")
         c.set_defaults(fn=cmd_control, command=name)
+        if name == "resume":
+            c.add_argument("--steps", type=int, default=None, help="an ended run: train to this step")
     s = sub.add_parser("set-lr", help="change a run's learning rate while it trains")
     s.add_argument("run")
     s.add_argument("lr", type=float)

@@ -164,7 +164,7 @@ def build(p: Prepared):
     cfg, dtype = p.cfg, getattr(torch, p.cfg.dtype)
     torch.manual_seed(cfg.seed)
     weights = None
-    if cfg.init == "lecture":  # one full batch: batches() yields this x, y every step
+    if cfg.init == "lecture":  # one full batch: Batches gives this x, y every step
         x, y, weights = lecture_draws(cfg, p.device)
         dataset, spec = data_mod.TensorData(x, y), p.spec
     else:
@@ -181,4 +181,4 @@ def build(p: Prepared):
             trainable = [q for q in model.parameters() if q.requires_grad]
             mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg))
     channels = 3 if cfg.arch == "torchvision" else None
-    return mode, data_mod.batches(dataset, spec, cfg, p.device, dtype, channels)
+    return mode, data_mod.Batches(dataset, spec, cfg, p.device, dtype, channels)

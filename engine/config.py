@@ -132,6 +132,8 @@ class RunConfig:
                                          bounds=(0, MAX_SECONDS), excluded=0)
     flush_every: int = knob(2000,        "host transfers: at most this many steps apart (or flush_seconds)",
                                          bounds=(1, 10**12))
+    checkpoint_seconds: float = knob(60.0, "a resumable checkpoint this often, and at the end; 0 = only at the end",
+                                         bounds=(0.0, 86400.0))
     on_divergence: str = knob("pause",   "what to do when the loss goes non-finite", ON_DIVERGENCE)
     name: str = knob("",                 "a label for the run")
     # remote sinks (engine/sinks/). No password here: the store keeps this config as JSON

@@ -2,6 +2,7 @@
 
     launch(cfg)                        validate, write the run as queued, hand it to the warm standby
                                        or start a detached worker
+    resume_run(run_id)                 an ended run goes on from its checkpoint, in place
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 
-from . import standby
+from . import checkpoint, standby
 from .build import Prepared, prepare
 from .config import ConfigError, RunConfig, to_dict
 from .files import RunFiles, alive, remove_stale_tmp
@@ -72,6 +73,38 @@ def launch(cfg: RunConfig, store: str | None = None) -> str:
     return its run id. A standby for the next run is started in the background."""
     store_path = str(store or default_path())
     run_id, _ = create_run(cfg, store_path)
+    _start(run_id, store_path)
+    return run_id
+
+
+def resume_run(run_id: str, steps: int | None = None, store: str | None = None) -> int:
+    """Continue a stopped, failed, diverged or finished run in place, from its checkpoint: its step count,
+    curves, weights, optimizer state, lr, RNG states and data position go on (engine/checkpoint.py).
+    What it stored after the checkpoint's step is dropped and trained again. steps: train to this step
+    (default: the run's own length). Returns the step it resumes from."""
+    store_path = str(store or default_path())
+    with opened(store_path) as s:
+        run = _reap(s, s.get_run(run_id))
+        if run is None:
+            raise ConfigError(f"no run {run_id!r} in {s.path}")
+        if run["status"] in ACTIVE:
+            raise ConfigError(f"run {run_id} is {run['status']}; only an ended run is resumed from its checkpoint")
+        path = RunFiles.of(run_id, s.path).checkpoint
+        if not path.is_file():
+            raise ConfigError(f"run {run_id} has no checkpoint (it ended before its first); start it again instead")
+        step = checkpoint.load(path)["step"]
+        total = steps or run["total_steps"]
+        if total is not None and step >= total:
+            raise ConfigError(f"run {run_id} has done its {total} steps; give --steps beyond {step} to train on")
+        s.truncate(run_id, step)
+        s.update_run(run_id, status="queued", error=None, ended=None, pid=None, total_steps=total, checkpoint=str(path))
+        s.add_event(run_id, step, "resumed", {"from": run["status"], "step": step})
+    _start(run_id, store_path)
+    return step
+
+
+def _start(run_id: str, store_path: str) -> None:
+    """A worker for a queued run: the store's warm standby, else a new detached one."""
     claim = standby.hand_over(run_id, store_path)
     if claim:
         with opened(store_path) as s:  # at once, as spawn_worker does, so that kill finds it
@@ -79,7 +112,6 @@ def launch(cfg: RunConfig, store: str | None = None) -> str:
     else:
         spawn_worker(run_id, store_path)
     standby.warm_next(store_path, claim)
-    return run_id
 
 
 def spawn_worker(run_id: str, store: str | None = None) -> int:

@@ -197,6 +197,20 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE run=?", (run_id,))
             self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
+    @_writes
+    def truncate(self, run_id: str, step: int):
+        """Forget what a run stored from `step` on, so that a resume from its checkpoint at `step`
+        writes those steps again (engine/runs.py resume_run); events at `step` itself (the stop) stay."""
+        with self.tx():
+            for table in ("scalars", "histograms"):
+                self.db.execute(f"DELETE FROM {table} WHERE run=? AND step>=?", (run_id, step))
+            self.db.execute("DELETE FROM events WHERE run=? AND step>?", (run_id, step))
+            self.db.execute("DELETE FROM rollup WHERE run=? AND block>=?", (run_id, step // BLOCK))
+            self.db.execute(
+                BACKFILL.replace("GROUP BY", "WHERE run=? AND step>=? GROUP BY"), (run_id, step // BLOCK * BLOCK)
+            )
+            self.db.execute("UPDATE runs SET step=? WHERE id=?", (step, run_id))
+
     # -- writing telemetry (the worker's store thread) -----------------------------------------
 
     @_writes

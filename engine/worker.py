@@ -1,8 +1,10 @@
 """The worker: one run trained to its end, in `python -m engine worker RUN` (detached, started by
 engine/runs.py) or in the foreground by `python -m engine train`.
 
-    run_worker(run_id)   build the run, subscribe the sinks (Visdom, TensorBoard, then the store),
-                         train, write the final checkpoint and status; returns the status
+    run_worker(run_id)   build the run (from its checkpoint, when engine/runs.py resume_run resumes it),
+                         subscribe the sinks (Visdom, TensorBoard, then the store), train with a
+                         checkpoint every checkpoint_seconds (engine/checkpoint.py), write the final
+                         checkpoint and status; returns the status
 
 Signals: SIGTERM or Ctrl-C asks for a graceful stop with a final checkpoint; a second one
 interrupts. Any failure is written to the run as its one-line reason.
@@ -18,10 +20,9 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
+from . import checkpoint
 from .build import build, prepare
-from .config import ConfigError, RunConfig, from_dict, to_dict
+from .config import ConfigError, from_dict
 from .control import Control
 from .files import RunFiles, remove_stale_tmp
 from .sinks import attach as attach_sinks
@@ -34,16 +35,22 @@ from .trainer import Trainer
 DISK_WAIT_S = 60.0  # at the end of a run, how long its last writes wait for a full disk to have space
 
 
-def save_checkpoint(path: str | Path, mode, cfg: RunConfig, step: int) -> None:
-    """Atomically: write a temporary file, then os.replace, so a reader never sees half a file."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save({**mode.state_dict(), "step": step, "config": to_dict(cfg)}, tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a failed save (disk full, interrupted) leaves no half file behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _snapshot(trainer, p, writer):
+    """A periodic checkpoint: taken here, between two steps (a copy to the host), written by the Writer."""
+    writer.put(checkpoint.snapshot(trainer.mode, trainer.step, p.cfg, trainer.batches))
+
+
+def _every(seconds: float, fn):
+    """An on_flush callback that calls fn() at most every `seconds` (never for 0)."""
+    last = time.monotonic()
+
+    def maybe(_flush):
+        nonlocal last
+        if seconds and time.monotonic() - last >= seconds:
+            last = time.monotonic()
+            fn()
+
+    return maybe
 
 
 def _finish(store: Store, run_id: str, status: str, error: str | None):
@@ -96,17 +103,23 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     status, error, extra = "failed", None, []
     try:
         p = prepare(from_dict(row["config"]), memory=False)  # checked when the run was created
-        store.update_run(run_id, device=p.device_note, total_steps=p.total_steps)
+        path = RunFiles.of(run_id, store_path).checkpoint
+        resumed = checkpoint.load(path) if row["checkpoint"] else None  # engine/runs.py resume_run
+        total = row["total_steps"] if resumed else p.total_steps
+        store.update_run(run_id, device=p.device_note, total_steps=total, checkpoint=str(path))
         mode, batches = build(p)
         trainer = Trainer(
             mode,
             batches,
             Telemetry.from_config(p.cfg, p.device),
-            p.total_steps,
+            total,
+            start_step=checkpoint.restore(resumed, mode, batches) if resumed else 0,
             on_divergence=p.cfg.on_divergence,
             control=control,
             pace=p.cfg.pace,
         )
+        writer = checkpoint.Writer(path)
+        trainer.add_callback("on_flush", _every(p.cfg.checkpoint_seconds, lambda: _snapshot(trainer, p, writer)))
         extra = attach_sinks(trainer, p.cfg, run_id, store_path)  # Visdom, TensorBoard; before the store sink
         trainer.add_callback("on_flush", sink.on_flush)  # so that their status events are stored
         trainer.add_callback("on_status", sink.on_status)
@@ -115,12 +128,11 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
                 trainer.add_callback(event, fn)
         _stop_on_signals(control)
         trainer.run()
-        ckpt = RunFiles.of(run_id, store_path).checkpoint
+        writer.close()
         try:
-            save_checkpoint(ckpt, mode, p.cfg, trainer.step)
+            checkpoint.write(path, checkpoint.snapshot(mode, trainer.step, p.cfg, batches))
         except OSError as e:  # a full disk: the series is stored, the weights are not
-            raise ConfigError(f"the checkpoint {ckpt} could not be written: {e.strerror or e}") from None
-        _until_stored(store, Store.update_run, run_id, checkpoint=str(ckpt))
+            raise ConfigError(f"the checkpoint {path} could not be written: {e.strerror or e}") from None
         status = "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
     except ConfigError as e:
         error = str(e)

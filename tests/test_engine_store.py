@@ -290,3 +290,29 @@ def test_current_lr_is_the_last_change_else_the_config(store):
     s.add_event("r2", 9, "lr_change", {"old": 0.5, "new": 0.25})
     assert (s.current_lr("r1"), s.current_lr("r2")) == (2e-4, 0.25)
     s.close()
+
+
+def test_truncate_leaves_the_rollup_equal_to_one_computed_from_what_is_left(store):
+    """A resume forgets the steps after its checkpoint: the rows, and their share of the rollup blocks,
+    the block the cut falls in included (the reference: the rollup recomputed from the rows left)."""
+    from engine.store import BLOCK
+
+    s = Store(store)
+    s.create_run("r", {})
+    rng = random.Random(3)
+    for first in range(0, 1000, 100):
+        s.write_flush("r", Flush(first, [rng.gauss(0, 1) for _ in range(100)], [(first, "lr", 0.1)]))
+    s.truncate("r", 600)
+    rows = s.db.execute("SELECT key, step, value FROM scalars WHERE run='r'").fetchall()
+    want = {}
+    for key, step, v in rows:
+        n, lo, hi, total = want.get((key, step // BLOCK), (0, v, v, 0.0))
+        want[key, step // BLOCK] = (n + 1, min(lo, v), max(hi, v), total + v)
+    got = {
+        (k, b): (n, lo, hi, total)
+        for k, b, n, lo, hi, total in s.db.execute("SELECT key, block, n, vmin, vmax, vsum FROM rollup WHERE run='r'")
+    }
+    assert max(step for _, step, _ in rows) == 599 and s.get_run("r")["step"] == 600
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k][:3] == want[k][:3] and got[k][3] == pytest.approx(want[k][3])

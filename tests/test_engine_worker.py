@@ -156,30 +156,30 @@ def test_controls_are_acknowledged_and_recorded_while_a_reader_follows(small, st
 def test_a_checkpoint_is_replaced_atomically(small, tmp_path, monkeypatch):
     """A save that dies half-way leaves the previous checkpoint whole: the new one is written to a
     temporary file, then os.replace'd over the old."""
-    from engine import build, worker
+    from engine import build, checkpoint
 
     p = build.prepare(small(mode="optim", arch="mlp"))
-    mode, cfg = build.build(p)[0], p.cfg
+    mode, batches = build.build(p)
     path = str(tmp_path / "checkpoints" / "run.pt")
-    worker.save_checkpoint(path, mode, cfg, step=1)
+    checkpoint.write(path, checkpoint.snapshot(mode, 1, p.cfg, batches))
     before = open(path, "rb").read()
     real_save = torch.save
 
     def dies_half_way(obj, f, *a, **kw):
         real_save(obj, f, *a, **kw)
-        with open(f, "r+b") as out:
-            out.truncate(100)
+        f.flush()
+        f.truncate(100)
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(OSError):
-        worker.save_checkpoint(path, mode, cfg, step=2)
+        checkpoint.write(path, checkpoint.snapshot(mode, 2, p.cfg, batches))
     assert open(path, "rb").read() == before
     assert torch.load(path, weights_only=True)["step"] == 1
     assert os.listdir(tmp_path / "checkpoints") == ["run.pt"]  # the half-written temporary is gone
     monkeypatch.setattr(torch, "save", real_save)
-    worker.save_checkpoint(path, mode, cfg, step=3)
-    assert torch.load(path, weights_only=True)["step"] == 3
+    checkpoint.write(path, checkpoint.snapshot(mode, 3, p.cfg, batches))
+    assert checkpoint.load(path)["step"] == 3
 
 
 def test_sigterm_stops_gracefully_with_a_checkpoint(small, store):

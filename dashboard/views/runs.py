@@ -1,4 +1,4 @@
-"""Runs: every run in the store; overlay several, download metrics and checkpoints, delete."""
+"""Runs: every run in the store; overlay several, download metrics and checkpoints, resume an ended run, delete."""
 
 from pathlib import Path
 
@@ -8,6 +8,8 @@ import engine
 from dashboard import actions, live, pages_common
 from engine import export
 
+if goto := st.session_state.pop("lp_goto_train", None):  # a resumed run: watched there, with the notice
+    st.switch_page("views/train.py", query_params={"run": goto})
 st.title("Runs")
 pages_common.messages()
 db = pages_common.store()
@@ -38,10 +40,10 @@ st.subheader("One run")
 ids = [r["run"] for r in rows]
 run_id = st.selectbox("Run", ids, index=ids.index(selected[0]) if selected else 0, key="runs_one")
 run = next(r for r in runs if r["id"] == run_id)
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 if c1.button("Watch on the Train page", key="runs_watch"):
     actions.watch(run_id)
-    st.switch_page("views/train.py")
+    st.switch_page("views/train.py", query_params={"run": run_id})  # ?run= kept, so a reload keeps it
 c2.download_button(
     "Metrics CSV",
     data=lambda: export.metrics(run_id, "csv", db),
@@ -53,16 +55,27 @@ c2.download_button(
 ckpt = run.get("checkpoint")
 have_ckpt = bool(ckpt) and Path(ckpt).is_file()
 c3.download_button(
-    "Final checkpoint",
+    "Checkpoint",
     data=(lambda: Path(ckpt).read_bytes()) if have_ckpt else b"",
     file_name=f"{run_id}.pt",
     mime="application/octet-stream",
     key="runs_ckpt",
     disabled=not have_ckpt,
     on_click="ignore",
-    help=None if have_ckpt else "written when the run ends (finished, stopped or diverged)",
+    help=None if have_ckpt else "written every checkpoint_seconds while the run trains, and when it ends",
 )
-c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
+ended = run["status"] not in engine.ACTIVE
+c4.button(
+    "Resume",
+    key="runs_resume",
+    on_click=actions.resume_ended,
+    args=(run_id,),
+    disabled=not (ended and have_ckpt),
+    help="continue this run from its checkpoint, in place: its steps, curves, weights, optimizer state and lr go on"
+    if ended and have_ckpt
+    else "an ended run with a checkpoint resumes here; an active one pauses and resumes on the Train page",
+)
+c5.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
 if st.session_state.get("lp_confirm_delete") == run_id:
     active = run["status"] in engine.ACTIVE
     st.warning(

@@ -1,0 +1,148 @@
+"""Checkpoints: all a run needs to go on from where it was, so that a resumed run is the same run.
+
+    snapshot(mode, step, cfg, batches)   on the training thread, between two steps: the weights and the
+                                         optimizer state (mode.state_dict()), the learning rate, the step,
+                                         every RNG state (torch, CUDA, numpy, Python) and the data's position,
+                                         copied to the host
+    write(path, snap)                    atomically: a temporary file, fsync, os.replace; a reader never
+                                         sees half a file, and a killed writer leaves RUN.pt.tmp-PID, which
+                                         engine/files.py removes
+    load(path)                           torch.load(weights_only=True): tensors and plain values, never code
+    restore(ckpt, mode, batches)         puts it all back
+
+Writer (below) writes the periodic ones (every checkpoint_seconds) on its own thread: the training
+thread only takes the snapshot, once a minute by default, at a flush.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError, to_dict
+
+VERSION = 1
+
+
+def _host(value):
+    """A copy on the host of every tensor in a nested state (the device keeps training meanwhile)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host(v) for v in value)
+    return value
+
+
+def rng_states() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": (has_gauss, gauss)},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], *n["gauss"]))
+    random.setstate(s["python"])
+
+
+def snapshot(mode, step: int, cfg, batches) -> dict:
+    return {
+        "version": VERSION,
+        "step": step,
+        "lr": float(mode.lr),
+        "config": to_dict(cfg),
+        "rng": rng_states(),
+        "data": batches.position() if hasattr(batches, "position") else None,
+        **_host(mode.state_dict()),
+    }
+
+
+def write(path: str | Path, snap: dict) -> None:
+    """Atomically: a temporary file, fsync, os.replace. A failed write (a full disk, a kill) leaves no
+    half file under the checkpoint's name."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(snap, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # missing, truncated, or not a checkpoint of ours
+        raise ConfigError(f"cannot read the checkpoint {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") != VERSION or "rng" not in ckpt:
+        raise ConfigError(f"{path} is not a resumable checkpoint (it was written before resume existed)")
+    return ckpt
+
+
+def restore(ckpt: dict, mode, batches) -> int:
+    """Weights, optimizer state, lr, RNG states and the data's position as they were; returns the step."""
+    if hasattr(mode, "model"):  # nn, optim: the module's own state_dict (its buffers too)
+        mode.model.load_state_dict(ckpt["model"])
+    else:  # the raw modes: their tensors, by the lecture's names (w1, w2, ...), in place
+        with torch.no_grad():
+            for name, w in mode.named_params():
+                w.copy_(ckpt["model"][name])
+    if "optimizer" in ckpt:
+        mode.optimizer.load_state_dict(ckpt["optimizer"])
+    mode.lr = ckpt["lr"]
+    set_rng_states(ckpt["rng"])
+    if ckpt["data"] is not None and hasattr(batches, "seek"):
+        batches.seek(ckpt["data"])
+    return ckpt["step"]
+
+
+class Writer:
+    """Writes the latest snapshot on its own thread: one at a time, and a newer one replaces a waiting one."""
+
+    def __init__(self, path: str | Path):
+        self.path, self.error = path, None
+        self._pending, self._cond, self._closed = None, threading.Condition(), False
+        self._thread = threading.Thread(target=self._loop, name="liveprop-checkpoint", daemon=True)
+        self._thread.start()
+
+    def put(self, snap: dict) -> None:
+        with self._cond:
+            self._pending = snap
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _loop(self):
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                snap, self._pending = self._pending, None
+                if snap is None:
+                    return
+            try:
+                write(self.path, snap)
+            except OSError as e:  # a full disk: the next one may fit; the final one is written by the worker
+                self.error = f"the checkpoint {self.path} could not be written: {e.strerror or e}"

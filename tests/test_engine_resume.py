@@ -1,0 +1,130 @@
+"""Resume: an ended run goes on from its checkpoint, in place, as if it had never stopped.
+
+The reference is the same configuration trained without a break, in float64 on the CPU: the weights
+after N steps and every step's loss are equal bit for bit (torch's CPU ops are deterministic here), in
+every mode, Adam's moments included, on data drawn through a shuffling DataLoader whose position the
+checkpoint keeps (40 samples in batches of 16: the break falls inside an epoch).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import wait_for
+
+import engine
+from engine import checkpoint, runs
+from engine.files import RunFiles
+from engine.store import Store
+
+MODES = {
+    "manual": dict(mode="manual"),
+    "autograd": dict(mode="autograd"),
+    "custom_function": dict(mode="custom_function"),
+    "nn": dict(mode="nn"),
+    "optim-adam": dict(mode="optim", optimizer="adam", lr=1e-2),
+}
+
+
+def config(small, steps, **kw):
+    return small(dtype="float64", dataset="teacher", n_samples=40, batch_size=16, steps=steps, **kw)
+
+
+def trained(store, run_id):
+    """(final weights and optimizer state, every stored loss) of a run."""
+    ckpt = checkpoint.load(RunFiles.of(run_id, store).checkpoint)
+    s = Store(store)
+    try:
+        losses = s.scalars(run_id, "loss")
+    finally:
+        s.close()
+    return ckpt, losses
+
+
+def assert_same(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same(a[k], b[k])
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("kw", MODES.values(), ids=MODES.keys())
+def test_a_run_resumed_at_step_k_equals_one_never_stopped(small, store, run_inprocess, monkeypatch, kw):
+    ref_id, status = run_inprocess(config(small, 30, **kw), store)
+    assert status == "finished"
+    run_id, status = run_inprocess(config(small, 11, **kw), store)  # ended at k = 11, inside an epoch
+    assert status == "finished"
+    started = []
+    monkeypatch.setattr(runs, "_start", lambda rid, path: started.append(rid))  # trained here, below
+    assert engine.resume_run(run_id, steps=30, store=store) == 11
+    assert started == [run_id] and engine.get_run(run_id, store)["status"] == "queued"
+    from engine import worker
+
+    assert worker.run_worker(run_id, store) == "finished"
+    (want, want_losses), (got, got_losses) = trained(store, ref_id), trained(store, run_id)
+    assert [s for s, _ in got_losses] == list(range(30))  # contiguous, each step once
+    assert got_losses == want_losses  # bit for bit, the steps before and after the break
+    assert_same(got["model"], want["model"])
+    if "optimizer" in want:
+        assert_same(got["optimizer"], want["optimizer"])
+    assert got["step"] == 30 and engine.get_run(run_id, store)["step"] == 30
+
+
+def test_a_stopped_detached_run_resumes_from_the_cli_and_ends_where_an_unbroken_one_does(
+    small, store, run_inprocess, cli
+):
+    """As a person does it: launch, Stop, `python -m engine resume RUN`, and the run ends equal."""
+    kw = dict(mode="optim", optimizer="adam", lr=1e-2, pace=40.0)
+    run_id = engine.launch(config(small, 120, **kw), store)
+    wait_for(lambda: engine.get_run(run_id, store)["step"] >= 20, timeout=60, what="20 steps")
+    engine.stop(run_id, store)
+    run = wait_for(lambda: (r := engine.get_run(run_id, store))["status"] == "stopped" and r, what="stopped")
+    k = run["step"]
+    assert 20 <= k < 120
+    r = cli("resume", run_id, "--store", store)
+    assert r.returncode == 0 and f"from step {k}" in r.stdout, r.stderr
+    wait_for(lambda: engine.get_run(run_id, store)["status"] == "finished", timeout=90, what="the resumed run's end")
+    ref_id, _ = run_inprocess(config(small, 120, **{**kw, "pace": 0.0}), store)
+    (want, want_losses), (got, got_losses) = trained(store, ref_id), trained(store, run_id)
+    assert got_losses == want_losses
+    assert_same(got["model"], want["model"])
+    assert_same(got["optimizer"], want["optimizer"])
+    s = Store(store)
+    assert [e["data"]["step"] for e in s.events(run_id, kind="resumed")] == [k]
+    s.close()
+
+
+def test_what_cannot_be_resumed_is_refused_in_one_line(small, store, run_inprocess, cli):
+    run_id, _ = run_inprocess(config(small, 5), store)
+    r = cli("resume", run_id, "--store", store)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has done its 5 steps" in r.stderr
+    RunFiles.of(run_id, store).checkpoint.unlink()
+    r = cli("resume", run_id, "--steps", "9", "--store", store)
+    assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert engine.get_run(run_id, store)["status"] == "finished"  # nothing changed
+
+
+def test_the_runs_page_resumes_a_stopped_run_and_shows_it_on_the_train_page(small, store, run_inprocess, monkeypatch):
+    from conftest import REPO
+    from streamlit.testing.v1 import AppTest
+
+    run_id, _ = run_inprocess(config(small, 11), store)
+    s = Store(store)
+    s.update_run(run_id, status="stopped", total_steps=30)  # as a Stop at step 11 of 30 leaves it
+    s.close()
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.setattr(runs, "_start", lambda rid, path: None)  # no worker: the page's part only
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("views/runs.py").run()
+    [resume] = [b for b in at.button if b.label == "Resume"]
+    assert not resume.disabled
+    resume.click().run()
+    assert not at.exception, at.exception
+    assert engine.get_run(run_id, store)["status"] == "queued"
+    assert at.session_state.lp_run == run_id and at.query_params["run"] in (run_id, [run_id])
+    assert any("from step 11" in m.value for m in at.success), [m.value for m in at.success]

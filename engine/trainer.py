@@ -16,6 +16,7 @@ attribute per step.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import defaultdict
@@ -168,7 +169,8 @@ class Trainer:
         ran_after = self.step - 1 - step
         layer = self._first_bad_layer()
         self.tel.rearm()  # the weights are finite again
-        self.divergence = {"step": step, "layer": layer, "ran_after": ran_after}
+        restored = (self._last_good or self._candidate or {}).get("step")
+        self.divergence = {"step": step, "layer": layer, "ran_after": ran_after, "restored": restored}
         self.trigger("on_status", "diverged", self.divergence)
         if self.on_divergence == "stop":
             self._events.append((step, "divergence", self.divergence))
@@ -179,16 +181,26 @@ class Trainer:
             self.divergence = None if not self.stopped else self.divergence
 
     def _weights(self):
-        return [p.detach().clone() for _, p in self.mode.named_params()]
+        """The weights now, and the optimizer's state with them (Adam's moments: a resume at a lower lr
+        must not start from moments that the replay below stepped on towards the divergence)."""
+        optimizer = getattr(self.mode, "optimizer", None)
+        return {
+            "step": self.step,
+            "weights": [p.detach().clone() for _, p in self.mode.named_params()],
+            "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer else None,
+        }
 
     def _restore_last_good(self):
-        """Put back the last weights known to give a finite loss (or the first ones, if none)."""
+        """Put back the last weights known to give a finite loss (or the first ones, if none), and the
+        optimizer's state of that moment."""
         saved = self._last_good or self._candidate
         if saved is None:
             return False
         with torch.no_grad():
-            for (_, p), w in zip(self.mode.named_params(), saved):
+            for (_, p), w in zip(self.mode.named_params(), saved["weights"]):
                 p.copy_(w)
+        if saved["optimizer"] is not None:
+            self.mode.optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))  # ours stays as it was
         self._candidate = saved
         return True
 

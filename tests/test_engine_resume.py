@@ -128,3 +128,48 @@ def test_the_runs_page_resumes_a_stopped_run_and_shows_it_on_the_train_page(smal
     assert engine.get_run(run_id, store)["status"] == "queued"
     assert at.session_state.lp_run == run_id and at.query_params["run"] in (run_id, [run_id])
     assert any("from step 11" in m.value for m in at.success), [m.value for m in at.success]
+
+
+class NanAfterUpdates:
+    """A mode whose reported loss is NaN once its optimizer has taken `bad` steps (its gradients stay
+    finite, so the divergence replay steps the optimizer flush_every + 1 times before it gives up)."""
+
+    def __init__(self, mode, bad):
+        self.mode, self.bad = mode, bad
+
+    def __getattr__(self, name):
+        return getattr(self.mode, name)
+
+    def forward_backward(self, x, y):
+        loss = self.mode.forward_backward(x, y)
+        steps = [int(s["step"]) for s in self.mode.optimizer.state.values()]
+        return loss * float("nan") if steps and steps[0] >= self.bad else loss
+
+
+def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small):
+    """After a divergence the run holds the weights of the last finite flush and Adam's state of that
+    same step, equal to a run that trained exactly that many steps; before, the replay's steps were left
+    in Adam's moments, so a resume at a lower lr started from moments pointing at the divergence."""
+    from engine import build
+    from engine.telemetry import Telemetry
+    from engine.trainer import Trainer
+
+    def trainer(steps, bad=None):
+        p = build.prepare(config(small, 60, mode="optim", optimizer="adam", lr=1e-2, flush_every=4))
+        mode, batches = build.build(p)
+        run = Trainer(
+            NanAfterUpdates(mode, bad) if bad else mode,
+            batches,
+            Telemetry.from_config(p.cfg, p.device),
+            steps,
+            on_divergence="stop",
+        )
+        run.run()
+        return run, mode
+
+    diverged, mode = trainer(60, bad=13)
+    restored = diverged.divergence["restored"]
+    assert diverged.divergence["step"] >= 13 and 0 < restored <= 13
+    reference, ref_mode = trainer(restored)
+    assert_same(mode.model.state_dict(), ref_mode.model.state_dict())
+    assert_same(mode.optimizer.state_dict(), ref_mode.optimizer.state_dict())

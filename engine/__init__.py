@@ -11,6 +11,7 @@ from .build import prepare
 from .config import ConfigError, RunConfig, validate
 from .runs import (
     delete_run,
+    fork,
     get_run,
     is_run_id,
     kill,
@@ -36,6 +37,7 @@ __all__ = [
     "pause",
     "resume",
     "resume_run",
+    "fork",
     "stop",
     "set_lr",
     "kill",

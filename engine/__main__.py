@@ -204,6 +204,19 @@ def _report_ack(cid, args):
     return 0
 
 
+def cmd_fork(args):
+    if args.dry_run:
+        raise ConfigError("--dry-run makes a new tiny run; a fork keeps its parent's model and data")
+    changes = load_file(args.config) if args.config else {}
+    for f in dataclasses.fields(RunConfig):
+        if getattr(args, f.name) is not None:
+            changes[f.name] = getattr(args, f.name)
+    child = runs.fork(args.run, args.step, changes, args.store)
+    print(f"forked {args.run} at step {runs.get_run(child, args.store)['step']}: {child}", file=sys.stderr)
+    print(child)
+    return 0
+
+
 def cmd_delete(args):
     if not runs.delete_run(args.run, args.store):
         raise ConfigError(f"no run {args.run!r}")
@@ -252,6 +265,12 @@ def main(argv=None):
     s.add_argument("--wait", type=float, default=10.0)
     s.set_defaults(fn=cmd_set_lr)
 
+    f = sub.add_parser("fork", help="a new run from a run's checkpoint at step K, with a new lr or optimizer")
+    f.add_argument("run")
+    f.add_argument("--step", type=int, required=True, help="fork at the newest checkpoint at or before this step")
+    add_config_flags(f)
+    f.set_defaults(fn=cmd_fork)
+
     d = sub.add_parser("delete", help="delete a run, its metrics and its files (stopping it first if active)")
     d.add_argument("run")
     d.set_defaults(fn=cmd_delete)
@@ -267,7 +286,7 @@ def main(argv=None):
     sb.set_defaults(fn=cmd_standby)
 
     # --store is accepted after the subcommand too
-    for sp in (t, r, m, s, d, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
+    for sp in (t, r, m, s, f, d, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
         sp.add_argument("--store", default=argparse.SUPPRESS)
 
     args = p.parse_args(argv)

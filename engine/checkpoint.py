@@ -7,11 +7,13 @@
     write(path, snap)                    atomically: a temporary file, fsync, os.replace; a reader never
                                          sees half a file, and a killed writer leaves RUN.pt.tmp-PID, which
                                          engine/files.py removes
+    keep(files, snap)                    write it as the run's checkpoint at its step and its latest
+                                         (engine/files.py RunFiles: RUN.pt and RUN/STEP.pt)
     load(path)                           torch.load(weights_only=True): tensors and plain values, never code
-    restore(ckpt, mode, batches)         puts it all back
+    restore(ckpt, mode, batches, cfg)    puts it all back (a fork's cfg may change the lr or the optimizer)
 
-Writer (below) writes the periodic ones (every checkpoint_seconds) on its own thread: the training
-thread only takes the snapshot, once a minute by default, at a flush.
+Writer (below) keeps the periodic ones (every checkpoint_seconds, and one at the start) on its own
+thread: the training thread only takes the snapshot, once a minute by default, at a flush.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from .config import ConfigError, to_dict
 
 VERSION = 1
+HISTORY = 16  # earlier checkpoints kept per run, the newest, for a fork from step k
 
 
 def _host(value):
@@ -87,6 +90,20 @@ def write(path: str | Path, snap: dict) -> None:
         raise
 
 
+def keep(files, snap: dict) -> Path:
+    """snap as the run's checkpoint at its step (RUN/STEP.pt), made the latest (RUN.pt, a hard link to
+    it, swapped in atomically); all but the HISTORY newest of the earlier ones are dropped."""
+    at = files.history_at(snap["step"])
+    write(at, snap)
+    tmp = Path(f"{files.checkpoint}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.link(at, tmp)
+    os.replace(tmp, files.checkpoint)
+    for old in sorted(files.history.glob("*.pt"))[:-HISTORY]:
+        old.unlink(missing_ok=True)
+    return at
+
+
 def load(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -97,17 +114,25 @@ def load(path: str | Path) -> dict:
     return ckpt
 
 
-def restore(ckpt: dict, mode, batches) -> int:
-    """Weights, optimizer state, lr, RNG states and the data's position as they were; returns the step."""
+def restore(ckpt: dict, mode, batches, cfg) -> int:
+    """Weights, optimizer state, lr, RNG states and the data's position as they were; returns the step.
+
+    cfg is the run's own config (a resume) or a fork's, which may change the training: a new optimizer
+    starts with its own fresh state, a new lr or optimizer setting (betas, momentum, ...) replaces the
+    checkpoint's; an lr the fork leaves alone is the one the run had then (set-lr included)."""
     if hasattr(mode, "model"):  # nn, optim: the module's own state_dict (its buffers too)
         mode.model.load_state_dict(ckpt["model"])
     else:  # the raw modes: their tensors, by the lecture's names (w1, w2, ...), in place
         with torch.no_grad():
             for name, w in mode.named_params():
                 w.copy_(ckpt["model"][name])
-    if "optimizer" in ckpt:
+    was = ckpt["config"]
+    if "optimizer" in ckpt and was["optimizer"] == cfg.optimizer:
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in mode.optimizer.param_groups]
         mode.optimizer.load_state_dict(ckpt["optimizer"])
-    mode.lr = ckpt["lr"]
+        for group, setting in zip(mode.optimizer.param_groups, settings):
+            group.update(setting)  # this config's betas, momentum, ...; its state (moments) from then
+    mode.lr = ckpt["lr"] if cfg.lr == was["lr"] else cfg.lr
     set_rng_states(ckpt["rng"])
     if ckpt["data"] is not None and hasattr(batches, "seek"):
         batches.seek(ckpt["data"])
@@ -117,8 +142,8 @@ def restore(ckpt: dict, mode, batches) -> int:
 class Writer:
     """Writes the latest snapshot on its own thread: one at a time, and a newer one replaces a waiting one."""
 
-    def __init__(self, path: str | Path):
-        self.path, self.error = path, None
+    def __init__(self, files):
+        self.files, self.error = files, None
         self._pending, self._cond, self._closed = None, threading.Condition(), False
         self._thread = threading.Thread(target=self._loop, name="liveprop-checkpoint", daemon=True)
         self._thread.start()
@@ -143,6 +168,6 @@ class Writer:
                 if snap is None:
                     return
             try:
-                write(self.path, snap)
+                keep(self.files, snap)
             except OSError as e:  # a full disk: the next one may fit; the final one is written by the worker
-                self.error = f"the checkpoint {self.path} could not be written: {e.strerror or e}"
+                self.error = f"the checkpoint of step {snap['step']} could not be written: {e.strerror or e}"

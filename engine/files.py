@@ -3,8 +3,10 @@
 All of them sit under the store's folder (runs/ by default), named by the run id:
 
     runs/liveprop.db                 the store (every run's rows)
-    runs/checkpoints/RUN.pt          the worker's checkpoint (written atomically: RUN.pt.tmp-PID, then renamed;
-                                     a dead writer's RUN.pt.tmp-PID is removed: remove_stale_tmp)
+    runs/checkpoints/RUN.pt          the worker's latest checkpoint (written atomically: RUN.pt.tmp-PID, then
+                                     renamed; a dead writer's RUN.pt.tmp-PID is removed: remove_stale_tmp)
+    runs/checkpoints/RUN/STEP.pt     the earlier ones, the newest HISTORY of them (RUN.pt links the newest),
+                                     for a fork from step k
     runs/logs/RUN.log                the detached worker's stdout and stderr
     runs/visdom/RUN.jsonl            the Visdom sink's spool, while points are undelivered
 
@@ -48,12 +50,33 @@ class RunFiles:
     def spool(self) -> Path:
         return self.root / "visdom" / f"{self.run_id}.jsonl"
 
+    @property
+    def history(self) -> Path:
+        """The folder of the run's earlier checkpoints, STEP.pt (12 digits), for a fork from step k."""
+        return self.root / "checkpoints" / self.run_id
+
+    def history_at(self, step: int) -> Path:
+        return self.history / f"{step:012d}.pt"
+
+    def checkpoint_at_or_before(self, step: int) -> Path | None:
+        """The newest checkpoint of the history at or before step (None when there is none)."""
+        found = [p for p in self.history.glob("*.pt") if p.stem.isdigit() and int(p.stem) <= step]
+        return max(found, key=lambda p: int(p.stem), default=None)
+
     def existing(self) -> list[Path]:
         """The files of this run that exist now, leftovers of interrupted writes included."""
         found = [p for p in (self.checkpoint, self.log, self.spool) if p.is_file()]
         found += self.checkpoint.parent.glob(f"{self.run_id}.pt.tmp-*")
+        found += self.history.glob("*")
         found += self.spool.parent.glob(f"{self.run_id}.tmp")
         return found
+
+    def remove(self) -> None:
+        """Every file of the run, and its history folder."""
+        for path in self.existing():
+            path.unlink(missing_ok=True)
+        if self.history.is_dir():
+            self.history.rmdir()
 
 
 def alive(pid: int) -> bool:
@@ -69,7 +92,8 @@ def remove_stale_tmp(root: Path, run_id: str = "*") -> list[Path]:
     middle of a save leaves one, up to the checkpoint's size. A live writer's file is left alone.
     Called when a worker starts (every run's) and when a dead worker is reaped (its run's)."""
     removed = []
-    for path in (Path(root) / "checkpoints").glob(f"{run_id}.pt.tmp-*"):
+    folder = Path(root) / "checkpoints"
+    for path in [*folder.glob(f"{run_id}.pt.tmp-*"), *folder.glob(f"{run_id}/*.pt.tmp-*")]:
         pid = path.name.rpartition("-")[2]
         if not (pid.isdigit() and alive(int(pid))):
             path.unlink(missing_ok=True)

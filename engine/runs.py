@@ -3,6 +3,7 @@
     launch(cfg)                        validate, write the run as queued, hand it to the warm standby
                                        or start a detached worker
     resume_run(run_id)                 an ended run goes on from its checkpoint, in place
+    fork(run_id, step, changes)        a new run from its checkpoint at step k, with a new lr or optimizer
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
@@ -33,7 +34,7 @@ import time
 
 from . import checkpoint, standby
 from .build import Prepared, prepare
-from .config import ConfigError, RunConfig, to_dict
+from .config import ConfigError, RunConfig, from_dict, to_dict
 from .files import RunFiles, alive, remove_stale_tmp
 from .store import ACTIVE, PROJECT, DiskFull, Store, default_path, opened
 
@@ -101,6 +102,44 @@ def resume_run(run_id: str, steps: int | None = None, store: str | None = None) 
         s.add_event(run_id, step, "resumed", {"from": run["status"], "step": step})
     _start(run_id, store_path)
     return step
+
+
+# what a fork keeps: the model and the data (a fork changes how the run trains from step k, not what)
+FIXED = (
+    "mode", "arch", "tv_model", "pretrained", "freeze_backbone", "d_in", "hidden", "d_out", "depth", "bias", "init",
+    "loss", "seed", "device", "dtype", "dataset", "n_samples", "batch_size", "shuffle", "sampler", "num_workers",
+    "csv_path", "csv_target", "task", "image_dir", "image_size", "data_root",
+)  # fmt: skip
+
+
+def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str:
+    """A new run from run_id's checkpoint at or nearest before `step`, with `changes` (a new lr, optimizer,
+    ...): "what if I had lowered the lr here?". It counts its steps on from the checkpoint's, records its
+    parent (an event "forked"), and is drawn as a branch on the parent's loss chart. Returns its id."""
+    store_path = str(store or default_path())
+    with opened(store_path) as s:
+        parent = _reap(s, s.get_run(run_id))
+        if parent is None:
+            raise ConfigError(f"no run {run_id!r} in {s.path}")
+        fixed = [k for k in changes if k in FIXED]
+        if fixed:
+            raise ConfigError(f"a fork keeps the model and the data; {fixed[0]} cannot change (start a new run)")
+        files = RunFiles.of(run_id, s.path)
+        source = files.checkpoint_at_or_before(step)
+        if source is None:
+            kept = sorted(int(p.stem) for p in files.history.glob("*.pt") if p.stem.isdigit())
+            raise ConfigError(f"run {run_id} has no checkpoint at or before step {step}; it has steps {kept or 'none'}")
+        at = int(source.stem)
+        cfg = from_dict({**parent["config"], "name": f"fork of {parent['name'] or run_id} at step {at}", **changes})
+        p = prepare(cfg)
+        if p.total_steps is not None and at >= p.total_steps:
+            raise ConfigError(f"the fork starts at step {at}; give it more steps than that (--steps)")
+        child = new_run_id()
+        s.create_run(child, to_dict(p.cfg), name=p.cfg.name, total_steps=p.total_steps)
+        s.update_run(child, checkpoint=str(source), step=at)
+        s.add_event(child, at, "forked", {"parent": run_id, "step": at, "changes": sorted(changes)})
+    _start(child, store_path)
+    return child
 
 
 def _start(run_id: str, store_path: str) -> None:
@@ -212,8 +251,7 @@ def delete_run(run_id: str, store=None, timeout: float = 5.0) -> bool:
                 time.sleep(0.1)
             kill(run_id, s)
         s.delete_run(run_id)
-        for path in RunFiles.of(run_id, s.path).existing():
-            path.unlink(missing_ok=True)
+        RunFiles.of(run_id, s.path).remove()
         return True
 
 

@@ -409,6 +409,14 @@ class Store:
             q, args = q + " LIMIT ?", args + (int(limit),)
         return [dict(id=i, step=s, time=t, kind=k, data=json.loads(d)) for i, s, t, k, d in self.db.execute(q, args)]
 
+    def forks_of(self, run_id: str) -> list[tuple[str, int]]:
+        """(child run, the step it forked at) for every fork of run_id (engine/runs.py fork), oldest first."""
+        rows = self.db.execute(
+            "SELECT run, step FROM events WHERE kind='forked' AND json_extract(data, '$.parent')=? ORDER BY id",
+            (run_id,),
+        )
+        return [(r, s) for r, s in rows if self.db.execute("SELECT 1 FROM runs WHERE id=?", (r,)).fetchone()]
+
     def current_lr(self, run_id: str) -> float | None:
         """The run's learning rate now: the last lr_change event's new rate, else its config's (None: no run)."""
         row = self.db.execute(

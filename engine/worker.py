@@ -103,22 +103,23 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     status, error, extra = "failed", None, []
     try:
         p = prepare(from_dict(row["config"]), memory=False)  # checked when the run was created
-        path = RunFiles.of(run_id, store_path).checkpoint
-        resumed = checkpoint.load(path) if row["checkpoint"] else None  # engine/runs.py resume_run
+        files = RunFiles.of(run_id, store_path)
+        resumed = checkpoint.load(row["checkpoint"]) if row["checkpoint"] else None  # runs.py resume_run, fork
         total = row["total_steps"] if resumed else p.total_steps
-        store.update_run(run_id, device=p.device_note, total_steps=total, checkpoint=str(path))
+        store.update_run(run_id, device=p.device_note, total_steps=total, checkpoint=str(files.checkpoint))
         mode, batches = build(p)
         trainer = Trainer(
             mode,
             batches,
             Telemetry.from_config(p.cfg, p.device),
             total,
-            start_step=checkpoint.restore(resumed, mode, batches) if resumed else 0,
+            start_step=checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0,
             on_divergence=p.cfg.on_divergence,
             control=control,
             pace=p.cfg.pace,
         )
-        writer = checkpoint.Writer(path)
+        writer = checkpoint.Writer(files)
+        _snapshot(trainer, p, writer)  # where it starts: a fork from an early step needs one
         trainer.add_callback("on_flush", _every(p.cfg.checkpoint_seconds, lambda: _snapshot(trainer, p, writer)))
         extra = attach_sinks(trainer, p.cfg, run_id, store_path)  # Visdom, TensorBoard; before the store sink
         trainer.add_callback("on_flush", sink.on_flush)  # so that their status events are stored
@@ -130,9 +131,9 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         trainer.run()
         writer.close()
         try:
-            checkpoint.write(path, checkpoint.snapshot(mode, trainer.step, p.cfg, batches))
+            checkpoint.keep(files, checkpoint.snapshot(mode, trainer.step, p.cfg, batches))
         except OSError as e:  # a full disk: the series is stored, the weights are not
-            raise ConfigError(f"the checkpoint {path} could not be written: {e.strerror or e}") from None
+            raise ConfigError(f"the checkpoint {files.checkpoint} could not be written: {e.strerror or e}") from None
         status = "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
     except ConfigError as e:
         error = str(e)

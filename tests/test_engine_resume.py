@@ -173,3 +173,62 @@ def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small):
     reference, ref_mode = trainer(restored)
     assert_same(mode.model.state_dict(), ref_mode.model.state_dict())
     assert_same(mode.optimizer.state_dict(), ref_mode.optimizer.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# fork: "what if I had lowered the lr here?"
+
+
+def test_a_fork_with_a_new_lr_is_the_run_with_its_lr_changed_at_that_step(small, store, run_inprocess, monkeypatch):
+    """The fork starts from the parent's nearest checkpoint at or before step 10 and equals, bit for bit,
+    the parent's own training with its lr changed at that step (the reference: a Trainer doing just that)."""
+    from engine import build, worker
+    from engine.telemetry import Telemetry
+    from engine.trainer import Trainer
+
+    kw = dict(mode="optim", optimizer="sgd", momentum=0.9, lr=1e-2, checkpoint_seconds=1e-6)  # one per flush
+    parent, _ = run_inprocess(config(small, 30, **kw), store)
+    monkeypatch.setattr(runs, "_start", lambda rid, path: None)
+    child = engine.fork(parent, 10, {"lr": 2e-3}, store)
+    at = engine.get_run(child, store)["step"]
+    assert 0 < at <= 10 and at == int(RunFiles.of(parent, store).checkpoint_at_or_before(10).stem)
+    assert worker.run_worker(child, store) == "finished"
+
+    p = build.prepare(config(small, 30, **kw))
+    mode, batches = build.build(p)
+    t = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), 30)
+    t.run(max_steps=at)
+    mode.lr = 2e-3
+    t.run()
+    got, losses = trained(store, child)
+    assert_same(got["model"], {k: v for k, v in mode.model.state_dict().items()})
+    assert [s for s, _ in losses] == list(range(at, 30)) and got["lr"] == 2e-3
+    s = Store(store)
+    assert s.forks_of(parent) == [(child, at)] and s.forks_of(child) == []
+    s.close()
+
+
+def test_a_fork_may_change_the_optimizer_and_keeps_counting_from_its_step(small, store, run_inprocess, monkeypatch):
+    from engine import worker
+
+    parent, _ = run_inprocess(config(small, 12, mode="optim", optimizer="adam", checkpoint_seconds=1e-6), store)
+    monkeypatch.setattr(runs, "_start", lambda rid, path: None)
+    child = engine.fork(parent, 8, {"optimizer": "sgd", "lr": 1e-3, "steps": 20}, store)
+    assert worker.run_worker(child, store) == "finished"
+    got, losses = trained(store, child)
+    at = losses[0][0]
+    assert got["config"]["optimizer"] == "sgd" and "exp_avg" not in str(got["optimizer"]["state"])
+    assert [s for s, _ in losses] == list(range(at, 20)) and at <= 8
+
+
+def test_a_fork_that_would_change_the_model_or_has_no_checkpoint_is_refused_in_one_line(
+    small, store, run_inprocess, cli
+):
+    parent, _ = run_inprocess(config(small, 6), store)
+    r = cli("fork", parent, "--step", "3", "--hidden", "64", "--store", store)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "hidden cannot change" in r.stderr
+    for path in RunFiles.of(parent, store).history.glob("*.pt"):
+        path.unlink()
+    r = cli("fork", parent, "--step", "3", "--lr", "1e-3", "--store", store)
+    assert r.returncode == 2 and "no checkpoint at or before step 3" in r.stderr and "Traceback" not in r.stderr
+    assert [row["id"] for row in engine.list_runs(store)] == [parent]  # nothing written

@@ -107,6 +107,23 @@ def resume_ended(run_id: str):
     st.session_state.lp_goto_train = run_id
 
 
+def fork(run_id: str):
+    """A new run from run_id's checkpoint at the chosen step with the chosen lr (and optimizer), watched
+    on the Train page beside its parent's curve."""
+    changes = {"lr": st.session_state.get("fork_lr")}
+    if st.session_state.get("fork_optimizer"):
+        changes["optimizer"] = st.session_state.fork_optimizer
+    try:
+        child = engine.fork(run_id, int(st.session_state.get("fork_step") or 0), changes)
+    except (ConfigError, TypeError, ValueError) as e:
+        st.session_state.lp_error = f"Not forked: {e}"
+        return
+    st.session_state.lp_notice = f"Forked run {run_id}: the new run {child} goes on from its checkpoint."
+    watch(child)
+    expect(child, "running")
+    st.session_state.lp_goto_train = child
+
+
 def ask_delete(run_id: str):
     st.session_state.lp_confirm_delete = run_id
 

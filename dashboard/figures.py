@@ -87,13 +87,23 @@ def _raw_and_smooth(fig, b: Buckets, smoothing: float, name: str, color: str, le
 
 
 def loss_figure(
-    series, smoothing: float = 0.6, log_y: bool = True, lr_events=(), divergence=None, title: str = "Loss"
+    series,
+    smoothing: float = 0.6,
+    log_y: bool = True,
+    lr_events=(),
+    divergence=None,
+    title: str = "Loss",
+    branches: dict | None = None,
 ) -> go.Figure:
     """The raw loss faint behind its EMA, lr changes as markers (and dotted lines) at their steps,
-    a divergence as a red line."""
+    a divergence as a red line, and the run's forks (branches: {label: series}) as dashed lines
+    from the step they forked at."""
     b = as_buckets(series)
     fig = go.Figure()
     _raw_and_smooth(fig, b, smoothing, "loss", _color(0))
+    for i, (name, branch) in enumerate((branches or {}).items(), start=1):
+        x, y = as_buckets(branch).ema(smoothing, gaps=True)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, line=dict(color=_color(i), width=2, dash="dash")))
     _event_markers(
         fig,
         b,

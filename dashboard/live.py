@@ -32,6 +32,7 @@ FAST = 1.0  # s between refreshes of the status and the loss
 SLOW = 3.0  # s between refreshes of the detail panels
 WARMING = 0.25  # s between refreshes while a started run has no data yet
 ACK_SHOWN_S = 8.0  # s a control's acknowledgement stays on screen
+MAX_BRANCHES = 4  # forks drawn on a run's loss chart (with the run and a parent: within MAX_FEEDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,10 +295,29 @@ def _loss(runs, run_id):
         return {"points": 0}
     div = f.events_of("divergence")
     fig = figures.loss_figure(
-        loss, smoothing, log_y, lr_events=f.events_of("lr_change"), divergence=div[-1]["data"] if div else None
+        loss,
+        smoothing,
+        log_y,
+        lr_events=f.events_of("lr_change"),
+        divergence=div[-1]["data"] if div else None,
+        branches=_branches(db, run_id, f),
     )
     st.plotly_chart(fig, key="loss_chart", config={"displaylogo": False})
     return {"points": max((len(t.x) for t in fig.data), default=0)}
+
+
+def _branches(db, run_id: str, f: RunFeed) -> dict:
+    """The what-if lines drawn beside a run's loss (engine.fork): the run's forks, "fork at step k: adam
+    lr 1e-3", and, when the run is itself a fork, its parent's whole curve, "parent: sgd lr 1e-2"."""
+    related = [(child, f"fork at step {step}") for child, step in db.forks_of(run_id)[:MAX_BRANCHES]]
+    related += [(e["data"]["parent"], "parent") for e in f.events_of("forked")[-1:]]
+    out = {}
+    for other, label in related:
+        c = (db.get_run(other) or {}).get("config")
+        if c:  # a deleted one is left out
+            name = f"{label}: {c.get('optimizer') or c['mode']} lr {c['lr']:.3g}"
+            out[name] = pages_common.feed(other).sync(db, "loss")
+    return out
 
 
 def _compare(runs, run_ids):

@@ -82,6 +82,7 @@ def visdom_target() -> dict:
 
 
 READY = "lp_sidebar_ready"
+SAVED = "lp_sidebar_saved"  # the widgets' values, kept apart from their own keys (_init)
 VISDOM_KEYS = ("visdom_on", "visdom_host", "visdom_port", "visdom_env")
 NOT_IN_URL = ("csv_path", "image_dir", "pretrained", "data_root", "tensorboard_dir", "name")  # paths, free text
 
@@ -107,8 +108,13 @@ def _defaults() -> dict:
 
 
 def _init():
-    """Once per session: the defaults, then what the URL carries (a reload keeps the settings)."""
+    """Once per session: the defaults, then what the URL carries (a reload keeps the settings). After that,
+    the values the last run ended with, for any widget whose state Streamlit dropped: st.switch_page does
+    (the Runs page's Watch, Resume and Fork), and the widgets would come back at their minimum."""
     if st.session_state.get(READY):
+        for k, v in st.session_state.get(SAVED, {}).items():
+            if k not in st.session_state:
+                st.session_state[k] = v
         return
     given = _from_url(st.query_params.get("cfg"))
     values = {**_defaults(), **given}
@@ -193,6 +199,7 @@ def render():
         _run(why)
         _visdom()
     _to_url()
+    st.session_state[SAVED] = {k: st.session_state[k] for k in _keys() if k in st.session_state}
 
 
 def _reason(text: str | None):

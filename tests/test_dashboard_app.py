@@ -456,3 +456,23 @@ def test_until_stopped_and_a_pace_reach_the_launched_config(app, launched):
     button(app, "btn_start").click().run()
     [cfg] = launched
     assert cfg.until_stopped and cfg.pace == 20.0
+
+
+def test_watching_a_run_from_the_runs_page_keeps_the_sidebars_settings(store, monkeypatch):
+    """st.switch_page dropped the sidebar widgets' state: every number came back at its minimum (lr 0,
+    D_in 1) and the Train page said "Cannot start". The sidebar now puts its last values back."""
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    s = Store(store)
+    run_id = engine.runs.new_run_id()
+    s.create_run(run_id, vars(engine.validate(engine.RunConfig())), total_steps=5)
+    s.set_status(run_id, "finished")
+    s.close()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.session_state["cfg_d_in"] = 37
+    at.run()
+    at.switch_page("views/runs.py").run()
+    at.button(key="runs_watch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["cfg_d_in"] == 37 and at.session_state["cfg_lr"] == 1e-6
+    assert at.session_state.lp_run == run_id

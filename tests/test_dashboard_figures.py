@@ -144,6 +144,15 @@ def test_loss_figure_marks_divergence():
     assert any("w2" in a.text for a in fig.layout.annotations)
 
 
+def test_a_fork_is_drawn_dashed_from_the_step_it_forked_at():
+    steps, values = noisy_loss(300)
+    branch = (steps[120:], values[120:] / 2)  # a fork at step 120 with a lower loss
+    fig = figures.loss_figure(noisy_loss(300), branches={"fork at step 120: adam lr 1e-3": branch})
+    [fork] = [t for t in fig.data if t.name.startswith("fork at step 120")]
+    assert fork.line.dash == "dash" and fork.x[0] == 120 and fork.line.color != fig.data[1].line.color
+    assert np.nanmax(fork.y) < np.nanmax(fig.data[1].y)
+
+
 def test_overlay_has_two_traces_per_run_and_is_bounded():
     named = {f"run{i}": noisy_loss(300_000, seed=i) for i in range(3)}
     fig = figures.overlay_figure(named)

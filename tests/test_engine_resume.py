@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import wait_for
+from conftest import REPO, wait_for
 
 import engine
-from engine import checkpoint, runs
+from dashboard.pages_common import plain
+from engine import checkpoint, runs, worker
 from engine.files import RunFiles
 from engine.store import Store
 
@@ -62,8 +63,6 @@ def test_a_run_resumed_at_step_k_equals_one_never_stopped(small, store, run_inpr
     monkeypatch.setattr(runs, "_start", lambda rid, path: started.append(rid))  # trained here, below
     assert engine.resume_run(run_id, steps=30, store=store) == 11
     assert started == [run_id] and engine.get_run(run_id, store)["status"] == "queued"
-    from engine import worker
-
     assert worker.run_worker(run_id, store) == "finished"
     (want, want_losses), (got, got_losses) = trained(store, ref_id), trained(store, run_id)
     assert [s for s, _ in got_losses] == list(range(30))  # contiguous, each step once
@@ -182,7 +181,7 @@ def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small):
 def test_a_fork_with_a_new_lr_is_the_run_with_its_lr_changed_at_that_step(small, store, run_inprocess, monkeypatch):
     """The fork starts from the parent's nearest checkpoint at or before step 10 and equals, bit for bit,
     the parent's own training with its lr changed at that step (the reference: a Trainer doing just that)."""
-    from engine import build, worker
+    from engine import build
     from engine.telemetry import Telemetry
     from engine.trainer import Trainer
 
@@ -209,8 +208,6 @@ def test_a_fork_with_a_new_lr_is_the_run_with_its_lr_changed_at_that_step(small,
 
 
 def test_a_fork_may_change_the_optimizer_and_keeps_counting_from_its_step(small, store, run_inprocess, monkeypatch):
-    from engine import worker
-
     parent, _ = run_inprocess(config(small, 12, mode="optim", optimizer="adam", checkpoint_seconds=1e-6), store)
     monkeypatch.setattr(runs, "_start", lambda rid, path: None)
     child = engine.fork(parent, 8, {"optimizer": "sgd", "lr": 1e-3, "steps": 20}, store)
@@ -232,3 +229,29 @@ def test_a_fork_that_would_change_the_model_or_has_no_checkpoint_is_refused_in_o
     r = cli("fork", parent, "--step", "3", "--lr", "1e-3", "--store", store)
     assert r.returncode == 2 and "no checkpoint at or before step 3" in r.stderr and "Traceback" not in r.stderr
     assert [row["id"] for row in engine.list_runs(store)] == [parent]  # nothing written
+
+
+def test_the_runs_page_forks_at_a_step_with_a_new_lr_and_the_train_page_draws_the_parent(
+    small, store, run_inprocess, monkeypatch
+):
+    from streamlit.testing.v1 import AppTest
+
+    parent, _ = run_inprocess(config(small, 12, mode="optim", optimizer="adam", checkpoint_seconds=1e-6), store)
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.setattr(runs, "_start", lambda rid, path: None)  # trained below, in this process
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("views/runs.py").run()
+    at.number_input(key="fork_step").set_value(8)
+    at.number_input(key="fork_lr").set_value(1e-4)
+    at.selectbox(key="fork_optimizer").set_value("sgd")
+    at.button(key="runs_fork").click().run()
+    assert not at.exception, at.exception
+    [child] = [r["id"] for r in engine.list_runs(store) if r["id"] != parent]
+    c = engine.get_run(child, store)["config"]
+    assert (c["lr"], c["optimizer"]) == (1e-4, "sgd") and at.session_state.lp_run == child
+    assert any("the new run" in m.value and plain(child) in m.value for m in at.success) and not at.error
+    assert worker.run_worker(child, store) == "finished"
+    s = Store(store)
+    assert s.forks_of(parent) == [(child, engine.get_run(child, store)["step"] and s.scalars(child, "loss")[0][0])]
+    s.close()

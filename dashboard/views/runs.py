@@ -7,6 +7,7 @@ import streamlit as st
 import engine
 from dashboard import actions, live, pages_common
 from engine import export
+from engine.config import OPTIMIZERS
 
 if goto := st.session_state.pop("lp_goto_train", None):  # a resumed run: watched there, with the notice
     st.switch_page("views/train.py", query_params={"run": goto})
@@ -88,6 +89,20 @@ if st.session_state.get("lp_confirm_delete") == run_id:
     d1, d2, _ = st.columns([1, 1, 4])
     d1.button("Yes, delete", type="primary", key="runs_delete_yes", on_click=actions.delete, args=(run_id,))
     d2.button("Cancel", key="runs_delete_no", on_click=actions.cancel_delete)
+with st.expander("Fork: what if the run had gone on differently from a step?"):
+    st.caption(
+        "A new run starts from this run's checkpoint at or before the step (it keeps its 16 newest and the "
+        "first), with the learning rate (and optimizer) you choose; its curve is drawn beside this one's."
+    )
+    f1, f2, f3 = st.columns(3)
+    f1.number_input("from step", min_value=0, value=max(0, (run["step"] or 0) // 2), step=1, key="fork_step")
+    f2.number_input("learning rate", min_value=0.0, value=float(db.current_lr(run_id) or run["config"]["lr"]),
+                    format="%.3e", key="fork_lr")  # fmt: skip
+    if run["config"]["mode"] == "optim":
+        f3.selectbox("optimizer", OPTIMIZERS, index=OPTIMIZERS.index(run["config"]["optimizer"]), key="fork_optimizer")
+    else:
+        st.session_state.fork_optimizer = None
+    st.button("Fork", key="runs_fork", on_click=actions.fork, args=(run_id,))
 if run.get("error"):
     st.error(pages_common.plain(run["error"]))  # the worker's or anyone's text: never markdown
 with st.expander("Configuration"):

@@ -15,6 +15,7 @@ import streamlit as st
 
 import engine
 from engine import ConfigError
+from engine.config import from_dict
 
 from . import rules, sidebar
 
@@ -92,6 +93,20 @@ def _sent(run_id: str, what: str, send):
         st.session_state.lp_control = {"run": run_id, "what": what, "id": send(), "time": time.time()}
     except (ConfigError, TypeError) as e:
         st.session_state.lp_control = {"run": run_id, "what": what, "error": str(e), "time": time.time()}
+
+
+def run_again(run_id: str):
+    """The same configuration as run_id, resolved as it ran (its seed included), as a new run."""
+    run = engine.get_run(run_id)
+    try:
+        child = engine.launch(from_dict(run["config"]))
+    except (ConfigError, TypeError) as e:
+        st.session_state.lp_error = f"Not launched: {e}"
+        return
+    st.session_state.lp_notice = f"Started run {child} with the configuration of {run_id}."
+    watch(child)
+    expect(child, "running")
+    st.session_state.lp_goto_train = child
 
 
 def resume_ended(run_id: str):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import psutil
 import torch
@@ -163,6 +164,11 @@ def build(p: Prepared):
     or the model (nn, optim), as in the lecture; otherwise the data draws from its own generator."""
     cfg, dtype = p.cfg, getattr(torch, p.cfg.dtype)
     torch.manual_seed(cfg.seed)
+    # with deterministic, an op that has no deterministic version raises, naming itself: the run's one-line
+    # reason. Set either way: it is global to the process, and a test may build several runs in one.
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for it on CUDA
+    torch.use_deterministic_algorithms(cfg.deterministic)
     weights = None
     if cfg.init == "lecture":  # one full batch: Batches gives this x, y every step
         x, y, weights = lecture_draws(cfg, p.device)

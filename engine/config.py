@@ -104,6 +104,8 @@ class RunConfig:
                                          bounds=(0, 2**63 - 2))
     device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES)
     dtype: str = knob("float32",         "float64 for the gradient-equivalence checks", DTYPES)
+    deterministic: bool = knob(False,    "torch's deterministic algorithms only: two runs are bit-identical; "
+                                         "an op without one fails the run, named")
     # data
     dataset: str = knob("random",        "random: the lecture's torch.randn x and y; "
                                          "teacher: regression against a fixed random network", DATASETS)

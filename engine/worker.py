@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
+
+import torch
 
 from . import checkpoint
 from .build import build, prepare
@@ -28,11 +31,37 @@ from .files import RunFiles, remove_stale_tmp
 from .sinks import attach as attach_sinks
 from .sinks import close as close_sinks
 from .sinks.store import StoreSink
-from .store import DiskFull, Store, default_path
+from .store import PROJECT, DiskFull, Store, default_path
 from .telemetry import Telemetry
 from .trainer import Trainer
 
 DISK_WAIT_S = 60.0  # at the end of a run, how long its last writes wait for a full disk to have space
+
+
+def environment(device) -> dict:
+    """What produced the run, to reproduce it: the versions (Python, torch, torchvision, CUDA), the device,
+    and the code's git commit (and whether the checkout had changes), stored as the event "environment"."""
+    import platform
+
+    import torchvision
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], cwd=PROJECT, capture_output=True, text=True, timeout=5)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(device),
+        "git": commit,
+        "git_changes": None if commit is None else bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def _snapshot(trainer, p, writer):
@@ -103,6 +132,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     status, error, extra = "failed", None, []
     try:
         p = prepare(from_dict(row["config"]), memory=False)  # checked when the run was created
+        store.add_event(run_id, None, "environment", environment(p.device))
         files = RunFiles.of(run_id, store_path)
         resumed = checkpoint.load(row["checkpoint"]) if row["checkpoint"] else None  # runs.py resume_run, fork
         total = row["total_steps"] if resumed else p.total_steps

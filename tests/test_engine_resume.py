@@ -28,7 +28,7 @@ MODES = {
 
 
 def config(small, steps, **kw):
-    return small(dtype="float64", dataset="teacher", n_samples=40, batch_size=16, steps=steps, **kw)
+    return small(**{"dtype": "float64", "dataset": "teacher", "n_samples": 40, "batch_size": 16, "steps": steps, **kw})
 
 
 def trained(store, run_id):
@@ -255,3 +255,36 @@ def test_the_runs_page_forks_at_a_step_with_a_new_lr_and_the_train_page_draws_th
     s = Store(store)
     assert s.forks_of(parent) == [(child, engine.get_run(child, store)["step"] and s.scalars(child, "loss")[0][0])]
     s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# reproducibility
+
+
+def test_two_deterministic_runs_are_bit_identical_and_record_what_produced_them(small, store, run_inprocess):
+    cfg = config(small, 25, mode="optim", optimizer="adam", dtype="float32", deterministic=True)
+    (a, _), (b, _) = run_inprocess(cfg, store), run_inprocess(cfg, store)
+    (wa, la), (wb, lb) = trained(store, a), trained(store, b)
+    assert la == lb and len(la) == 25
+    assert_same(wa["model"], wb["model"])
+    s = Store(store)
+    [env] = [e["data"] for e in s.events(a, kind="environment")]
+    s.close()
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and "git" in env
+    run_inprocess(config(small, 2), store)
+    assert not torch.are_deterministic_algorithms_enabled()  # set by each run: not left on for the next
+
+
+def test_run_again_starts_the_same_configuration(small, store, run_inprocess, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    first, _ = run_inprocess(config(small, 5, seed=7, lr=3e-4, mode="autograd"), store)
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.setattr(runs, "_start", lambda rid, path: None)
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("views/runs.py").run()
+    at.button(key="runs_again").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [again] = [r for r in engine.list_runs(store) if r["id"] != first]
+    assert again["config"] == engine.get_run(first, store)["config"] and at.session_state.lp_run == again["id"]

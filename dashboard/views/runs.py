@@ -41,7 +41,7 @@ st.subheader("One run")
 ids = [r["run"] for r in rows]
 run_id = st.selectbox("Run", ids, index=ids.index(selected[0]) if selected else 0, key="runs_one")
 run = next(r for r in runs if r["id"] == run_id)
-c1, c2, c3, c4, c5 = st.columns(5)
+c1, c2, c3, c4, c5, c6 = st.columns(6)
 if c1.button("Watch on the Train page", key="runs_watch"):
     actions.watch(run_id)
     st.switch_page("views/train.py", query_params={"run": run_id})  # ?run= kept, so a reload keeps it
@@ -76,7 +76,10 @@ c4.button(
     if ended and have_ckpt
     else "an ended run with a checkpoint resumes here; an active one pauses and resumes on the Train page",
 )
-c5.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
+c5.button(
+    "Run again", key="runs_again", on_click=actions.run_again, args=(run_id,), help="a new run, the same configuration"
+)
+c6.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
 if st.session_state.get("lp_confirm_delete") == run_id:
     active = run["status"] in engine.ACTIVE
     st.warning(
@@ -105,5 +108,7 @@ with st.expander("Fork: what if the run had gone on differently from a step?"):
     st.button("Fork", key="runs_fork", on_click=actions.fork, args=(run_id,))
 if run.get("error"):
     st.error(pages_common.plain(run["error"]))  # the worker's or anyone's text: never markdown
-with st.expander("Configuration"):
+with st.expander("Configuration, versions and code"):
     st.json(run["config"])
+    env = db.events(run_id, kind="environment")
+    st.json(env[-1]["data"] if env else {"environment": "not recorded (a run from before it was)"})

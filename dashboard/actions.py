@@ -109,6 +109,19 @@ def run_again(run_id: str):
     st.session_state.lp_goto_train = child
 
 
+def export_onnx(run_id: str):
+    """The run's model to ONNX, run by onnxruntime on the run's own inputs: the difference is the verdict."""
+    try:
+        info = engine.to_onnx(run_id)
+    except ConfigError as e:
+        st.session_state.lp_error = f"Not exported: {e}"
+        return
+    st.session_state.lp_notice = (
+        f"Exported to ONNX. onnxruntime on {info['batch']} of the run's inputs differs from PyTorch by at most "
+        f"{info['max_abs_diff']:.3g} ({info['dtype']} rounding)."
+    )
+
+
 def resume_ended(run_id: str):
     """Continue an ended run from its checkpoint, in place, and watch it on the Train page."""
     try:

@@ -27,6 +27,7 @@ from .runs import (
 from .standby import retire as retire_standby
 from .standby import warm
 from .store import ACTIVE, Store
+from .to_onnx import to_onnx
 
 __all__ = [
     "ConfigError",
@@ -38,6 +39,7 @@ __all__ = [
     "resume",
     "resume_run",
     "fork",
+    "to_onnx",
     "stop",
     "set_lr",
     "kill",

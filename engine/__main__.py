@@ -1,4 +1,4 @@
-"""The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, delete, worker, standby}.
+"""The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, fork, export, ...}.
 
 Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass, with its
 help from the field's metadata (engine/config.py help_for). Bad input gets one line on stderr and
@@ -217,6 +217,15 @@ def cmd_fork(args):
     return 0
 
 
+def cmd_export(args):
+    from .to_onnx import to_onnx
+
+    info = to_onnx(args.run, args.onnx, args.store)
+    print(f"{info['file']}: onnxruntime on {info['batch']} of the run's inputs differs from PyTorch by at most "
+          f"{info['max_abs_diff']:.3g}")  # fmt: skip
+    return 0
+
+
 def cmd_delete(args):
     if not runs.delete_run(args.run, args.store):
         raise ConfigError(f"no run {args.run!r}")
@@ -271,6 +280,11 @@ def main(argv=None):
     add_config_flags(f)
     f.set_defaults(fn=cmd_fork)
 
+    e = sub.add_parser("export", help="export a run's model to ONNX and check it with onnxruntime")
+    e.add_argument("run")
+    e.add_argument("--onnx", required=True, metavar="FILE", help="where to write the .onnx file")
+    e.set_defaults(fn=cmd_export)
+
     d = sub.add_parser("delete", help="delete a run, its metrics and its files (stopping it first if active)")
     d.add_argument("run")
     d.set_defaults(fn=cmd_delete)
@@ -286,7 +300,7 @@ def main(argv=None):
     sb.set_defaults(fn=cmd_standby)
 
     # --store is accepted after the subcommand too
-    for sp in (t, r, m, s, f, d, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
+    for sp in (t, r, m, s, f, e, d, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
         sp.add_argument("--store", default=argparse.SUPPRESS)
 
     args = p.parse_args(argv)

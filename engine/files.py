@@ -9,6 +9,7 @@ All of them sit under the store's folder (runs/ by default), named by the run id
                                      for a fork from step k
     runs/logs/RUN.log                the detached worker's stdout and stderr
     runs/visdom/RUN.jsonl            the Visdom sink's spool, while points are undelivered
+    runs/exports/RUN.onnx            the model exported from the Runs page (engine/to_onnx.py)
 
 delete_run (engine/runs.py) removes exactly these, and nothing outside the store's folder. Beside
 them, the store's warm standby (engine/standby.py) has three files of its own, named by the store:
@@ -51,6 +52,11 @@ class RunFiles:
         return self.root / "visdom" / f"{self.run_id}.jsonl"
 
     @property
+    def onnx(self) -> Path:
+        """Where the Runs page's ONNX export goes (engine/to_onnx.py)."""
+        return self.root / "exports" / f"{self.run_id}.onnx"
+
+    @property
     def history(self) -> Path:
         """The folder of the run's earlier checkpoints, STEP.pt (12 digits), for a fork from step k."""
         return self.root / "checkpoints" / self.run_id
@@ -65,7 +71,7 @@ class RunFiles:
 
     def existing(self) -> list[Path]:
         """The files of this run that exist now, leftovers of interrupted writes included."""
-        found = [p for p in (self.checkpoint, self.log, self.spool) if p.is_file()]
+        found = [p for p in (self.checkpoint, self.log, self.spool, self.onnx) if p.is_file()]
         found += self.checkpoint.parent.glob(f"{self.run_id}.pt.tmp-*")
         found += self.history.glob("*")
         found += self.spool.parent.glob(f"{self.run_id}.tmp")

@@ -92,6 +92,26 @@ if st.session_state.get("lp_confirm_delete") == run_id:
     d1, d2, _ = st.columns([1, 1, 4])
     d1.button("Yes, delete", type="primary", key="runs_delete_yes", on_click=actions.delete, args=(run_id,))
     d2.button("Cancel", key="runs_delete_no", on_click=actions.cancel_delete)
+o1, o2, _ = st.columns([1, 1, 3])
+o1.button(
+    "Export to ONNX",
+    key="runs_onnx",
+    on_click=actions.export_onnx,
+    args=(run_id,),
+    disabled=not have_ckpt,
+    help="torch.onnx.export of the checkpoint's model, checked with onnxruntime on the run's own inputs",
+)
+exported = db.events(run_id, kind="onnx")
+onnx_file = Path(exported[-1]["data"]["file"]) if exported else None
+o2.download_button(
+    "ONNX file",
+    data=(lambda: onnx_file.read_bytes()) if onnx_file and onnx_file.is_file() else b"",
+    file_name=f"{run_id}.onnx",
+    mime="application/octet-stream",
+    key="runs_onnx_file",
+    disabled=not (onnx_file and onnx_file.is_file()),
+    on_click="ignore",
+)
 with st.expander("Fork: what if the run had gone on differently from a step?"):
     st.caption(
         "A new run starts from this run's checkpoint at or before the step (it keeps its 16 newest and the "

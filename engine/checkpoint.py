@@ -29,7 +29,7 @@ import torch
 from .config import ConfigError, to_dict
 
 VERSION = 1
-HISTORY = 16  # earlier checkpoints kept per run, the newest, for a fork from step k
+HISTORY = 16  # earlier checkpoints kept per run (the newest, and the first), for a fork from step k
 
 
 def _host(value):
@@ -92,14 +92,14 @@ def write(path: str | Path, snap: dict) -> None:
 
 def keep(files, snap: dict) -> Path:
     """snap as the run's checkpoint at its step (RUN/STEP.pt), made the latest (RUN.pt, a hard link to
-    it, swapped in atomically); all but the HISTORY newest of the earlier ones are dropped."""
+    it, swapped in atomically); of the earlier ones, the first and the HISTORY newest are kept."""
     at = files.history_at(snap["step"])
     write(at, snap)
     tmp = Path(f"{files.checkpoint}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     os.link(at, tmp)
     os.replace(tmp, files.checkpoint)
-    for old in sorted(files.history.glob("*.pt"))[:-HISTORY]:
+    for old in sorted(files.history.glob("*.pt"))[1:-HISTORY]:  # the first (the run's start) stays
         old.unlink(missing_ok=True)
     return at
 

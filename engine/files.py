@@ -5,7 +5,7 @@ All of them sit under the store's folder (runs/ by default), named by the run id
     runs/liveprop.db                 the store (every run's rows)
     runs/checkpoints/RUN.pt          the worker's latest checkpoint (written atomically: RUN.pt.tmp-PID, then
                                      renamed; a dead writer's RUN.pt.tmp-PID is removed: remove_stale_tmp)
-    runs/checkpoints/RUN/STEP.pt     the earlier ones, the newest HISTORY of them (RUN.pt links the newest),
+    runs/checkpoints/RUN/STEP.pt     the earlier ones: the first and the HISTORY newest (RUN.pt links the newest),
                                      for a fork from step k
     runs/logs/RUN.log                the detached worker's stdout and stderr
     runs/visdom/RUN.jsonl            the Visdom sink's spool, while points are undelivered

@@ -288,3 +288,11 @@ def test_run_again_starts_the_same_configuration(small, store, run_inprocess, mo
     assert not at.exception and not at.error, [e.value for e in at.error]
     [again] = [r for r in engine.list_runs(store) if r["id"] != first]
     assert again["config"] == engine.get_run(first, store)["config"] and at.session_state.lp_run == again["id"]
+
+
+def test_a_run_keeps_its_first_checkpoint_and_its_newest(small, store, run_inprocess, monkeypatch):
+    monkeypatch.setattr(checkpoint, "HISTORY", 3)
+    run_id, _ = run_inprocess(config(small, 40, checkpoint_seconds=1e-6), store)  # one per flush: 0, 4, ...
+    kept = sorted(int(p.stem) for p in RunFiles.of(run_id, store).history.glob("*.pt"))
+    assert kept[0] == 0 and len(kept) == 4 and kept[-1] == 40
+    assert RunFiles.of(run_id, store).checkpoint.samefile(RunFiles.of(run_id, store).history_at(40))

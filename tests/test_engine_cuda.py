@@ -171,3 +171,29 @@ def test_nonfinite_loss_noticed_through_the_pinned_flag_without_a_sync(small, ca
     assert 0 <= trainer.divergence["ran_after"] < 50 and trainer.step == bad + 1 + trainer.divergence["ran_after"]
     assert [ok for s, ok in reads if s <= bad] and all(ok for s, ok in reads if s <= bad)  # finite reads first
     assert reads[-1][1] is False
+
+
+@pytest.mark.parametrize("case", ["manual", "optim-adam"])
+def test_a_cuda_run_resumed_from_its_checkpoint_goes_on_as_one_never_stopped(small, case, tmp_path):
+    """The checkpoint holds the CUDA RNG and device tensors copied to the host; restored, they go back
+    to the device and the run goes on as before (float64: the same kernels, the same results)."""
+    from engine import checkpoint
+    from engine.telemetry import Telemetry
+
+    def trainer():
+        p = build.prepare(small(device="cuda", dtype="float64", steps=STEPS, **case_config(case)))
+        mode, batches = build.build(p)
+        return p, mode, batches, Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), STEPS)
+
+    p, mode, batches, whole = trainer()
+    whole.run()
+    p, first, batches, half = trainer()
+    half.run(max_steps=STEPS // 2)
+    snap = checkpoint.snapshot(first, half.step, p.cfg, batches)
+    checkpoint.write(tmp_path / "c.pt", snap)
+    p, second, batches, rest = trainer()
+    rest.step = checkpoint.restore(checkpoint.load(tmp_path / "c.pt"), second, batches, p.cfg)
+    rest.run()
+    for (n, a), (_, b) in zip(mode.named_params(), second.named_params()):
+        assert a.device.type == "cuda"
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=n)

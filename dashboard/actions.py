@@ -103,10 +103,7 @@ def run_again(run_id: str):
     except (ConfigError, TypeError) as e:
         st.session_state.lp_error = f"Not launched: {e}"
         return
-    st.session_state.lp_notice = f"Started run {child} with the configuration of {run_id}."
-    watch(child)
-    expect(child, "running")
-    st.session_state.lp_goto_train = child
+    _go_watch(child, f"Started run {child} with the configuration of {run_id}.")
 
 
 def export_onnx(run_id: str):
@@ -129,10 +126,7 @@ def resume_ended(run_id: str):
     except ConfigError as e:
         st.session_state.lp_error = f"Not resumed: {e}"
         return
-    st.session_state.lp_notice = f"Resumed run {run_id} from step {step}."
-    watch(run_id)
-    expect(run_id, "running")
-    st.session_state.lp_goto_train = run_id
+    _go_watch(run_id, f"Resumed run {run_id} from step {step}.")
 
 
 def fork(run_id: str):
@@ -146,10 +140,15 @@ def fork(run_id: str):
     except (ConfigError, TypeError, ValueError) as e:
         st.session_state.lp_error = f"Not forked: {e}"
         return
-    st.session_state.lp_notice = f"Forked run {run_id}: the new run {child} goes on from its checkpoint."
-    watch(child)
-    expect(child, "running")
-    st.session_state.lp_goto_train = child
+    _go_watch(child, f"Forked run {run_id}: the new run {child} goes on from its checkpoint.")
+
+
+def _go_watch(run_id: str, notice: str):
+    """Watch run_id on the Train page (the Runs page switches there at its next run), with a notice."""
+    st.session_state.lp_notice = notice
+    watch(run_id)
+    expect(run_id, "running")
+    st.session_state.lp_goto_train = run_id
 
 
 def ask_delete(run_id: str):

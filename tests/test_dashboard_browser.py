@@ -149,6 +149,25 @@ def set_number(page, label, value):
     box.press("Enter")
 
 
+@contextlib.contextmanager
+def browser_page(width=1400, height=1100, timeout_ms=60_000, failure="dashboard_failure.png"):
+    """A page in headless Chromium; a screenshot (tests/artifacts/FAILURE) when the test fails in it."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(timeout_ms)
+        try:
+            yield page
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / failure))
+            raise
+        finally:
+            browser.close()
+
+
 def test_train_watch_control_and_list_a_run(dashboard):
     from playwright.sync_api import sync_playwright
 
@@ -370,39 +389,28 @@ def test_a_learner_forks_a_run_with_a_lower_lr_and_sees_both_curves(dashboard):
     then watches the fork, its chart with the parent's curve dashed beside it; a reload, a visit to the
     Runs page and back keep it. Screenshot: fork_train.png."""
     from conftest import SMALL, run_in_process
-    from playwright.sync_api import sync_playwright
 
     cfg = engine.RunConfig(**{**SMALL, "mode": "optim", "optimizer": "adam", "lr": 1e-2, "steps": 300,
                               "flush_every": 50, "checkpoint_seconds": 1e-6})  # fmt: skip
     parent, _ = run_in_process(cfg, dashboard["store"])
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.set_default_timeout(60_000)
-            page.goto(dashboard["url"] + "/runs")
-            page.get_by_text("Fork: what if the run had gone on differently").click()
-            set_number(page, "from step", 160)
-            set_number(page, "learning rate", "1e-4")
-            settle(page)
-            page.get_by_role("button", name="Fork", exact=True).click()
-            page.get_by_text(re.compile(r"Forked run .* goes on from its checkpoint")).wait_for()
-            status_is(page, "finished", timeout=120_000)
-            legend = page.locator(".js-plotly-plot").first.get_by_text(re.compile(r"parent: adam lr 0\.01"))
-            legend.wait_for()
-            time.sleep(1.0)
-            page.screenshot(path=str(ARTIFACTS / "fork_train.png"))
-            page.reload()
-            legend.wait_for()
-            page.get_by_role("link", name="Runs").click()
-            page.get_by_text("Select rows to overlay").wait_for()
-            page.get_by_role("link", name="Train").click()
-            legend.wait_for()
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"))
-            raise
-        finally:
-            browser.close()
+    with browser_page(height=1500) as page:
+        page.goto(dashboard["url"] + "/runs")
+        page.get_by_text("Fork: what if the run had gone on differently").click()
+        set_number(page, "from step", 160)
+        set_number(page, "learning rate", "1e-4")
+        settle(page)
+        page.get_by_role("button", name="Fork", exact=True).click()
+        page.get_by_text(re.compile(r"Forked run .* goes on from its checkpoint")).wait_for()
+        status_is(page, "finished", timeout=120_000)
+        legend = page.locator(".js-plotly-plot").first.get_by_text(re.compile(r"parent: adam lr 0\.01"))
+        legend.wait_for()
+        time.sleep(1.0)
+        page.screenshot(path=str(ARTIFACTS / "fork_train.png"))
+        page.reload()
+        legend.wait_for()
+        page.get_by_role("link", name="Runs").click()
+        page.get_by_text("Select rows to overlay").wait_for()
+        page.get_by_role("link", name="Train").click()
+        legend.wait_for()
     [child] = [r for r in engine.list_runs(dashboard["store"]) if r["id"] != parent]
     assert child["config"]["lr"] == 1e-4 and child["status"] == "finished" and child["step"] == 300

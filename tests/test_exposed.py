@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, dashboard_process, free_port, port_open, settle
+from test_dashboard_browser import ARTIFACTS, CHROMIUM, browser_page, dashboard_process, free_port, port_open, settle
 
 import engine
 from dashboard import __main__ as dashboard_main
@@ -188,49 +188,37 @@ def test_the_streamlit_server_gets_a_hash_the_visdom_login_and_the_data_root(pro
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
 def test_the_page_shows_nothing_but_the_password_form_until_it_is_entered(protected):
-    from playwright.sync_api import sync_playwright
+    with browser_page(1200, 700, 30_000, failure="exposed_failure.png") as page:
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 700})
-            page.set_default_timeout(30_000)
-
-            def shows_the_form_only():
-                page.get_by_role("button", name="Open the dashboard").wait_for()
-                page.get_by_label("Password", exact=True).wait_for()
-                settle(page)
-                assert page.get_by_test_id("stSidebar").count() == 0
-                assert protected["run"] not in page.content()
-                assert page.get_by_role("button", name="Start", exact=True).count() == 0
-
-            def enter(password):
-                page.get_by_label("Password", exact=True).fill(password)
-                page.get_by_role("button", name="Open the dashboard").click()
-
-            page.goto(protected["url"] + "/runs")  # a page's own address, straight away
-            shows_the_form_only()
-            page.screenshot(path=str(ARTIFACTS / "exposed_password.png"))
-
-            enter("wrong")
-            page.get_by_text("Wrong password.").wait_for()
+        def shows_the_form_only():
+            page.get_by_role("button", name="Open the dashboard").wait_for()
+            page.get_by_label("Password", exact=True).wait_for()
             settle(page)
-            assert page.get_by_test_id("stAlert").count() == 1
-            page.screenshot(path=str(ARTIFACTS / "exposed_wrong_password.png"))
-            shows_the_form_only()
+            assert page.get_by_test_id("stSidebar").count() == 0
+            assert protected["run"] not in page.content()
+            assert page.get_by_role("button", name="Start", exact=True).count() == 0
 
-            enter(PASSWORD)
-            page.get_by_test_id("stSidebar").wait_for()
-            page.get_by_role("heading", name="Runs").wait_for()
-            page.locator("[role=gridcell]", has_text=protected["run"]).first.wait_for(state="attached")
+        def enter(password):
+            page.get_by_label("Password", exact=True).fill(password)
+            page.get_by_role("button", name="Open the dashboard").click()
 
-            page.reload()  # a new session: asks again
-            shows_the_form_only()
-            enter(PASSWORD)
-            page.get_by_role("heading", name="Runs").wait_for()
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "exposed_failure.png"))
-            raise
-        finally:
-            browser.close()
+        page.goto(protected["url"] + "/runs")  # a page's own address, straight away
+        shows_the_form_only()
+        page.screenshot(path=str(ARTIFACTS / "exposed_password.png"))
+
+        enter("wrong")
+        page.get_by_text("Wrong password.").wait_for()
+        settle(page)
+        assert page.get_by_test_id("stAlert").count() == 1
+        page.screenshot(path=str(ARTIFACTS / "exposed_wrong_password.png"))
+        shows_the_form_only()
+
+        enter(PASSWORD)
+        page.get_by_test_id("stSidebar").wait_for()
+        page.get_by_role("heading", name="Runs").wait_for()
+        page.locator("[role=gridcell]", has_text=protected["run"]).first.wait_for(state="attached")
+
+        page.reload()  # a new session: asks again
+        shows_the_form_only()
+        enter(PASSWORD)
+        page.get_by_role("heading", name="Runs").wait_for()

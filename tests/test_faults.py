@@ -53,6 +53,11 @@ def series(store: str, run_id: str) -> tuple[dict, int]:
     return run, max(0, claimed - len(steps))
 
 
+def temporaries(files: RunFiles) -> list[Path]:
+    """A checkpoint being written: RUN/STEP.pt.tmp-PID (the write), RUN.pt.tmp-PID (the link to it)."""
+    return [*files.checkpoint.parent.glob(f"{files.run_id}.pt.tmp-*"), *files.history.glob("*.tmp-*")]
+
+
 def whole(checkpoint: Path) -> bool:
     """No checkpoint (killed before the rename), or one that loads: never half a file. The kill may
     land just after the rename, before the status is written: a whole checkpoint of a failed run."""
@@ -110,7 +115,7 @@ def test_sigkill_during_the_checkpoint_write_leaves_no_temp_file(store, small, f
         pid = wait_for(lambda: engine.get_run(run_id, store)["pid"], what="the worker's pid")  # noqa: B023
         deadline, polls = time.monotonic() + 60, 0
         while time.monotonic() < deadline:
-            if any(files.checkpoint.parent.glob(f"{run_id}.pt.tmp-*")):
+            if temporaries(files):
                 killed(pid)
                 caught += 1
                 break
@@ -122,7 +127,7 @@ def test_sigkill_during_the_checkpoint_write_leaves_no_temp_file(store, small, f
             lambda: (r := engine.get_run(run_id, store))["status"] not in engine.ACTIVE and r,  # noqa: B023
             what="the run's end",
         )
-        leftovers = list(files.checkpoint.parent.glob(f"{run_id}.pt.tmp-*"))
+        leftovers = temporaries(files)
         if leftovers or run["status"] not in ("failed", "finished") or not whole(files.checkpoint):
             failures += 1
             print("failed trial:", run["status"], run["error"], leftovers, files.checkpoint.exists())

@@ -41,32 +41,15 @@ st.subheader("One run")
 ids = [r["run"] for r in rows]
 run_id = st.selectbox("Run", ids, index=ids.index(selected[0]) if selected else 0, key="runs_one")
 run = next(r for r in runs if r["id"] == run_id)
-c1, c2, c3, c4, c5, c6 = st.columns(6)
-if c1.button("Watch on the Train page", key="runs_watch"):
-    actions.watch(run_id)
-    st.switch_page("views/train.py", query_params={"run": run_id})  # ?run= kept, so a reload keeps it
-c2.download_button(
-    "Metrics CSV",
-    data=lambda: export.metrics(run_id, "csv", db),
-    file_name=f"{run_id}.csv",
-    mime="text/csv",
-    key="runs_csv",
-    on_click="ignore",
-)
 ckpt = run.get("checkpoint")
 have_ckpt = bool(ckpt) and Path(ckpt).is_file()
-c3.download_button(
-    "Checkpoint",
-    data=(lambda: Path(ckpt).read_bytes()) if have_ckpt else b"",
-    file_name=f"{run_id}.pt",
-    mime="application/octet-stream",
-    key="runs_ckpt",
-    disabled=not have_ckpt,
-    on_click="ignore",
-    help=None if have_ckpt else "written every checkpoint_seconds while the run trains, and when it ends",
-)
 ended = run["status"] not in engine.ACTIVE
-c4.button(
+# two rows: what to do with the run, then its files
+c1, c2, c3, c4 = st.columns(4)
+if c1.button("Watch on the Train page", key="runs_watch", width="stretch"):
+    actions.watch(run_id)
+    st.switch_page("views/train.py", query_params={"run": run_id})  # ?run= kept, so a reload keeps it
+c2.button(
     "Resume",
     key="runs_resume",
     on_click=actions.resume_ended,
@@ -75,11 +58,17 @@ c4.button(
     help="continue this run from its checkpoint, in place: its steps, curves, weights, optimizer state and lr go on"
     if ended and have_ckpt
     else "an ended run with a checkpoint resumes here; an active one pauses and resumes on the Train page",
+    width="stretch",
 )
-c5.button(
-    "Run again", key="runs_again", on_click=actions.run_again, args=(run_id,), help="a new run, the same configuration"
+c3.button(
+    "Run again",
+    key="runs_again",
+    on_click=actions.run_again,
+    args=(run_id,),
+    help="a new run, the same configuration",
+    width="stretch",
 )
-c6.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,))
+c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,), width="stretch")
 if st.session_state.get("lp_confirm_delete") == run_id:
     active = run["status"] in engine.ACTIVE
     st.warning(
@@ -92,18 +81,39 @@ if st.session_state.get("lp_confirm_delete") == run_id:
     d1, d2, _ = st.columns([1, 1, 4])
     d1.button("Yes, delete", type="primary", key="runs_delete_yes", on_click=actions.delete, args=(run_id,))
     d2.button("Cancel", key="runs_delete_no", on_click=actions.cancel_delete)
-o1, o2, _ = st.columns([1, 1, 3])
-o1.button(
+f1, f2, f3, f4 = st.columns(4)
+f1.download_button(
+    "Metrics CSV",
+    data=lambda: export.metrics(run_id, "csv", db),
+    file_name=f"{run_id}.csv",
+    mime="text/csv",
+    key="runs_csv",
+    on_click="ignore",
+    width="stretch",
+)
+f2.download_button(
+    "Checkpoint",
+    data=(lambda: Path(ckpt).read_bytes()) if have_ckpt else b"",
+    file_name=f"{run_id}.pt",
+    mime="application/octet-stream",
+    key="runs_ckpt",
+    disabled=not have_ckpt,
+    on_click="ignore",
+    help=None if have_ckpt else "written every checkpoint_seconds while the run trains, and when it ends",
+    width="stretch",
+)
+f3.button(
     "Export to ONNX",
     key="runs_onnx",
     on_click=actions.export_onnx,
     args=(run_id,),
     disabled=not have_ckpt,
     help="torch.onnx.export of the checkpoint's model, checked with onnxruntime on the run's own inputs",
+    width="stretch",
 )
 exported = db.events(run_id, kind="onnx")
 onnx_file = Path(exported[-1]["data"]["file"]) if exported else None
-o2.download_button(
+f4.download_button(
     "ONNX file",
     data=(lambda: onnx_file.read_bytes()) if onnx_file and onnx_file.is_file() else b"",
     file_name=f"{run_id}.onnx",
@@ -111,6 +121,7 @@ o2.download_button(
     key="runs_onnx_file",
     disabled=not (onnx_file and onnx_file.is_file()),
     on_click="ignore",
+    width="stretch",
 )
 with st.expander("Fork: what if the run had gone on differently from a step?"):
     st.caption(

@@ -42,8 +42,12 @@ def environment(device) -> dict:
     """What produced the run, to reproduce it: the versions (Python, torch, torchvision, CUDA), the device,
     and the code's git commit (and whether the checkout had changes), stored as the event "environment"."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    import torchvision
+    try:
+        torchvision = version("torchvision")  # importing torchvision to ask would cost a second at start
+    except PackageNotFoundError:
+        torchvision = None
 
     def git(*args):
         try:
@@ -56,7 +60,7 @@ def environment(device) -> dict:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": torchvision,
         "cuda": torch.version.cuda,
         "device": str(device),
         "git": commit,

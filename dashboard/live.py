@@ -213,12 +213,14 @@ def _controls(run, lr: float):
         disabled=status != "running",
         width="stretch",
     )
+    ended = status not in ACTIVE and bool(run.get("checkpoint"))  # goes on from its checkpoint
     c[1].button(
         "Resume",
         key="btn_resume",
-        on_click=actions.control,
-        args=(rid, "resume"),
-        disabled=status != "paused",
+        on_click=actions.resume_ended if ended else actions.control,
+        args=(rid,) if ended else (rid, "resume"),
+        disabled=status != "paused" and not ended,
+        help="continue this run from its checkpoint, in place" if ended else None,
         width="stretch",
     )
     c[2].button(

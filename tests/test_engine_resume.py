@@ -296,3 +296,27 @@ def test_a_run_keeps_its_first_checkpoint_and_its_newest(small, store, run_inpro
     kept = sorted(int(p.stem) for p in RunFiles.of(run_id, store).history.glob("*.pt"))
     assert kept[0] == 0 and len(kept) == 4 and kept[-1] == 40
     assert RunFiles.of(run_id, store).checkpoint.samefile(RunFiles.of(run_id, store).history_at(40))
+
+
+def test_the_train_pages_resume_goes_on_from_the_checkpoint_once_the_run_has_ended(
+    small, store, run_inprocess, monkeypatch
+):
+    """After Stop, a learner on the Train page presses Resume: the run goes on in place (it used to be
+    greyed out: "takes no more commands"), and a later visit to the Runs page stays there."""
+    from streamlit.testing.v1 import AppTest
+
+    run_id, _ = run_inprocess(config(small, 11), store)
+    s = Store(store)
+    s.update_run(run_id, status="stopped", total_steps=30)
+    s.close()
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.setattr(runs, "_start", lambda rid, path: None)
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run()
+    resume = at.button(key="btn_resume")
+    assert not resume.disabled
+    resume.click().run()
+    assert not at.exception and engine.get_run(run_id, store)["status"] == "queued"
+    at.switch_page("views/runs.py").run()
+    assert not at.exception and any(t.value == "Runs" for t in at.title)

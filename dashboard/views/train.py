@@ -5,6 +5,7 @@ import streamlit as st
 from dashboard import actions, figures, live, pages_common, rules, sidebar
 
 st.title("Train")
+st.session_state.pop("lp_goto_train", None)  # the Runs page's way here (a resume, fork, run again): here already
 prepared, error = actions.validate()
 why = rules.disabled_reasons(sidebar.values())
 

@@ -57,6 +57,9 @@ def _faint(color: str, alpha: float = 0.25) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+FEW_POINTS = 30  # a loss with fewer finite points gets markers: a run that diverged at step 1 has one
+
+
 def _raw_and_smooth(fig, b: Buckets, smoothing: float, name: str, color: str, legend_raw: bool = True):
     """Both lines break where the series has no finite value (NaN, inf: a divergence): a gap, not a
     line drawn through, and the smoothed one starts over after it."""
@@ -75,9 +78,17 @@ def _raw_and_smooth(fig, b: Buckets, smoothing: float, name: str, color: str, le
         )
     )
     sx, sy = b.ema(smoothing, gaps=True)
+    few = np.count_nonzero(np.isfinite(np.asarray(sy, dtype=float))) < FEW_POINTS  # a line of one point is not drawn
     fig.add_trace(
         go.Scatter(
-            x=sx, y=sy, mode="lines", name=name, line=dict(color=color, width=2), legendgroup=name, connectgaps=False
+            x=sx,
+            y=sy,
+            mode="lines+markers" if few else "lines",
+            name=name,
+            line=dict(color=color, width=2),
+            marker=dict(size=6),
+            legendgroup=name,
+            connectgaps=False,
         )
     )
 

@@ -144,6 +144,14 @@ def test_loss_figure_marks_divergence():
     assert any("w2" in a.text for a in fig.layout.annotations)
 
 
+def test_a_loss_of_one_finite_point_is_drawn_as_a_marker():
+    """A run that diverged at step 1 has one finite loss: as a bare line, the chart looked empty."""
+    fig = figures.loss_figure((np.array([0, 1, 2]), np.array([2.7e7, np.nan, np.nan])), divergence={"step": 1})
+    smoothed = fig.data[1]
+    assert "markers" in smoothed.mode and np.isfinite(smoothed.y[0])
+    assert figures.loss_figure(noisy_loss(1000)).data[1].mode == "lines"
+
+
 def test_a_fork_is_drawn_dashed_from_the_step_it_forked_at():
     steps, values = noisy_loss(300)
     branch = (steps[120:], values[120:] / 2)  # a fork at step 120 with a lower loss

@@ -140,6 +140,10 @@ def main(argv=None) -> int:
         print(f"Streamlit exited with code {code}", file=sys.stderr)
         return code or 1
     except KeyboardInterrupt:
+        # the stop is under way: another Ctrl-C or SIGTERM would cut the clean-up short (each server is
+        # given 5 s, then killed), and leave a server or the standby behind
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("\nstopping…", file=sys.stderr)
         return 0
     finally:

@@ -241,7 +241,15 @@ def test_train_watch_control_and_list_a_run(dashboard):
             main.get_by_role("button", name="Stop", exact=True).click()
             status_is(page, "stopped")
             main.get_by_role("button", name="Pause").wait_for()
-            assert main.get_by_role("button", name="Resume").is_disabled()
+            assert main.get_by_role("button", name="Pause").is_disabled()
+            # a stopped run resumes from its checkpoint, in place; then stop it for good
+            stopped_at = engine.get_run(run["id"], dashboard["store"])["step"]
+            settle(page)
+            main.get_by_role("button", name="Resume").click()
+            status_is(page, "running", timeout=60_000)
+            main.get_by_role("button", name="Stop", exact=True).click()
+            status_is(page, "stopped")
+            assert engine.get_run(run["id"], dashboard["store"])["step"] > stopped_at
             time.sleep(1.5)  # let the charts settle
             page.screenshot(path=str(ARTIFACTS / "dashboard_train.png"))
 
@@ -262,7 +270,7 @@ def test_train_watch_control_and_list_a_run(dashboard):
     final = engine.get_run(run["id"], dashboard["store"])
     assert final["status"] == "stopped" and final["checkpoint"] and os.path.isfile(final["checkpoint"])
     events = [e["kind"] for e in engine.Store(dashboard["store"]).events(run["id"])]
-    assert {"lr_change", "pause", "resume", "stop"} <= set(events)
+    assert {"lr_change", "pause", "resume", "stop", "resumed"} <= set(events)
 
 
 def test_settings_survive_every_page_and_a_reload_and_nothing_leaves_the_machine(dashboard):

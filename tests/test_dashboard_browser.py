@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 import engine
 from engine.store import ACTIVE
@@ -247,9 +248,9 @@ def test_train_watch_control_and_list_a_run(dashboard):
             settle(page)
             main.get_by_role("button", name="Resume").click()
             status_is(page, "running", timeout=60_000)
+            wait_for(lambda: engine.get_run(run["id"], dashboard["store"])["step"] > stopped_at, what="new steps")
             main.get_by_role("button", name="Stop", exact=True).click()
             status_is(page, "stopped")
-            assert engine.get_run(run["id"], dashboard["store"])["step"] > stopped_at
             time.sleep(1.5)  # let the charts settle
             page.screenshot(path=str(ARTIFACTS / "dashboard_train.png"))
 

@@ -69,7 +69,7 @@ def snapshot(mode, step: int, cfg, batches) -> dict:
         "lr": float(mode.lr),
         "config": to_dict(cfg),
         "rng": rng_states(),
-        "data": batches.position() if hasattr(batches, "position") else None,
+        "data": batches.position(),
         **_host(mode.state_dict()),
     }
 
@@ -120,12 +120,7 @@ def restore(ckpt: dict, mode, batches, cfg) -> int:
     cfg is the run's own config (a resume) or a fork's, which may change the training: a new optimizer
     starts with its own fresh state, a new lr or optimizer setting (betas, momentum, ...) replaces the
     checkpoint's; an lr the fork leaves alone is the one the run had then (set-lr included)."""
-    if hasattr(mode, "model"):  # nn, optim: the module's own state_dict (its buffers too)
-        mode.model.load_state_dict(ckpt["model"])
-    else:  # the raw modes: their tensors, by the lecture's names (w1, w2, ...), in place
-        with torch.no_grad():
-            for name, w in mode.named_params():
-                w.copy_(ckpt["model"][name])
+    mode.load_weights(ckpt["model"])
     was = ckpt["config"]
     if "optimizer" in ckpt and was["optimizer"] == cfg.optimizer:
         settings = [{k: v for k, v in g.items() if k != "params"} for g in mode.optimizer.param_groups]
@@ -134,7 +129,7 @@ def restore(ckpt: dict, mode, batches, cfg) -> int:
             group.update(setting)  # this config's betas, momentum, ...; its state (moments) from then
     mode.lr = ckpt["lr"] if cfg.lr == was["lr"] else cfg.lr
     set_rng_states(ckpt["rng"])
-    if ckpt["data"] is not None and hasattr(batches, "seek"):
+    if ckpt["data"] is not None:  # None: the one full batch, which has no position
         batches.seek(ckpt["data"])
     return ckpt["step"]
 

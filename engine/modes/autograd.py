@@ -57,6 +57,11 @@ class TwoLayer:
     def state_dict(self):
         return {"model": {n: p.detach() for n, p in self.params.items()}}
 
+    def load_weights(self, model):
+        with torch.no_grad():
+            for name, w in self.params.items():
+                w.copy_(model[name])
+
 
 class Deep(TwoLayer):
     """Any number of layers w1..wN: the same step, looped over the layers (deep.py)."""

@@ -70,6 +70,11 @@ class TwoLayer:
     def state_dict(self):
         return {"model": dict(self.params)}
 
+    def load_weights(self, model):
+        """The weights of a state_dict()["model"], put in place (a resume, engine/checkpoint.py)."""
+        for name, w in self.params.items():
+            w.copy_(model[name])
+
 
 class Deep(TwoLayer):
     """Any number of layers w1..wN: the same step, looped over the layers (deep.py)."""

@@ -39,3 +39,6 @@ class Mode:
 
     def state_dict(self):
         return {"model": self.model.state_dict()}
+
+    def load_weights(self, model):
+        self.model.load_state_dict(model)  # the module's buffers too

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from engine.config import MLP_ARCHS, ConfigError, RunConfig
+from engine.config import MLP_ARCHS, RAW_MODES, ConfigError, RunConfig
 
 MODE_LABELS = {
     "manual": "manual",
@@ -75,6 +75,13 @@ def disabled_reasons(v: dict) -> dict[str, str]:
         why["steps"] = why["epochs"] = "the run goes on until you press Stop"
     else:
         why["epochs"] = "the run is counted in steps"
+    if mode in RAW_MODES:  # the engine refuses it in one line too (engine/config.py validate)
+        why["precision"] = (
+            f"mode {MODE_LABELS.get(mode, mode)!r} runs the lecture's hand-written tensor code as written, in its "
+            f"dtype, the reference the other modes are checked against; precision applies to nn and nn + optim"
+        )
+    elif v.get("dtype") == "float64":
+        why["precision"] = "dtype float64 keeps every op in float64; precision lowers float32 matmuls only"
     if mode not in COMPARE_MODES or arch not in MLP_ARCHS:
         why["compare"] = (
             "compare modes runs manual, autograd and custom Function, which take the MLP "

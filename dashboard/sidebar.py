@@ -32,11 +32,13 @@ from engine.config import (
     MODES,
     ON_DIVERGENCE,
     OPTIMIZERS,
+    PRECISIONS,
     SAMPLERS,
     ConfigError,
     RunConfig,
     default_lr,
     from_dict,
+    help_for,
     validate,
 )
 from engine.store import default_path
@@ -195,7 +197,7 @@ def render():
         _learning_rate()
         _length(why)
         _data(why)
-        _device()
+        _device(why)
         _run(why)
         _visdom()
     _to_url()
@@ -395,12 +397,21 @@ def _csv_header(path: str) -> list[str]:
         return []
 
 
-def _device():
+def _device(why):
     import torch
 
     c1, c2 = st.columns(2)
     c1.selectbox("Device", DEVICES, key=K + "device")
     c2.selectbox("dtype", DTYPES, key=K + "dtype")
+    c1.selectbox(
+        "Precision",
+        PRECISIONS,
+        key=K + "precision",
+        disabled="precision" in why,
+        help=why.get("precision") or help_for("precision"),
+    )
+    c2.number_input("Processes", min_value=1, max_value=256, step=1, key=K + "nproc", help=help_for("nproc"))
+    _reason(why.get("precision"))
     if torch.cuda.is_available():
         st.caption(f"This machine: CUDA on {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} device(s)).")
     else:

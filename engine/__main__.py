@@ -1,4 +1,4 @@
-"""The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, fork, export, ...}.
+"""The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, fork, export, join, ...}.
 
 Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass, with its
 help from the field's metadata (engine/config.py help_for). Bad input gets one line on stderr and
@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
+import subprocess
 import sys
-import time
 
-from . import export, runs, sinks, standby, worker
+from . import distributed, export, runs, sinks, standby, worker
 from .config import ConfigError, RunConfig, from_dict, help_for, load_file
+from .progress import Progress, watch
 from .store import opened
 
 DRY_RUN = dict(
@@ -74,43 +74,6 @@ def config_from_args(args) -> RunConfig:
     return cfg
 
 
-def eta_text(seconds: float) -> str:
-    """The progress line's time left: "12:34" below an hour, "1:02:03" past it, "--:--" when unknown."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "--:--"
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-class Progress:
-    """A one-line progress bar on stderr, fed by the trainer's on_flush events."""
-
-    def __init__(self, total: int | None):  # None: until stopped
-        self.total, self.t0, self.rate = total, time.time(), 0.0
-        self.sinks = {}  # "visdom" -> "connected" | "buffering N" | "dropped N"
-
-    def __call__(self, flush):
-        self.sinks.update((kind, d["status"]) for _, kind, d in flush.events if kind in ("visdom", "tensorboard"))
-        if not flush.losses:
-            return
-        done = flush.last_step + 1
-        rates = [v for s, k, v in flush.scalars if k == "steps_per_s"]
-        self.rate = rates[-1] if rates else self.rate
-        if self.total is None:
-            where = f"step {done} (until stopped: Ctrl-C stops, with a checkpoint)"
-        else:
-            eta = (self.total - done) / self.rate if self.rate else math.inf
-            where = f"[{'#' * int(30 * done / self.total):<30}] {done}/{self.total}"
-        sys.stderr.write(
-            f"\r{where} loss {flush.losses[-1]:.4g} {self.rate:,.0f} steps/s"
-            + ("" if self.total is None else f" ETA {eta_text(eta)}")
-            + " "
-            + "".join(f"| {k} {v} " for k, v in self.sinks.items())
-        )
-        sys.stderr.flush()
-
-
 def cmd_train(args):
     cfg = config_from_args(args)
     run_id, p = runs.create_run(cfg, args.store)
@@ -122,7 +85,10 @@ def cmd_train(args):
         return 0
     length = f"{p.total_steps} steps" if p.total_steps else "until stopped"
     print(f"run {run_id}: {p.cfg.mode} / {p.cfg.arch} / {p.cfg.dataset}, {length}", file=sys.stderr)
-    status = worker.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
+    if distributed.world_of(p.cfg) > 1:
+        status = watch(run_id, args.store, Progress(p.total_steps))
+    else:
+        status = worker.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})
     sys.stderr.write("\n")
     run = runs.get_run(run_id, args.store)
     print(
@@ -233,8 +199,25 @@ def cmd_delete(args):
     return 0
 
 
+def cmd_join(args):
+    """This machine's share of a run on several machines (nnodes > 1): torchrun, in the foreground, with the
+    run's nproc and rendezvous. The store must be the same file on every machine (a shared folder)."""
+    with opened(args.store) as s:
+        run = s.get_run(args.run)
+        path = s.path
+    if run is None:
+        raise ConfigError(f"no run {args.run!r} in {path}")
+    if run["config"].get("nnodes", 1) < 2:
+        raise ConfigError(f"run {args.run} trains on one machine (nnodes 1); there is nothing to join")
+    return subprocess.call(distributed.command(args.run, str(path), run["config"]), cwd=runs.PROJECT)
+
+
 def cmd_worker(args):
-    status = worker.run_worker(args.run, args.store)
+    try:
+        status = worker.run_worker(args.run, args.store)
+    except distributed.PeerFailed as e:  # a rank other than 0, whose peer failed: rank 0 reports the run
+        print(f"liveprop: {e}", file=sys.stderr)
+        return 1
     return 0 if status in ("finished", "stopped") else 1
 
 
@@ -289,6 +272,10 @@ def main(argv=None):
     d.add_argument("run")
     d.set_defaults(fn=cmd_delete)
 
+    j = sub.add_parser("join", help="another machine's processes for a run on several machines (nnodes > 1)")
+    j.add_argument("run")
+    j.set_defaults(fn=cmd_join)
+
     w = sub.add_parser("worker", help="(internal) the background worker for a run")
     w.add_argument("run")
     w.set_defaults(fn=cmd_worker)
@@ -300,7 +287,7 @@ def main(argv=None):
     sb.set_defaults(fn=cmd_standby)
 
     # --store is accepted after the subcommand too
-    for sp in (t, r, m, s, f, e, d, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
+    for sp in (t, r, m, s, f, e, d, j, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
         sp.add_argument("--store", default=argparse.SUPPRESS)
 
     args = p.parse_args(argv)

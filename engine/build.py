@@ -3,7 +3,8 @@
     prepare(cfg)      everything that can be checked before training, with no side effects:
                       validation, the device, the dataset's shape, the loss, the step count, the files
                       it reads and writes and its downloads (engine/checks.py), memory
-    build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches);
+    build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches), the
+                      batches this rank's share when several processes train (engine/distributed.py);
                       with init lecture, x, y, w1, w2 drawn in the lecture's order (lecture_draws)
 
 Both raise ConfigError with one line for a person. Used by the worker, the CLI, the dashboard
@@ -21,6 +22,7 @@ import torch
 
 from . import checks, models, optimizers
 from . import data as data_mod
+from .batches import Batches
 from .config import RAW_MODES, ConfigError, RunConfig, validate
 from .modes import MODES
 
@@ -56,6 +58,7 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
         )
     if cfg.sampler == "balanced" and spec.task != "classification":  # checked here, not at the first batch
         raise ConfigError(f"sampler 'balanced' needs a classification dataset; {cfg.dataset!r} is {spec.task}")
+    _check_processes(cfg, spec, device)
     if cfg.until_stopped:
         total = None  # until Stop
     elif cfg.steps:
@@ -68,6 +71,16 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
     if memory:
         check_memory(cfg, spec, device)
     return Prepared(cfg, spec, device, total, note)
+
+
+def _check_processes(cfg: RunConfig, spec, device):
+    """Several processes split every batch evenly (engine/distributed.py), the one full batch too."""
+    world = cfg.nproc * cfg.nnodes
+    in_memory = cfg.dataset in ("random", "teacher", "digits", "csv")
+    if world > 1 and in_memory and spec.n and spec.n <= cfg.batch_size and spec.n % world:
+        raise ConfigError(f"the {spec.n} samples, one full batch, do not split evenly over {world} processes")
+    if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
+        raise ConfigError(f"nproc {cfg.nproc} needs a GPU each; this machine has {torch.cuda.device_count()}")
 
 
 def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
@@ -157,7 +170,7 @@ def raw_params(model: torch.nn.Module) -> dict:
     return params
 
 
-def build(p: Prepared):
+def build(p: Prepared, ranks=None):
     """(mode, batches) for a prepared config: seeds, data, model, the mode's parameters.
 
     With init lecture, x and y come first from the seeded global generator, then the weights (raw modes)
@@ -169,6 +182,9 @@ def build(p: Prepared):
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for it on CUDA
     torch.use_deterministic_algorithms(cfg.deterministic)
+    # tf32: float32 matmuls (cuBLAS) and convolutions (cuDNN) in TensorFloat-32, CUDA only: the CPU reads neither
+    # flag. Process-global too, so fp32 and bf16 set them back (cuDNN's own default would be on).
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
     weights = None
     if cfg.init == "lecture":  # one full batch: Batches gives this x, y every step
         x, y, weights = lecture_draws(cfg, p.device)
@@ -182,9 +198,9 @@ def build(p: Prepared):
         if cfg.mode in RAW_MODES:
             mode = MODES[cfg.mode](raw_params(model), cfg.loss, cfg.lr)
         elif cfg.mode == "nn":
-            mode = MODES["nn"](model, cfg.loss, cfg.lr)
+            mode = MODES["nn"](model, cfg.loss, cfg.lr, cfg.precision)
         else:
             trainable = [q for q in model.parameters() if q.requires_grad]
-            mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg))
+            mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg), cfg.precision)
     channels = 3 if cfg.arch == "torchvision" else None
-    return mode, data_mod.Batches(dataset, spec, cfg, p.device, dtype, channels)
+    return mode, Batches(dataset, spec, cfg, p.device, dtype, channels, ranks)

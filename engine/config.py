@@ -30,6 +30,7 @@ DATASETS = ("random", "teacher", "digits", "csv", "imagefolder", "mnist", "fashi
 SAMPLERS = ("none", "random", "sequential", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+PRECISIONS = ("fp32", "tf32", "bf16")
 ON_DIVERGENCE = ("pause", "stop", "ignore")
 INITS = ("auto", "lecture", "randn", "torch")
 LOSSES_AUTO = ("auto",) + LOSSES
@@ -104,6 +105,15 @@ class RunConfig:
                                          bounds=(0, 2**63 - 2))
     device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES)
     dtype: str = knob("float32",         "float64 for the gradient-equivalence checks", DTYPES)
+    precision: str = knob("fp32",        "modes nn and optim; tf32: float32 matmuls and convolutions in TensorFloat-32 "
+                                         "on CUDA (no effect on the CPU); bf16: forward pass and loss under autocast "
+                                         "to bfloat16, on CUDA or the CPU", PRECISIONS)
+    nproc: int = knob(1,                 "processes on this machine (torchrun --nproc-per-node), data-parallel: each "
+                                         "takes its share of the batch; gloo on the CPU, nccl on CUDA",
+                                         bounds=(1, 256))
+    nnodes: int = knob(1,                "machines (torchrun --nnodes); the others run `python -m engine join RUN`",
+                                         bounds=(1, 1024))
+    rdzv_endpoint: str = knob("",        "nnodes > 1: host:port of the c10d rendezvous (torchrun --rdzv-endpoint)")
     deterministic: bool = knob(False,    "torch's deterministic algorithms only: two runs are bit-identical; "
                                          "an op without one fails the run, named")
     # data
@@ -371,9 +381,32 @@ def validate(cfg: RunConfig) -> RunConfig:
     if c.freeze_backbone and c.arch != "torchvision":
         raise ConfigError("freeze_backbone applies to arch torchvision")
 
+    if c.precision != "fp32" and c.mode in RAW_MODES:
+        raise ConfigError(
+            f"precision {c.precision} applies to modes nn and optim: mode {c.mode!r} runs the lecture's hand-written "
+            f"tensor code as written, in {c.dtype}, the reference the other modes are checked against"
+        )
+    if c.precision != "fp32" and c.dtype == "float64":
+        raise ConfigError(
+            f"precision {c.precision} lowers float32 matmuls only; dtype float64 keeps every op in float64 "
+            f"(autocast leaves it alone), so use precision fp32 or dtype float32"
+        )
+    _check_ranks(c)
     _check_visdom(c)
     _resolve_init(c)
     return c
+
+
+def _check_ranks(c):
+    """Several processes (nproc x nnodes, engine/distributed.py) split each batch evenly, so that together they
+    take the batch one process would: the same gradient, the same trajectory."""
+    world = c.nproc * c.nnodes
+    if c.nnodes > 1 and not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", c.rdzv_endpoint):
+        raise ConfigError(f"nnodes {c.nnodes} needs rdzv_endpoint HOST:PORT, reachable from every machine")
+    if world > 1 and c.batch_size % world:
+        raise ConfigError(f"batch_size {c.batch_size} does not split evenly over {world} processes; make it a multiple")
+    if world > 1 and c.sampler in ("random", "balanced"):
+        raise ConfigError(f"sampler {c.sampler!r} draws for one process; with {world} processes use none or sequential")
 
 
 def _resolve_init(c):

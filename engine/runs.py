@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from . import checkpoint, standby
+from . import checkpoint, distributed, standby
 from .build import Prepared, prepare
 from .config import ConfigError, RunConfig, from_dict, to_dict
 from .files import RunFiles, alive, remove_stale_tmp
@@ -143,8 +143,9 @@ def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str
 
 
 def _start(run_id: str, store_path: str) -> None:
-    """A worker for a queued run: the store's warm standby, else a new detached one."""
-    claim = standby.hand_over(run_id, store_path)
+    """A worker for a queued run: the store's warm standby, else a new detached one (torchrun's, for a
+    run on several processes)."""
+    claim = None if _processes(run_id, store_path) > 1 else standby.hand_over(run_id, store_path)
     if claim:
         with opened(store_path) as s:  # at once, as spawn_worker does, so that kill finds it
             s.update_run(run_id, pid=claim.pid, heartbeat=time.time())
@@ -153,15 +154,29 @@ def _start(run_id: str, store_path: str) -> None:
     standby.warm_next(store_path, claim)
 
 
+def _processes(run_id: str, store_path: str) -> int:
+    with opened(store_path) as s:
+        cfg = s.get_run(run_id)["config"]
+    return cfg.get("nproc", 1) * cfg.get("nnodes", 1)
+
+
+def worker_command(run_id: str, store_path: str) -> list[str]:
+    """`python -m engine worker RUN`, or torchrun starting one per process (engine/distributed.py)."""
+    if _processes(run_id, store_path) > 1:
+        with opened(store_path) as s:
+            return distributed.command(run_id, store_path, s.get_run(run_id)["config"])
+    return [sys.executable, "-m", "engine", "worker", run_id, "--store", store_path]
+
+
 def spawn_worker(run_id: str, store: str | None = None) -> int:
-    """Start `python -m engine worker RUN` in its own session, so a viewer that reloads or dies
+    """Start the run's worker (worker_command) in its own session, so a viewer that reloads or dies
     does not take it down. Its output goes to the run's log (engine/files.py)."""
     store_path = str(store or default_path())
     log = RunFiles.of(run_id, store_path).log
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "worker", run_id, "--store", store_path],
+            worker_command(run_id, store_path),
             cwd=PROJECT,
             env=standby.worker_env(),
             stdin=subprocess.DEVNULL,

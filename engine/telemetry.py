@@ -133,6 +133,7 @@ class Telemetry:
         self._before: dict[str, torch.Tensor] = {}
         self._last_flush_time = time.perf_counter()
         self._done = None  # steps completed at the last flush
+        self.ranks = None  # several processes (engine/distributed.py): the losses reduced, rank 0's rate
         # the "all losses finite so far" flag, on the device; on CUDA read through pinned copies
         self.look_every = look_every or LOOK_EVERY.get(device.type, LOOK_EVERY["cpu"])
         self._watching = True  # False once a look has seen a non-finite loss, until rearm()
@@ -273,6 +274,8 @@ class Telemetry:
             return None
         n_loss = len(self._losses)
         parts = [torch.stack(self._losses).double()] if self._losses else []
+        if parts and self.ranks is not None:  # the whole batch's losses, still on the device
+            parts[0] = self.ranks.reduce_losses(parts[0])
         parts += [torch.cat(self._pieces).double()] if self._pieces else []
         host = torch.cat(parts).cpu().tolist()  # the one device -> host copy
         losses, rest = host[:n_loss], host[n_loss:]
@@ -293,7 +296,7 @@ class Telemetry:
             done = end - (self._done if self._done is not None else out.first_step)
             dt = now - self._last_flush_time
             if dt > 0 and done > 0 and self._done is not None:  # the first flush's interval is start-up, not steps
-                self._rate = done / dt
+                self._rate = done / dt if self.ranks is None else self.ranks.from_leader(done / dt)
                 out.scalars.append((out.last_step, "steps_per_s", done / dt))
                 out.scalars.append((out.last_step, "samples_per_s", done * self.batch_size / dt))
             out.scalars.append((out.last_step, "mem_bytes", float(memory_bytes(self.device))))

@@ -11,7 +11,8 @@ few steps the telemetry also looks at a device flag, "all losses finite so far",
 the device (engine/telemetry.py `_nonfinite_seen`): a non-finite loss makes a flush due at once, and
 the flush starts the divergence path, within 4 steps on the CPU and a few dozen on CUDA.
 Commands from viewers arrive through `control` (engine/control.py), checked as one Python
-attribute per step.
+attribute per step. On several processes (`ranks`, engine/distributed.py), rank 0 alone decides the
+flushes and takes the commands, and every rank applies them one step later, at the same step.
 """
 
 from __future__ import annotations
@@ -38,14 +39,18 @@ class Trainer:
         on_divergence: str = "pause",
         control: Control | None = None,
         pace: float = 0.0,
+        ranks=None,
     ):
-        """total_steps None: until stopped. pace: at most that many steps a second (0: full speed)."""
+        """total_steps None: until stopped. pace: at most that many steps a second (0: full speed).
+        ranks: this process's place among several (engine/distributed.py), or None."""
         self.mode, self.batches, self.tel = mode, batches, telemetry
         self.total_steps, self.step = math.inf if total_steps is None else total_steps, start_step
         self.pace = pace
         self._pace_origin = (0.0, 0)  # (time, step) the pace counts from
         self.on_divergence = on_divergence
         self.control = control or Control()
+        self.ranks = ranks
+        self._sent = []  # rank 0: the commands in the word it posted last, applied with their ids
         self.callbacks = defaultdict(list)
         self.stopped = False  # a stop command ended the run early
         self.divergence = None  # {"step": s, "layer": name, "ran_after": n} once diverged
@@ -71,7 +76,11 @@ class Trainer:
         pace = self.pace
         self._pace_origin = (time.perf_counter(), self.step)
         while self.step < end and not self.stopped:
-            if control.pending:
+            if self.ranks is not None:
+                self._lockstep()
+                if self.stopped:
+                    break
+            elif control.pending:
                 self._handle_commands()
                 continue
             step = self.step
@@ -88,8 +97,10 @@ class Trainer:
             self.step = step + 1
             if pace:
                 self._keep_pace()
-            if tel.flush_due():
+            if self.ranks is None and tel.flush_due():
                 self.flush()
+        if self.ranks is not None:
+            self.ranks.take()  # the last word: every rank waits for it, none acts on it
         self.flush()
 
     def _keep_pace(self):
@@ -123,6 +134,34 @@ class Trainer:
         for cid, command, value in self.control.take():
             self._apply(cid, command, value, paused=False)
 
+    def _lockstep(self):
+        """Several processes: apply rank 0's word of the step before (a flush, its commands) on every rank,
+        then post the next. Rank 0 applies its commands with their ids, so that they are acknowledged."""
+        word = self.ranks.take()
+        if word is not None:
+            flush, commands = word
+            if flush:
+                self.flush()
+            for cid, command, value in self._sent if self.ranks.leader else commands:
+                self._apply(cid, command, value, paused=False)
+        if not self.stopped:
+            leader = self.ranks.leader
+            self._sent = self.control.take() if leader and self.control.pending else []
+            self.ranks.post(leader and self.tel.flush_due(), self._sent)
+
+    def _commands_while_paused(self):
+        """The commands that reach a paused loop, every half second; on several processes, rank 0's."""
+        leader = self.ranks is None or self.ranks.leader
+        commands = []
+        if leader:
+            self.control.wait(0.5)
+            commands = self.control.take()
+        if self.ranks is None:
+            return commands
+        self.ranks.post(False, commands)
+        _, received = self.ranks.take()
+        return commands if leader else received
+
     def _apply(self, cid, command, value, paused):
         """Apply one command. Returns True when it ends a pause (resume or stop)."""
         if command == "set_lr":
@@ -150,8 +189,7 @@ class Trainer:
         self.flush()
         self.trigger("on_status", "paused", data)
         while True:
-            self.control.wait(0.5)
-            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self.control.take()]
+            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self._commands_while_paused()]
             if self._events and not any(ended):  # an lr change while paused: recorded now, not at resume
                 self.flush()
             if any(ended):

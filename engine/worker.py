@@ -6,6 +6,9 @@ engine/runs.py) or in the foreground by `python -m engine train`.
                          checkpoint every checkpoint_seconds (engine/checkpoint.py), write the final
                          checkpoint and status; returns the status
 
+Started by torchrun (--nproc, engine/distributed.py), rank 0 does all of that; the other ranks `follow`:
+the same training on their share of the batches, writing nothing.
+
 Signals: SIGTERM or Ctrl-C asks for a graceful stop with a final checkpoint; a second one
 interrupts. Any failure is written to the run as its one-line reason.
 """
@@ -24,14 +27,15 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .build import build, prepare
+from .build import build, prepare, resolve_device
 from .config import ConfigError, from_dict
 from .control import Control
+from .distributed import PeerFailed, Ranks, lost
 from .files import RunFiles, remove_stale_tmp
 from .sinks import attach as attach_sinks
 from .sinks import close as close_sinks
 from .sinks.store import StoreSink
-from .store import PROJECT, DiskFull, Store, default_path
+from .store import PROJECT, DiskFull, Store, default_path, opened
 from .telemetry import Telemetry
 from .trainer import Trainer
 
@@ -107,12 +111,16 @@ def _until_stored(store: Store, write, *args, wait_s: float = DISK_WAIT_S, **kwa
             time.sleep(0.5)
 
 
-def _stop_on_signals(control: Control):
-    """SIGTERM or Ctrl-C asks for a graceful stop (final checkpoint); a second one interrupts."""
+def _stop_on_signals(control: Control, ranks: Ranks | None):
+    """SIGTERM or Ctrl-C asks for a graceful stop (final checkpoint); a second one interrupts. Under
+    torchrun, a signal means torchrun is stopping the run's processes because one of them ended: a failure
+    (viewers stop a run through the store, rank 0's control)."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handler(signum, _frame):
+        if ranks is not None:
+            raise PeerFailed(f"torchrun stopped process {ranks.rank} of {ranks.world}: another one ended first")
         if getattr(handler, "asked", False):
             raise KeyboardInterrupt
         handler.asked = True
@@ -122,36 +130,80 @@ def _stop_on_signals(control: Control):
     signal.signal(signal.SIGINT, handler)
 
 
+def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
+    """The run's trainer, at step 0 or at its checkpoint's step (runs.py resume_run, fork)."""
+    resumed = checkpoint.load(row["checkpoint"]) if row["checkpoint"] else None
+    mode, batches = build(p, ranks)
+    return Trainer(
+        mode,
+        batches,
+        Telemetry.from_config(p.cfg, p.device),
+        row["total_steps"] if resumed else p.total_steps,
+        start_step=checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0,
+        on_divergence=p.cfg.on_divergence,
+        control=control,
+        pace=p.cfg.pace,
+        ranks=ranks,
+    )
+
+
+def _start_ranks(trainer: Trainer, p) -> None:
+    """Several processes: wait for all of them, then make the mode data-parallel (engine/distributed.py)."""
+    if trainer.ranks is not None:
+        trainer.ranks.start(trainer.mode, p.cfg.loss)
+        trainer.tel.ranks = trainer.ranks
+
+
+def follow(run_id: str, store_path: str) -> str:
+    """A rank other than 0 under torchrun: the same training on its share of the batches, and the same
+    decisions, which rank 0 sends (engine/distributed.py); it writes nothing. It reads the run's row
+    before the first barrier, which rank 0 passes before it writes the row."""
+    with opened(store_path) as store:
+        row = store.get_run(run_id)
+    if row is None:
+        raise ConfigError(f"no run {run_id!r} in {store_path}")
+    p = prepare(from_dict(row["config"]), memory=False)
+    ranks = Ranks.from_env(resolve_device(p.cfg.device)[0])
+    _stop_on_signals(Control(), ranks)
+    try:
+        ranks.barrier()  # the run's row is read: rank 0 may write it now
+        trainer = _trainer(p, row, ranks, Control())
+        _start_ranks(trainer, p)
+        trainer.run()
+    except RuntimeError as e:  # a collective that broke: rank 0 reports the run, this one only its line
+        raise PeerFailed(lost(e)) from None
+    print(ranks.checksum(trainer.mode), file=sys.stderr)
+    ranks.close()
+    return "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
+
+
 def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | None = None) -> str:
     """Train run_id to the end; returns its final status."""
     store_path = str(store_path or default_path())
+    if int(os.environ.get("RANK", "0")) > 0:
+        return follow(run_id, store_path)
     store = Store(store_path)
     row = store.get_run(run_id)
     if row is None:
         raise ConfigError(f"no run {run_id!r} in {store_path}")
     remove_stale_tmp(Path(store_path).parent)  # half-written checkpoints of killed workers
     control = Control()
-    store.update_run(run_id, status="running", pid=os.getpid(), started=time.time(), heartbeat=time.time())
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ  # then its agent, the processes' parent, is the one to kill
+    pid = os.getppid() if torchrun else os.getpid()
+    store.update_run(run_id, status="running", pid=pid, started=time.time(), heartbeat=time.time())
     sink = StoreSink(store_path, run_id, control)
-    status, error, extra = "failed", None, []
+    status, error, extra, ranks = "failed", None, [], None
     try:
         p = prepare(from_dict(row["config"]), memory=False)  # checked when the run was created
-        store.add_event(run_id, None, "environment", environment(p.device))
+        ranks = Ranks.from_env(p.device)  # None in one process
+        if ranks is not None:
+            ranks.barrier()  # the others have read the run's row: it may change now
+        store.add_event(run_id, None, "environment", {**environment(p.device), "processes": ranks and ranks.world})
         files = RunFiles.of(run_id, store_path)
-        resumed = checkpoint.load(row["checkpoint"]) if row["checkpoint"] else None  # runs.py resume_run, fork
-        total = row["total_steps"] if resumed else p.total_steps
+        trainer = _trainer(p, row, ranks, control)
+        total = row["total_steps"] if row["checkpoint"] else p.total_steps
         store.update_run(run_id, device=p.device_note, total_steps=total, checkpoint=str(files.checkpoint))
-        mode, batches = build(p)
-        trainer = Trainer(
-            mode,
-            batches,
-            Telemetry.from_config(p.cfg, p.device),
-            total,
-            start_step=checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0,
-            on_divergence=p.cfg.on_divergence,
-            control=control,
-            pace=p.cfg.pace,
-        )
+        mode, batches = trainer.mode, trainer.batches
         writer = checkpoint.Writer(files)
         _snapshot(trainer, p, writer)  # where it starts: a fork from an early step needs one
         trainer.add_callback("on_flush", _every(p.cfg.checkpoint_seconds, lambda: _snapshot(trainer, p, writer)))
@@ -161,7 +213,8 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         for event, fns in (callbacks or {}).items():
             for fn in fns:
                 trainer.add_callback(event, fn)
-        _stop_on_signals(control)
+        _stop_on_signals(control, ranks)
+        _start_ranks(trainer, p)
         trainer.run()
         writer.close()
         try:
@@ -169,14 +222,17 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         except OSError as e:  # a full disk: the series is stored, the weights are not
             raise ConfigError(f"the checkpoint {files.checkpoint} could not be written: {e.strerror or e}") from None
         status = "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
-    except ConfigError as e:
+    except (ConfigError, PeerFailed) as e:
         error = str(e)
     except BaseException as e:  # KeyboardInterrupt included: the run is marked, then re-raised
-        error = f"{type(e).__name__}: {e}"
+        error = lost(e) if ranks is not None and isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
         traceback.print_exc()
         if not isinstance(e, Exception):
             raise
     finally:
+        if ranks is not None and error is None:
+            print(ranks.checksum(trainer.mode), file=sys.stderr)
+            ranks.close()
         sink.close()  # every flush is stored, or the disk stayed full (sink.error says which steps)
         error = error or sink.error
         if error:

@@ -17,8 +17,9 @@ import torch
 from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
 from engine import Store, get_run, launch, runs
-from engine.__main__ import eta_text, main
+from engine.__main__ import main
 from engine.config import from_dict, load_file
+from engine.progress import eta_text
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
 

@@ -3,9 +3,13 @@
 What is different from manual.py: no hand-written backward pass. PyTorch records the graph as
 the forward pass runs, and the update happens under torch.no_grad(), then grad.zero_(), because
 gradients accumulate.
+
+On several processes (--nproc), sum_over_ranks adds the processes' p.grad with dist.all_reduce after
+backward, as manual.py does with its hand-written gradients.
 """
 
 import torch
+import torch.distributed as dist
 
 from ..losses import LOSSES
 from . import deep
@@ -15,6 +19,7 @@ class TwoLayer:
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
 
     relu = staticmethod(lambda h: h.clamp(min=0))  # custom_function.py swaps in MyReLU
+    group = None  # several processes: their process group (engine/distributed.py); None in one
 
     def __init__(self, params, loss, lr):
         self.params = {n: p.requires_grad_() for n, p in params.items()}  # w1: (D_in, H), w2: (H, D_out), ...
@@ -34,7 +39,18 @@ class TwoLayer:
     def forward_backward(self, x, y):
         loss = LOSSES[self.loss](self.forward(x), y)
         loss.backward()  # fills w.grad for every param
+        self.sum_over_ranks()
         return loss.detach()
+
+    def sum_over_ranks(self):
+        """Data-parallel by hand: the whole batch's gradient is the sum of the processes' (their mean, for
+        a mean loss), so every process takes the same update. Nothing to do in one process."""
+        if self.group is None:
+            return
+        for w in self.params.values():
+            dist.all_reduce(w.grad, group=self.group)  # in place: the sum over the processes
+            if self.loss != "sse":
+                w.grad.div_(dist.get_world_size(self.group))
 
     def update(self):
         with torch.no_grad():  # the update is not part of the graph

@@ -3,9 +3,13 @@
 What is different: no autograd at all. The forward pass keeps h and h_relu, and the backward pass
 applies the chain rule to them, last layer first. The lecture's grad_h[h < 0] = 0 is a boolean-mask
 assignment that syncs with the host; masked_fill does not.
+
+On several processes (--nproc) the step is made data-parallel by hand: each process runs it on its
+share of the batch, then sum_over_ranks adds the shares' gradients with dist.all_reduce.
 """
 
 import torch
+import torch.distributed as dist
 
 from ..functions import lecture_relu
 from ..losses import LOSS_GRADS, LOSSES
@@ -14,6 +18,8 @@ from . import autograd, deep
 
 class TwoLayer:
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
+
+    group = None  # several processes: their process group (engine/distributed.py); None in one
 
     def __init__(self, params, loss, lr):
         self.params = params  # {"w1": (D_in, H), "w2": (H, D_out)}, with biases "b1": (H,), "b2": (D_out,)
@@ -44,7 +50,19 @@ class TwoLayer:
             self.grads["b1"] = grad_h.sum(0)  # (H,)
         if b2 is not None:
             self.grads["b2"] = grad_y_pred.sum(0)  # (D_out,)
+        self.sum_over_ranks()
         return loss
+
+    def sum_over_ranks(self):
+        """Data-parallel by hand: each process took its share of the batch, and the whole batch's gradient
+        is the sum of the shares' gradients (their mean, for a mean loss). Every process then holds it and
+        takes the same update. Nothing to do in one process."""
+        if self.group is None:
+            return
+        for grad in self.grads.values():
+            dist.all_reduce(grad, group=self.group)  # in place: the sum over the processes
+            if self.loss != "sse":
+                grad.div_(dist.get_world_size(self.group))
 
     def update(self):
         for name, w in self.params.items():
@@ -63,7 +81,7 @@ class TwoLayer:
         """autograd's gradients at the same weights and batch, for the gradient check (through
         lecture_relu: the same derivative at h == 0 as the mask below)."""
         ref = autograd.Mode({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
-        ref.relu = lecture_relu
+        ref.relu, ref.group = lecture_relu, self.group  # the whole batch's gradients too
         ref.forward_backward(x, y)
         return dict(ref.named_grads())
 
@@ -81,6 +99,7 @@ class Deep(TwoLayer):
 
     def forward_backward(self, x, y):
         loss, self.grads = deep.forward_backward(self.params, x, y, self.loss)
+        self.sum_over_ranks()
         return loss
 
 

@@ -8,9 +8,10 @@ from . import nn_sgd
 
 
 class Mode(nn_sgd.Mode):
-    def __init__(self, model, loss, optimizer):
-        self.model, self.loss = model, loss
+    def __init__(self, model, loss, optimizer, precision="fp32"):
+        self.model, self.net, self.loss = model, model, loss
         self.optimizer = optimizer
+        self.autocast = nn_sgd.autocast(model, precision)
 
     @property
     def lr(self):

@@ -1,0 +1,190 @@
+"""One run on several processes (--nproc N on each of --nnodes M machines): torchrun starts them,
+torch.distributed joins them, and each trains on its share of every batch.
+
+    command(run_id, store, cfg)         the torchrun command line for a run's workers on one machine
+    Ranks.from_env(device)              this process's place among them; None in a plain process
+      .start(mode, loss)                after the start-up, the groups that must answer within HANG_S,
+                                        then DistributedDataParallel (nn, optim) or mode.group for the
+                                        raw modes' hand-written all_reduce (engine/modes/manual.py)
+      .shard(t)                         this rank's rows of a batch held whole (the lecture's full batch)
+      .reduce_losses(t)                 a flush's losses as the whole batch has them (sum or mean of ranks)
+      .from_leader(value)               rank 0's number on every rank (the measured rate, for snapshots)
+      .post(word) / .take()             rank 0's decisions, applied at the same step by every rank
+      .close()                          the groups torn down deliberately, by every rank
+
+Only rank 0 writes: the store, checkpoints, Visdom and TensorBoard (engine/worker.py). The other ranks read
+the run's config from the store, and its checkpoint when it resumes, so several machines share the store's
+folder (a network filesystem).
+
+Lockstep. Every rank must take the same collective calls in the same order, so anything decided by time
+or by a viewer is decided by rank 0 alone: a flush (its timer, or a non-finite loss seen) and the commands
+(pause, resume, stop, set_lr). At each step boundary rank 0 posts a word, an asynchronous broadcast on a
+gloo group on the CPU, and every rank applies it at the next boundary, one step later: the broadcast
+overlaps a step and never holds the loop, and a CUDA run's stream never waits for it. Snapshots follow
+from the step count and rank 0's rate, sent at each flush (engine/telemetry.py), so they agree too.
+
+Time. The start (imports, data, downloads) may take minutes: the first group waits START_S. From the first
+step on, a rank that dies breaks its peers' next collective at once, and one that hangs makes them time out
+after HANG_S: rank 0 then fails the run with the reason, and torchrun stops the rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import signal
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+START_S = 600.0  # the start-up: imports, data, model, checkpoint; the slowest rank is waited for this long
+HANG_S = 8.0  # from the first step: a rank silent this long has hung, and fails the run
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WORD = ("flush", "stop", "pause", "resume", "set_lr")  # what rank 0's word says, one float64 each
+
+
+class PeerFailed(Exception):
+    """Another rank died or hung: the run fails with this reason."""
+
+
+def command(run_id: str, store: str, cfg: dict) -> list[str]:
+    """torchrun for a run: nproc workers on this machine, `python -m engine worker RUN --store STORE` each.
+    One machine: a standalone rendezvous on a free local port. Several: c10d at rdzv_endpoint, the run id
+    naming the rendezvous, so that `python -m engine join RUN` on each machine finds the others."""
+    argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg['nproc']}"]
+    if cfg["nnodes"] > 1:
+        argv += [f"--nnodes={cfg['nnodes']}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg['rdzv_endpoint']}"]
+        argv += [f"--rdzv-id={run_id}"]
+    else:
+        argv += ["--standalone"]
+    return argv + ["--monitor-interval=0.5", "-m", "engine", "worker", run_id, "--store", store]
+
+
+def world_of(cfg) -> int:
+    return cfg.nproc * cfg.nnodes
+
+
+class Ranks:
+    def __init__(self, rank: int, world: int, device: torch.device):
+        self.rank, self.world, self.device = rank, world, device
+        self.leader = rank == 0  # the one that writes and decides
+        self.group = None  # the training group, from start(): gloo on the CPU, nccl on CUDA
+        self.words = None  # rank 0's decisions: gloo on the CPU
+        self.mean = True  # a mean loss: the whole batch's is the mean of the ranks' (an sse: their sum)
+        self._posted = None  # (work, buffer) of the word posted at the last boundary
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> Ranks | None:
+        """Join the others, when torchrun started this process (it sets WORLD_SIZE and the rendezvous)."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "TORCHELASTIC_RUN_ID" not in os.environ:
+            return None
+        _die_with_parent()
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" is this rank's GPU from here on
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=START_S))
+        return cls(dist.get_rank(), dist.get_world_size(), device)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def start(self, mode, loss: str) -> None:
+        """After every rank has built its model and data: the groups with the short timeout, then the mode
+        made data-parallel. DistributedDataParallel averages the gradients, which is the whole batch's
+        gradient for a mean loss; for the lecture's sum of squares it sums them instead (_sum_hook)."""
+        dist.barrier()  # the start-up is over everywhere
+        hang = timedelta(seconds=HANG_S)
+        self.group = dist.new_group(timeout=hang)
+        self.words = dist.new_group(backend="gloo", timeout=hang)
+        self.mean = loss != "sse"
+        if hasattr(mode, "net"):  # nn, optim: the model's forward and backward through DDP
+            ids = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else None
+            mode.net = DistributedDataParallel(mode.model, device_ids=ids, process_group=self.group)
+            if not self.mean:
+                mode.net.register_comm_hook(self.group, _sum_hook)
+        else:  # the raw modes: their own all_reduce on this group
+            mode.group = self.group
+
+    def shard(self, t: torch.Tensor) -> torch.Tensor:
+        """Rows rank, rank + world, ...: the rows DistributedSampler gives this rank without shuffling."""
+        return t[self.rank :: self.world]
+
+    def reduce_losses(self, losses: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(losses, group=self.group)  # on the device, before the flush's one copy to the host
+        return losses / self.world if self.mean else losses
+
+    def from_leader(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.broadcast(t, 0, group=self.words)
+        return t.item()
+
+    # -- rank 0's words ----------------------------------------------------------------------
+
+    def post(self, flush: bool = False, commands=()) -> None:
+        """Rank 0: send its decisions. The others: get ready to receive them. Asynchronous."""
+        word = torch.zeros(len(WORD), dtype=torch.float64)
+        if self.leader:
+            word[0], word[-1] = float(flush), math.nan
+            for _, name, value in commands:
+                if name == "set_lr":
+                    word[-1] = float(value)
+                elif name in WORD:
+                    word[WORD.index(name)] = 1.0
+        self._posted = (dist.broadcast(word, 0, group=self.words, async_op=True), word)
+
+    def take(self) -> tuple[bool, list] | None:
+        """The word posted at the last boundary, as (flush, commands); None when none was posted. It was
+        posted a step ago, so waiting for it costs nothing unless a rank is behind (or dead: PeerFailed)."""
+        if self._posted is None:
+            return None
+        (work, word), self._posted = self._posted, None
+        try:
+            work.wait()
+        except RuntimeError as e:
+            raise PeerFailed(lost(e)) from None
+        w = word.tolist()
+        commands = [(None, "set_lr", w[-1])] if not math.isnan(w[-1]) else []
+        commands += [(None, name, None) for name, on in zip(WORD[1:-1], w[1:-1]) if on]
+        return bool(w[0]), commands
+
+    def checksum(self, mode) -> str:
+        """One line for the run's log at the end: every rank's weights agree, digit for digit, when every
+        rank applied the same updates and commands."""
+        total = sum(p.double().sum().item() for _, p in mode.named_params())
+        return f"rank {self.rank} of {self.world}: weights sum to {total:.17g}"
+
+    def close(self) -> None:
+        """Every rank leaves together; a process group left to the interpreter's exit can abort it."""
+        if dist.is_initialized():
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
+
+
+def _die_with_parent() -> None:
+    """torchrun starts each rank in a session of its own; if torchrun is killed (runs.kill, SIGKILL), its
+    ranks must not go on alone: the kernel kills this process when its parent dies (Linux's prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: torchrun's own clean-up only
+        return
+    if os.getppid() == 1:  # the parent died before prctl: nobody is left to stop this process
+        os._exit(1)
+
+
+def _sum_hook(group, bucket):
+    """DDP's all_reduce of a bucket of gradients, summed instead of averaged (a sum-of-squares loss)."""
+    work = dist.all_reduce(bucket.buffer(), group=group, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+def lost(e: BaseException) -> str:
+    """The one-line reason when a collective broke: a rank died (its connection closed) or hung (timeout)."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    how = "stopped answering" if "imed out" in text or "imeout" in text else "died"
+    return f"another process of the run {how} ({text[:200]}); see the run's log"

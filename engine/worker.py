@@ -177,6 +177,17 @@ def follow(run_id: str, store_path: str) -> str:
     return "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
 
 
+def _reason(e: BaseException, ranks: Ranks | None) -> str:
+    """The run's one-line reason for an exception nobody expected."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    if "does not have a deterministic implementation" in text:  # torch.use_deterministic_algorithms refusing
+        op = text.split(" does not have", 1)[0]
+        return f"{op} has no deterministic implementation in torch, and the run has --deterministic; run it without"
+    if ranks is not None and isinstance(e, RuntimeError):  # a collective broke: a peer died or hung
+        return lost(e)
+    return f"{type(e).__name__}: {text}"
+
+
 def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | None = None) -> str:
     """Train run_id to the end; returns its final status."""
     store_path = str(store_path or default_path())
@@ -225,7 +236,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     except (ConfigError, PeerFailed) as e:
         error = str(e)
     except BaseException as e:  # KeyboardInterrupt included: the run is marked, then re-raised
-        error = lost(e) if ranks is not None and isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
+        error = _reason(e, ranks)
         traceback.print_exc()
         if not isinstance(e, Exception):
             raise

@@ -275,6 +275,23 @@ def test_two_deterministic_runs_are_bit_identical_and_record_what_produced_them(
     assert not torch.are_deterministic_algorithms_enabled()  # set by each run: not left on for the next
 
 
+def test_an_op_without_a_deterministic_version_fails_the_run_naming_it(small, store, run_inprocess, monkeypatch):
+    from engine.modes import autograd
+
+    plain_step = autograd.TwoLayer.forward_backward
+
+    def with_put(self, x, y):  # put_ has no deterministic implementation in torch, on the CPU too
+        torch.zeros(4).put_(torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))
+        return plain_step(self, x, y)
+
+    monkeypatch.setattr(autograd.TwoLayer, "forward_backward", with_put)
+    run_id, status = run_inprocess(config(small, 3, mode="autograd", deterministic=True), store)
+    error = engine.get_run(run_id, store)["error"]
+    assert status == "failed" and error.startswith("put_ has no deterministic implementation"), error
+    assert "--deterministic" in error and "\n" not in error
+    assert run_inprocess(config(small, 3, mode="autograd"), store)[1] == "finished"  # the same op, allowed
+
+
 def test_run_again_starts_the_same_configuration(small, store, run_inprocess, monkeypatch):
     from streamlit.testing.v1 import AppTest
 

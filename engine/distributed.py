@@ -88,6 +88,10 @@ class Ranks:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=START_S))
         return cls(dist.get_rank(), dist.get_world_size(), device)
 
+    @property
+    def backend(self) -> str:
+        return dist.get_backend()
+
     def barrier(self) -> None:
         dist.barrier()
 

@@ -213,7 +213,8 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         files = RunFiles.of(run_id, store_path)
         trainer = _trainer(p, row, ranks, control)
         total = row["total_steps"] if row["checkpoint"] else p.total_steps
-        store.update_run(run_id, device=p.device_note, total_steps=total, checkpoint=str(files.checkpoint))
+        device = p.device_note + (f", {ranks.world} processes ({ranks.backend})" if ranks else "")
+        store.update_run(run_id, device=device, total_steps=total, checkpoint=str(files.checkpoint))
         mode, batches = trainer.mode, trainer.batches
         writer = checkpoint.Writer(files)
         _snapshot(trainer, p, writer)  # where it starts: a fork from an early step needs one

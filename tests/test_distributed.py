@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,19 @@ def checksums(run_id: str, store: str, more: str = "") -> list[str]:
     return sorted(line.split("]", 1)[-1].strip() for line in log.splitlines() if "weights sum to" in line)
 
 
+def torn_down_cleanly(run_id: str, store: str) -> bool:
+    """design.md: gloo on 2 cores once aborted 1 launch in 5 at exit, after the work was done. The ranks
+    now tear their groups down deliberately (Ranks.close), and 0 of 10 launches aborted. The tests are not
+    blind to it (a warning, and a line in the artifacts) but do not fail on it: the run's outcome is
+    written before the exit and checked on its own."""
+    log = RunFiles.of(run_id, store).log.read_text()
+    clean = "terminate called" not in log and "ChildFailedError" not in log
+    if not clean:
+        record(f"run {run_id}: torchrun reported an abort at exit after the run ended")
+        warnings.warn(f"run {run_id}: a process aborted at exit (see its log)", stacklevel=2)
+    return clean
+
+
 def agree(lines: list[str], world: int):
     assert len(lines) == world, lines
     sums = {line.rsplit(" ", 1)[1] for line in lines}
@@ -91,6 +105,7 @@ def test_two_processes_follow_the_one_process_trajectory(mode, store):
     record(f"{mode:16s} lecture, 1 vs 2 processes (gloo), float64, 40 steps: max relative gap {gap:.2e}")
     assert gap < RTOL
     agree(checksums(two["id"], store), 2)
+    torn_down_cleanly(two["id"], store)
 
 
 def test_two_processes_split_the_batches_of_a_data_loader_like_one(store):

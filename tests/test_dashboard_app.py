@@ -476,3 +476,14 @@ def test_watching_a_run_from_the_runs_page_keeps_the_sidebars_settings(store, mo
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.session_state["cfg_d_in"] == 37 and at.session_state["cfg_lr"] == 1e-6
     assert at.session_state.lp_run == run_id
+
+
+def test_processes_reach_the_launched_config_and_an_uneven_split_is_refused(app, launched):
+    app.sidebar.number_input(key="cfg_nproc").set_value(2).run()
+    assert "2 processes (torchrun)" in captions(app)
+    button(app, "btn_start").click().run()
+    [cfg] = launched
+    assert cfg.nproc == 2
+    app.sidebar.number_input(key="cfg_nproc").set_value(3).run()  # the lecture's 64 samples do not split in 3
+    assert button(app, "btn_start").disabled
+    assert "does not split evenly over 3 processes" in shown(app.error)

@@ -164,6 +164,20 @@ def test_pause_set_lr_resume_and_stop_reach_every_rank(store):
     agree(checksums(run_id, store), 2)  # had rank 1 missed the new lr, its weights would differ
 
 
+def test_a_divergence_pauses_every_rank_and_a_lower_lr_goes_on_in_lockstep(store):
+    """Each rank finds the divergence in the same reduced losses, replays to the same bad layer and
+    pauses at the same step; a set-lr and a resume then reach them all."""
+    run_id = runs.launch(RunConfig(mode="manual", nproc=2, steps=300, lr=0.01, visdom="off"), store)
+    wait_for(lambda: runs.get_run(run_id, store)["status"] == "paused", 60, what="the divergence's pause")
+    for send in (lambda: runs.set_lr(run_id, 1e-7, store), lambda: runs.resume(run_id, store)):
+        assert runs.wait_ack(send(), store, timeout=10)["result"] == "ok"
+    wait_for(lambda: runs.get_run(run_id, store)["status"] == "finished", 60, what="finished")
+    with opened(store) as s:
+        [divergence] = [e["data"] for e in s.events(run_id, kind="divergence")]
+    assert divergence["layer"] in ("w1", "w2") and divergence["restored"] is not None
+    agree(checksums(run_id, store), 2)
+
+
 def _ranks(run_id: str) -> dict[int, int]:
     """{rank: pid} of the run's torchrun workers, from their environment."""
     found = {}

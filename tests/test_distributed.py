@@ -108,6 +108,21 @@ def test_two_processes_follow_the_one_process_trajectory(mode, store):
     torn_down_cleanly(two["id"], store)
 
 
+def test_a_two_process_run_resumed_ends_where_one_unbroken_process_does(store):
+    """Every rank loads the checkpoint rank 0 wrote (weights, Adam's moments, the step) and goes on."""
+    kw = dict(mode="optim", optimizer="adam", **{**LECTURE, "steps": 20})
+    one, _ = run_in_process(RunConfig(**{**kw, "steps": 40}), store)
+    two = launched(RunConfig(**kw, nproc=2), store)
+    assert runs.resume_run(two["id"], steps=40, store=store) == 20
+    wait_for(lambda: runs.get_run(two["id"], store)["status"] not in ACTIVE, 120, what="the resumed run to end")
+    assert runs.get_run(two["id"], store)["status"] == "finished"
+    # the loss at every step and the final weights (the first sitting also took a snapshot at its last step)
+    got, want = ({k: v for k, v in trajectory(r, store).items() if "norm" not in k} for r in (two["id"], one))
+    gap = relative_gap(got, want)
+    record(f"optim (adam)     lecture, 2 processes stopped at 20 and resumed to 40 vs 1 process to 40: {gap:.2e}")
+    assert gap < RTOL
+
+
 def test_two_processes_split_the_batches_of_a_data_loader_like_one(store):
     """DistributedSampler without shuffling gives rank r the rows r, r + 2, ... of each global batch."""
     data = dict(dataset="teacher", n_samples=96, batch_size=32, sampler="sequential", init="torch", d_in=6,

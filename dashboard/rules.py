@@ -29,13 +29,15 @@ OPTIMIZER_KNOBS = {  # what torch.optim's constructors take
 KNOBS = ("momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay", "alpha")
 TABULAR_SETS = ("random", "teacher")
 COMPARE_MODES = ("manual", "autograd", "custom_function")
+FAST_DATA = ("random", "teacher", "digits", "csv")  # held in memory: the fast path's one fixed batch
 
 # a log-scale learning-rate slider: 1, 2, 5 per decade from 1e-8 to 1
 LR_STEPS = [round(m * 10.0**e, 12) for e in range(-8, 1) for m in (1, 2, 5) if m * 10.0**e <= 1]
 
 
-def disabled_reasons(v: dict) -> dict[str, str]:
-    """field -> why that control does not apply to the configuration v (missing: it applies)."""
+def disabled_reasons(v: dict, cuda: bool | None = None) -> dict[str, str]:
+    """field -> why that control does not apply to the configuration v (missing: it applies). cuda: whether this
+    machine has a CUDA device, which the fast path needs (None: torch is asked)."""
     why = {}
     mode, arch, ds = v.get("mode", "manual"), v.get("arch", "two_layer"), v.get("dataset", "random")
     if mode != "optim":
@@ -82,12 +84,40 @@ def disabled_reasons(v: dict) -> dict[str, str]:
         )
     elif v.get("dtype") == "float64":
         why["precision"] = "dtype float64 keeps every op in float64; precision lowers float32 matmuls only"
+    fast = _fast_reason(v, cuda)
+    if fast:
+        why["fast"] = fast
     if mode not in COMPARE_MODES or arch not in MLP_ARCHS:
         why["compare"] = (
             "compare modes runs manual, autograd and custom Function, which take the MLP "
             "family only (arch two_layer or mlp) and no optimizer"
         )
     return why
+
+
+def _fast_reason(v: dict, cuda: bool | None) -> str | None:
+    """Why the fast path (a CUDA graph of the whole step) cannot apply here, or None. The engine refuses the same
+    in one line (engine/build.py _check_fast), and also a digits or CSV set larger than one batch."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    d = RunConfig()
+    ds, n, batch = v.get("dataset", d.dataset), v.get("n_samples", d.n_samples), v.get("batch_size", d.batch_size)
+    world = v.get("nproc", d.nproc) * v.get("nnodes", d.nnodes)
+    if not cuda or v.get("device") == "cpu":
+        return "CUDA graphs need a CUDA device" + ("; this machine has none" if not cuda else ", and device is cpu")
+    if world > 1:
+        return f"a CUDA graph holds one process's step; {world} processes train with the plain loop"
+    if v.get("pace"):
+        return "it replays many steps at once, which a pace cannot space out"
+    if ds not in FAST_DATA or v.get("sampler", "none") != "none" or (ds in TABULAR_SETS and n > batch):
+        return "a CUDA graph replays one fixed batch: the data must fit one batch in memory (no DataLoader, no sampler)"
+    if v.get("compile"):
+        return "fast and compile together are not checked yet: use one of them"
+    if v.get("mode") == "optim" and v.get("optimizer") == "adagrad":
+        return "torch's adagrad reads its step count on the host, so no CUDA graph holds its step"
+    return None
 
 
 def config_from_values(v: dict) -> RunConfig:

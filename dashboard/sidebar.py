@@ -412,6 +412,10 @@ def _device(why):
     )
     c2.number_input("Processes", min_value=1, max_value=256, step=1, key=K + "nproc", help=help_for("nproc"))
     _reason(why.get("precision"))
+    st.checkbox(
+        "Fast path (CUDA graph)", key=K + "fast", disabled="fast" in why, help=why.get("fast") or help_for("fast")
+    )
+    _reason(why.get("fast"))
     if torch.cuda.is_available():
         st.caption(f"This machine: CUDA on {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} device(s)).")
     else:

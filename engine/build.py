@@ -58,6 +58,7 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
         )
     if cfg.sampler == "balanced" and spec.task != "classification":  # checked here, not at the first batch
         raise ConfigError(f"sampler 'balanced' needs a classification dataset; {cfg.dataset!r} is {spec.task}")
+    _check_fast(cfg, spec, device)
     _check_processes(cfg, spec, device)
     if cfg.until_stopped:
         total = None  # until Stop
@@ -81,6 +82,41 @@ def _check_processes(cfg: RunConfig, spec, device):
         raise ConfigError(f"the {spec.n} samples, one full batch, do not split evenly over {world} processes")
     if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
         raise ConfigError(f"nproc {cfg.nproc} needs a GPU each; this machine has {torch.cuda.device_count()}")
+
+
+IN_MEMORY = ("random", "teacher", "digits", "csv")  # datasets held as tensors (engine/data.py TensorData)
+
+
+def _check_fast(cfg: RunConfig, spec, device):
+    """The fast path (engine/fast.py) replays one captured step on the same tensors, so it needs CUDA, the
+    one full batch in memory (Batches.whole: a DataLoader gives new batches and a ragged last one), one
+    process, full speed, and an optimizer whose step a CUDA graph can hold. bf16 is allowed: fast.py
+    turns off autocast's weight cache, as torch's CUDA graph notes ask."""
+    if not cfg.fast:
+        return
+    world = cfg.nproc * cfg.nnodes
+    why = None
+    if device.type != "cuda":
+        why = "CUDA graphs need a CUDA device; on the CPU leave fast off and the plain loop runs"
+    elif world > 1:
+        why = f"it captures one process's step; {world} processes (nproc x nnodes) train with the plain loop"
+    elif cfg.pace:
+        why = "it replays many steps at once, which a pace cannot space out; use pace 0"
+    elif cfg.dataset not in IN_MEMORY:
+        why = f"dataset {cfg.dataset!r} comes batch by batch from a DataLoader; a graph replays one fixed batch"
+    elif cfg.sampler != "none":
+        why = f"sampler {cfg.sampler!r} draws new batches (a DataLoader); a graph replays one fixed batch"
+    elif spec.n > cfg.batch_size:
+        why = (
+            f"the {spec.n} samples do not fit one batch of {cfg.batch_size}, and a DataLoader's batches vary "
+            f"(the last one is ragged); a graph replays one fixed batch: make batch_size at least {spec.n}"
+        )
+    elif cfg.compile:
+        why = "with compile, unchecked: a capture must hold the compiled step with no recompile or sync; use one"
+    elif cfg.mode == "optim" and cfg.optimizer == "adagrad":
+        why = "torch's adagrad reads its step count on the host, so no graph holds it; use sgd, adam, adamw or rmsprop"
+    if why:
+        raise ConfigError(f"fast: {why}")
 
 
 def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
@@ -202,5 +238,7 @@ def build(p: Prepared, ranks=None):
         else:
             trainable = [q for q in model.parameters() if q.requires_grad]
             mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg), cfg.precision)
+    if cfg.compile:  # the forward pass (and with it the backward) through TorchDynamo and Inductor
+        mode.net = torch.compile(mode.model)
     channels = 3 if cfg.arch == "torchvision" else None
     return mode, Batches(dataset, spec, cfg, p.device, dtype, channels, ranks)

@@ -108,6 +108,10 @@ class RunConfig:
     precision: str = knob("fp32",        "modes nn and optim; tf32: float32 matmuls and convolutions in TensorFloat-32 "
                                          "on CUDA (no effect on the CPU); bf16: forward pass and loss under autocast "
                                          "to bfloat16, on CUDA or the CPU", PRECISIONS)
+    fast: bool = knob(False,             "capture the whole step as a CUDA graph and replay many steps per Python "
+                                         "iteration (engine/fast.py); CUDA, one full batch in memory, one process")
+    compile: bool = knob(False,          "nn, optim: the model through torch.compile (the first step waits for "
+                                         "the compiler: seconds to a minute)")
     nproc: int = knob(1,                 "processes on this machine (torchrun --nproc-per-node), data-parallel: each "
                                          "takes its share of the batch; gloo on the CPU, nccl on CUDA",
                                          bounds=(1, 256))
@@ -392,9 +396,19 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"(autocast leaves it alone), so use precision fp32 or dtype float32"
         )
     _check_ranks(c)
+    _check_compile(c)
     _check_visdom(c)
     _resolve_init(c)
     return c
+
+
+def _check_compile(c):
+    if c.compile and c.mode in RAW_MODES:
+        raise ConfigError(
+            f"compile applies to modes nn and optim; mode {c.mode!r} runs the lecture's tensor code as written"
+        )
+    if c.compile and c.nproc * c.nnodes > 1:
+        raise ConfigError("compile runs on one process; several processes train the model as written")
 
 
 def _check_ranks(c):

@@ -168,6 +168,16 @@ class Telemetry:
             self._first_step = step
         self._losses.append(loss)
 
+    def record_losses(self, first_step: int, losses: torch.Tensor) -> None:
+        """Several steps' losses at once, a (n,) device tensor of its own (the fast path's, engine/fast.py)."""
+        if not self._losses:
+            self._first_step = first_step
+        self._losses.extend(losses.unbind())
+
+    def steps_to_snapshot(self, step: int) -> int:
+        """How many steps from `step` until the next snapshot is due (0 or less: due now)."""
+        return self._next_snapshot - step
+
     def flush_due(self) -> bool:
         n = len(self._losses)
         return (

@@ -13,6 +13,8 @@ the flush starts the divergence path, within 4 steps on the CPU and a few dozen 
 Commands from viewers arrive through `control` (engine/control.py), checked as one Python
 attribute per step. On several processes (`ranks`, engine/distributed.py), rank 0 alone decides the
 flushes and takes the commands, and every rank applies them one step later, at the same step.
+With fast (engine/fast.py), a block of steps, replays of the step captured as a CUDA graph, takes the
+place of one step: commands, snapshots and flushes come between blocks.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections import defaultdict
 import torch
 
 from .control import Control
+from .fast import GraphStep
 from .telemetry import Flush
 
 
@@ -40,9 +43,11 @@ class Trainer:
         control: Control | None = None,
         pace: float = 0.0,
         ranks=None,
+        fast: bool = False,
     ):
         """total_steps None: until stopped. pace: at most that many steps a second (0: full speed).
-        ranks: this process's place among several (engine/distributed.py), or None."""
+        ranks: this process's place among several (engine/distributed.py), or None. fast: the step captured
+        as a CUDA graph and replayed in blocks (engine/fast.py)."""
         self.mode, self.batches, self.tel = mode, batches, telemetry
         self.total_steps, self.step = math.inf if total_steps is None else total_steps, start_step
         self.pace = pace
@@ -57,6 +62,7 @@ class Trainer:
         self._last_good = None  # weights known to give a finite loss
         self._candidate = None  # weights at the last flush, not yet vouched for
         self._events = []  # (step, kind, data) for the next flush
+        self.fast = GraphStep(mode, batches) if fast else None
 
     def add_callback(self, event, fn):
         self.callbacks[event].append(fn)
@@ -82,6 +88,11 @@ class Trainer:
                     break
             elif control.pending:
                 self._handle_commands()
+                continue
+            if self.fast is not None:  # a block of steps: replays of the captured step
+                self.step += self.fast.block(tel, self.step, end, self.total_steps - 1)
+                if tel.flush_due():
+                    self.flush()
                 continue
             step = self.step
             x, y = next(self.batches)
@@ -239,6 +250,8 @@ class Trainer:
                 p.copy_(w)
         if saved["optimizer"] is not None:
             self.mode.optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))  # ours stays as it was
+        if self.fast is not None:  # load_state_dict replaced tensors that the captured step writes
+            self.fast.forget()
         self._candidate = saved
         return True
 

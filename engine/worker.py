@@ -144,6 +144,7 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
         control=control,
         pace=p.cfg.pace,
         ranks=ranks,
+        fast=p.cfg.fast,
     )
 
 

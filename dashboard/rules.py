@@ -87,6 +87,10 @@ def disabled_reasons(v: dict, cuda: bool | None = None) -> dict[str, str]:
     fast = _fast_reason(v, cuda)
     if fast:
         why["fast"] = fast
+    if mode in RAW_MODES:  # engine/config.py _check_compile
+        why["compile"] = f"mode {MODE_LABELS.get(mode, mode)!r} runs the lecture's code as written; compile is for nn"
+    elif (v.get("nproc") or 1) > 1:
+        why["compile"] = "several processes train the model as written"
     if mode not in COMPARE_MODES or arch not in MLP_ARCHS:
         why["compare"] = (
             "compare modes runs manual, autograd and custom Function, which take the MLP "

@@ -416,6 +416,10 @@ def _device(why):
         "Fast path (CUDA graph)", key=K + "fast", disabled="fast" in why, help=why.get("fast") or help_for("fast")
     )
     _reason(why.get("fast"))
+    st.checkbox(
+        "torch.compile", key=K + "compile", disabled="compile" in why, help=why.get("compile") or help_for("compile")
+    )
+    _reason(why.get("compile"))
     if torch.cuda.is_available():
         st.caption(f"This machine: CUDA on {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} device(s)).")
     else:

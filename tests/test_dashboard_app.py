@@ -487,3 +487,12 @@ def test_processes_reach_the_launched_config_and_an_uneven_split_is_refused(app,
     app.sidebar.number_input(key="cfg_nproc").set_value(3).run()  # the lecture's 64 samples do not split in 3
     assert button(app, "btn_start").disabled
     assert "does not split evenly over 3 processes" in shown(app.error)
+
+
+def test_compile_is_offered_for_nn_and_reaches_the_launched_config(app, launched):
+    assert app.sidebar.checkbox(key="cfg_compile").disabled  # manual, the default mode: the lecture's code as written
+    app.sidebar.radio(key="cfg_mode").set_value("optim").run()
+    app.sidebar.checkbox(key="cfg_compile").check().run()
+    button(app, "btn_start").click().run()
+    [cfg] = launched
+    assert cfg.compile and cfg.mode == "optim"

@@ -29,6 +29,8 @@ else:
         + f" on {prepared.device_note}"
         + (f", {p.nproc * p.nnodes} processes (torchrun)" if p.nproc * p.nnodes > 1 else "")
         + (f", {p.precision}" if p.precision != "fp32" else "")
+        + (", fast path (CUDA graph)" if p.fast else "")
+        + (", torch.compile" if p.compile else "")
     )
 if "compare" in why:
     st.caption(f":grey[Compare modes: {why['compare']}]")

@@ -76,7 +76,9 @@ class Trainer:
     def run(self, max_steps: int | None = None):
         """Train to total_steps (or max_steps more, for benchmarks that interleave), then flush."""
         mode, tel, control = self.mode, self.tel, self.control
-        if self._candidate is None:  # a divergence before the first flush restores these
+        if (
+            self._candidate is None and self.on_divergence != "ignore"
+        ):  # a divergence before the first flush restores these
             self._candidate = self._weights()
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         pace = self.pace
@@ -132,9 +134,11 @@ class Trainer:
         f.events.extend(self._events)
         self._events = []
         bad = next((i for i, v in enumerate(f.losses) if not math.isfinite(v)), None)
-        if bad is None and f.losses:
-            # the candidate's weights produced this flush's first loss, which is finite
-            self._last_good, self._candidate = self._candidate, self._weights()
+        if bad is None and f.losses and self.on_divergence != "ignore":
+            # the candidate's weights produced this flush's first loss, which is finite; the old last good's
+            # copies take the new candidate (one restored is both: then new copies)
+            spare = self._last_good if self._last_good is not self._candidate else None
+            self._last_good, self._candidate = self._candidate, self._weights(into=spare)
         self.trigger("on_flush", f)
         if bad is not None and self.divergence is None and self.on_divergence != "ignore":
             self._diverged(f.first_step + bad)
@@ -229,15 +233,26 @@ class Trainer:
             self._pause("divergence", self.divergence, step)
             self.divergence = None if not self.stopped else self.divergence
 
-    def _weights(self):
+    def _weights(self, into: dict | None = None):
         """The weights now, and the optimizer's state with them (Adam's moments: a resume at a lower lr
-        must not start from moments that the replay below stepped on towards the divergence)."""
+        must not start from moments that the replay below stepped on towards the divergence). Copied
+        into the tensors of `into`, a copy no longer needed, so that a flush allocates nothing: two sets
+        of copies, the last good and the candidate, take turns."""
         optimizer = getattr(self.mode, "optimizer", None)
-        return {
-            "step": self.step,
-            "weights": [p.detach().clone() for _, p in self.mode.named_params()],
-            "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer else None,
-        }
+        state = optimizer.state_dict() if optimizer else None
+        if into is None or (into["optimizer"] is None) != (state is None):
+            return {
+                "step": self.step,
+                "weights": [p.detach().clone() for _, p in self.mode.named_params()],
+                "optimizer": copy.deepcopy(state),
+            }
+        with torch.no_grad():
+            for w, (_, p) in zip(into["weights"], self.mode.named_params()):
+                w.copy_(p)
+        if state is not None:
+            into["optimizer"] = _copy_state(state, into["optimizer"])
+        into["step"] = self.step
+        return into
 
     def _restore_last_good(self):
         """Put back the last weights known to give a finite loss (or the first ones, if none), and the
@@ -275,3 +290,19 @@ class Trainer:
         # a snapshot of the finite weights, so the last histograms shown are finite
         self.tel.after_update(self.step, self.mode)
         return layer
+
+
+def _copy_state(state, into):
+    """An optimizer's state_dict copied into the tensors of an earlier copy of it, where they match in shape;
+    anything new (the first step's moments) is cloned."""
+    if isinstance(state, torch.Tensor):
+        if isinstance(into, torch.Tensor) and into.shape == state.shape and into.dtype == state.dtype:
+            return into.copy_(state)
+        return state.clone()
+    if isinstance(state, dict):
+        into = into if isinstance(into, dict) else {}
+        return {k: _copy_state(v, into.get(k)) for k, v in state.items()}
+    if isinstance(state, list):
+        into = into if isinstance(into, list) and len(into) == len(state) else [None] * len(state)
+        return [_copy_state(v, i) for v, i in zip(state, into)]
+    return copy.deepcopy(state)

@@ -145,7 +145,8 @@ class NanAfterUpdates:
         return loss * float("nan") if steps and steps[0] >= self.bad else loss
 
 
-def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small):
+@pytest.mark.parametrize("bad", [13, 41])  # after 3 flushes and after 10: the two sets of copies took turns
+def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small, bad):
     """After a divergence the run holds the weights of the last finite flush and Adam's state of that
     same step, equal to a run that trained exactly that many steps; before, the replay's steps were left
     in Adam's moments, so a resume at a lower lr started from moments pointing at the divergence."""
@@ -166,12 +167,35 @@ def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small):
         run.run()
         return run, mode
 
-    diverged, mode = trainer(60, bad=13)
+    diverged, mode = trainer(60, bad=bad)
     restored = diverged.divergence["restored"]
-    assert diverged.divergence["step"] >= 13 and 0 < restored <= 13
+    assert diverged.divergence["step"] >= bad and 0 < restored <= bad
     reference, ref_mode = trainer(restored)
     assert_same(mode.model.state_dict(), ref_mode.model.state_dict())
     assert_same(mode.optimizer.state_dict(), ref_mode.optimizer.state_dict())
+
+
+def test_the_divergence_copies_are_reused_across_flushes_and_skipped_when_ignored(small):
+    """A flush copies the weights and Adam's state into the set the last good one no longer needs: the
+    copies take turns between two sets of tensors, allocated once. With on_divergence ignore, none is made."""
+    from engine import build
+    from engine.telemetry import Telemetry
+    from engine.trainer import Trainer
+
+    def trainer(on_divergence):
+        p = build.prepare(config(small, 40, mode="optim", optimizer="adam", flush_every=4))
+        mode, batches = build.build(p)
+        return Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), 40, on_divergence=on_divergence)
+
+    run, seen = trainer("pause"), []  # the tensors themselves, held: none is freed and its memory reused
+    run.add_callback("on_flush", lambda f: seen.append(run._candidate["optimizer"]["state"][0]["exp_avg"]))
+    run.run()
+    distinct = [t for i, t in enumerate(seen) if all(t is not u for u in seen[:i])]
+    assert len(seen) >= 8 and len(distinct) <= 3, len(distinct)  # the first set's Adam moments are new: then 2
+    assert all(torch.equal(w, p) for w, (_, p) in zip(run._candidate["weights"], run.mode.named_params()))
+    ignored = trainer("ignore")
+    ignored.run()
+    assert ignored._candidate is None and ignored._last_good is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ at the end of the test if it is still alive. Sizes are tiny unless a test is abo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -331,6 +332,34 @@ class SyncSpy:
 @pytest.fixture
 def sync_spy(monkeypatch):
     return SyncSpy(monkeypatch)
+
+
+@contextlib.contextmanager
+def syncs_refused_but_in_flush(trainer):
+    """CUDA: inside the block, any host sync raises (torch.cuda.set_sync_debug_mode("error")), except in
+    trainer.flush, which is the one place allowed to wait for the device."""
+    import torch
+
+    real_flush, armed = trainer.flush, []
+
+    def flush():
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            return real_flush()
+        finally:
+            if armed:
+                torch.cuda.set_sync_debug_mode("error")
+
+    trainer.flush = flush
+    torch.cuda.synchronize()
+    armed.append(True)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        armed.clear()
+        torch.cuda.set_sync_debug_mode(0)
+        trainer.flush = real_flush
 
 
 class NanFrom:

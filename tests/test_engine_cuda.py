@@ -6,7 +6,7 @@ GPU machine."""
 
 import pytest
 import torch
-from conftest import NanFrom
+from conftest import NanFrom, syncs_refused_but_in_flush
 
 from engine import build
 from engine.telemetry import COPIES, LOOK_EVERY, Telemetry, histogram
@@ -98,28 +98,11 @@ def test_no_sync_between_flushes(small, case):
     mode, batches = build.build(p)
     tel = Telemetry(every=7, bins=16, flush_every=10, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size)
     trainer = Trainer(mode, batches, tel, 30)
-    real_flush, armed = trainer.flush, []
-
-    def flush():
-        torch.cuda.set_sync_debug_mode(0)
-        try:
-            return real_flush()
-        finally:
-            if armed:
-                torch.cuda.set_sync_debug_mode("error")
-
-    trainer.flush = flush
     flushes = []
     trainer.add_callback("on_flush", flushes.append)
     trainer.run(max_steps=1)  # warm-up: first batch to the device, library init
-    torch.cuda.synchronize()
-    armed.append(True)
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with syncs_refused_but_in_flush(trainer):
         trainer.run()
-    finally:
-        armed.clear()
-        torch.cuda.set_sync_debug_mode(0)
     assert trainer.step == 30
     assert sum(len(f.losses) for f in flushes) == 30
 

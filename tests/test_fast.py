@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, cli_cmd, cli_env, run_in_process
+from conftest import REPO, cli_cmd, cli_env, run_in_process, syncs_refused_but_in_flush
 
 from engine import build
 from engine.__main__ import main
@@ -350,27 +350,10 @@ def test_cuda_replays_and_snapshots_do_not_sync_between_flushes(small, case):
     )
     mode, batches = build.build(p)
     trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), 200, fast=True)
-    real_flush, armed = trainer.flush, []
-
-    def flush():
-        torch.cuda.set_sync_debug_mode(0)
-        try:
-            return real_flush()
-        finally:
-            if armed:
-                torch.cuda.set_sync_debug_mode("error")
-
-    trainer.flush = flush
     trainer.run(max_steps=8)  # the first snapshot, the warm-up and the capture
     assert trainer.fast.graph is not None
-    torch.cuda.synchronize()
-    armed.append(True)
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with syncs_refused_but_in_flush(trainer):
         trainer.run()
-    finally:
-        armed.clear()
-        torch.cuda.set_sync_debug_mode(0)
     assert trainer.step == 200
 
 

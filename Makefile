@@ -44,10 +44,10 @@ format: $(TESTING)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+# the bench report, every figure a ratio against its anchor: bench/results/<machine>.json and .md (12-14 minutes
+# on 2 CPUs). BENCH_ROUNDS=N, BENCH_QUICK=1 (a smoke test), BENCH_SECTIONS=engine,store,... (bench/report.py)
 bench: $(TESTING)
-	$(PY) bench/bench_engine.py
-	$(PY) bench/bench_visdom.py
-	$(PY) bench/bench_dashboard.py
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

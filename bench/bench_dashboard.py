@@ -219,14 +219,14 @@ def read_paths(store_path: str, run_id: str) -> dict:
     return {"cold_ms": cold_ms, "warm_ms": warm_ms, "points": len(b.points()[0])}
 
 
-def refresh_cost(browser, seconds: float, tmp: Path) -> dict:
+def refresh_cost(browser, seconds: float, tmp: Path, steps: int = BIG) -> dict:
     store = str(tmp / "big" / "liveprop.db")
     timing = tmp / "timing.jsonl"
     t = time.perf_counter()
-    run_id = write_big_run(store)
+    run_id = write_big_run(store, steps)
     write_s = time.perf_counter() - t
     paths = read_paths(store, run_id)
-    writer = LiveWriter(store, run_id, BIG)
+    writer = LiveWriter(store, run_id, steps)
     writer.start()
     views = {}
     try:
@@ -249,6 +249,60 @@ def refresh_cost(browser, seconds: float, tmp: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def report_rows(seconds: float, tmp: Path, steps: int = BIG) -> list[dict]:
+    """The report's rows "panel refresh" (bench/report.py): each live panel's server-side milliseconds per
+    refresh on a run of `steps` steps, against the 200 ms target, and the most points a trace received."""
+    from playwright.sync_api import sync_playwright
+    from rows import single, unmeasured
+
+    group = f"panel refresh, {steps:,}-step run"
+    if not os.path.exists(CHROMIUM):
+        return [unmeasured(group, "every panel", f"Debian's Chromium is not at {CHROMIUM}", status="skipped")]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            big = refresh_cost(browser, seconds, tmp, steps)
+        finally:
+            browser.close()
+    by = {}
+    for r in big["rows"]:
+        by.setdefault(r["panel"], []).append(r["ms"])
+    out = []
+    for name, ms in by.items():
+        rest = ms[1:] or ms
+        note = f"first refresh {ms[0]:.0f} ms (a cold read), not counted; the run written in {big['write_s']:.1f} s"
+        out.append(single(group, name, "ms", "target 200 ms", 200.0, rest, target={"ratio": 1.0}, note=note))
+    points = [t["points"] for traces in big["views"].values() for t in traces]
+    if points:
+        note = f"over the views {', '.join(big['views'])}; the chart's cap is 2 * CAP buckets"
+        out.append(
+            single(
+                group,
+                "max points per trace",
+                "points",
+                "target 4,000",
+                4000.0,
+                [max(points)],
+                target={"ratio": 1.0},
+                note=note,
+            )
+        )
+    paths = big["paths"]
+    out.append(
+        single(
+            group,
+            "first read in process (RunFeed.sync: Store.bucketed)",
+            "ms",
+            "target 200 ms",
+            200.0,
+            [paths["cold_ms"]],
+            target={"ratio": 1.0},
+            note=f"{paths['points']} points; the next read (rows after the cursor) {paths['warm_ms']:.1f} ms",
+        )
+    )
+    return out
 
 
 def summarize(name, ms):

@@ -2,9 +2,10 @@
 
 For each mode at the lecture's size (N, D_in, H, D_out = 64, 1000, 100, 10), the bare loop is the
 lecture's code as written; the engine is a real Trainer with default telemetry (histograms, norms,
-update ratios and the gradient check every K steps, one flush per 200 steps or 0.5 s) writing to
+update ratios and the gradient check every K steps, one flush per 2,000 steps or 0.5 s) writing to
 a real SQLite store on its own thread. The two run interleaved in one process, in ABBA order,
-chunk by chunk, so machine noise hits both alike. The figure is the median of per-round ratios.
+chunk by chunk, so machine noise hits both alike. The figure is the median of per-round ratios;
+bench/report.py reports the ratio of the medians beside it (report_rows).
 
     python bench/bench_engine.py [--device cpu|cuda] [--rounds 8] [--chunk 400]
 """
@@ -18,6 +19,7 @@ import tempfile
 import time
 
 import torch
+from rows import interleave, paired
 
 from engine import build, runs
 from engine.config import RunConfig
@@ -144,7 +146,9 @@ def engine_runner(overrides, device, store_path, total):
     run_id, p = runs.create_run(cfg, store_path)
     mode, batches = build.build(p)
     control = Control()
-    trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), total, control=control)
+    # the fast path (a CUDA graph, engine/fast.py) is the trainer's to run, as the worker asks for it
+    fast = {"fast": True} if getattr(p.cfg, "fast", False) else {}
+    trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), total, control=control, **fast)
     sink = store_sink.StoreSink(store_path, run_id, control)
     trainer.add_callback("on_flush", sink.on_flush)
     return trainer, sink
@@ -163,25 +167,57 @@ def timed(fn, steps, device):
     return steps / (time.perf_counter() - t)
 
 
-def bench_case(name, device, rounds, chunk, store_path):
+def chunk_for(fn, device, seconds):
+    """Steps that take `fn` about `seconds` (at least 4), from a short timing of it."""
+    n = 4
+    while True:
+        sync(device)
+        t = time.perf_counter()
+        fn(n)
+        sync(device)
+        dt = time.perf_counter() - t
+        if dt >= 0.1 or n >= 10**6:
+            return max(4, int(n / dt * seconds))
+        n *= 4
+
+
+def bench_case(name, device, rounds, chunk, store_path, chunk_s=1.5):
+    """(bare steps/s per round, engine steps/s per round, the chunk): interleaved, the order alternating."""
     bare_factory, overrides = CASES[name]
     bare = bare_factory(device)
-    trainer, sink = engine_runner(overrides, device, store_path, total=(2 * rounds + 2) * chunk + 100)
+    trainer, sink = engine_runner(overrides, device, store_path, total=10**9)
     engine = lambda steps: trainer.run(max_steps=steps)  # noqa: E731
     bare(50), engine(50)  # warm up both
-    if not chunk:  # about 1.5 s of the bare loop, so every chunk holds its share of snapshots and flushes
-        chunk = max(200, int(1.5 * timed(bare, 200, device)))
-        trainer.total_steps = 10**9
+    # by default about chunk_s of the bare loop, so every chunk holds its share of snapshots and flushes
+    chunk = chunk or chunk_for(bare, device, chunk_s)
     engine(chunk)  # past the automatic telemetry interval's first estimates
-    bare_rates, engine_rates, ratios = [], [], []
-    for r in range(rounds):
-        order = [("bare", bare), ("engine", engine)] if r % 2 == 0 else [("engine", engine), ("bare", bare)]
-        rates = {k: timed(fn, chunk, device) for k, fn in order}
-        bare_rates.append(rates["bare"])
-        engine_rates.append(rates["engine"])
-        ratios.append(rates["engine"] / rates["bare"])
-    sink.close()
-    return statistics.median(bare_rates), statistics.median(engine_rates), statistics.median(ratios), ratios, chunk
+    try:
+        bare_rates, engine_rates = interleave(
+            lambda: timed(bare, chunk, device), lambda: timed(engine, chunk, device), rounds
+        )
+    finally:
+        sink.close()
+    return bare_rates, engine_rates, chunk
+
+
+def report_rows(device, rounds, chunk_s, store_path, cases=None) -> list[dict]:
+    """The report's rows "engine vs bare" (bench/report.py): one per mode, anchored on the bare loop."""
+    out = []
+    for name in cases or CASES:
+        bare_rates, engine_rates, chunk = bench_case(name, device, rounds, 0, store_path, chunk_s)
+        out.append(
+            paired(
+                "engine vs bare",
+                name,
+                "steps/s",
+                "bare lecture loop",
+                bare_rates,
+                engine_rates,
+                target={"ratio": 1.0, "floor": 0.97},
+                note=f"{chunk} steps per chunk, about {chunk_s:g} s of the bare loop",
+            )
+        )
+    return out
 
 
 def main():
@@ -201,9 +237,11 @@ def main():
     print(f"{'loop':<24} {'bare steps/s':>12} {'engine steps/s':>15} {'ratio':>7} {'chunk':>6}   per-round ratios")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
-            b, e, ratio, ratios, n = bench_case(
+            bare_rates, engine_rates, n = bench_case(
                 name, args.device, args.rounds, args.chunk, os.path.join(tmp, "bench.db")
             )
+            ratios = [e / b for b, e in zip(bare_rates, engine_rates)]
+            b, e, ratio = statistics.median(bare_rates), statistics.median(engine_rates), statistics.median(ratios)
             print(
                 f"{name:<24} {b:>12,.0f} {e:>15,.0f} {ratio:>6.3f}x {n:>6}   " + " ".join(f"{r:.2f}" for r in ratios),
                 flush=True,

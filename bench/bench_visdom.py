@@ -26,6 +26,7 @@ import time
 
 import torch
 from bench_engine import D_in, D_out, H, N, engine_runner, timed
+from rows import paired
 
 from engine import visdom_server
 from engine.sinks import StatusEvents
@@ -81,14 +82,40 @@ def bench(url, device, rounds, chunk, store_path):
     status = sink.close()
     off_store.close()
     on_store.close()
-    return (
-        statistics.median(rates["off"]),
-        statistics.median(rates["on"]),
-        statistics.median(ratios),
-        ratios,
-        share,
-        status,
-    )
+    return rates, share, status
+
+
+def report_rows(device, rounds, chunk, tmp, threads=1) -> list[dict]:
+    """The report's rows "Visdom on vs off" (bench/report.py), healthy and stalled server, anchored on off."""
+    chunk = chunk or (4000 if device == "cuda" else 300)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    server, stalled = visdom_server.start(port=0, env_path=os.path.join(tmp, "env")), StalledServer()
+    out = []
+    try:
+        for name, url in (("healthy server", server.url), ("stalled server", stalled.url)):
+            rates, share, status = bench(url, device, rounds, chunk, os.path.join(tmp, f"visdom-{name[:7]}.db"))
+            note = (
+                f"manual at the lecture size, {chunk} steps per chunk, torch on {threads} thread(s); the sink's "
+                f"thread used {share:.1%} of the training thread's CPU time; sink status at the end: {status}"
+            )
+            out.append(
+                paired(
+                    "Visdom on vs off",
+                    name,
+                    "steps/s",
+                    "engine, Visdom off",
+                    rates["off"],
+                    rates["on"],
+                    target={"ratio": 0.97},
+                    note=note,
+                )
+            )
+    finally:
+        server.stop()
+        stalled.close()
+        torch.set_num_threads(before)
+    return out
 
 
 def thread_cpu(tid: int) -> float:
@@ -126,8 +153,12 @@ def main():
         server, stalled = visdom_server.start(port=0, env_path=os.path.join(tmp, "env")), StalledServer()
         try:
             for name, url in (("healthy", server.url), ("stalled", stalled.url)):
-                off, on, ratio, ratios, share, status = bench(
-                    url, args.device, args.rounds, chunk, os.path.join(tmp, f"{name}.db")
+                rates, share, status = bench(url, args.device, args.rounds, chunk, os.path.join(tmp, f"{name}.db"))
+                ratios = [b / a for a, b in zip(rates["off"], rates["on"])]
+                off, on, ratio = (
+                    statistics.median(rates["off"]),
+                    statistics.median(rates["on"]),
+                    statistics.median(ratios),
                 )
                 print(
                     f"{name:<8} {off:>11,.0f} {on:>10,.0f} {ratio:>6.3f}x {share:>8.1%}   "

@@ -67,9 +67,13 @@ def enabled() -> bool:
 
 def worker_env() -> dict:
     """The environment of every worker, plain or standby."""
-    # OpenMP's default wait policy spins idle threads; beside a dashboard and a browser on a small
-    # machine that cost a CPU run 7x. A policy already in the environment wins.
-    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+    # torch's OpenMP threads (GNU libgomp) wait for the next op by spinning, then sleep. The default spin
+    # lasts long enough that beside busy processes on a small machine they fight them for the CPU: the
+    # lecture's manual loop on 2 cores beside 2 busy processes ran 975 steps/s. Sleeping at once
+    # (OMP_WAIT_POLICY=PASSIVE) made every op wake its threads: 1,350 steps/s alone, against 4,970 by
+    # default. A short spin keeps both: 4,970 alone, 2,090 beside the busy ones (bench/results/, issue 11).
+    # A setting already in the environment wins.
+    return {"GOMP_SPINCOUNT": "30000", **os.environ}
 
 
 # ---------------------------------------------------------------------------------------------

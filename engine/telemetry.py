@@ -1,7 +1,9 @@
 """Telemetry computed on the device, brought to the host in one transfer per flush.
 
 Per step, the hot loop only appends the loss tensor it already has to a Python list: no kernel,
-no host sync. Every K steps a snapshot computes, still on the device:
+no host sync. On the CPU, where the loss is on the host already and reading it waits for nothing, it
+keeps the loss as a float: 2,000 tensors held until the flush, and a stack of them at every look,
+cost the CPU loop more than its reads. Every K steps a snapshot computes, still on the device:
     per-layer weight and gradient histograms (explicit ranges: no histc min == max readback),
     weight and gradient norms, the update/weight ratio ||dw|| / ||w||,
     non-finite counts (histograms never raise on NaN or inf: those values are counted instead),
@@ -115,17 +117,20 @@ class Telemetry:
         flush_every: int = 2000,
         flush_seconds: float = 0.5,
         look_every: int = 0,
+        losses_on_host: bool | None = None,
     ):
         """every: steps between snapshots, or 0 for about one every `seconds` of training; bins per
         histogram; a flush every flush_every steps or flush_seconds, whichever comes first, or as soon as
-        a look (every look_every steps, 0 for the device's LOOK_EVERY) sees a non-finite loss."""
+        a look (every look_every steps, 0 for the device's LOOK_EVERY) sees a non-finite loss.
+        losses_on_host: keep the losses as floats (default: on the CPU), else as device tensors."""
         self.every, self.seconds, self.bins = every, seconds, bins  # every == 0: about every `seconds`
         self._next_snapshot = 0
         self._rate = 0.0  # steps/s at the last flush
         self._warmup_gap = 1  # snapshot gap while the rate is unknown (_snapshot_gap)
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
         self.device, self.batch_size = device, batch_size
-        self._losses: list[torch.Tensor] = []  # 0-dim device tensors since the last flush
+        self.on_host = device.type == "cpu" if losses_on_host is None else losses_on_host
+        self._losses: list = []  # since the last flush: floats on the host, else 0-dim device tensors
         self._first_step = 0
         self._pieces: list[torch.Tensor] = []  # device vectors of pending snapshots
         self._layout: list[tuple] = []  # how to read them back: (step, key, size)
@@ -166,13 +171,13 @@ class Telemetry:
     def record_loss(self, step: int, loss: torch.Tensor) -> None:
         if not self._losses:
             self._first_step = step
-        self._losses.append(loss)
+        self._losses.append(float(loss) if self.on_host else loss)
 
     def record_losses(self, first_step: int, losses: torch.Tensor) -> None:
         """Several steps' losses at once, a (n,) device tensor of its own (the fast path's, engine/fast.py)."""
         if not self._losses:
             self._first_step = first_step
-        self._losses.extend(losses.unbind())
+        self._losses.extend(losses.tolist() if self.on_host else losses.unbind())
 
     def steps_to_snapshot(self, step: int) -> int:
         """How many steps from `step` until the next snapshot is due (0 or less: due now)."""
@@ -202,6 +207,9 @@ class Telemetry:
         host still gets a copy at every look). Once seen, looks stop until rearm()."""
         new = self._losses[self._looked :]
         self._looked = len(self._losses)
+        if self.on_host:  # floats: nothing to fold, nothing to wait for
+            self._watching = all(map(math.isfinite, new))
+            return not self._watching
         self._ok.logical_and_(torch.isfinite(torch.stack(new)).all())
         if self._free is None:  # the CPU
             seen = not self._read_flag(self._ok)
@@ -283,7 +291,10 @@ class Telemetry:
         if not self._losses and not self._pieces:
             return None
         n_loss = len(self._losses)
-        parts = [torch.stack(self._losses).double()] if self._losses else []
+        if self.on_host:  # floats
+            parts = [torch.tensor(self._losses, dtype=torch.float64)] if self._losses else []
+        else:
+            parts = [torch.stack(self._losses).double()] if self._losses else []
         if parts and self.ranks is not None:  # the whole batch's losses, still on the device
             parts[0] = self.ranks.reduce_losses(parts[0])
         parts += [torch.cat(self._pieces).double()] if self._pieces else []

@@ -6,6 +6,9 @@ printing, boolean-mask indexing...) is spied on while engine code runs, and only
 every-K snapshot may make them, and the read of the "all losses finite" flag's host copy: on CUDA a
 pinned copy read only once its event has completed, on the CPU the flag itself (no device to wait
 for). The last tests show the spy does catch `loss.item()` in the loop.
+
+The telemetry here keeps its losses as tensors, as on CUDA (losses_on_host=False): a CPU run keeps them
+as floats, since reading a loss on the host waits for nothing (tests/test_engine_telemetry.py).
 """
 
 import pytest
@@ -41,7 +44,8 @@ def spied_trainer(small, spy, case, mode_wrapper=None, **trainer_kw):
     mode, batches = build.build(p)
     if mode_wrapper:
         mode = mode_wrapper(mode)
-    tel = Telemetry(every=K, bins=8, flush_every=1000, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size)
+    tel = Telemetry(every=K, bins=8, flush_every=1000, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size,
+                    losses_on_host=False)  # fmt: skip  # the losses as a CUDA run keeps them: device tensors
     trainer = Trainer(mode, batches, tel, STEPS, **trainer_kw)
     reads = []
     read_flag = tel._read_flag
@@ -167,7 +171,8 @@ def test_the_cuda_look_reads_only_finished_copies_and_never_waits(lag):
     from engine.telemetry import COPIES
 
     clock = [0]
-    tel = Telemetry(device=torch.device("cpu"), batch_size=1, flush_every=10**6, flush_seconds=1e9, look_every=4)
+    tel = Telemetry(device=torch.device("cpu"), batch_size=1, flush_every=10**6, flush_seconds=1e9, look_every=4,
+                    losses_on_host=False)  # fmt: skip
     events = {}
     tel._free = []  # the pinned copies, apart from the flag
     for _ in range(COPIES):

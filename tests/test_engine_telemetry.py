@@ -254,3 +254,24 @@ def test_gradcheck_catches_a_broken_myrelu(small, run_inprocess, store, monkeypa
     series = {k.removeprefix("gradcheck/"): ([0, 2, 4, 5], v) for k, v in checks.items()}
     verdict = gradcheck_verdict(series, "float64")
     assert (verdict.agree, verdict.step) == (False, 0) and verdict.layer in ("w1", "b1", "w2", "b2"), verdict
+
+
+def test_on_the_cpu_losses_are_kept_as_floats_exactly_and_a_nan_is_seen_at_the_next_look():
+    """Reading a CPU tensor waits for nothing, so the CPU keeps floats (not 2,000 tensors until the flush);
+    the flush still gives every loss at full float64 precision, and the look still sees a NaN within
+    look_every steps."""
+    tel = Telemetry(device=torch.device("cpu"), batch_size=1, flush_every=10**6, flush_seconds=1e9, look_every=4)
+    assert tel.on_host
+    third = torch.tensor(1.0, dtype=torch.float64) / 3
+    tel.record_loss(0, third)
+    assert tel.flush().losses == [third.item()]  # 1/3 in float64, to the bit
+    seen = None
+    for step in range(1, 40):
+        tel.record_loss(step, torch.tensor(float("nan") if step >= 21 else 1.0))
+        assert isinstance(tel._losses[-1], float)
+        if tel.flush_due():
+            seen = step
+            break
+    assert seen is not None and 21 <= seen <= 24
+    f = tel.flush()
+    assert f.first_step == 1 and f.losses[:20] == [1.0] * 20 and math.isnan(f.losses[-1])

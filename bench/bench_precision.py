@@ -9,6 +9,7 @@ not taken effect in the mode: the row says that too, rather than timing fp32 twi
     bf16 vs fp32   optim (Adam) on an MLP of depth 4: 4096 wide at batch 4096 on CUDA (the issue's target
                    is 3x; fp32 ran about 130 steps/s on an H100), 512 wide at batch 512 on the CPU
     fast vs bare   manual, autograd and nn + Adam at the lecture's size (target 4x, on CUDA)
+    compile        torch.compile against eager: nn + Adam at the lecture's size, and the wide MLP
 
     python bench/bench_precision.py [--device cpu|cuda] [--rounds 12]
 """
@@ -75,6 +76,25 @@ def precision_rows(device, rounds, chunk_s, store_path) -> list[dict]:
         target = {"ratio": 3.0} if device == "cuda" and precision == "bf16" else None
         note = f"the engine with full telemetry on both sides, {chunk} steps per chunk"
         out.append(paired(group, row_name, "steps/s", "fp32", fp32, other_rates, target=target, note=note))
+    return out
+
+
+def compile_rows(device, rounds, chunk_s, store_path) -> list[dict]:
+    """torch.compile against the eager model, the engine on both sides: the lecture's nn + Adam, and the
+    wide MLP. The compiler's own time (seconds on the first step) is spent in the warm-up, outside the rounds."""
+    group, out = "compile vs eager", []
+    cases = {"optim (adam), the lecture's size": CASES["optim (adam)"][1], "MLP, Adam": wide_mlp(device)}
+    for name, base in cases.items():
+        if name == "MLP, Adam":
+            name = f"MLP {base['hidden']} wide, depth 4, batch {base['batch_size']}, Adam"
+        try:
+            build.prepare(RunConfig(**base, compile=True, device=device))
+        except (ConfigError, TypeError) as e:
+            out.append(unmeasured(group, name, f"the engine refuses compile here: {e}"))
+            continue
+        eager, compiled, chunk = compare(base, {**base, "compile": True}, device, rounds, chunk_s, store_path)
+        note = f"the engine with full telemetry on both sides, {chunk} steps per chunk"
+        out.append(paired(group, name, "steps/s", "eager", eager, compiled, note=note))
     return out
 
 

@@ -23,7 +23,7 @@ LOG="$DIR/gpu_check.log"
   echo "pytest exit status $?"
   # 2. the report's CUDA part, shortened to fit: the start-up rows take 4 launches a side, the memory row 20 s
   BENCH_CHUNK_S=0.3 BENCH_MEMORY_S=20 BENCH_START_ROUNDS=4 timeout 180 python3 bench/report.py --device cuda \
-    --sections engine,precision,fast,store,start,memory,visdom,refresh --out "$DIR"
+    --sections engine,precision,fast,store,start,memory,visdom,refresh,compile --out "$DIR"
   echo "report exit status $?"
   date
 } 2>&1 | tee "$LOG"

@@ -46,7 +46,7 @@ import torch
 from rows import markdown_table, unmeasured
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("engine", "precision", "fast", "visdom", "store", "memory", "start", "refresh")
+SECTIONS = ("engine", "precision", "fast", "compile", "visdom", "store", "memory", "start", "refresh")
 GROUPS = {  # a section's rows' group, for the row that says it was skipped or failed
     "engine": "engine vs bare",
     "precision": "bf16 vs fp32",
@@ -103,10 +103,12 @@ def section_rows(name: str, args, tmp: str) -> list[dict]:
         import bench_engine
 
         return bench_engine.report_rows(device, rounds, chunk_s, store)
-    if name in ("precision", "fast"):
+    if name in ("precision", "fast", "compile"):
         import bench_precision
 
-        fn = bench_precision.precision_rows if name == "precision" else bench_precision.fast_rows
+        fn = {"precision": bench_precision.precision_rows, "fast": bench_precision.fast_rows}.get(
+            name, bench_precision.compile_rows
+        )
         return fn(device, rounds, chunk_s, store)
     if name == "visdom":
         import bench_visdom

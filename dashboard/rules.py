@@ -79,8 +79,8 @@ def disabled_reasons(v: dict, cuda: bool | None = None) -> dict[str, str]:
         why["epochs"] = "the run is counted in steps"
     if mode in RAW_MODES:  # the engine refuses it in one line too (engine/config.py validate)
         why["precision"] = (
-            f"mode {MODE_LABELS.get(mode, mode)!r} runs the lecture's hand-written tensor code as written, in its "
-            f"dtype, the reference the other modes are checked against; precision applies to nn and nn + optim"
+            f"mode {MODE_LABELS.get(mode, mode)!r} runs the lecture's hand-written tensor code in its dtype; "
+            "precision is for nn and nn + optim"
         )
     elif v.get("dtype") == "float64":
         why["precision"] = "dtype float64 keeps every op in float64; precision lowers float32 matmuls only"

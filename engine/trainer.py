@@ -64,6 +64,11 @@ class Trainer:
         self._events = []  # (step, kind, data) for the next flush
         self.fast = GraphStep(mode, batches) if fast else None
 
+    @property
+    def outcome(self) -> str:
+        """How the run ended: "diverged", "stopped" (a stop command) or "finished"."""
+        return "diverged" if self.divergence else "stopped" if self.stopped else "finished"
+
     def add_callback(self, event, fn):
         self.callbacks[event].append(fn)
 
@@ -76,9 +81,8 @@ class Trainer:
     def run(self, max_steps: int | None = None):
         """Train to total_steps (or max_steps more, for benchmarks that interleave), then flush."""
         mode, tel, control = self.mode, self.tel, self.control
-        if (
-            self._candidate is None and self.on_divergence != "ignore"
-        ):  # a divergence before the first flush restores these
+        # a divergence before the first flush restores these
+        if self._candidate is None and self.on_divergence != "ignore":
             self._candidate = self._weights()
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         pace = self.pace

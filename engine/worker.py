@@ -175,7 +175,7 @@ def follow(run_id: str, store_path: str) -> str:
         raise PeerFailed(lost(e)) from None
     print(ranks.checksum(trainer.mode), file=sys.stderr)
     ranks.close()
-    return "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
+    return trainer.outcome
 
 
 def _reason(e: BaseException, ranks: Ranks | None) -> str:
@@ -234,7 +234,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
             checkpoint.keep(files, checkpoint.snapshot(mode, trainer.step, p.cfg, batches))
         except OSError as e:  # a full disk: the series is stored, the weights are not
             raise ConfigError(f"the checkpoint {files.checkpoint} could not be written: {e.strerror or e}") from None
-        status = "diverged" if trainer.divergence else "stopped" if trainer.stopped else "finished"
+        status = trainer.outcome
     except (ConfigError, PeerFailed) as e:
         error = str(e)
     except BaseException as e:  # KeyboardInterrupt included: the run is marked, then re-raised

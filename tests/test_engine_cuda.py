@@ -125,31 +125,17 @@ def test_nonfinite_loss_noticed_through_the_pinned_flag_without_a_sync(small, ca
     assert all(flag.device.type == "cpu" and flag.is_pinned() for flag, _ in tel._free)
     owner = {id(flag): event for flag, event in tel._free}
     trainer = Trainer(mode, batches, tel, steps, on_divergence="stop")
-    real_flush, real_read, armed, reads = trainer.flush, tel._read_flag, [], []
-
-    def flush():
-        torch.cuda.set_sync_debug_mode(0)
-        try:
-            return real_flush()
-        finally:
-            if armed:
-                torch.cuda.set_sync_debug_mode("error")
+    real_read, reads = tel._read_flag, []
 
     def read_flag(flag):
         assert owner[id(flag)].query(), "read a copy whose event had not completed"
         reads.append((trainer.step, real_read(flag)))
         return reads[-1][1]
 
-    trainer.flush, tel._read_flag = flush, read_flag
+    tel._read_flag = read_flag
     trainer.run(max_steps=1)  # warm-up: first batch to the device, library init, the first flush
-    torch.cuda.synchronize()
-    armed.append(True)
-    torch.cuda.set_sync_debug_mode("error")
-    try:
+    with syncs_refused_but_in_flush(trainer):
         trainer.run()
-    finally:
-        armed.clear()
-        torch.cuda.set_sync_debug_mode(0)
     assert trainer.stopped and trainer.divergence["step"] == bad
     assert 0 <= trainer.divergence["ran_after"] < 50 and trainer.step == bad + 1 + trainer.divergence["ran_after"]
     assert [ok for s, ok in reads if s <= bad] and all(ok for s, ok in reads if s <= bad)  # finite reads first

@@ -5,7 +5,7 @@
     with the default configuration (the lecture's manual two-layer net). Repeated; each start is
     split into launch (click to run written), worker start-up (run written to worker running:
     Python, torch and the engine importing, or nothing of that when the store's warm standby
-    takes the run, engine/standby.py) and the rest (first steps, first flush, the next panel
+    takes the run, engine/runs/standby.py) and the rest (first steps, first flush, the next panel
     refresh, drawing). A standby is started with the dashboard, as `python -m dashboard` does, so
     the first Start finds one too; the "standby" column says whether it took the run. Target: a
     median of at most 1.0 s (issue 8; it was 2.4-5.6 s with a new process per run).
@@ -38,10 +38,10 @@ from pathlib import Path
 import engine
 from dashboard import serve
 from dashboard.feed import RunFeed
-from engine import standby
-from engine import store as store_mod
-from engine.files import StandbyFiles
-from engine.store import ACTIVE, Store
+from engine.runs import standby
+from engine.store import db as store_mod
+from engine.store.db import ACTIVE, Store
+from engine.store.files import StandbyFiles
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -21,12 +21,13 @@ import time
 import torch
 from rows import interleave, paired
 
-from engine import build, runs
-from engine.config import RunConfig
-from engine.control import Control
+from engine.build import assemble as build
+from engine.config.fields import RunConfig
+from engine.loop.control import Control
+from engine.loop.telemetry import Telemetry
+from engine.loop.trainer import Trainer
+from engine.runs import api as runs
 from engine.sinks import store as store_sink
-from engine.telemetry import Telemetry
-from engine.trainer import Trainer
 
 N, D_in, H, D_out = 64, 1000, 100, 10
 
@@ -82,14 +83,14 @@ def bare_autograd(device):
 
 
 def bare_custom_function(device):
-    from engine.functions import my_relu
+    from engine.modes.functions import my_relu
 
     return _bare_autograd(device, my_relu)
 
 
 def _lecture_model(device, parallel=False):
     if parallel:
-        from engine.models import ParallelBlock
+        from engine.build.models import ParallelBlock
 
         return torch.nn.Sequential(ParallelBlock(D_in, H), ParallelBlock(H, H), torch.nn.Linear(H, D_out)).to(device)
     return torch.nn.Sequential(torch.nn.Linear(D_in, H), torch.nn.ReLU(), torch.nn.Linear(H, D_out)).to(device)
@@ -146,7 +147,7 @@ def engine_runner(overrides, device, store_path, total):
     run_id, p = runs.create_run(cfg, store_path)
     mode, batches = build.build(p)
     control = Control()
-    # the fast path (a CUDA graph, engine/fast.py) is the trainer's to run, as the worker asks for it
+    # the fast path (a CUDA graph, engine/loop/fast.py) is the trainer's to run, as the worker asks for it
     fast = {"fast": True} if getattr(p.cfg, "fast", False) else {}
     trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), total, control=control, **fast)
     sink = store_sink.StoreSink(store_path, run_id, control)

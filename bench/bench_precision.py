@@ -25,8 +25,8 @@ import torch
 from bench_engine import CASES, chunk_for, engine_runner, timed
 from rows import interleave, paired, unmeasured
 
-from engine import build
-from engine.config import ConfigError, RunConfig
+from engine.build import assemble as build
+from engine.config.fields import ConfigError, RunConfig
 
 FAST_CASES = ("manual", "autograd", "optim (adam)")
 

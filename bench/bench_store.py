@@ -26,8 +26,8 @@ import time
 from rows import interleave, paired
 
 from dashboard.feed import RunFeed  # numpy and engine only: no Streamlit
-from engine.store import Store
-from engine.telemetry import Flush, Hist
+from engine.loop.telemetry import Flush, Hist
+from engine.store.db import Store
 
 POLL_S = 0.25
 LOSSES = 2000  # a flush's losses: flush_every's default

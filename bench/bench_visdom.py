@@ -3,7 +3,7 @@
 Both sides are the engine as the worker runs it (bench_engine.engine_runner: mode manual, two_layer,
 N, D_in, H, D_out = 64, 1000, 100, 10, default telemetry, a real SQLite store on its own thread);
 the "on" side also streams to Visdom through a VisdomSink, with its status events. Two servers:
-a healthy local one (engine.visdom_server on loopback) and a stalled one (a socket that accepts
+a healthy local one (engine.sinks.visdom.server on loopback) and a stalled one (a socket that accepts
 connections and never answers, so every request runs into its timeout). The sides run
 interleaved in one process, ABBA, chunk by chunk; the figure is the median per-round ratio.
 Target: at least 0.97x for both. On a busy shared machine the ratios scatter, so the table also
@@ -28,9 +28,9 @@ import torch
 from bench_engine import D_in, D_out, H, N, engine_runner, timed
 from rows import paired
 
-from engine import visdom_server
 from engine.sinks import StatusEvents
 from engine.sinks.visdom import VisdomSettings, VisdomSink
+from engine.sinks.visdom import server as visdom_server
 
 
 class StalledServer:

@@ -1,15 +1,15 @@
 """The worker process: its memory over a long run, and the time from launch to the first stored loss point.
 
-(a) Memory growth. A real run, launched through engine.runs.launch (a detached worker, its store sink,
+(a) Memory growth. A real run, launched through engine.runs.api.launch (a detached worker, its store sink,
     checkpoints every checkpoint_seconds), manual at the lecture's size at full speed (pace 0), for
     1,000,000 steps or `seconds`, whichever ends first. The worker's resident set size (VmRSS) is read
     every second; growth counts from the first sample after the warm-up (torch's allocator, SQLite's page
     cache and the first checkpoint settle there). A least-squares line through the samples after the warm-up
     projects the growth to 1,000,000 steps when fewer ran. Target: at most 50 MB.
 
-(b) Start to first point. From engine.runs.launch(RunConfig()) (the dashboard's default run) to the first
+(b) Start to first point. From engine.runs.api.launch(RunConfig()) (the dashboard's default run) to the first
     loss row in the store, polled every 5 ms: with standbys off (a new `python -m engine worker` process
-    each time) and with the store's warm standby (engine/standby.py), waited for before each launch.
+    each time) and with the store's warm standby (engine/runs/standby.py), waited for before each launch.
     The anchor, measured in the same rounds, interleaved, is a bare `python -c "import torch"` with the
     worker's environment: the part of a cold start that no engine code can save.
 
@@ -30,10 +30,11 @@ from pathlib import Path
 
 from rows import interleave, paired, single, unmeasured
 
-from engine import runs, standby
-from engine.config import RunConfig
-from engine.files import StandbyFiles
-from engine.store import ACTIVE, Store, opened
+from engine.config.fields import RunConfig
+from engine.runs import api as runs
+from engine.runs import standby
+from engine.store.db import ACTIVE, Store, opened
+from engine.store.files import StandbyFiles
 
 MB = 1e6
 TARGET_MB = 50.0
@@ -42,7 +43,7 @@ BIG = 1_000_000
 
 @contextlib.contextmanager
 def standbys(on: bool):
-    """LIVEPROP_STANDBY for this process's launches (engine/standby.py reads it at each call)."""
+    """LIVEPROP_STANDBY for this process's launches (engine/runs/standby.py reads it at each call)."""
     old = os.environ.get("LIVEPROP_STANDBY")
     os.environ["LIVEPROP_STANDBY"] = "1" if on else "0"
     try:

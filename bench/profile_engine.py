@@ -36,10 +36,10 @@ import torch
 from bench_engine import CASES, D_in, D_out, H, N, engine_runner, sync, timed
 from rows import interleave
 
-from engine import build
-from engine.config import RunConfig
-from engine.telemetry import Telemetry
-from engine.trainer import Trainer
+from engine.build import assemble as build
+from engine.config.fields import RunConfig
+from engine.loop.telemetry import Telemetry
+from engine.loop.trainer import Trainer
 
 
 def per_call_us(fn, n=200):

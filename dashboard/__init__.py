@@ -7,8 +7,8 @@ actions.py    button callbacks, through the engine's public API
 live.py       the live panels (st.fragment with run_every): status, controls, loss, compare, overlay
 details.py    the detail panel: weights, gradients, per-layer, health, gradient check, code
 pages_common.py  the session's store connection and per-run feeds, plain text, one-shot messages
-feed.py       cursors and bounded buffers per run, read through engine.store.Store (the one seam)
-series.py     histogram buffers; the min-max decimation and EMA are engine/decimate.py's (numpy)
+feed.py       cursors and bounded buffers per run, read through engine.store.db.Store (the one seam)
+series.py     histogram buffers; the min-max decimation and EMA are engine/store/decimate.py's (numpy)
 figures.py    pure functions from data to plotly figures
 serve.py      start/stop the Streamlit server; __main__.py adds the Visdom server
 """

@@ -9,9 +9,9 @@ import difflib
 import inspect
 import textwrap
 
-from engine import models
-from engine.functions import MyReLU, my_relu
+import engine.build.models as models
 from engine.modes import autograd, custom_function, manual, nn_optim, nn_sgd
+from engine.modes.functions import MyReLU, my_relu
 
 INTRO = """
 Liveprop trains the networks of a PyTorch lecture while you watch. The lecture fits the same

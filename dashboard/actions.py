@@ -15,7 +15,7 @@ import streamlit as st
 
 import engine
 from engine import ConfigError
-from engine.config import from_dict
+from engine.config.fields import from_dict
 
 from . import rules, sidebar
 
@@ -109,7 +109,7 @@ def run_again(run_id: str):
 def export_onnx(run_id: str):
     """The run's model to ONNX, run by onnxruntime on the run's own inputs: the difference is the verdict."""
     try:
-        info = engine.to_onnx(run_id)
+        info = engine.tools.to_onnx(run_id)
     except ConfigError as e:
         st.session_state.lp_error = f"Not exported: {e}"
         return

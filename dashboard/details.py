@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.gradcheck import gradcheck_verdict
+from engine.modes.gradcheck import gradcheck_verdict
 
 from . import figures, pages_common, rules
 from .about_text import ENGINE_CODE, manual_vs_autograd

@@ -1,6 +1,6 @@
 """Pure functions from data to plotly figures. No Streamlit, no store: easy to test.
 
-Scalar series come in as `Buckets` (engine/decimate.py) or as (steps, values) at full resolution,
+Scalar series come in as `Buckets` (engine/store/decimate.py) or as (steps, values) at full resolution,
 which are min-max downsampled here; either way no trace carries more than MAX_POINTS points.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from engine.gradcheck import GRADCHECK_TOL
+from engine.modes.gradcheck import GRADCHECK_TOL
 
 from .series import CAP, Buckets, rebin
 
@@ -214,7 +214,7 @@ def update_ratio_figure(named: dict) -> go.Figure:
     return fig
 
 
-# what the gradient check measures, per mode (engine/telemetry.py grad_ratio)
+# what the gradient check measures, per mode (engine/loop/telemetry.py grad_ratio)
 GRADCHECK_MEASURES = {
     "manual": "‖g_hand − g_autograd‖ / ‖g_autograd‖",
     "custom_function": "‖g_MyReLU − g_autograd‖ / ‖g_autograd‖",
@@ -228,7 +228,7 @@ def gradcheck_floor(dtype: str) -> float:
 
 def gradcheck_figure(named: dict, dtype: str = "float32", measure: str = GRADCHECK_MEASURES["manual"]) -> go.Figure:
     """The gradient check's norm ratio per layer over time, on a log axis, with the band of what
-    rounding in the run's dtype gives (engine/gradcheck.py GRADCHECK_TOL): lines inside the band
+    rounding in the run's dtype gives (engine/modes/gradcheck.py GRADCHECK_TOL): lines inside the band
     agree, a line above it disagrees. An exact match (0) is drawn at gradcheck_floor(dtype)."""
     floor = gradcheck_floor(dtype)
     fig = layer_lines(named, f"Gradient check: {measure} per layer (0 drawn at {floor:.0e})", "norm ratio", floor=floor)

@@ -21,8 +21,8 @@ import streamlit as st
 
 import engine
 from engine import sinks
-from engine.gradcheck import loss_gap
-from engine.store import ACTIVE
+from engine.modes.gradcheck import loss_gap
+from engine.store.db import ACTIVE
 
 from . import actions, details, figures, pages_common, rules
 from .feed import RunFeed

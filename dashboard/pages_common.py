@@ -11,7 +11,7 @@ from collections import OrderedDict
 import streamlit as st
 
 import engine
-from engine.store import Store, default_path
+from engine.store.db import Store, default_path
 
 from .feed import RunFeed
 

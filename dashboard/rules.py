@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from engine.config import MLP_ARCHS, RAW_MODES, ConfigError, RunConfig
+from engine.config.fields import MLP_ARCHS, RAW_MODES, ConfigError, RunConfig
 
 MODE_LABELS = {
     "manual": "manual",
@@ -77,7 +77,7 @@ def disabled_reasons(v: dict, cuda: bool | None = None) -> dict[str, str]:
         why["steps"] = why["epochs"] = "the run goes on until you press Stop"
     else:
         why["epochs"] = "the run is counted in steps"
-    if mode in RAW_MODES:  # the engine refuses it in one line too (engine/config.py validate)
+    if mode in RAW_MODES:  # the engine refuses it in one line too (engine/config/fields.py validate)
         why["precision"] = (
             f"mode {MODE_LABELS.get(mode, mode)!r} runs the lecture's hand-written tensor code in its dtype; "
             "precision is for nn and nn + optim"
@@ -87,7 +87,7 @@ def disabled_reasons(v: dict, cuda: bool | None = None) -> dict[str, str]:
     fast = _fast_reason(v, cuda)
     if fast:
         why["fast"] = fast
-    if mode in RAW_MODES:  # engine/config.py _check_compile
+    if mode in RAW_MODES:  # engine/config/fields.py _check_compile
         why["compile"] = f"mode {MODE_LABELS.get(mode, mode)!r} runs the lecture's code as written; compile is for nn"
     elif (v.get("nproc") or 1) > 1:
         why["compile"] = "several processes train the model as written"
@@ -101,7 +101,7 @@ def disabled_reasons(v: dict, cuda: bool | None = None) -> dict[str, str]:
 
 def _fast_reason(v: dict, cuda: bool | None) -> str | None:
     """Why the fast path (a CUDA graph of the whole step) cannot apply here, or None. The engine refuses the same
-    in one line (engine/build.py _check_fast), and also a digits or CSV set larger than one batch."""
+    in one line (engine/build/assemble.py _check_fast), and also a digits or CSV set larger than one batch."""
     if cuda is None:
         import torch
 

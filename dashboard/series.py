@@ -1,6 +1,6 @@
 """Histogram snapshots as the dashboard keeps and draws them: bounded buffers, sampling, rebinning.
 
-Scalar series are min-max decimated `Buckets` from engine/decimate.py (the Visdom sink uses the
+Scalar series are min-max decimated `Buckets` from engine/store/decimate.py (the Visdom sink uses the
 same code); CAP, Buckets, downsample and ema are re-exported here for the dashboard's modules.
 Pure numpy: no Streamlit, no store.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.decimate import CAP, Buckets, downsample, ema
+from engine.store.decimate import CAP, Buckets, downsample, ema
 
 __all__ = ["CAP", "HIST_CAP", "Buckets", "HistBuffer", "downsample", "ema", "rebin", "sample_steps"]
 

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlparse
 
 import streamlit as st
 
-from engine.config import (
+from engine.config.fields import (
     ARCHS,
     DATASETS,
     DEVICES,
@@ -41,7 +41,7 @@ from engine.config import (
     help_for,
     validate,
 )
-from engine.store import default_path
+from engine.store.db import default_path
 
 from . import rules
 from .pages_common import plain
@@ -391,7 +391,7 @@ def _save_upload(up) -> str:
 
 def _csv_header(path: str) -> list[str]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # as engine/data.py reads it
+        with open(path, newline="", encoding="utf-8-sig") as f:  # as engine/build/data.py reads it
             return [h.strip() for h in f.readline(1 << 20).split(",") if h.strip()]
     except (OSError, ValueError):  # missing, or not UTF-8: the engine's check says which, in one line
         return []

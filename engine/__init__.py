@@ -3,13 +3,13 @@
     from engine import RunConfig, launch, pause, resume, stop, set_lr, get_run, list_runs
     run_id = launch(RunConfig(mode="autograd", steps=1000))
 
-The public API is engine/runs.py (runs from any process) and engine/build.py's prepare (checks
-a config); reads of a run's series go through engine/store.py's Store, the only seam.
+The public API is engine/runs/api.py (runs from any process) and engine/build/assemble.py's prepare (checks
+a config); reads of a run's series go through engine/store/db.py's Store, the only seam.
 """
 
-from .build import prepare
-from .config import ConfigError, RunConfig, validate
-from .runs import (
+from engine.build.assemble import prepare
+from engine.config.fields import ConfigError, RunConfig, validate
+from engine.runs.api import (
     delete_run,
     fork,
     get_run,
@@ -24,10 +24,10 @@ from .runs import (
     stop,
     wait_ack,
 )
-from .standby import retire as retire_standby
-from .standby import warm
-from .store import ACTIVE, Store
-from .to_onnx import to_onnx
+from engine.runs.standby import retire as retire_standby
+from engine.runs.standby import warm
+from engine.store.db import ACTIVE, Store
+from engine.tools.to_onnx import to_onnx
 
 __all__ = [
     "ConfigError",

@@ -1,7 +1,7 @@
 """The CLI: python -m engine (or liveprop) {train, runs, metrics, pause, resume, stop, set-lr, fork, export, join, ...}.
 
 Every RunConfig field has a flag (--batch-size, --lr, ...), generated from the dataclass, with its
-help from the field's metadata (engine/config.py help_for). Bad input gets one line on stderr and
+help from the field's metadata (engine/config/fields.py help_for). Bad input gets one line on stderr and
 exit status 2; nothing is launched and nothing is written.
 """
 
@@ -13,10 +13,14 @@ import json
 import subprocess
 import sys
 
-from . import distributed, export, runs, sinks, standby, worker
-from .config import ConfigError, RunConfig, from_dict, help_for, load_file
-from .progress import Progress, watch
-from .store import opened
+from engine import sinks
+from engine.config.fields import ConfigError, RunConfig, from_dict, help_for, load_file
+from engine.loop import distributed
+from engine.runs import api as runs
+from engine.runs import standby, worker
+from engine.runs.progress import Progress, watch
+from engine.store import metrics as export
+from engine.store.db import opened
 
 DRY_RUN = dict(
     steps=3, d_in=8, hidden=4, d_out=2, n_samples=8, batch_size=8, telemetry_every=1, image_size=8, flush_every=2
@@ -32,7 +36,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_config_flags(p: argparse.ArgumentParser):
-    g = p.add_argument_group("run configuration (engine/config.py)")
+    g = p.add_argument_group("run configuration (engine/config/fields.py)")
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         text = f"{help_for(f.name)} (default {f.default!r})".replace("%", "%%")  # argparse formats help with %
@@ -184,7 +188,7 @@ def cmd_fork(args):
 
 
 def cmd_export(args):
-    from .to_onnx import to_onnx
+    from engine.tools.to_onnx import to_onnx
 
     info = to_onnx(args.run, args.onnx, args.store)
     print(f"{info['file']}: onnxruntime on {info['batch']} of the run's inputs differs from PyTorch by at most "

@@ -4,7 +4,7 @@
 cdnjs) at first start, and dies without internet. Every one of them is published on npm at
 the version visdom 0.2.4 asks for (see visdom/server/build.py), so we fetch the packages
 with `npm pack` and put the files where visdom's page expects them:
-DEST_DIR/static/{js,css,fonts}/... . engine/visdom_server.py serves them from there.
+DEST_DIR/static/{js,css,fonts}/... . engine/sinks/visdom/server.py serves them from there.
 
     python scripts/visdom_assets.py [DEST_DIR]      # default: .cache/visdom in the repo root
 

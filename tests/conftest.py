@@ -23,7 +23,7 @@ import pytest
 # went from 0.07 s to 2.7 s. Set before torch is imported anywhere.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-# No warm standbys (engine/standby.py), unless a test turns them on: each test has its own store, so a
+# No warm standbys (engine/runs/standby.py), unless a test turns them on: each test has its own store, so a
 # standby started after a launch would only import torch beside the test's worker and be killed
 # unused. tests/test_engine_standby.py tests them; LIVEPROP_STANDBY=1 runs the whole suite with them.
 os.environ.setdefault("LIVEPROP_STANDBY", "0")
@@ -161,7 +161,8 @@ def run_in_process(cfg, store, callbacks=None):
 
     Faster than a subprocess, and monkeypatches apply. run_worker installs SIGTERM and SIGINT
     handlers for the worker; pytest's own are put back afterwards."""
-    from engine import runs, worker
+    from engine.runs import api as runs
+    from engine.runs import worker
 
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -227,7 +228,7 @@ def cli():
 @pytest.fixture
 def servers(tmp_path):
     """start(port=0) -> a started Visdom server on loopback; all are stopped afterwards."""
-    from engine import visdom_server
+    from engine.sinks.visdom import server as visdom_server
 
     started = []
 

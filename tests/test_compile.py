@@ -4,10 +4,11 @@ CPU). The reference is the same run without it: the same losses to float32 round
 import pytest
 import torch
 
-from engine import RunConfig, build
-from engine.config import ConfigError
-from engine.telemetry import Telemetry
-from engine.trainer import Trainer
+from engine import RunConfig
+from engine.build import assemble as build
+from engine.config.fields import ConfigError
+from engine.loop.telemetry import Telemetry
+from engine.loop.trainer import Trainer
 
 
 def losses(cfg: RunConfig, steps: int) -> torch.Tensor:

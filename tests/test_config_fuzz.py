@@ -4,7 +4,7 @@ A refusal is one ConfigError line naming the field, or, at the CLI, exit status 
 `liveprop: error:` line and nothing written. Each reproduction of the issue is a case below. Then
 hypothesis takes a valid config of each kind of run and changes a random few of its fields, each to
 an edge number, hostile text, a path-like string, a wrong type or one of the field's own valid
-values: in process through engine.build.prepare (2,000 examples), and as a command line through
+values: in process through engine.build.assemble.prepare (2,000 examples), and as a command line through
 engine.__main__.main (500 examples, the workers replaced by recorders). derandomize: CI sees the
 same examples every run.
 """
@@ -25,11 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine import checks, runs, worker
 from engine.__main__ import main
-from engine.build import Prepared, prepare
-from engine.config import ConfigError, RunConfig, from_dict, help_for, load_file, to_dict, validate
-from engine.store import Store
+from engine.build import checks
+from engine.build.assemble import Prepared, prepare
+from engine.config.fields import ConfigError, RunConfig, from_dict, help_for, load_file, to_dict, validate
+from engine.runs import api as runs
+from engine.runs import worker
+from engine.store.db import Store
 
 # torchvision's googlenet and inception_v3 warn about their init whenever they are built
 pytestmark = [
@@ -402,7 +404,7 @@ CONFIG_FILES = st.one_of(
 
 @pytest.fixture(scope="module")
 def recorded():
-    """Calls that would start training: engine.runs.spawn_worker and engine.worker.run_worker."""
+    """Calls that would start training: engine.runs.api.spawn_worker and engine.runs.worker.run_worker."""
     calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runs, "spawn_worker", lambda run_id, store=None: calls.append(run_id) or 0)

@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import engine
-from engine.store import Store
+from engine.store.db import Store
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 # run ids have a fixed shape (engine.is_run_id): the dashboard ignores any other ?run=
@@ -463,7 +463,7 @@ def test_watching_a_run_from_the_runs_page_keeps_the_sidebars_settings(store, mo
     D_in 1) and the Train page said "Cannot start". The sidebar now puts its last values back."""
     monkeypatch.setenv("LIVEPROP_STORE", store)
     s = Store(store)
-    run_id = engine.runs.new_run_id()
+    run_id = engine.runs.api.new_run_id()
     s.create_run(run_id, vars(engine.validate(engine.RunConfig())), total_steps=5)
     s.set_status(run_id, "finished")
     s.close()

@@ -24,7 +24,7 @@ import pytest
 from conftest import wait_for
 
 import engine
-from engine.store import ACTIVE
+from engine.store.db import ACTIVE
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.about_text import ENGINE_CODE, manual_vs_autograd
 from dashboard.lecture_cells import CELLS
-from engine.config import MODES
+from engine.config.fields import MODES
 
 NOTES = Path(__file__).resolve().parents[2] / "shared" / "seed" / "pytorch-lecture-notes.txt"
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -57,7 +57,7 @@ def test_the_diff_shows_the_concept_and_little_else():
 
 def test_the_code_panel_shows_both_and_the_diff(store, monkeypatch):
     import engine
-    from engine.store import Store
+    from engine.store.db import Store
 
     monkeypatch.setenv("LIVEPROP_STORE", store)
     s = Store(store)

@@ -1,4 +1,4 @@
-"""The dashboard's read path (feed.py over engine.store.Store's readers) against a real store, and the sidebar rules."""
+"""The dashboard's read path (feed.py over the Store's readers) against a real store, and the sidebar rules."""
 
 import math
 import types
@@ -9,8 +9,8 @@ import pytest
 from dashboard import rules
 from dashboard.feed import RunFeed
 from engine import RunConfig
-from engine.config import ConfigError, validate
-from engine.store import Store
+from engine.config.fields import ConfigError, validate
+from engine.store.db import Store
 
 
 def flush(first, losses, scalars=(), hists=(), events=()):
@@ -167,7 +167,7 @@ def test_long_runs_read_the_rollup_with_the_same_figures_as_the_rows(db):
     bucket's min, max, sum and count must equal numpy's over the raw values of its steps."""
     import numpy as np
 
-    from engine.store import BLOCK
+    from engine.store.db import BLOCK
 
     rng = np.random.default_rng(0)
     values = rng.standard_normal(100_000)

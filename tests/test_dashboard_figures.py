@@ -7,7 +7,7 @@ import pytest
 
 from dashboard import figures
 from dashboard.series import CAP, Buckets, HistBuffer, downsample, ema, rebin, sample_steps
-from engine.gradcheck import GRADCHECK_TOL
+from engine.modes.gradcheck import GRADCHECK_TOL
 
 
 def noisy_loss(n, seed=0):

@@ -1,4 +1,4 @@
-"""engine/graph.py: the autograd graph walked from grad_fn, as DOT text."""
+"""engine/tools/graph.py: the autograd graph walked from grad_fn, as DOT text."""
 
 import re
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import torch
 
 from engine import RunConfig
-from engine.graph import graph_for_config, to_dot
+from engine.tools.graph import graph_for_config, to_dot
 
 SMALL = dict(d_in=20, hidden=8, d_out=3, n_samples=16, batch_size=16, device="cpu")
 
@@ -55,7 +55,7 @@ def test_large_model_collapses_automatically():
 
 
 def test_graph_module_never_imports_streamlit():
-    code = "import sys, engine.graph; sys.exit('streamlit' in sys.modules)"
+    code = "import sys, engine.tools.graph; sys.exit('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

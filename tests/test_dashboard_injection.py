@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 import engine
 from dashboard import serve
 from dashboard.pages_common import WORD_JOINER, plain
-from engine.store import Store
+from engine.store.db import Store
 
 pytestmark = pytest.mark.fault("markdown injection (one per test)")  # rows of the fault table (make fault)
 

@@ -1,4 +1,4 @@
-"""Min-max decimation (engine.decimate) against its definition, written out in plain Python.
+"""Min-max decimation (engine.store.decimate) against its definition, written out in plain Python.
 
 The reference: the width is the least power of two at which the series' steps fall into at most
 cap cells of `width` steps (1 when the series has at most cap points); each cell is one bucket, and
@@ -16,7 +16,7 @@ from itertools import groupby
 import numpy as np
 import pytest
 
-from engine.decimate import Buckets, downsample
+from engine.store.decimate import Buckets, downsample
 
 FIELDS = ("s0", "s1", "vmin", "vmax", "smin", "smax", "vsum", "n")
 

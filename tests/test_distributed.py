@@ -1,4 +1,4 @@
-"""Several processes under torchrun (engine/distributed.py), started for real: gloo on the CPU.
+"""Several processes under torchrun (engine/loop/distributed.py), started for real: gloo on the CPU.
 
 The reference is one process on the same global batch: 2 processes must follow its parameter trajectory
 (the loss at every step, the weight norms at every telemetry step, the final weights) to 1e-6 relative,
@@ -19,10 +19,12 @@ import pytest
 import torch
 from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
-from engine import RunConfig, checkpoint, runs
+from engine import RunConfig
 from engine.__main__ import main
-from engine.files import RunFiles
-from engine.store import ACTIVE, opened
+from engine.loop import checkpoint
+from engine.runs import api as runs
+from engine.store.db import ACTIVE, opened
+from engine.store.files import RunFiles
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 RTOL = 1e-6

@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
-from engine import Store, get_run, launch, runs
+from engine import Store, get_run, launch
 from engine.__main__ import main
-from engine.config import from_dict, load_file
-from engine.progress import eta_text
+from engine.config.fields import from_dict, load_file
+from engine.runs import api as runs
+from engine.runs.progress import eta_text
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
 
@@ -453,7 +454,7 @@ def test_unknown_command_and_unknown_run(argv, message, tmp_path, capsys):
 
 
 def test_delete_removes_a_finished_run_and_refuses_an_unknown_one(cli, small, store):
-    from engine.files import RunFiles
+    from engine.store.files import RunFiles
 
     run_id, status = run_in_process(small(steps=3), store)
     assert status == "finished" and RunFiles.of(run_id, store).checkpoint.is_file()

@@ -1,5 +1,5 @@
 """`train --help` says what each RunConfig field means and which values it takes, from one source:
-the fields' metadata in engine/config.py (help_for), which the dashboard's widgets can read too."""
+the fields' metadata in engine/config/fields.py (help_for), which the dashboard's widgets can read too."""
 
 import ast
 import dataclasses
@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from conftest import REPO, cli_cmd, cli_env
 
-from engine.config import ARCHS, MODES, OPTIMIZERS, RunConfig, choices_for, help_for
+from engine.config.fields import ARCHS, MODES, OPTIMIZERS, RunConfig, choices_for, help_for
 
 FIELDS = dataclasses.fields(RunConfig)
 
@@ -25,7 +25,7 @@ def train_help():
         timeout=120,
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    return " ".join(r.stdout.split("run configuration (engine/config.py):")[1].split())
+    return " ".join(r.stdout.split("run configuration (engine/config/fields.py):")[1].split())
 
 
 def flag_entries(text):
@@ -70,7 +70,7 @@ def test_the_meaning_is_written_once_in_the_metadata_not_in_comments():
         if isinstance(node, ast.AnnAssign):
             for line in lines[node.lineno - 1 : node.end_lineno]:
                 code = line.split('"')[-1].split("'")[-1]  # after the last string on the line
-                assert "#" not in code, f"engine/config.py:{node.lineno}: a comment beside {node.target.id}"
+                assert "#" not in code, f"engine/config/fields.py:{node.lineno}: a comment beside {node.target.id}"
 
 
 def test_help_for_is_what_the_dashboard_can_show():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import NanFrom, syncs_refused_but_in_flush
 
-from engine import build
-from engine.telemetry import COPIES, LOOK_EVERY, Telemetry, histogram
-from engine.trainer import Trainer
+from engine.build import assemble as build
+from engine.loop.telemetry import COPIES, LOOK_EVERY, Telemetry, histogram
+from engine.loop.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device here; bench/gpu_check.sh runs this on the GPU machine"
@@ -146,8 +146,8 @@ def test_nonfinite_loss_noticed_through_the_pinned_flag_without_a_sync(small, ca
 def test_a_cuda_run_resumed_from_its_checkpoint_goes_on_as_one_never_stopped(small, case, tmp_path):
     """The checkpoint holds the CUDA RNG and device tensors copied to the host; restored, they go back
     to the device and the run goes on as before (float64: the same kernels, the same results)."""
-    from engine import checkpoint
-    from engine.telemetry import Telemetry
+    from engine.loop import checkpoint
+    from engine.loop.telemetry import Telemetry
 
     def trainer():
         p = build.prepare(small(device="cuda", dtype="float64", steps=STEPS, **case_config(case)))

@@ -12,8 +12,10 @@ import pytest
 import torch
 from conftest import REPO, cli_env
 
-from engine import ConfigError, Store, build, runs
-from engine import data as data_mod
+from engine import ConfigError, Store
+from engine.build import assemble as build
+from engine.build import data as data_mod
+from engine.runs import api as runs
 
 
 def batches_of(small, **kw):
@@ -289,8 +291,8 @@ def test_epochs_count_steps_from_the_dataset_size(small, run_inprocess, store):
 
 MNIST_PROBE = """
 import time
-from engine.config import RunConfig, validate
-from engine import data
+from engine.config.fields import RunConfig, validate
+from engine.build import data
 cfg = validate(RunConfig(mode="nn", arch="mlp", dataset="mnist", data_root={root!r}))
 t = time.time()
 try:

@@ -1,6 +1,6 @@
 """manual, autograd and custom_function from the same seed follow the same parameter trajectory.
 
-Each mode is built the way a run builds it (engine.build.prepare + build, dtype float64), then
+Each mode is built the way a run builds it (engine.build.assemble.prepare + build, dtype float64), then
 stepped 50 times; the parameters after every step must agree to 1e-6 relative. The trajectories
 must also move far more than that tolerance, or the comparison would prove nothing.
 """
@@ -8,7 +8,7 @@ must also move far more than that tolerance, or the comparison would prove nothi
 import pytest
 import torch
 
-from engine import build
+from engine.build import assemble as build
 
 RAW = ("manual", "autograd", "custom_function")
 STEPS = 50

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.functions import MyReLU, my_relu
-from engine.losses import LOSS_GRADS, LOSSES
 from engine.modes import manual
+from engine.modes.functions import MyReLU, my_relu
+from engine.modes.losses import LOSS_GRADS, LOSSES
 
 N, D_IN, H, D_OUT = 16, 20, 8, 5
 TOL = dict(rtol=1e-10, atol=1e-12)

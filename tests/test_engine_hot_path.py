@@ -14,9 +14,9 @@ as floats, since reading a loss on the host waits for nothing (tests/test_engine
 import pytest
 from conftest import NanFrom
 
-from engine import build
-from engine.telemetry import Telemetry
-from engine.trainer import Trainer
+from engine.build import assemble as build
+from engine.loop.telemetry import Telemetry
+from engine.loop.trainer import Trainer
 
 CASES = {
     "manual": dict(mode="manual", arch="two_layer", loss="sse"),
@@ -168,7 +168,7 @@ def test_the_cuda_look_reads_only_finished_copies_and_never_waits(lag):
     every look makes a copy; and a NaN is seen by the first look after its copy is done."""
     import torch
 
-    from engine.telemetry import COPIES
+    from engine.loop.telemetry import COPIES
 
     clock = [0]
     tel = Telemetry(device=torch.device("cpu"), batch_size=1, flush_every=10**6, flush_seconds=1e9, look_every=4,

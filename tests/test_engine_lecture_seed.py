@@ -13,7 +13,7 @@ with four changes, each checked to apply:
 - each step's loss.item() is appended to a list, on the line after the one that computes it.
 
 The engine side is a default RunConfig with only mode, seed, dtype, steps and device set: the default
-run of every mode is the lecture's program (init "lecture", resolved in engine/config.py and drawn in
+run of every mode is the lecture's program (init "lecture", resolved in engine/config/fields.py and drawn in
 build.lecture_draws), trained by the worker's own body, its losses read back from the run store.
 """
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import ConfigError, RunConfig, Store, build, get_run
+from engine import ConfigError, RunConfig, Store, get_run
+from engine.build import assemble as build
 
 NOTES = Path(__file__).resolve().parents[2] / "shared" / "seed" / "pytorch-lecture-notes.txt"
 SEED = 3

@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from engine import ConfigError, Store, build, runs
-from engine.config import OPTIMIZERS
+from engine import ConfigError, Store
+from engine.build import assemble as build
+from engine.config.fields import OPTIMIZERS
+from engine.runs import api as runs
 
 RAW = ("manual", "autograd", "custom_function")
 

@@ -25,12 +25,12 @@ def test_a_paced_run_takes_at_least_steps_over_pace_and_computes_the_same(small,
 
 def test_the_pace_keeps_to_its_rate_after_a_slow_step_instead_of_bursting(monkeypatch):
     """Behind by more than a second, the pace counts from now: no burst of catch-up steps."""
-    from engine.trainer import Trainer
+    from engine.loop.trainer import Trainer
 
     sleeps = []
-    monkeypatch.setattr("engine.trainer.time.sleep", sleeps.append)
+    monkeypatch.setattr("engine.loop.trainer.time.sleep", sleeps.append)
     clock = iter([100.0, 105.0, 105.0])  # step 1 early (it sleeps); step 2 five seconds late
-    monkeypatch.setattr("engine.trainer.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("engine.loop.trainer.time.perf_counter", lambda: next(clock))
     tr = Trainer(mode=None, batches=None, telemetry=None, total_steps=10, pace=10.0)
     tr._pace_origin = (100.0, 0)
     tr.step = 1

@@ -14,9 +14,11 @@ from conftest import REPO, wait_for
 
 import engine
 from dashboard.pages_common import plain
-from engine import checkpoint, runs, worker
-from engine.files import RunFiles
-from engine.store import Store
+from engine.loop import checkpoint
+from engine.runs import api as runs
+from engine.runs import worker
+from engine.store.db import Store
+from engine.store.files import RunFiles
 
 MODES = {
     "manual": dict(mode="manual"),
@@ -150,9 +152,9 @@ def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small, b
     """After a divergence the run holds the weights of the last finite flush and Adam's state of that
     same step, equal to a run that trained exactly that many steps; before, the replay's steps were left
     in Adam's moments, so a resume at a lower lr started from moments pointing at the divergence."""
-    from engine import build
-    from engine.telemetry import Telemetry
-    from engine.trainer import Trainer
+    from engine.build import assemble as build
+    from engine.loop.telemetry import Telemetry
+    from engine.loop.trainer import Trainer
 
     def trainer(steps, bad=None):
         p = build.prepare(config(small, 60, mode="optim", optimizer="adam", lr=1e-2, flush_every=4))
@@ -178,9 +180,9 @@ def test_the_divergence_replay_puts_back_adams_moments_with_the_weights(small, b
 def test_the_divergence_copies_are_reused_across_flushes_and_skipped_when_ignored(small):
     """A flush copies the weights and Adam's state into the set the last good one no longer needs: the
     copies take turns between two sets of tensors, allocated once. With on_divergence ignore, none is made."""
-    from engine import build
-    from engine.telemetry import Telemetry
-    from engine.trainer import Trainer
+    from engine.build import assemble as build
+    from engine.loop.telemetry import Telemetry
+    from engine.loop.trainer import Trainer
 
     def trainer(on_divergence):
         p = build.prepare(config(small, 40, mode="optim", optimizer="adam", flush_every=4))
@@ -205,9 +207,9 @@ def test_the_divergence_copies_are_reused_across_flushes_and_skipped_when_ignore
 def test_a_fork_with_a_new_lr_is_the_run_with_its_lr_changed_at_that_step(small, store, run_inprocess, monkeypatch):
     """The fork starts from the parent's nearest checkpoint at or before step 10 and equals, bit for bit,
     the parent's own training with its lr changed at that step (the reference: a Trainer doing just that)."""
-    from engine import build
-    from engine.telemetry import Telemetry
-    from engine.trainer import Trainer
+    from engine.build import assemble as build
+    from engine.loop.telemetry import Telemetry
+    from engine.loop.trainer import Trainer
 
     kw = dict(mode="optim", optimizer="sgd", momentum=0.9, lr=1e-2, checkpoint_seconds=1e-6)  # one per flush
     parent, _ = run_inprocess(config(small, 30, **kw), store)

@@ -1,4 +1,4 @@
-"""The warm standby (engine/standby.py): a launch is claimed by the waiting standby, which becomes
+"""The warm standby (engine/runs/standby.py): a launch is claimed by the waiting standby, which becomes
 the run's worker (its pid, its log, its checkpoint), and a fresh standby follows for the next run;
 with none (or LIVEPROP_STANDBY=0, or one killed with -9, or one that refuses) launch spawns a plain
 worker as before; an idle standby exits by itself, and there is one per store.
@@ -16,8 +16,9 @@ import torch
 from conftest import _argv, _is_standby, kill_workers, wait_for
 
 import engine
-from engine import Store, standby
-from engine.files import RunFiles, StandbyFiles
+from engine import Store
+from engine.runs import standby
+from engine.store.files import RunFiles, StandbyFiles
 
 LONG = 10**7  # steps: a run that only ends when told to
 

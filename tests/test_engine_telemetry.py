@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine import Store, build
-from engine.functions import MyReLU
-from engine.gradcheck import gradcheck_verdict
-from engine.losses import LOSS_GRADS
-from engine.telemetry import Telemetry, grad_ratio, histogram
-from engine.trainer import Trainer
+from engine import Store
+from engine.build import assemble as build
+from engine.loop.telemetry import Telemetry, grad_ratio, histogram
+from engine.loop.trainer import Trainer
+from engine.modes.functions import MyReLU
+from engine.modes.gradcheck import gradcheck_verdict
+from engine.modes.losses import LOSS_GRADS
 
 
 def split(h, bins):

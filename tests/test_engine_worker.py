@@ -156,7 +156,8 @@ def test_controls_are_acknowledged_and_recorded_while_a_reader_follows(small, st
 def test_a_checkpoint_is_replaced_atomically(small, tmp_path, monkeypatch):
     """A save that dies half-way leaves the previous checkpoint whole: the new one is written to a
     temporary file, then os.replace'd over the old."""
-    from engine import build, checkpoint
+    from engine.build import assemble as build
+    from engine.loop import checkpoint
 
     p = build.prepare(small(mode="optim", arch="mlp"))
     mode, batches = build.build(p)
@@ -356,9 +357,9 @@ def test_divergence_pauses_and_resumes_after_set_lr(small, store):
 
 def test_delete_run_stops_a_live_worker_and_removes_every_file_of_that_run_only(small, store):
     """engine.delete_run: a running worker is stopped (its pid gone), then the run's rows and every
-    file engine/files.py knows of (checkpoint, log, spool, a checkpoint's leftover temp file) are
+    file engine/store/files.py knows of (checkpoint, log, spool, a checkpoint's leftover temp file) are
     removed, while another run's stay."""
-    from engine.files import RunFiles
+    from engine.store.files import RunFiles
 
     keep = engine.launch(small(steps=5), store)
     wait_for(status_is(keep, store, "finished", "failed"), timeout=60)

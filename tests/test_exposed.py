@@ -74,14 +74,14 @@ def test_exposed_without_a_password_exits_2_with_one_line_and_starts_nothing(tmp
 def test_a_lone_visdom_server_on_every_interface_needs_a_password_too(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LIVEPROP_VISDOM_PASSWORD"}
-    cmd = [sys.executable, "-m", "engine.visdom_server", "--host", "0.0.0.0", "--port", str(port)]
+    cmd = [sys.executable, "-m", "engine.sinks.visdom.server", "--host", "0.0.0.0", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.terminate()  # it stops its server on SIGTERM
         proc.communicate(timeout=30)
-        pytest.fail("python -m engine.visdom_server --host 0.0.0.0 started without a password")
+        pytest.fail("python -m engine.sinks.visdom.server --host 0.0.0.0 started without a password")
     assert (proc.returncode, out) == (2, "")
     assert (
         err

@@ -1,4 +1,4 @@
-"""The fast path (engine/fast.py), checked against the plain loop (engine/trainer.py).
+"""The fast path (engine/loop/fast.py), checked against the plain loop (engine/loop/trainer.py).
 
 On the CPU nothing is captured: the graph-safe step (the one full batch, the lr in a tensor, the gradients
 zeroed in place, the losses through a ring at a device-side index) runs eagerly in the trainer's blocks, and
@@ -16,12 +16,12 @@ import pytest
 import torch
 from conftest import REPO, cli_cmd, cli_env, run_in_process, syncs_refused_but_in_flush
 
-from engine import build
 from engine.__main__ import main
-from engine.fast import BLOCK, GraphStep
-from engine.store import Store
-from engine.telemetry import Telemetry
-from engine.trainer import Trainer
+from engine.build import assemble as build
+from engine.loop.fast import BLOCK, GraphStep
+from engine.loop.telemetry import Telemetry
+from engine.loop.trainer import Trainer
+from engine.store.db import Store
 
 CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device here; bench/gpu_check.sh runs this on the GPU machine"
@@ -220,7 +220,7 @@ def test_capturable_optimizers_on_the_cpu(small, monkeypatch, optimizer):
 def test_a_resumed_runs_step_counts_move_to_the_device_with_capturable():
     """_graph_safe on an optimizer with state (a checkpoint's): capturable needs the step count beside the weights;
     SGD gets its fused kernel, the one that reads a tensor lr on the device."""
-    from engine.fast import _graph_safe
+    from engine.loop.fast import _graph_safe
 
     w = torch.nn.Parameter(torch.ones(3))
     adam = torch.optim.Adam([w], lr=0.1)

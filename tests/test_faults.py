@@ -27,12 +27,12 @@ import torch
 from conftest import REPO, SMALL, cli_cmd, trials, wait_for
 
 import engine
-from engine import runs
-from engine.control import Control
-from engine.files import RunFiles
+from engine.loop.control import Control
+from engine.loop.telemetry import Flush
+from engine.runs import api as runs
 from engine.sinks import store as store_sink
-from engine.store import DiskFull, Store
-from engine.telemetry import Flush
+from engine.store.db import DiskFull, Store
+from engine.store.files import RunFiles
 
 
 def series(store: str, run_id: str) -> tuple[dict, int]:

@@ -25,11 +25,11 @@ import requests
 from conftest import trials
 from test_visdom_sink import StalledServer
 
-from engine.files import RunFiles
 from engine.sinks import CLOSE_S
 from engine.sinks import visdom as vsink
 from engine.sinks.visdom.sink import VisdomSink
-from engine.store import Store
+from engine.store.db import Store
+from engine.store.files import RunFiles
 
 STEPS, PACE = 450, 120  # a run of about 4 s
 assert STEPS <= 2000 // 4, "the default max_points (2000) keeps every step of the loss trace"

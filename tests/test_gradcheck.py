@@ -1,7 +1,7 @@
 """The gradient check tells the truth: the norm ratio ||g_hand - g_ref|| / ||g_ref|| against a dtype's
 tolerance, the verdict built on it, the page that shows it, and the compare view's measured gap.
 
-What engine/gradcheck.py's docstring reports was measured with runs like the ones here: in float32 the
+What engine/modes/gradcheck.py's docstring reports was measured with runs like the ones here: in float32 the
 hand-written gradients equal autograd's bit for bit on the CPU, except where a pre-activation is exactly
 0.0, where the lecture's mask and autograd's ReLU choose different subgradients.
 """
@@ -16,11 +16,11 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from engine import RunConfig, Store
-from engine.build import build, prepare
-from engine.decimate import Buckets
-from engine.gradcheck import GRADCHECK_TOL, gradcheck_verdict, loss_gap
+from engine.build.assemble import build, prepare
+from engine.loop.telemetry import grad_ratio
 from engine.modes import autograd, manual
-from engine.telemetry import grad_ratio
+from engine.modes.gradcheck import GRADCHECK_TOL, gradcheck_verdict, loss_gap
+from engine.store.decimate import Buckets
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 TOL32 = GRADCHECK_TOL["float32"]

@@ -1,5 +1,5 @@
 """Files a person points a run at that are broken, odd or hostile: refused before the launch with one line
-(engine.build.prepare, and the CLI: exit 2, one stderr line, nothing written), or, when only training can find
+(engine.build.assemble.prepare, and the CLI: exit 2, one stderr line, nothing written), or, when only training can find
 it, a failed run whose reason is one line naming the file. Every file is made here, in tmp_path."""
 
 import os
@@ -14,8 +14,11 @@ from conftest import SMALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import ConfigError, RunConfig, Store, build, checks, runs
-from engine import data as data_mod
+from engine import ConfigError, RunConfig, Store
+from engine.build import assemble as build
+from engine.build import checks
+from engine.build import data as data_mod
+from engine.runs import api as runs
 from engine.sinks.tensorboard import TensorBoardSink
 
 pytestmark = pytest.mark.fault("hostile files (one per test)")  # rows of the fault table (make fault)
@@ -442,7 +445,7 @@ def test_refused_runs_leave_no_row(tmp_path, store):
 
 def test_a_folder_that_loops_back_on_itself_is_refused_not_walked_for_ever(tmp_path, monkeypatch):
     """A link to its own parent (or "/") would keep the walk going: refused once it passes MAX_ENTRIES."""
-    from engine import checks
+    from engine.build import checks
 
     root = tmp_path / "loop"
     (root / "cats").mkdir(parents=True)

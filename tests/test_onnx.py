@@ -13,9 +13,9 @@ from conftest import REPO
 from streamlit.testing.v1 import AppTest
 
 import engine
-from engine.files import RunFiles
-from engine.store import Store
-from engine.to_onnx import to_onnx
+from engine.store.db import Store
+from engine.store.files import RunFiles
+from engine.tools.to_onnx import to_onnx
 
 CASES = {  # the five modes, and the architectures the nn modes add
     "manual": dict(mode="manual"),

@@ -1,7 +1,7 @@
 """--precision: bf16 (autocast) and tf32 in modes nn and optim; the raw modes refuse them in one line.
 
 The bf16 loss curve is checked against the fp32 run of the same config and seed, built the way a run
-builds it (engine.build), and once end to end through the worker and the store. The tolerances:
+builds it (engine.build.assemble), and once end to end through the worker and the store. The tolerances:
 
 - bfloat16 keeps 8 significant bits, so one rounding moves a number by at most 2**-9 (0.2 %) of itself.
   At the first step (same weights, same batch) the two losses differ only by that rounding, of the
@@ -24,8 +24,9 @@ import torch
 from conftest import cli_cmd, cli_env
 
 from dashboard import rules
-from engine import ConfigError, Store, build
-from engine.config import RAW_MODES
+from engine import ConfigError, Store
+from engine.build import assemble as build
+from engine.config.fields import RAW_MODES
 
 STEPS = 100
 FIRST_STEP = 0.02  # relative, at step 0

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from engine.loop.telemetry import Flush
 from engine.sinks import last_status
 from engine.sinks import tensorboard as tb
 from engine.sinks.visdom import env_name
-from engine.store import Store
-from engine.telemetry import Flush
+from engine.store.db import Store
 
 
 def test_event_files_hold_the_scalars_and_histograms(small, store, run_inprocess, tmp_path, monkeypatch):

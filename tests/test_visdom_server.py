@@ -1,4 +1,4 @@
-"""engine.visdom_server against a real Visdom server on loopback (and, if present, Chromium).
+"""engine.sinks.visdom.server against a real Visdom server on loopback (and, if present, Chromium).
 
 Each test starts its own server on a free port with a temp env_path, and the `servers`
 fixture stops every server it started, even when the test fails.
@@ -12,7 +12,7 @@ import pytest
 import requests
 import visdom
 
-from engine import visdom_server
+from engine.sinks.visdom import server as visdom_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -1,4 +1,4 @@
-"""The Visdom sink against real Visdom servers on loopback (engine.visdom_server), a server that
+"""The Visdom sink against real Visdom servers on loopback (engine.sinks.visdom.server), a server that
 is down, killed and restarted, a socket that accepts and never answers, and a login server.
 
 Points are read back with the visdom client's get_window_data. Sinks are driven either by a
@@ -26,16 +26,18 @@ import pytest
 import requests
 import visdom
 
-from engine import build, runs, visdom_server
 from engine.__main__ import add_config_flags, config_from_args
-from engine.config import ConfigError, RunConfig, validate
+from engine.build import assemble as build
+from engine.config.fields import ConfigError, RunConfig, validate
+from engine.loop.telemetry import Flush, Telemetry
+from engine.loop.trainer import Trainer
+from engine.runs import api as runs
 from engine.sinks import visdom as vsink
+from engine.sinks.visdom import server as visdom_server
 from engine.sinks.visdom import sink as sink_module
 from engine.sinks.visdom.client import Client
 from engine.sinks.visdom.windows import LineWindow, Series
-from engine.store import Store
-from engine.telemetry import Flush, Telemetry
-from engine.trainer import Trainer
+from engine.store.db import Store
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import pages_common, sidebar
 from engine import ConfigError
-from engine.graph import graph_for_config
+from engine.tools.graph import graph_for_config
 
 COLLAPSE = {
     "auto": "Collapse large models by module",

@@ -6,8 +6,8 @@ import streamlit as st
 
 import engine
 from dashboard import actions, live, pages_common
-from engine import export
-from engine.config import OPTIMIZERS
+from engine.config.fields import OPTIMIZERS
+from engine.store import metrics as export
 
 if goto := st.session_state.pop("lp_goto_train", None):  # a resumed run: watched there, with the notice
     st.switch_page("views/train.py", query_params={"run": goto})

@@ -9,7 +9,7 @@ The raw modes (manual, autograd, custom_function) each hold the lecture's step w
 picks TwoLayer for exactly two layers. A diff of two mode files shows only what the later one adds.
 """
 
-from . import autograd, custom_function, manual, nn_optim, nn_sgd
+from engine.modes import autograd, custom_function, manual, nn_optim, nn_sgd
 
 MODES = {
     "manual": manual.Mode,

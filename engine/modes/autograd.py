@@ -11,15 +11,15 @@ backward, as manual.py does with its hand-written gradients.
 import torch
 import torch.distributed as dist
 
-from ..losses import LOSSES
-from . import deep
+from engine.modes import deep
+from engine.modes.losses import LOSSES
 
 
 class TwoLayer:
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
 
     relu = staticmethod(lambda h: h.clamp(min=0))  # custom_function.py swaps in MyReLU
-    group = None  # several processes: their process group (engine/distributed.py); None in one
+    group = None  # several processes: their process group (engine/loop/distributed.py); None in one
 
     def __init__(self, params, loss, lr):
         self.params = {n: p.requires_grad_() for n, p in params.items()}  # w1: (D_in, H), w2: (H, D_out), ...

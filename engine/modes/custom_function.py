@@ -1,13 +1,13 @@
 """custom_function: the autograd mode, but the ReLU is the lecture's MyReLU, a torch.autograd.Function.
 
-What is different from autograd.py: only the ReLU. MyReLU (engine/functions.py) saves its input
+What is different from autograd.py: only the ReLU. MyReLU (engine/modes/functions.py) saves its input
 with ctx.save_for_backward and writes its own backward. The gradient check compares it with
-autograd differentiating the same max(h, 0) built from torch ops (engine/functions.py lecture_relu)
+autograd differentiating the same max(h, 0) built from torch ops (engine/modes/functions.py lecture_relu)
 on the same weights and batch.
 """
 
-from ..functions import lecture_relu, my_relu
-from . import autograd, deep
+from engine.modes import autograd, deep
+from engine.modes.functions import lecture_relu, my_relu
 
 
 class TwoLayer(autograd.TwoLayer):

@@ -8,7 +8,7 @@ The Deep class of each raw mode calls these functions; each mode's Mode picks it
 
 import torch
 
-from ..losses import LOSS_GRADS, LOSSES
+from engine.modes.losses import LOSS_GRADS, LOSSES
 
 
 def depth(params):

@@ -11,15 +11,15 @@ share of the batch, then sum_over_ranks adds the shares' gradients with dist.all
 import torch
 import torch.distributed as dist
 
-from ..functions import lecture_relu
-from ..losses import LOSS_GRADS, LOSSES
-from . import autograd, deep
+from engine.modes import autograd, deep
+from engine.modes.functions import lecture_relu
+from engine.modes.losses import LOSS_GRADS, LOSSES
 
 
 class TwoLayer:
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
 
-    group = None  # several processes: their process group (engine/distributed.py); None in one
+    group = None  # several processes: their process group (engine/loop/distributed.py); None in one
 
     def __init__(self, params, loss, lr):
         self.params = params  # {"w1": (D_in, H), "w2": (H, D_out)}, with biases "b1": (H,), "b2": (D_out,)
@@ -89,7 +89,7 @@ class TwoLayer:
         return {"model": dict(self.params)}
 
     def load_weights(self, model):
-        """The weights of a state_dict()["model"], put in place (a resume, engine/checkpoint.py)."""
+        """The weights of a state_dict()["model"], put in place (a resume, engine/loop/checkpoint.py)."""
         for name, w in self.params.items():
             w.copy_(model[name])
 

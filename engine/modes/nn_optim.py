@@ -1,10 +1,10 @@
 """optim: a torch.nn model with a torch.optim optimizer (the lecture prefers Adam).
 
 What is different from nn_sgd.py: optimizer.step() does the update, with momentum, adaptive
-rates or weight decay as configured (engine/optimizers.py), and optimizer.zero_grad() clears.
+rates or weight decay as configured (engine/build/optimizers.py), and optimizer.zero_grad() clears.
 """
 
-from . import nn_sgd
+from engine.modes import nn_sgd
 
 
 class Mode(nn_sgd.Mode):

@@ -3,14 +3,14 @@
 What is different from autograd.py: the weights live in the model's Linear layers, so the forward
 pass is model(x), and the update loops over model.parameters(), then calls model.zero_grad().
 With precision bf16 (and in nn_optim.py, which inherits it), the forward pass and the loss run under
-torch.autocast; the raw modes keep their dtype (engine/config.py says why).
+torch.autocast; the raw modes keep their dtype (engine/config/fields.py says why).
 """
 
 import contextlib
 
 import torch
 
-from ..losses import LOSSES
+from engine.modes.losses import LOSSES
 
 
 def autocast(model, precision):

@@ -37,18 +37,18 @@ class StatusEvents:
 def attach(trainer, cfg, run_id: str, store_path: str, environ=None) -> list:
     """Start the sinks cfg asks for, subscribe them to trainer; returns [(kind, sink)].
     Call it before the store sink subscribes, so the status events reach the store."""
-    from ..files import RunFiles
-    from . import visdom
+    from engine.sinks import visdom
+    from engine.store.files import RunFiles
 
     sinks = []
     settings = visdom.settings_for(cfg, run_id, environ)
     if settings:
-        from ..config import to_dict
+        from engine.config.fields import to_dict
 
         spool = RunFiles.of(run_id, store_path).spool
         sinks.append(("visdom", visdom.VisdomSink(settings, run_id, to_dict(cfg), spool=spool)))
     if cfg.tensorboard_dir:
-        from .tensorboard import TensorBoardSink
+        from engine.sinks.tensorboard import TensorBoardSink
 
         sinks.append(("tensorboard", TensorBoardSink(Path(cfg.tensorboard_dir) / visdom.env_name(cfg.name, run_id))))
     for kind, sink in sinks:
@@ -75,7 +75,7 @@ def close(sinks: list, status: str, budget: float = CLOSE_S) -> list[tuple[str, 
 
 def last_status(run_id: str, store_path: str | None = None) -> dict[str, dict]:
     """{kind: data} of the latest status event of each sink of a run."""
-    from ..store import opened
+    from engine.store.db import opened
 
     found = {}
     with opened(store_path) as store:

@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 
-from ..control import Control
-from ..store import DiskFull, Store
+from engine.loop.control import Control
+from engine.store.db import DiskFull, Store
 
 POLL_S = 0.25  # the heartbeat and the control poll
 RETRY_S = 0.5  # a write that found the disk full is tried again this often

@@ -20,7 +20,7 @@ import math
 import queue
 import threading
 
-from ..config import ConfigError
+from engine.config.fields import ConfigError
 
 LOSS_POINTS_PER_S = 100
 
@@ -32,7 +32,7 @@ class TensorBoardSink:
         self.logdir = str(logdir)
         try:
             self.writer = SummaryWriter(log_dir=self.logdir, max_queue=1000, flush_secs=5)
-        except OSError as e:  # prepare checked the folder (engine/checks.py); it changed since: the run's reason
+        except OSError as e:  # prepare checked the folder (engine/build/checks.py); it changed since: the run's reason
             raise ConfigError(
                 f"tensorboard_dir: cannot write event files in {self.logdir} ({e.strerror or e})"
             ) from None

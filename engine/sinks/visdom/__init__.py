@@ -10,7 +10,7 @@ window names, so a resumed run or a reloaded page draws into the same windows:
 How, and the facts about Visdom behind it:
 - The training thread only calls on_flush / on_status, which put_nowait onto a bounded queue.
   When it is full the points are counted as dropped; the training thread never waits.
-- The sink's thread keeps a mirror of every window, bounded by min-max decimation (engine/decimate.py):
+- The sink's thread keeps a mirror of every window, bounded by min-max decimation (engine/store/decimate.py):
   at most `max_points` per window, spikes kept. The server's cost per append grows with a window's
   size, and Visdom's page slows down at about 2,000 points per trace. Full resolution stays in the store.
 - Every `interval` seconds it syncs: one request per changed window (its new points with
@@ -31,7 +31,7 @@ How, and the facts about Visdom behind it:
 client.py: settings and the HTTP client; windows.py: the mirror; sink.py: the sink and replay.
 """
 
-from .client import VisdomSettings, env_name, settings_for
-from .sink import VisdomSink, replay
+from engine.sinks.visdom.client import VisdomSettings, env_name, settings_for
+from engine.sinks.visdom.sink import VisdomSink, replay
 
 __all__ = ["VisdomSettings", "VisdomSink", "env_name", "replay", "settings_for"]

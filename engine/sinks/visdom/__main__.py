@@ -4,8 +4,8 @@ import argparse
 import os
 import sys
 
-from .client import ENV_VARS, PASSWORD_VAR, VisdomSettings
-from .sink import replay
+from engine.sinks.visdom.client import ENV_VARS, PASSWORD_VAR, VisdomSettings
+from engine.sinks.visdom.sink import replay
 
 ap = argparse.ArgumentParser(prog="python -m engine.sinks.visdom", description=replay.__doc__)
 ap.add_argument("spool", help="the run's spool, runs/visdom/RUN.jsonl")

@@ -17,9 +17,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ...telemetry import Hist
-from .client import Client, VisdomSettings, describe
-from .windows import TEXT_WIN, HistWindow, LineWindow, Series, TextPane
+from engine.loop.telemetry import Hist
+from engine.sinks.visdom.client import Client, VisdomSettings, describe
+from engine.sinks.visdom.windows import TEXT_WIN, HistWindow, LineWindow, Series, TextPane
 
 SCALAR_WINDOWS = {  # telemetry key prefix -> (window title, y axis type)
     "lr": ("learning rate", "log"),

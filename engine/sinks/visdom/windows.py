@@ -1,7 +1,7 @@
 """The sink's mirror of each Visdom window: what the server should show, and what it already has.
 
 A line window holds one trace per name (raw and smoothed loss, or one per layer), each a min-max
-decimated `Buckets` (engine/decimate.py) of at most max_points / (2 * traces) buckets, so the
+decimated `Buckets` (engine/store/decimate.py) of at most max_points / (2 * traces) buckets, so the
 window never has more than max_points points. A trace's points go to the server as they become
 final: appended (update='append') while the server's copy is a prefix of the mirror, the whole
 window (replace) after a compaction, a new trace or a failed request.
@@ -14,8 +14,8 @@ import math
 import re
 from dataclasses import asdict
 
-from ...decimate import Buckets
-from ...telemetry import Hist
+from engine.loop.telemetry import Hist
+from engine.store.decimate import Buckets
 
 TEXT_WIN = "run"
 

@@ -87,7 +87,7 @@ def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
 
 def grad_ratio(g: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """||g - ref|| / ||ref|| as a 0-dim float64 tensor on g's device, with no host sync: the gradient
-    check (engine/gradcheck.py has the tolerance it is judged by, and why a norm ratio).
+    check (engine/modes/gradcheck.py has the tolerance it is judged by, and why a norm ratio).
 
     The norms are accumulated in float64, so that float32 gradients near overflow (just before a
     divergence) neither overflow the sum of squares nor read as NaN. A reference of exactly zero
@@ -138,7 +138,7 @@ class Telemetry:
         self._before: dict[str, torch.Tensor] = {}
         self._last_flush_time = time.perf_counter()
         self._done = None  # steps completed at the last flush
-        self.ranks = None  # several processes (engine/distributed.py): the losses reduced, rank 0's rate
+        self.ranks = None  # several processes (engine/loop/distributed.py): the losses reduced, rank 0's rate
         # the "all losses finite so far" flag, on the device; on CUDA read through pinned copies
         self.look_every = look_every or LOOK_EVERY.get(device.type, LOOK_EVERY["cpu"])
         self._watching = True  # False once a look has seen a non-finite loss, until rearm()
@@ -174,7 +174,7 @@ class Telemetry:
         self._losses.append(float(loss) if self.on_host else loss)
 
     def record_losses(self, first_step: int, losses: torch.Tensor) -> None:
-        """Several steps' losses at once, a (n,) device tensor of its own (the fast path's, engine/fast.py)."""
+        """Several steps' losses at once, a (n,) device tensor of its own (the fast path's, engine/loop/fast.py)."""
         if not self._losses:
             self._first_step = first_step
         self._losses.extend(losses.tolist() if self.on_host else losses.unbind())

@@ -185,10 +185,10 @@ def graph_for_config(cfg, collapse: str = "auto", depth: int = 1, max_nodes: int
     """Build cfg's model on the CPU with a batch of 2, run two forward passes, and return the
     second pass's graph. collapse: "auto" (by module when larger than max_nodes), "always", "never".
     Raises ConfigError for a configuration that cannot be built."""
-    from .build import build, prepare
-    from .config import RAW_MODES
-    from .losses import LOSSES
-    from .modes.autograd import Mode as Autograd
+    from engine.build.assemble import build, prepare
+    from engine.config.fields import RAW_MODES
+    from engine.modes.autograd import Mode as Autograd
+    from engine.modes.losses import LOSSES
 
     t0 = time.perf_counter()
     small = dict(

@@ -23,11 +23,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .config import ConfigError
+from engine.config.fields import ConfigError
 
 SCHEMA_VERSION = 2
 BLOCK = 256  # steps per rollup block
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = PROJECT / "runs" / "liveprop.db"
 ACTIVE = ("queued", "running", "paused")
 
@@ -200,7 +200,7 @@ class Store:
     @_writes
     def truncate(self, run_id: str, step: int):
         """Forget what a run stored from `step` on, so that a resume from its checkpoint at `step`
-        writes those steps again (engine/runs.py resume_run); events at `step` itself (the stop) stay."""
+        writes those steps again (engine/runs/api.py resume_run); events at `step` itself (the stop) stay."""
         with self.tx():
             for table in ("scalars", "histograms"):
                 self.db.execute(f"DELETE FROM {table} WHERE run=? AND step>=?", (run_id, step))
@@ -293,7 +293,7 @@ class Store:
         """A series within [lo, hi] as at most about `buckets` rows (s0, s1, vmin, vmax, vsum, n),
         aggregated in SQL so that the rows never reach Python: one row per step when the range is
         no longer than `buckets`; else equal step ranges, read from the rollup when it still gives
-        at least half the resolution asked for. engine/decimate.py's Buckets.from_rows takes them."""
+        at least half the resolution asked for. engine/store/decimate.py's Buckets.from_rows takes them."""
         span = self.step_span(run_id, key, lo, hi)
         if span is None:
             return []
@@ -410,7 +410,7 @@ class Store:
         return [dict(id=i, step=s, time=t, kind=k, data=json.loads(d)) for i, s, t, k, d in self.db.execute(q, args)]
 
     def forks_of(self, run_id: str) -> list[tuple[str, int]]:
-        """(child run, the step it forked at) for every fork of run_id (engine/runs.py fork), oldest first."""
+        """(child run, the step it forked at) for every fork of run_id (engine/runs/api.py fork), oldest first."""
         rows = self.db.execute(
             "SELECT run, step FROM events WHERE kind='forked' AND json_extract(data, '$.parent')=? ORDER BY id",
             (run_id,),

@@ -23,8 +23,8 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-from . import data, models
-from .config import ConfigError
+from engine.build import data, models
+from engine.config.fields import ConfigError
 
 PROBE_IMAGES = 32  # files of an image folder opened by prepare
 PROBE_TIMEOUT_S = 2.0  # for a download host's TCP connect

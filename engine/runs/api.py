@@ -14,7 +14,7 @@
 which a long-lived reader such as the dashboard passes so that no call opens a connection.
 
 A new worker spends seconds importing torch before its first step, so launch first offers the run
-to the store's warm standby, a worker process that has done so already (engine/standby.py), and
+to the store's warm standby, a worker process that has done so already (engine/runs/standby.py), and
 spawns a plain worker only when no standby takes it. LIVEPROP_STANDBY=0 turns standbys off.
 """
 
@@ -32,11 +32,15 @@ import sys
 import threading
 import time
 
-from . import checkpoint, distributed, standby
-from .build import Prepared, prepare
-from .config import ConfigError, RunConfig, from_dict, to_dict
-from .files import RunFiles, alive, remove_stale_tmp
-from .store import ACTIVE, PROJECT, DiskFull, Store, default_path, opened
+from engine.loop import checkpoint
+
+from engine.loop import distributed
+
+from engine.runs import standby
+from engine.build.assemble import Prepared, prepare
+from engine.config.fields import ConfigError, RunConfig, from_dict, to_dict
+from engine.store.files import RunFiles, alive, remove_stale_tmp
+from engine.store.db import ACTIVE, PROJECT, DiskFull, Store, default_path, opened
 
 STALE_S = 15.0  # no heartbeat for this long: the worker is presumed dead even if its pid lives
 DISK_STALE_S = 2.0  # no heartbeat for this long and the store's disk full: the worker waits for space
@@ -80,7 +84,7 @@ def launch(cfg: RunConfig, store: str | None = None) -> str:
 
 def resume_run(run_id: str, steps: int | None = None, store: str | None = None) -> int:
     """Continue a stopped, failed, diverged or finished run in place, from its checkpoint: its step count,
-    curves, weights, optimizer state, lr, RNG states and data position go on (engine/checkpoint.py).
+    curves, weights, optimizer state, lr, RNG states and data position go on (engine/loop/checkpoint.py).
     What it stored after the checkpoint's step is dropped and trained again. steps: train to this step
     (default: the run's own length). Returns the step it resumes from."""
     store_path = str(store or default_path())
@@ -161,7 +165,7 @@ def _processes(run_id: str, store_path: str) -> int:
 
 
 def worker_command(run_id: str, store_path: str) -> list[str]:
-    """`python -m engine worker RUN`, or torchrun starting one per process (engine/distributed.py)."""
+    """`python -m engine worker RUN`, or torchrun starting one per process (engine/loop/distributed.py)."""
     if _processes(run_id, store_path) > 1:
         with opened(store_path) as s:
             return distributed.command(run_id, store_path, s.get_run(run_id)["config"])
@@ -170,7 +174,7 @@ def worker_command(run_id: str, store_path: str) -> list[str]:
 
 def spawn_worker(run_id: str, store: str | None = None) -> int:
     """Start the run's worker (worker_command) in its own session, so a viewer that reloads or dies
-    does not take it down. Its output goes to the run's log (engine/files.py)."""
+    does not take it down. Its output goes to the run's log (engine/store/files.py)."""
     store_path = str(store or default_path())
     log = RunFiles.of(run_id, store_path).log
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +257,7 @@ def kill(run_id, store=None):
 
 def delete_run(run_id: str, store=None, timeout: float = 5.0) -> bool:
     """Stop the run if it is active (kill it if it does not end within timeout), then remove its
-    rows and its files (engine/files.py). False when there was no such run."""
+    rows and its files (engine/store/files.py). False when there was no such run."""
     with opened(store) as s:
         run = _reap(s, s.get_run(run_id))
         if run is None:

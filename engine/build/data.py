@@ -9,7 +9,7 @@
     mnist, fashion_mnist, cifar10   torchvision datasets, downloaded to data_root when the network allows
 
 `describe(cfg)` says a dataset's shapes without loading it (for validation and memory checks);
-`load(cfg)` builds it; engine/batches.py turns it into device batches.
+`load(cfg)` builds it; engine/build/batches.py turns it into device batches.
 A file that cannot be read is refused with one line naming it (ConfigError): a CSV that is not UTF-8
 or has a cell over the csv module's 128 KiB limit, an image PIL cannot open (load_image; prepare
 probes a sample first).
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from .config import ConfigError
+from engine.config.fields import ConfigError
 
 IMAGE_ARCHS = ("cnn", "torchvision")
 TORCHVISION_SETS = {  # name: (torchvision class, (C, H, W), classes)
@@ -202,7 +202,7 @@ def load(cfg) -> tuple[Dataset, DataSpec]:
 
 def load_image(path: str):
     """ImageFolder's loader, as RGB. A file PIL cannot read fails the run with one line naming it: prepare
-    probes only a sample of the folder (engine/checks.py), so a bad file elsewhere is found here."""
+    probes only a sample of the folder (engine/build/checks.py), so a bad file elsewhere is found here."""
     from PIL import Image
 
     try:

@@ -2,9 +2,9 @@
 
     prepare(cfg)      everything that can be checked before training, with no side effects:
                       validation, the device, the dataset's shape, the loss, the step count, the files
-                      it reads and writes and its downloads (engine/checks.py), memory
+                      it reads and writes and its downloads (engine/build/checks.py), memory
     build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches), the
-                      batches this rank's share when several processes train (engine/distributed.py);
+                      batches this rank's share when several processes train (engine/loop/distributed.py);
                       with init lecture, x, y, w1, w2 drawn in the lecture's order (lecture_draws)
 
 Both raise ConfigError with one line for a person. Used by the worker, the CLI, the dashboard
@@ -20,11 +20,11 @@ import os
 import psutil
 import torch
 
-from . import checks, models, optimizers
-from . import data as data_mod
-from .batches import Batches
-from .config import RAW_MODES, ConfigError, RunConfig, validate
-from .modes import MODES
+from engine.build import checks, models, optimizers
+from engine.build import data as data_mod
+from engine.build.batches import Batches
+from engine.config.fields import RAW_MODES, ConfigError, RunConfig, validate
+from engine.modes import MODES
 
 
 @dataclasses.dataclass
@@ -75,7 +75,7 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
 
 
 def _check_processes(cfg: RunConfig, spec, device):
-    """Several processes split every batch evenly (engine/distributed.py), the one full batch too."""
+    """Several processes split every batch evenly (engine/loop/distributed.py), the one full batch too."""
     world = cfg.nproc * cfg.nnodes
     in_memory = cfg.dataset in ("random", "teacher", "digits", "csv")
     if world > 1 and in_memory and spec.n and spec.n <= cfg.batch_size and spec.n % world:
@@ -84,11 +84,11 @@ def _check_processes(cfg: RunConfig, spec, device):
         raise ConfigError(f"nproc {cfg.nproc} needs a GPU each; this machine has {torch.cuda.device_count()}")
 
 
-IN_MEMORY = ("random", "teacher", "digits", "csv")  # datasets held as tensors (engine/data.py TensorData)
+IN_MEMORY = ("random", "teacher", "digits", "csv")  # datasets held as tensors (engine/build/data.py TensorData)
 
 
 def _check_fast(cfg: RunConfig, spec, device):
-    """The fast path (engine/fast.py) replays one captured step on the same tensors, so it needs CUDA, the
+    """The fast path (engine/loop/fast.py) replays one captured step on the same tensors, so it needs CUDA, the
     one full batch in memory (Batches.whole: a DataLoader gives new batches and a ragged last one), one
     process, full speed, and an optimizer whose step a CUDA graph can hold. bf16 is allowed: fast.py
     turns off autocast's weight cache, as torch's CUDA graph notes ask."""

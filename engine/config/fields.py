@@ -50,7 +50,7 @@ def knob(default, help: str, choices: tuple = (), bounds: tuple = (), excluded=N
 
 # Bounds keep every number inside what Python, torch, int64 and SQLite can hold, so that a config
 # that passes validate() never crashes the worker; what is allowed but does not fit in memory is
-# refused by the memory check (engine/build.py).
+# refused by the memory check (engine/build/assemble.py).
 SIZE = (1, 2**30)  # a (SIZE, SIZE) weight still has a byte count torch can compute, even in float64
 # epochs up to 10**6: times the steps of an epoch (up to n_samples, 10**12) it is still an int64 the store keeps
 MAX_PACE = 1e6  # steps per second: beyond it a cap means nothing
@@ -109,7 +109,7 @@ class RunConfig:
                                          "on CUDA (no effect on the CPU); bf16: forward pass and loss under autocast "
                                          "to bfloat16, on CUDA or the CPU", PRECISIONS)
     fast: bool = knob(False,             "capture the whole step as a CUDA graph and replay many steps per Python "
-                                         "iteration (engine/fast.py); CUDA, one full batch in memory, one process")
+                                         "iteration (engine/loop/fast.py); CUDA, one full batch in memory, one process")
     compile: bool = knob(False,          "nn, optim: the model through torch.compile (the first step waits for "
                                          "the compiler: seconds to a minute)")
     nproc: int = knob(1,                 "processes on this machine (torchrun --nproc-per-node), data-parallel: each "
@@ -412,7 +412,7 @@ def _check_compile(c):
 
 
 def _check_ranks(c):
-    """Several processes (nproc x nnodes, engine/distributed.py) split each batch evenly, so that together they
+    """Several processes (nproc x nnodes, engine/loop/distributed.py) split each batch evenly, so that together they
     take the batch one process would: the same gradient, the same trajectory."""
     world = c.nproc * c.nnodes
     if c.nnodes > 1 and not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", c.rdzv_endpoint):

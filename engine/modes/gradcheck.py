@@ -2,10 +2,10 @@
 largest gap between the compare view's loss curves. Pure Python and numpy, no torch: the dashboard
 imports it.
 
-The gradient check (engine/telemetry.py `grad_ratio`) records per layer, every K steps,
+The gradient check (engine/loop/telemetry.py `grad_ratio`) records per layer, every K steps,
     ||g_hand - g_ref|| / ||g_ref||        (vector norms over the whole layer)
 where g_ref is what the mode's reference_grads returns: autograd's gradient of the same step, with a
-ReLU that has the lecture's derivative at 0 (engine/functions.py lecture_relu), for manual mode
+ReLU that has the lecture's derivative at 0 (engine/modes/functions.py lecture_relu), for manual mode
 (against the hand-written backward) and custom_function (against MyReLU's backward). It is the
 normwise relative error, the quantity that rounding error bounds are stated for; the check it
 replaces, max |g - r| / max |r|, set the worst entry's error against the largest entry.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Machine epsilon of each dtype the engine trains in (engine/config.py DTYPES).
+# Machine epsilon of each dtype the engine trains in (engine/config/fields.py DTYPES).
 EPS = {"float32": 2.0**-23, "float64": 2.0**-52}
 
 # The tolerance: 2**10 eps, about 1,000 eps (float32 1.2e-4, float64 2.3e-13). Why that many: a matmul
@@ -58,7 +58,7 @@ class Verdict:
 
 
 def _points(series) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of a (steps, values) pair or of a decimated series (engine.decimate.Buckets)."""
+    """(steps, values) of a (steps, values) pair or of a decimated series (engine.store.decimate.Buckets)."""
     if hasattr(series, "points"):
         return series.points()
     steps, values = series

@@ -17,7 +17,7 @@ login, its cookie secret (visdom would otherwise write that to ~/.visdom/COOKIE_
     with start(port=0) as server:            # port 0: pick a free port
         viz = visdom.Visdom(server="http://127.0.0.1", port=server.port)
 
-    python -m engine.visdom_server [--port N] [--host H]     # foreground, until Ctrl-C
+    python -m engine.sinks.visdom.server [--port N] [--host H]     # foreground, until Ctrl-C
 
 From the command line, --host 0.0.0.0 needs $LIVEPROP_VISDOM_PASSWORD (the variable the runs' Visdom
 sink logs in with) and turns the login on, user $LIVEPROP_VISDOM_USERNAME or "liveprop"; the
@@ -42,7 +42,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ASSETS = Path(__file__).resolve().parents[1] / ".cache" / "visdom"
+DEFAULT_ASSETS = Path(__file__).resolve().parents[3] / ".cache" / "visdom"
 DEFAULT_ENV_PATH = Path.home() / ".visdom"  # visdom's own default
 LOOPBACK = ("127.0.0.1", "localhost")
 ALL_INTERFACES = ("0.0.0.0", "")

@@ -1,6 +1,6 @@
 """fast: the whole step captured as a CUDA graph, replayed many steps per Python iteration (--fast).
 
-What is different from the plain loop (engine/trainer.py): the same step, forward_backward, update and
+What is different from the plain loop (engine/loop/trainer.py): the same step, forward_backward, update and
 zero_grad, written so that a CUDA graph can capture it once and replay it, with no host sync and the same
 tensors every time:
     x and y are the one full batch in memory, the same tensors every step (Batches.whole);
@@ -15,14 +15,14 @@ their state there), then captures one step, as torch.cuda.graph's notes ask; eve
 to BLOCK times and hands the ring's losses to the telemetry. A telemetry snapshot is one eager step between
 blocks, with the hooks around its update. Commands (pause, stop, set-lr) and flushes wait for the end of a
 block. On the CPU nothing is captured: the same step runs eagerly, which is how tests/test_fast.py checks it
-against the plain loop step by step (users are refused fast on the CPU, engine/build.py _check_fast).
+against the plain loop step by step (users are refused fast on the CPU, engine/build/assemble.py _check_fast).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .modes import nn_sgd
+from engine.modes import nn_sgd
 
 BLOCK = 64  # steps per Python iteration at most: the longest wait for a command, a snapshot or a flush
 WARMUP = 3  # eager steps on a side stream before the capture
@@ -35,7 +35,9 @@ class GraphStep:
         """batches: the run's, which hold the one full batch. capturable: torch.optim's flag; None turns it on
         on CUDA, the only device where torch allows it (a test turns it on for the CPU)."""
         if batches.whole is None:
-            raise ValueError("the fast path replays one full batch in memory; engine/build.py refuses the rest")
+            raise ValueError(
+                "the fast path replays one full batch in memory; engine/build/assemble.py refuses the rest"
+            )
         self.mode, (self.x, self.y) = mode, batches.whole
         w = mode.named_params()[0][1]
         self.device = w.device
@@ -158,7 +160,7 @@ def _graph_safe(optimizer, capturable: bool):
     """The optimizer set up for a captured step. SGD: its fused kernel, the one that reads a tensor lr on the
     device (the others turn it into a Python number: a host sync). Adam, AdamW and RMSprop: capturable, so that the
     step count and the bias correction stay on the device. A resumed run's step counts, kept on the host without
-    it, move to the device. Adagrad has neither; engine/build.py refuses it."""
+    it, move to the device. Adagrad has neither; engine/build/assemble.py refuses it."""
     for group in optimizer.param_groups:
         if isinstance(optimizer, torch.optim.SGD):
             group["fused"] = True

@@ -12,7 +12,7 @@ torch.distributed joins them, and each trains on its share of every batch.
       .post(word) / .take()             rank 0's decisions, applied at the same step by every rank
       .close()                          the groups torn down deliberately, by every rank
 
-Only rank 0 writes: the store, checkpoints, Visdom and TensorBoard (engine/worker.py). The other ranks read
+Only rank 0 writes: the store, checkpoints, Visdom and TensorBoard (engine/runs/worker.py). The other ranks read
 the run's config from the store, and its checkpoint when it resumes, so several machines share the store's
 folder (a network filesystem).
 
@@ -21,7 +21,7 @@ or by a viewer is decided by rank 0 alone: a flush (its timer, or a non-finite l
 (pause, resume, stop, set_lr). At each step boundary rank 0 posts a word, an asynchronous broadcast on a
 gloo group on the CPU, and every rank applies it at the next boundary, one step later: the broadcast
 overlaps a step and never holds the loop, and a CUDA run's stream never waits for it. Snapshots follow
-from the step count and rank 0's rate, sent at each flush (engine/telemetry.py), so they agree too.
+from the step count and rank 0's rate, sent at each flush (engine/loop/telemetry.py), so they agree too.
 
 Time. The start (imports, data, downloads) may take minutes: the first group waits START_S. From the first
 step on, a rank that dies breaks its peers' next collective at once, and one that hangs makes them time out

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from .store import opened
+from engine.store.db import opened
 
 
 def series(run_id: str, store=None) -> dict[str, list[tuple[int, float | None]]]:

@@ -1,12 +1,12 @@
 """The worker: one run trained to its end, in `python -m engine worker RUN` (detached, started by
-engine/runs.py) or in the foreground by `python -m engine train`.
+engine/runs/api.py) or in the foreground by `python -m engine train`.
 
-    run_worker(run_id)   build the run (from its checkpoint, when engine/runs.py resume_run resumes it),
+    run_worker(run_id)   build the run (from its checkpoint, when engine/runs/api.py resume_run resumes it),
                          subscribe the sinks (Visdom, TensorBoard, then the store), train with a
-                         checkpoint every checkpoint_seconds (engine/checkpoint.py), write the final
+                         checkpoint every checkpoint_seconds (engine/loop/checkpoint.py), write the final
                          checkpoint and status; returns the status
 
-Started by torchrun (--nproc, engine/distributed.py), rank 0 does all of that; the other ranks `follow`:
+Started by torchrun (--nproc, engine/loop/distributed.py), rank 0 does all of that; the other ranks `follow`:
 the same training on their share of the batches, writing nothing.
 
 Signals: SIGTERM or Ctrl-C asks for a graceful stop with a final checkpoint; a second one
@@ -26,18 +26,18 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .build import build, prepare, resolve_device
-from .config import ConfigError, from_dict
-from .control import Control
-from .distributed import PeerFailed, Ranks, lost
-from .files import RunFiles, remove_stale_tmp
-from .sinks import attach as attach_sinks
-from .sinks import close as close_sinks
-from .sinks.store import StoreSink
-from .store import PROJECT, DiskFull, Store, default_path, opened
-from .telemetry import Telemetry
-from .trainer import Trainer
+from engine.loop import checkpoint
+from engine.build.assemble import build, prepare, resolve_device
+from engine.config.fields import ConfigError, from_dict
+from engine.loop.control import Control
+from engine.loop.distributed import PeerFailed, Ranks, lost
+from engine.store.files import RunFiles, remove_stale_tmp
+from engine.sinks import attach as attach_sinks
+from engine.sinks import close as close_sinks
+from engine.sinks.store import StoreSink
+from engine.store.db import PROJECT, DiskFull, Store, default_path, opened
+from engine.loop.telemetry import Telemetry
+from engine.loop.trainer import Trainer
 
 DISK_WAIT_S = 60.0  # at the end of a run, how long its last writes wait for a full disk to have space
 
@@ -149,7 +149,7 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
 
 
 def _start_ranks(trainer: Trainer, p) -> None:
-    """Several processes: wait for all of them, then make the mode data-parallel (engine/distributed.py)."""
+    """Several processes: wait for all of them, then make the mode data-parallel (engine/loop/distributed.py)."""
     if trainer.ranks is not None:
         trainer.ranks.start(trainer.mode, p.cfg.loss)
         trainer.tel.ranks = trainer.ranks
@@ -157,7 +157,7 @@ def _start_ranks(trainer: Trainer, p) -> None:
 
 def follow(run_id: str, store_path: str) -> str:
     """A rank other than 0 under torchrun: the same training on its share of the batches, and the same
-    decisions, which rank 0 sends (engine/distributed.py); it writes nothing. It reads the run's row
+    decisions, which rank 0 sends (engine/loop/distributed.py); it writes nothing. It reads the run's row
     before the first barrier, which rank 0 passes before it writes the row."""
     with opened(store_path) as store:
         row = store.get_run(run_id)

@@ -11,10 +11,10 @@ import math
 import sys
 import time
 
-from . import runs
-from .config import ConfigError
-from .store import opened
-from .telemetry import Flush
+from engine.runs import api as runs
+from engine.config.fields import ConfigError
+from engine.store.db import opened
+from engine.loop.telemetry import Flush
 
 
 def eta_text(seconds: float) -> str:

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
-from .build import build, prepare
-from .config import ConfigError, from_dict
-from .files import RunFiles
-from .functions import my_relu
-from .modes import deep
-from .store import opened
+from engine.build.assemble import build, prepare
+from engine.config.fields import ConfigError, from_dict
+from engine.loop import checkpoint
+from engine.modes import deep
+from engine.modes.functions import my_relu
+from engine.store.db import opened
+from engine.store.files import RunFiles
 
 MAX_BATCH = 64  # inputs the verification runs through both
 
@@ -47,7 +47,7 @@ class RawNet(torch.nn.Module):
 
 def to_onnx(run_id: str, path: str | Path | None = None, store=None) -> dict:
     """Export run_id's model as it is in its latest checkpoint into path (default: the run's own,
-    engine/files.py) and verify it. ConfigError with one line when there is no checkpoint or the
+    engine/store/files.py) and verify it. ConfigError with one line when there is no checkpoint or the
     exporter or onnxruntime cannot take the model."""
     import onnxruntime
 

@@ -1,5 +1,5 @@
 """The batches the trainer consumes: Batches gives (x, y) on the device forever, and says where it is,
-so that a resumed run goes on with the same batch (engine/checkpoint.py).
+so that a resumed run goes on with the same batch (engine/loop/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, WeightedRandomSampler
 
-from .config import ConfigError
-from .data import TensorData, _whole_batch
+from engine.build.data import TensorData, _whole_batch
+from engine.config.fields import ConfigError
 
 
 def _adapt(x, y, cfg, spec, device, dtype, channels):
@@ -23,14 +23,14 @@ def _adapt(x, y, cfg, spec, device, dtype, channels):
 
 class Batches:
     """(x, y) on the device, forever: next(batches). position() and seek() put a resumed run at the same
-    batch of the same epoch (engine/checkpoint.py).
+    batch of the same epoch (engine/loop/checkpoint.py).
 
     A dataset in memory that fits in one batch (the lecture's case) moves to the device once and is
     returned as is, every step: full-batch gradient descent, no loader on the hot path. Anything else
     goes through a DataLoader with the configured sampler. It draws its order from its own generator
     (seeded seed + 2), so an epoch's order follows from that generator's state at the epoch's start.
 
-    On several processes (ranks, engine/distributed.py) each takes its share of every batch: rows
+    On several processes (ranks, engine/loop/distributed.py) each takes its share of every batch: rows
     rank, rank + world, ... of the full batch, or a DistributedSampler's (seeded seed + 2, its order
     set by the epoch) in batches of batch_size / world.
     """
@@ -113,6 +113,6 @@ def _sampler(dataset, spec, cfg, generator):
 
 def _last_line(message: str) -> str:
     """A ConfigError's own line, from the traceback a DataLoader worker process wraps it in (its last line,
-    "engine.config.ConfigError: ..."); a message of one line is returned as is."""
+    "engine.config.fields.ConfigError: ..."); a message of one line is returned as is."""
     line = message.splitlines()[-1] if message.strip() else message
     return line.removeprefix(f"{ConfigError.__module__}.{ConfigError.__qualname__}: ")

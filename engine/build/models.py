@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from .config import ConfigError
+from engine.config.fields import ConfigError
 
 
 class ParallelBlock(nn.Module):

@@ -6,8 +6,8 @@ standby, started detached like a worker (`python -m engine standby --store S`, i
 
     start    import torch and the worker (CUDA stays uninitialised: no device memory held), take
              the store's standby lock (flock: one standby per store, freed by the kernel even on
-             kill -9), listen on a UNIX socket in the store's folder (engine/files.py StandbyFiles)
-    claimed  launch (engine/runs.py) connects and offers the run; the standby answers "ok PID",
+             kill -9), listen on a UNIX socket in the store's folder (engine/store/files.py StandbyFiles)
+    claimed  launch (engine/runs/api.py) connects and offers the run; the standby answers "ok PID",
              launch answers "go". The standby frees its lock and socket, closes the connection,
              takes the launcher's environment, sends its output to the run's log (dup2) and runs
              worker.run_worker, exactly as `python -m engine worker RUN`: its pid is the run's pid,
@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .files import RunFiles, StandbyFiles
-from .store import PROJECT, default_path
+from engine.store.files import RunFiles, StandbyFiles
+from engine.store.db import PROJECT, default_path
 
 HANDOFF_S = 0.2  # launch waits this long for the standby's answer, then spawns a plain worker
 IDLE_S = 600.0  # an unclaimed standby exits after this long ($LIVEPROP_STANDBY_IDLE)
@@ -181,7 +181,7 @@ def serve(store: str | None = None, idle_s: float | None = None) -> int:
     """The standby's body: wait for a run, train it as the worker would, and return the worker's
     exit status. 0 at once when another standby holds the lock or the socket path is too long; 0
     when retired, unclaimed for idle_s seconds, or after refusing a run."""
-    from . import worker  # torch and the whole engine, now: that is the point of a standby
+    from engine.runs import worker  # torch and the whole engine, now: that is the point of a standby
 
     store_path = os.path.abspath(store or default_path())
     files = StandbyFiles.of(store_path)
@@ -293,7 +293,7 @@ def _read_line(conn: socket.socket, limit: int = 1 << 20) -> bytes:
 def _code_stamp() -> int:
     """The newest modification time of the engine's source: a standby older than that is stale."""
     stamps = []
-    for path in Path(__file__).parent.rglob("*.py"):
+    for path in Path(__file__).parents[1].rglob("*.py"):
         with contextlib.suppress(OSError):
             stamps.append(path.stat().st_mtime_ns)
     return max(stamps, default=0)

@@ -6,9 +6,9 @@
                                          copied to the host
     write(path, snap)                    atomically: a temporary file, fsync, os.replace; a reader never
                                          sees half a file, and a killed writer leaves RUN.pt.tmp-PID, which
-                                         engine/files.py removes
+                                         engine/store/files.py removes
     keep(files, snap)                    write it as the run's checkpoint at its step and its latest
-                                         (engine/files.py RunFiles: RUN.pt and RUN/STEP.pt)
+                                         (engine/store/files.py RunFiles: RUN.pt and RUN/STEP.pt)
     load(path)                           torch.load(weights_only=True): tensors and plain values, never code
     restore(ckpt, mode, batches, cfg)    puts it all back (a fork's cfg may change the lr or the optimizer)
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError, to_dict
+from engine.config.fields import ConfigError, to_dict
 
 VERSION = 1
 HISTORY = 16  # earlier checkpoints kept per run (the newest, and the first), for a fork from step k

@@ -9,10 +9,10 @@ All of them sit under the store's folder (runs/ by default), named by the run id
                                      for a fork from step k
     runs/logs/RUN.log                the detached worker's stdout and stderr
     runs/visdom/RUN.jsonl            the Visdom sink's spool, while points are undelivered
-    runs/exports/RUN.onnx            the model exported from the Runs page (engine/to_onnx.py)
+    runs/exports/RUN.onnx            the model exported from the Runs page (engine/tools/to_onnx.py)
 
-delete_run (engine/runs.py) removes exactly these, and nothing outside the store's folder. Beside
-them, the store's warm standby (engine/standby.py) has three files of its own, named by the store:
+delete_run (engine/runs/api.py) removes exactly these, and nothing outside the store's folder. Beside
+them, the store's warm standby (engine/runs/standby.py) has three files of its own, named by the store:
 
     runs/liveprop.standby.sock       the UNIX socket a waiting standby listens on for the next run
     runs/liveprop.standby.lock       held (flock) by the one standby of this store, while it lives
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from .store import default_path
+from engine.store.db import default_path
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class RunFiles:
 
     @property
     def onnx(self) -> Path:
-        """Where the Runs page's ONNX export goes (engine/to_onnx.py)."""
+        """Where the Runs page's ONNX export goes (engine/tools/to_onnx.py)."""
         return self.root / "exports" / f"{self.run_id}.onnx"
 
     @property

@@ -1,19 +1,19 @@
 """The training loop. It raises events and knows nothing about stores, Visdom or progress bars.
 
 Events (subscribe with add_callback):
-    on_flush(flush)                 a batch of telemetry (engine/telemetry.py Flush)
+    on_flush(flush)                 a batch of telemetry (engine/loop/telemetry.py Flush)
     on_status(status, info)         "running" | "paused" | "diverged" ...
 
 The hot path per step: next batch, forward_backward, update, zero_grad, keep the loss tensor.
 No host sync, no I/O, no logging. Every K steps the telemetry snapshot adds device work; every
 flush (flush_every steps or flush_seconds) the pending numbers come to the host in one copy. Every
 few steps the telemetry also looks at a device flag, "all losses finite so far", without waiting for
-the device (engine/telemetry.py `_nonfinite_seen`): a non-finite loss makes a flush due at once, and
+the device (engine/loop/telemetry.py `_nonfinite_seen`): a non-finite loss makes a flush due at once, and
 the flush starts the divergence path, within 4 steps on the CPU and a few dozen on CUDA.
-Commands from viewers arrive through `control` (engine/control.py), checked as one Python
-attribute per step. On several processes (`ranks`, engine/distributed.py), rank 0 alone decides the
+Commands from viewers arrive through `control` (engine/loop/control.py), checked as one Python
+attribute per step. On several processes (`ranks`, engine/loop/distributed.py), rank 0 alone decides the
 flushes and takes the commands, and every rank applies them one step later, at the same step.
-With fast (engine/fast.py), a block of steps, replays of the step captured as a CUDA graph, takes the
+With fast (engine/loop/fast.py), a block of steps, replays of the step captured as a CUDA graph, takes the
 place of one step: commands, snapshots and flushes come between blocks.
 """
 
@@ -26,9 +26,9 @@ from collections import defaultdict
 
 import torch
 
-from .control import Control
-from .fast import GraphStep
-from .telemetry import Flush
+from engine.loop.control import Control
+from engine.loop.fast import GraphStep
+from engine.loop.telemetry import Flush
 
 
 class Trainer:
@@ -46,8 +46,8 @@ class Trainer:
         fast: bool = False,
     ):
         """total_steps None: until stopped. pace: at most that many steps a second (0: full speed).
-        ranks: this process's place among several (engine/distributed.py), or None. fast: the step captured
-        as a CUDA graph and replayed in blocks (engine/fast.py)."""
+        ranks: this process's place among several (engine/loop/distributed.py), or None. fast: the step captured
+        as a CUDA graph and replayed in blocks (engine/loop/fast.py)."""
         self.mode, self.batches, self.tel = mode, batches, telemetry
         self.total_steps, self.step = math.inf if total_steps is None else total_steps, start_step
         self.pace = pace

@@ -26,7 +26,8 @@ from bench_engine import CASES, chunk_for, engine_runner, timed
 from rows import interleave, paired, unmeasured
 
 from engine.build import assemble as build
-from engine.config.fields import ConfigError, RunConfig
+from engine.config.fields import RunConfig
+from engine.errors import ConfigError
 
 FAST_CASES = ("manual", "autograd", "optim (adam)")
 

@@ -14,8 +14,8 @@ import time
 import streamlit as st
 
 import engine
-from engine import ConfigError
-from engine.config.fields import from_dict
+from engine import LivepropError
+from engine.config.load import from_dict
 
 from . import rules, sidebar
 
@@ -26,7 +26,7 @@ def validate() -> tuple[object | None, str | None]:
     """The sidebar's configuration checked: (prepared, None) or (None, the one-line reason)."""
     try:
         return engine.prepare(sidebar.config()), None
-    except ConfigError as e:
+    except LivepropError as e:
         return None, str(e)
 
 
@@ -42,7 +42,7 @@ def start():
     """Launch the sidebar's configuration as a background run and watch it."""
     try:
         run_id = engine.launch(sidebar.config())
-    except ConfigError as e:
+    except LivepropError as e:
         st.session_state.lp_error = f"Not launched: {e}"
         return
     st.session_state.lp_compare = None
@@ -56,7 +56,7 @@ def compare():
     try:
         for cfg in rules.compare_configs(sidebar.config()):
             ids.append(engine.launch(cfg))
-    except ConfigError as e:
+    except LivepropError as e:
         st.session_state.lp_error = f"Not launched: {e}"
     if ids:
         st.session_state.lp_compare = ids
@@ -91,7 +91,7 @@ def _sent(run_id: str, what: str, send):
     """Send a control; its outcome (the control's id, or the refusal) replaces the last one."""
     try:
         st.session_state.lp_control = {"run": run_id, "what": what, "id": send(), "time": time.time()}
-    except (ConfigError, TypeError) as e:
+    except (LivepropError, TypeError) as e:
         st.session_state.lp_control = {"run": run_id, "what": what, "error": str(e), "time": time.time()}
 
 
@@ -100,7 +100,7 @@ def run_again(run_id: str):
     run = engine.get_run(run_id)
     try:
         child = engine.launch(from_dict(run["config"]))
-    except (ConfigError, TypeError) as e:
+    except (LivepropError, TypeError) as e:
         st.session_state.lp_error = f"Not launched: {e}"
         return
     _go_watch(child, f"Started run {child} with the configuration of {run_id}.")
@@ -110,7 +110,7 @@ def export_onnx(run_id: str):
     """The run's model to ONNX, run by onnxruntime on the run's own inputs: the difference is the verdict."""
     try:
         info = engine.tools.to_onnx(run_id)
-    except ConfigError as e:
+    except LivepropError as e:
         st.session_state.lp_error = f"Not exported: {e}"
         return
     st.session_state.lp_notice = (
@@ -123,7 +123,7 @@ def resume_ended(run_id: str):
     """Continue an ended run from its checkpoint, in place, and watch it on the Train page."""
     try:
         step = engine.resume_run(run_id)
-    except ConfigError as e:
+    except LivepropError as e:
         st.session_state.lp_error = f"Not resumed: {e}"
         return
     _go_watch(run_id, f"Resumed run {run_id} from step {step}.")
@@ -137,7 +137,7 @@ def fork(run_id: str):
         changes["optimizer"] = st.session_state.fork_optimizer
     try:
         child = engine.fork(run_id, int(st.session_state.get("fork_step") or 0), changes)
-    except (ConfigError, TypeError, ValueError) as e:
+    except (LivepropError, TypeError, ValueError) as e:
         st.session_state.lp_error = f"Not forked: {e}"
         return
     _go_watch(child, f"Forked run {run_id}: the new run {child} goes on from its checkpoint.")

@@ -198,7 +198,7 @@ def _banners(run, f: RunFeed):
             )
     if run["status"] == "failed":
         st.error(pages_common.plain(f"Run failed: {run.get('error') or 'no reason recorded'}"))
-    elif run["status"] == "paused" and (run.get("error") or "").startswith("disk full"):  # engine/sinks/store.py
+    elif run["status"] == "paused" and run.get("pause_reason") == "disk_full":  # engine/sinks/store.py
         st.warning(pages_common.plain(f"Paused: {run['error']}. It resumes by itself once there is space again."))
 
 

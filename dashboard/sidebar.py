@@ -34,13 +34,13 @@ from engine.config.fields import (
     OPTIMIZERS,
     PRECISIONS,
     SAMPLERS,
-    ConfigError,
     RunConfig,
     default_lr,
-    from_dict,
     help_for,
-    validate,
 )
+from engine.config.load import from_dict
+from engine.config.reasons import validate
+from engine.errors import ConfigError
 from engine.store.db import default_path
 
 from . import rules

@@ -8,7 +8,9 @@ a config); reads of a run's series go through engine/store/db.py's Store, the on
 """
 
 from engine.build.assemble import prepare
-from engine.config.fields import ConfigError, RunConfig, validate
+from engine.config.fields import RunConfig
+from engine.config.reasons import validate
+from engine.errors import ConfigError, DiskFull, LivepropError, RunStateError, StorageError
 from engine.runs.api import (
     delete_run,
     fork,
@@ -30,7 +32,11 @@ from engine.store.db import ACTIVE, Store
 from engine.tools.to_onnx import to_onnx
 
 __all__ = [
+    "LivepropError",
     "ConfigError",
+    "RunStateError",
+    "StorageError",
+    "DiskFull",
     "RunConfig",
     "validate",
     "prepare",

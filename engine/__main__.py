@@ -14,7 +14,9 @@ import subprocess
 import sys
 
 from engine import sinks
-from engine.config.fields import ConfigError, RunConfig, from_dict, help_for, load_file
+from engine.config.fields import RunConfig, help_for
+from engine.config.load import from_dict, load_file
+from engine.errors import ConfigError, LivepropError, RunStateError
 from engine.loop import distributed
 from engine.runs import api as runs
 from engine.runs import standby, worker
@@ -128,7 +130,7 @@ def cmd_runs(args):
 
 def cmd_metrics(args):
     if runs.get_run(args.run, args.store) is None:
-        raise ConfigError(f"no run {args.run!r}")
+        raise RunStateError(f"no run {args.run!r}")
     sys.stdout.write(export.metrics(args.run, args.format, args.store))
     return 0
 
@@ -146,7 +148,7 @@ def cmd_control(args):
         print(f"resumed {args.run} from step {step} in a background worker (`runs` shows it)")
         return 0
     if getattr(args, "steps", None):
-        raise ConfigError("--steps applies to resuming an ended run; this one is still active")
+        raise RunStateError("--steps applies to resuming an ended run; this one is still active")
     fn = {"pause": runs.pause, "resume": runs.resume, "stop": runs.stop}[args.command]
     cid = fn(args.run, store=args.store)
     return _report_ack(cid, args)
@@ -198,7 +200,7 @@ def cmd_export(args):
 
 def cmd_delete(args):
     if not runs.delete_run(args.run, args.store):
-        raise ConfigError(f"no run {args.run!r}")
+        raise RunStateError(f"no run {args.run!r}")
     print(f"deleted {args.run}")
     return 0
 
@@ -210,9 +212,9 @@ def cmd_join(args):
         run = s.get_run(args.run)
         path = s.path
     if run is None:
-        raise ConfigError(f"no run {args.run!r} in {path}")
+        raise RunStateError(f"no run {args.run!r} in {path}")
     if run["config"].get("nnodes", 1) < 2:
-        raise ConfigError(f"run {args.run} trains on one machine (nnodes 1); there is nothing to join")
+        raise RunStateError(f"run {args.run} trains on one machine (nnodes 1); there is nothing to join")
     return subprocess.call(distributed.command(args.run, str(path), run["config"]), cwd=runs.PROJECT)
 
 
@@ -297,7 +299,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         return args.fn(args)
-    except ConfigError as e:
+    except LivepropError as e:
         sys.stderr.write(f"liveprop: error: {e}\n")
         return 2
 

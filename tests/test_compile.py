@@ -6,7 +6,7 @@ import torch
 
 from engine import RunConfig
 from engine.build import assemble as build
-from engine.config.fields import ConfigError
+from engine.errors import ConfigError
 from engine.loop.telemetry import Telemetry
 from engine.loop.trainer import Trainer
 

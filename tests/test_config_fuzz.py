@@ -28,7 +28,10 @@ from PIL import Image
 from engine.__main__ import main
 from engine.build import checks
 from engine.build.assemble import Prepared, prepare
-from engine.config.fields import ConfigError, RunConfig, from_dict, help_for, load_file, to_dict, validate
+from engine.config.fields import RunConfig, help_for
+from engine.config.load import from_dict, load_file, to_dict
+from engine.config.reasons import validate
+from engine.errors import ConfigError
 from engine.runs import api as runs
 from engine.runs import worker
 from engine.store.db import Store

@@ -9,7 +9,8 @@ import pytest
 from dashboard import rules
 from dashboard.feed import RunFeed
 from engine import RunConfig
-from engine.config.fields import ConfigError, validate
+from engine.config.reasons import validate
+from engine.errors import ConfigError
 from engine.store.db import Store
 
 

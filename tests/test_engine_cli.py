@@ -18,7 +18,7 @@ from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
 from engine import Store, get_run, launch
 from engine.__main__ import main
-from engine.config.fields import from_dict, load_file
+from engine.config.load import from_dict, load_file
 from engine.runs import api as runs
 from engine.runs.progress import eta_text
 

@@ -291,7 +291,8 @@ def test_epochs_count_steps_from_the_dataset_size(small, run_inprocess, store):
 
 MNIST_PROBE = """
 import time
-from engine.config.fields import RunConfig, validate
+from engine.config.fields import RunConfig
+from engine.config.reasons import validate
 from engine.build import data
 cfg = validate(RunConfig(mode="nn", arch="mlp", dataset="mnist", data_root={root!r}))
 t = time.time()

@@ -10,9 +10,9 @@ import threading
 import pytest
 
 from engine import Store
-from engine.config.fields import ConfigError
+from engine.errors import LivepropError, StorageError
 from engine.loop.telemetry import Flush, Hist
-from engine.store.db import SCHEMA_VERSION, StoreError
+from engine.store.db import SCHEMA_VERSION
 
 
 def test_wal_mode_and_schema_version(store):
@@ -33,7 +33,7 @@ def test_a_newer_schema_is_refused(store):
     raw.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
     raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+    with pytest.raises(StorageError, match=f"schema version {SCHEMA_VERSION + 1}"):
         Store(store)
 
 
@@ -59,14 +59,14 @@ def store_path_of(kind, root):
 
 @pytest.mark.parametrize("kind", ["folder", "under a file", "not sqlite", "read-only folder"])
 def test_a_path_that_cannot_be_a_store_is_one_line_and_creates_nothing(kind, tmp_path):
-    """A ConfigError (StoreError), which the CLI prints as one line (test_engine_cli.py tries each command)."""
+    """A StorageError (a LivepropError), which the CLI prints as one line (test_engine_cli.py tries each command)."""
     if kind == "read-only folder" and os.geteuid() == 0:
         pytest.skip("root writes into a read-only folder")
     path = store_path_of(kind, tmp_path)
     before = tree(tmp_path)
-    with pytest.raises(StoreError) as e:
+    with pytest.raises(StorageError) as e:
         Store(path)
-    assert isinstance(e.value, ConfigError) and path in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, LivepropError) and path in str(e.value) and "\n" not in str(e.value)
     assert tree(tmp_path) == before
 
 

@@ -16,7 +16,7 @@ import torch
 from conftest import wait_for
 
 import engine
-from engine import ConfigError, Store
+from engine import ConfigError, RunStateError, Store
 
 LONG = 10**7  # steps: a run that only ends when told to
 CONTROL_EVENTS = ("pause", "resume", "lr_change", "stop", "divergence", "error")  # not the sinks' status
@@ -95,7 +95,7 @@ def test_launch_finishes_with_a_checkpoint(small, store):
     assert no_tmp_files(store) == []
     assert (Path(store).parent / "logs" / f"{run_id}.log").exists()
     # a finished run takes no more commands
-    with pytest.raises(ConfigError, match="finished; it takes no more commands"):
+    with pytest.raises(RunStateError, match="finished; it takes no more commands"):
         engine.pause(run_id, store)
 
 
@@ -132,7 +132,7 @@ def test_controls_are_acknowledged_and_recorded_while_a_reader_follows(small, st
 
     # set_lr while running, and a resume that makes no sense now is refused before it is sent
     assert acked(engine.set_lr(run_id, 2e-4, store), store)["result"] == "ok"
-    with pytest.raises(ConfigError, match="already running"):
+    with pytest.raises(RunStateError, match="already running"):
         engine.resume(run_id, store)
 
     # stop: a final checkpoint, written atomically
@@ -210,7 +210,7 @@ def test_kill_9_is_marked_failed_within_5_s_with_metrics_intact(small, store):
     assert [s for s, _ in kept] == list(range(len(kept)))
     assert all(v is not None and math.isfinite(v) for _, v in kept)
     assert run["step"] == len(kept)
-    with pytest.raises(ConfigError, match="failed"):
+    with pytest.raises(RunStateError, match="failed"):
         engine.stop(run_id, store)
 
 
@@ -248,7 +248,7 @@ def test_set_lr_refuses_a_bad_rate_before_sending(store, lr):
 
 
 def test_controls_of_an_unknown_run_say_so(store):
-    with pytest.raises(ConfigError, match="no run 'nope'"):
+    with pytest.raises(RunStateError, match="no run 'nope'"):
         engine.pause("nope", store)
 
 

@@ -237,7 +237,7 @@ def test_a_resumed_runs_step_counts_move_to_the_device_with_capturable():
 # refusals: one line, exit status 2, nothing written
 
 PRETEND_CUDA = {  # refused on a CUDA device too: checked here with the device pretended
-    "a DataLoader's batches": (["--n-samples", "100", "--batch-size", "64"], "do not fit one batch of 64"),
+    "a DataLoader's batches": (["--n-samples", "100", "--batch-size", "64"], "100 samples, batch_size 64"),
     "a dataset loaded batch by batch": (["--mode", "nn", "--dataset", "mnist"], "comes batch by batch"),
     "a sampler": (["--sampler", "random"], "sampler 'random'"),
     "two processes": (["--nproc", "2"], "2 processes"),
@@ -267,6 +267,7 @@ def test_fast_is_refused_on_the_cpu(tmp_path, capsys):
 @pytest.mark.parametrize("name", list(PRETEND_CUDA))
 def test_fast_is_refused_where_it_cannot_apply(name, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(build, "resolve_device", lambda _name: (torch.device("cuda"), "cuda (pretended)"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what engine/config/reasons.py asks
     argv, why = PRETEND_CUDA[name]
     assert why in refused(argv, str(tmp_path / "store" / "liveprop.db"), capsys)
 

@@ -242,11 +242,13 @@ def test_a_flush_the_full_disk_refused_is_retried_in_order_and_the_run_paused_an
     for i in range(6):
         sink.on_flush(Flush(10 * i, [1.0] * 10))
     commands = wait_for(lambda: control.take(), what="a command from the sink")
-    assert commands == [(None, "pause", "disk full")]
+    assert commands == [(None, "pause", "disk_full")]
     wait_for(lambda: s.get_run("r")["error"], what="the reason written")
-    assert s.get_run("r")["status"] == "paused" and s.get_run("r")["error"].startswith("disk full")
+    paused = s.get_run("r")
+    assert paused["status"] == "paused" and paused["pause_reason"] == "disk_full"
+    assert paused["error"].startswith("disk full")
     assert commands + wait_for(lambda: control.take(), what="resume") == [
-        (None, "pause", "disk full"),
+        (None, "pause", "disk_full"),
         (None, "resume", None),
     ]
     sink.close()
@@ -299,10 +301,10 @@ def test_a_full_disk_pauses_the_run_and_it_resumes_when_space_returns(small_disk
     s.close()
     ok = proc.returncode == 0 and final["status"] == "finished" and final["step"] == 30000 and resumed == 1
     fault_table.add("disk full", 1, int(not ok), lost, f"paused at step {run['step']}, resumed")
-    assert run["error"].startswith("disk full"), run["error"]
+    assert run["pause_reason"] == "disk_full" and run["error"].startswith("disk full"), run["error"]
     assert listing.returncode == 0 and "paused" in listing.stdout and "Traceback" not in listing.stderr
     assert "Traceback" not in err and "the disk holding the run store is full" in err
-    assert reasons == ["disk full"] and ok and lost == 0, (final, err[-500:])
+    assert reasons == ["disk_full"] and ok and lost == 0, (final, err[-500:])
 
 
 def test_readers_of_a_full_disk_show_the_run_paused_without_writing(store, small, monkeypatch):

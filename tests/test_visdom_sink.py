@@ -28,7 +28,9 @@ import visdom
 
 from engine.__main__ import add_config_flags, config_from_args
 from engine.build import assemble as build
-from engine.config.fields import ConfigError, RunConfig, validate
+from engine.config.fields import RunConfig
+from engine.config.reasons import validate
+from engine.errors import ConfigError
 from engine.loop.telemetry import Flush, Telemetry
 from engine.loop.trainer import Trainer
 from engine.runs import api as runs

@@ -23,7 +23,9 @@ import torch
 from engine.build import checks, models, optimizers
 from engine.build import data as data_mod
 from engine.build.batches import Batches
-from engine.config.fields import RAW_MODES, ConfigError, RunConfig, validate
+from engine.config.fields import RAW_MODES, RunConfig
+from engine.config.reasons import validate
+from engine.errors import ConfigError
 from engine.modes import MODES
 
 

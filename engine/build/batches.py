@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, WeightedRandomSampler
 
 from engine.build.data import TensorData, _whole_batch
-from engine.config.fields import ConfigError
+from engine.errors import ConfigError
 
 
 def _adapt(x, y, cfg, spec, device, dtype, channels):

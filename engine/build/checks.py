@@ -24,7 +24,7 @@ import socket
 from urllib.parse import urlsplit
 
 from engine.build import data, models
-from engine.config.fields import ConfigError
+from engine.errors import ConfigError
 
 PROBE_IMAGES = 32  # files of an image folder opened by prepare
 PROBE_TIMEOUT_S = 2.0  # for a download host's TCP connect

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from engine.config.fields import ConfigError
+from engine.errors import ConfigError
 
 IMAGE_ARCHS = ("cnn", "torchvision")
 TORCHVISION_SETS = {  # name: (torchvision class, (C, H, W), classes)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from engine.config.fields import ConfigError
+from engine.errors import ConfigError
 
 
 class ParallelBlock(nn.Module):

@@ -1,24 +1,15 @@
-"""RunConfig: every knob of a run, its default, and the one place that validates them.
+"""RunConfig: every knob of a run, its default, what it means, its allowed values, and where it applies.
 
 The CLI builds its flags from these fields, the dashboard its widgets, and the store keeps the
-config as JSON. Each field's meaning and allowed values live in its metadata (knob below), so
---help and the dashboard's help say the same thing (help_for). `validate()` turns a config into a
-*resolved* config (every "auto" decided) or raises ConfigError with one clear line. Nothing is
-launched or written before it passes.
-
-It is over 350 lines because the one validation lives beside the table of knobs it checks.
+config as JSON. Each field's facts live once, in its metadata (knob below): --help and the
+dashboard's help say the same thing (help_for); where a field applies (`where`) feeds
+engine/config/reasons.py, the one judge of a config, which the sidebar greys out from and
+validate() refuses from; `path` marks the fields that name files; `kept` the fields a fork keeps.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-import re
-import tomllib
 from dataclasses import dataclass, field, fields
-from urllib.parse import urlsplit
 
 MODES = ("manual", "autograd", "custom_function", "nn", "optim")
 RAW_MODES = ("manual", "autograd", "custom_function")  # raw tensors, MLP family only
@@ -37,15 +28,37 @@ LOSSES_AUTO = ("auto",) + LOSSES
 TASKS = ("auto", "regression", "classification")
 
 
-class ConfigError(ValueError):
-    """Bad input. The message is one line meant for a person."""
-
-
-def knob(default, help: str, choices: tuple = (), bounds: tuple = (), excluded=None):
+def knob(
+    default,
+    help: str,
+    choices: tuple = (),
+    bounds: tuple = (),
+    excluded=None,
+    where: dict | None = None,
+    strict: bool = False,
+    path: tuple | None = None,
+    kept: bool = False,
+):
     """A RunConfig field: its default, one line on what it means, and its allowed values: the choices
     of a choice, the (lowest, highest) of a number, both allowed unless one is `excluded`. The CLI's
-    --help and the dashboard's widgets read them through help_for and choices_for."""
-    return field(default=default, metadata={"help": help, "choices": choices, "bounds": bounds, "excluded": excluded})
+    --help and the dashboard's widgets read them through help_for and choices_for.
+
+    where: {other field: the values with which this one applies}, every one of them; elsewhere the field
+    does not apply. strict: a value other than the default where the field does not apply is refused
+    (else it is ignored). path: the field names a file or folder, except for these values. kept: the
+    field is part of the model or the data, which a fork keeps."""
+    meta = {"help": help, "choices": choices, "bounds": bounds, "excluded": excluded}
+    return field(default=default, metadata=meta | {"where": where or {}, "strict": strict, "path": path, "kept": kept})
+
+
+# Where fields apply (knob's `where`)
+OPTIM = {"mode": ("optim",)}
+TORCHVISION = {"arch": ("torchvision",)}
+TABULAR = {"dataset": ("random", "teacher")}
+CSV = {"dataset": ("csv",)}
+IMAGEFOLDER = {"dataset": ("imagefolder",)}
+DOWNLOADED = {"dataset": ("mnist", "fashion_mnist", "cifar10")}
+NN = {"mode": ("nn", "optim")}
 
 
 # Bounds keep every number inside what Python, torch, int64 and SQLite can hold, so that a config
@@ -63,38 +76,58 @@ MAX_TEXT = 4096  # characters in a string field: Linux's PATH_MAX
 @dataclass
 class RunConfig:
     # what to train
-    mode: str = knob("manual",           "the training loop, one file each in engine/modes/", MODES)
-    arch: str = knob("two_layer",        "the network", ARCHS)
-    tv_model: str = knob("resnet18",     "torchvision model name, when arch is torchvision")
-    pretrained: str = knob("",           '"" | path to a state_dict file | "torchvision" (weights API, needs network)')
-    freeze_backbone: bool = knob(False,  "torchvision: train only the new head")
-    d_in: int = knob(1000,               "D_in, input features (tabular data); the lecture's sizes", bounds=SIZE)
-    hidden: int = knob(100,              "H, hidden width", bounds=SIZE)
+    mode: str = knob("manual",           "the training loop, one file each in engine/modes/", MODES,
+                                         kept=True)
+    arch: str = knob("two_layer",        "the network", ARCHS,
+                                         kept=True)
+    tv_model: str = knob("resnet18",     "torchvision model name, when arch is torchvision",
+                                         where=TORCHVISION, kept=True)
+    pretrained: str = knob("",           '"" | path to a state_dict file | "torchvision" (weights API, needs network)',
+                                         where=TORCHVISION, strict=True, path=("", "torchvision"), kept=True)
+    freeze_backbone: bool = knob(False,  "torchvision: train only the new head",
+                                         where=TORCHVISION, strict=True, kept=True)
+    d_in: int = knob(1000,               "D_in, input features (tabular data); the lecture's sizes", bounds=SIZE,
+                                         where=TABULAR, kept=True)
+    hidden: int = knob(100,              "H, hidden width", bounds=SIZE,
+                                         where={"arch": MLP_ARCHS + ("parallel_block", "cnn")}, kept=True)
     d_out: int = knob(10,                "D_out, outputs (regression targets); classes come from the data",
-                                         bounds=SIZE)
-    depth: int = knob(2,                 "mlp: number of Linear layers", bounds=(1, 64))
-    bias: bool = knob(True,              "Linear layers carry a bias (the lecture's raw-tensor net has none)")
+                                         bounds=SIZE,
+                                         where=TABULAR, kept=True)
+    depth: int = knob(2,                 "mlp: number of Linear layers", bounds=(1, 64),
+                                         where={"arch": ("mlp",)}, kept=True)
+    bias: bool = knob(True,              "Linear layers carry a bias (the lecture's raw-tensor net has none)",
+                                         kept=True)
     init: str = knob("auto",             "lecture: the lecture's own draws after torch.manual_seed(seed): x, y, then "
                                          "w1, w2 (raw modes, no biases) or its nn.Sequential (nn, optim, with biases), "
                                          "for two_layer on one full batch of random data; "
                                          "randn: torch.randn weights; torch: nn.Linear's init; "
                                          "auto: lecture where it fits (nn, optim: with bias), "
-                                         "else randn for a raw mode on two_layer, else torch", INITS)
+                                         "else randn for a raw mode on two_layer, else torch", INITS,
+                                         kept=True)
     loss: str = knob("auto",             "sse: the lecture's sum of squares; "
-                                         "auto: cross_entropy for classes, else sse (raw modes) or mse", LOSSES_AUTO)
+                                         "auto: cross_entropy for classes, else sse (raw modes) or mse", LOSSES_AUTO,
+                                         kept=True)
     # how to train
-    optimizer: str = knob("",            'mode optim only; "" means adam there', OPTIMIZERS)
+    optimizer: str = knob("",            'mode optim only; "" means adam there', OPTIMIZERS,
+                                         where=OPTIM, strict=True)
     lr: float = knob(0.0,                "0 means the lecture's rate for the mode (1e-6 raw, 1e-2 nn, 1e-4 optim)",
                                          bounds=(0, 1e6))
-    momentum: float = knob(0.0,          "momentum, for sgd and rmsprop", bounds=(0, 1))
-    nesterov: bool = knob(False,         "Nesterov momentum, for sgd (needs momentum > 0)")
-    beta1: float = knob(0.9,             "adam, adamw: decay of the gradient's running mean", bounds=(0, 1), excluded=1)
+    momentum: float = knob(0.0,          "momentum, for sgd and rmsprop", bounds=(0, 1),
+                                         where=OPTIM | {"optimizer": ("sgd", "rmsprop")})
+    nesterov: bool = knob(False,         "Nesterov momentum, for sgd (needs momentum > 0)",
+                                         where=OPTIM | {"optimizer": ("sgd",)}, strict=True)
+    beta1: float = knob(0.9,             "adam, adamw: decay of the gradient's running mean", bounds=(0, 1), excluded=1,
+                                         where=OPTIM | {"optimizer": ("adam", "adamw")})
     beta2: float = knob(0.999,           "adam, adamw: decay of the squared gradient's running mean",
-                                         bounds=(0, 1), excluded=1)
+                                         bounds=(0, 1), excluded=1,
+                                         where=OPTIM | {"optimizer": ("adam", "adamw")})
     eps: float = knob(1e-8,              "adam, adamw, rmsprop, adagrad: added to the denominator",
-                                         bounds=(0, 1), excluded=0)
-    weight_decay: float = knob(0.0,      "L2 penalty, for every optimizer", bounds=(0, 1e3))
-    alpha: float = knob(0.99,            "rmsprop: smoothing constant", bounds=(0, 1), excluded=1)
+                                         bounds=(0, 1), excluded=0,
+                                         where=OPTIM | {"optimizer": ("adam", "adamw", "rmsprop", "adagrad")})
+    weight_decay: float = knob(0.0,      "L2 penalty, for every optimizer", bounds=(0, 1e3),
+                                         where=OPTIM)
+    alpha: float = knob(0.99,            "rmsprop: smoothing constant", bounds=(0, 1), excluded=1,
+                                         where=OPTIM | {"optimizer": ("rmsprop",)})
     steps: int = knob(500,               "the lecture's loop length; 0 means use epochs", bounds=(0, 10**12))
     epochs: int = knob(0,                "used when steps is 0", bounds=(0, 10**6))
     until_stopped: bool = knob(False,    "train until Stop (or Ctrl-C); steps and epochs are not used")
@@ -102,16 +135,21 @@ class RunConfig:
                                          bounds=(0, MAX_PACE))
     seed: int = knob(0,                  "torch.manual_seed for the weights; the data draws from seed + 1, "
                                          "except with init lecture, which draws x and y first, as the lecture does",
-                                         bounds=(0, 2**63 - 2))
-    device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES)
-    dtype: str = knob("float32",         "float64 for the gradient-equivalence checks", DTYPES)
+                                         bounds=(0, 2**63 - 2),
+                                         kept=True)
+    device: str = knob("auto",           "auto picks cuda when there is one, and says so", DEVICES,
+                                         kept=True)
+    dtype: str = knob("float32",         "float64 for the gradient-equivalence checks", DTYPES,
+                                         kept=True)
     precision: str = knob("fp32",        "modes nn and optim; tf32: float32 matmuls and convolutions in TensorFloat-32 "
                                          "on CUDA (no effect on the CPU); bf16: forward pass and loss under autocast "
-                                         "to bfloat16, on CUDA or the CPU", PRECISIONS)
+                                         "to bfloat16, on CUDA or the CPU", PRECISIONS,
+                                         where=NN | {"dtype": ("float32",)}, strict=True)
     fast: bool = knob(False,             "capture the whole step as a CUDA graph and replay many steps per Python "
                                          "iteration (engine/loop/fast.py); CUDA, one full batch in memory, one process")
     compile: bool = knob(False,          "nn, optim: the model through torch.compile (the first step waits for "
-                                         "the compiler: seconds to a minute)")
+                                         "the compiler: seconds to a minute)",
+                                         where=NN | {"nproc": (1,), "nnodes": (1,)}, strict=True)
     nproc: int = knob(1,                 "processes on this machine (torchrun --nproc-per-node), data-parallel: each "
                                          "takes its share of the batch; gloo on the CPU, nccl on CUDA",
                                          bounds=(1, 256))
@@ -122,22 +160,34 @@ class RunConfig:
                                          "an op without one fails the run, named")
     # data
     dataset: str = knob("random",        "random: the lecture's torch.randn x and y; "
-                                         "teacher: regression against a fixed random network", DATASETS)
+                                         "teacher: regression against a fixed random network", DATASETS,
+                                         kept=True)
     n_samples: int = knob(64,            "random/teacher: dataset size (64 = the lecture's one full batch)",
-                                         bounds=(1, 10**12))
-    batch_size: int = knob(64,           "N, samples per step", bounds=SIZE)
-    shuffle: bool = knob(True,           "reshuffle the data every epoch (without a sampler)")
-    sampler: str = knob("none",          "how batches are drawn: random with replacement, balanced by class", SAMPLERS)
+                                         bounds=(1, 10**12),
+                                         where=TABULAR, kept=True)
+    batch_size: int = knob(64,           "N, samples per step", bounds=SIZE,
+                                         kept=True)
+    shuffle: bool = knob(True,           "reshuffle the data every epoch (without a sampler)",
+                                         kept=True)
+    sampler: str = knob("none",          "how batches are drawn: random with replacement, balanced by class", SAMPLERS,
+                                         kept=True)
     num_workers: int = knob(0,           "DataLoader worker processes; 0 loads in the training process",
-                                         bounds=(0, 64))
-    csv_path: str = knob("",             "dataset csv: the file")
-    csv_target: str = knob("",           "dataset csv: the target column's name")
+                                         bounds=(0, 64),
+                                         kept=True)
+    csv_path: str = knob("",             "dataset csv: the file",
+                                         where=CSV, path=("",), kept=True)
+    csv_target: str = knob("",           "dataset csv: the target column's name",
+                                         where=CSV, kept=True)
     task: str = knob("auto",             "csv: what the target column is; "
-                                         "auto: classes when whole numbers with at most 20 values", TASKS)
-    image_dir: str = knob("",            "dataset imagefolder: the folder, one subfolder per class")
+                                         "auto: classes when whole numbers with at most 20 values", TASKS,
+                                         where=CSV, kept=True)
+    image_dir: str = knob("",            "dataset imagefolder: the folder, one subfolder per class",
+                                         where=IMAGEFOLDER, path=("",), kept=True)
     image_size: int = knob(32,           "imagefolder: images are resized to this many pixels a side",
-                                         bounds=(1, 4096))
-    data_root: str = knob("data",        "torchvision datasets are downloaded here")
+                                         bounds=(1, 4096),
+                                         where=IMAGEFOLDER, kept=True)
+    data_root: str = knob("data",        "torchvision datasets are downloaded here",
+                                         where=DOWNLOADED, path=(), kept=True)
     # telemetry and run control
     telemetry_every: int = knob(0,       "K: histograms, norms, ratios, gradient check every K steps; "
                                          "0 = auto, about once per telemetry_seconds of training", bounds=(0, 10**12))
@@ -159,181 +209,42 @@ class RunConfig:
     visdom_base_url: str = knob("",      "the server's -base_url, e.g. /visdom")
     visdom_env: str = knob("",           '"" = liveprop_<name>-<run id>')
     visdom_username: str = knob("",      "for -enable_login; the password is read from $LIVEPROP_VISDOM_PASSWORD only")
-    tensorboard_dir: str = knob("",      'write TensorBoard event files under DIR/<run>; "" = off')
+    tensorboard_dir: str = knob("",      'write TensorBoard event files under DIR/<run>; "" = off',
+                                         path=("",))
+
+    @property
+    def world(self) -> int:
+        """Processes that train the run together: nproc on each of nnodes machines."""
+        return self.nproc * self.nnodes
+
+
 # fmt: on
 
 
 def help_for(name: str) -> str:
     """One line on a RunConfig field for people, the same in CLI --help and the dashboard's widgets:
     what it means, then its allowed values: a choice's choices, a number's bounds."""
-    meta = _FIELDS[name].metadata
+    meta = FIELDS[name].metadata
     return (
         meta["help"]
         + (f"; one of: {', '.join(meta['choices'])}" if meta["choices"] else "")
-        + (f"; {_range(name)}" if meta["bounds"] else "")
+        + (f"; {range_text(name)}" if meta["bounds"] else "")
     )
 
 
 def choices_for(name: str) -> tuple:
     """A choice field's allowed values; () for a free one."""
-    return _FIELDS[name].metadata["choices"]
+    return FIELDS[name].metadata["choices"]
 
 
-def _range(name: str) -> str:
+def range_text(name: str) -> str:
     """A number field's bounds as --help and its refusal say them: "between 0 and 1, 1 excluded"."""
-    meta, form = _FIELDS[name].metadata, "g" if isinstance(_FIELDS[name].default, float) else "d"
+    meta, form = FIELDS[name].metadata, "g" if isinstance(FIELDS[name].default, float) else "d"
     (lo, hi), excluded = meta["bounds"], meta["excluded"]
     return f"between {lo:{form}} and {hi:{form}}" + ("" if excluded is None else f", {excluded:{form}} excluded")
 
 
-_FIELDS = {f.name: f for f in fields(RunConfig)}
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
-
-
-def from_dict(d: dict) -> RunConfig:
-    unknown = [k for k in d if k not in _FIELDS]
-    if unknown:
-        raise ConfigError(f"unknown config key {_shown(unknown[0])}; known keys: {', '.join(_FIELDS)}")
-    return RunConfig(**{k: _coerce(k, v, type(_FIELDS[k].default)) for k, v in d.items()})
-
-
-def _coerce(key, value, typ):
-    """value as typ, or ConfigError: a file's `steps = 2.9` is refused, never cut to 2, and `shuffle = 2` too."""
-    if typ is bool:
-        words = {
-            "1": True,
-            "true": True,
-            "yes": True,
-            "on": True,
-            "0": False,
-            "false": False,
-            "no": False,
-            "off": False,
-        }
-        if isinstance(value, str) and value.lower() in words:
-            return words[value.lower()]
-        if isinstance(value, (int, float)) and value in (0, 1):  # True and False among them
-            return bool(value)
-        raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):  # no True for a number, no lists
-        raise ConfigError(f"{key}: {_shown(value)} is not a valid {typ.__name__}")
-    if typ is int:
-        try:
-            n = int(value)  # this cuts a float ...
-        except (ValueError, OverflowError):
-            n = None
-        if n is None or (isinstance(value, float) and n != value):  # ... so 2.9 is refused here; 3.0 is 3
-            raise ConfigError(f"{key} must be a whole number, got {_shown(value)}")
-        return n
-    try:
-        return typ(value)
-    except (ValueError, OverflowError):  # float(10**400), str(10**5000)
-        raise ConfigError(f"{key}: {_shown(value)} is not a valid {typ.__name__}") from None
-
-
-def _shown(value) -> str:
-    """value as a one-line message quotes it: its repr (which escapes newlines, NULs and lone surrogates),
-    cut short. A huge int is described instead: its repr would be long, or raise past 4300 digits."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return f"a number of {math.floor(math.log10(abs(value))) + 1} digits"
-    if not isinstance(value, (str, int, float)) and value is not None:
-        return f"a {type(value).__name__}"
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(value)} characters)"
-
-
-def load_file(path: str) -> dict:
-    """Read a TOML or JSON config file into a dict (never executed, never unpickled)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {_shown(path)}")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if path.endswith(".json"):
-            d = json.loads(raw)
-        else:
-            d = tomllib.loads(raw.decode("utf-8"))
-    except OSError as e:  # not readable
-        raise ConfigError(f"config file {_shown(path)} cannot be read: {e.strerror}") from None
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; RecursionError: [[[[...
-        raise ConfigError(f"{_shown(path)} does not parse: {e}") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{_shown(path)}: expected a table of settings at the top level")
-    return d
-
-
-def to_dict(cfg: RunConfig) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def _choice(key, value, allowed):
-    if value not in allowed:
-        raise ConfigError(f"unknown {key} {_shown(value)}; choose one of: {', '.join(allowed)}")
-
-
-KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
-NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters, lone surrogates
-# the path fields, each with its values that name no path ("" data_root is the working folder: a path)
-PATHS = {
-    "csv_path": ("",),
-    "image_dir": ("",),
-    "pretrained": ("", "torchvision"),
-    "data_root": (),
-    "tensorboard_dir": ("",),
-}
-
-
-def _check_field(name, value):
-    """One field on its own: its type, a number's bounds, a string's text and a choice's choices."""
-    meta, kind = _FIELDS[name].metadata, type(_FIELDS[name].default)
-    kinds = (int, float) if kind is float else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and kind is not bool):  # True is an int too
-        raise ConfigError(f"{name} must be {KINDS[kind]}, got {_shown(value)}")
-    if meta["bounds"]:
-        lo, hi = meta["bounds"]
-        if not (lo <= value <= hi and value != meta["excluded"]):  # nan is never in bounds
-            who = "lr, the learning rate," if name == "lr" else name  # the word people search a message for
-            raise ConfigError(f"{who} must be {_range(name)}, got {_shown(value)}")
-    if kind is str:
-        _check_text(name, value)
-        if meta["choices"] and name != "optimizer":  # optimizer: "" unless mode optim, checked in validate
-            _choice(name, value, meta["choices"])
-
-
-def _check_text(name, value):
-    """Text that the store can keep as UTF-8 (no lone surrogates, which a command line can carry), that a
-    message or a log shows on one line and a path can hold: no control characters, at most MAX_TEXT."""
-    if len(value) > MAX_TEXT:
-        raise ConfigError(f"{name} is {len(value)} characters long; at most {MAX_TEXT} are allowed")
-    bad = NOT_TEXT.search(value)
-    if bad:
-        raise ConfigError(f"{name} must be plain text, but holds {bad.group()!r} at character {bad.start() + 1}")
-
-
-def _confine_paths(c):
-    """With $LIVEPROP_DATA_ROOT set (the dashboard sets it when it listens beyond this machine), every path
-    a run reads or writes must lie inside that folder once symlinks and .. are resolved, so a visitor
-    cannot reach the server's other files. A relative path is taken inside the root, and the config keeps
-    the resolved path: the worker opens what was checked."""
-    root = os.environ.get("LIVEPROP_DATA_ROOT")
-    if not root:
-        return
-    root = os.path.realpath(root)
-    for name, no_path in PATHS.items():
-        value = getattr(c, name)
-        if value in no_path:
-            continue
-        path = os.path.realpath(os.path.join(root, value))
-        if os.path.commonpath([root, path]) != root:
-            raise ConfigError(f"{name}: {value} is outside the data root {root} (LIVEPROP_DATA_ROOT)")
-        setattr(c, name, path)
+FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
 def default_lr(mode: str) -> float:
@@ -341,127 +252,5 @@ def default_lr(mode: str) -> float:
     return {"manual": 1e-6, "autograd": 1e-6, "custom_function": 1e-6, "nn": 1e-2, "optim": 1e-4}[mode]
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Check every field and return a copy with every "auto" resolved. Raises ConfigError."""
-    c = dataclasses.replace(cfg)
-    for name in _FIELDS:
-        _check_field(name, getattr(c, name))
-    _confine_paths(c)
-
-    if c.mode in RAW_MODES and c.arch not in MLP_ARCHS:
-        raise ConfigError(
-            f"mode {c.mode!r} works on raw weight tensors, so it takes arch "
-            f"{' or '.join(MLP_ARCHS)}; use mode nn or optim for {c.arch!r}"
-        )
-    if c.mode != "optim" and c.optimizer:
-        raise ConfigError(
-            f"an optimizer applies only to mode 'optim'; mode {c.mode!r} updates the weights by hand (w -= lr * grad)"
-        )
-    if c.mode == "optim":
-        c.optimizer = c.optimizer or "adam"
-        _choice("optimizer", c.optimizer, OPTIMIZERS)
-    if c.nesterov and (c.optimizer != "sgd" or c.momentum <= 0):
-        raise ConfigError("nesterov needs optimizer sgd with momentum > 0")
-
-    if c.lr == 0:
-        c.lr = default_lr(c.mode)
-    if c.steps == 0 and c.epochs == 0 and not c.until_stopped:
-        raise ConfigError("give a positive number of steps, or steps = 0 and a positive number of epochs")
-
-    if c.dataset == "csv":
-        if not c.csv_path:
-            raise ConfigError("dataset csv needs csv_path (--csv-path FILE)")
-        if not os.path.isfile(c.csv_path):
-            raise ConfigError(f"CSV file not found: {c.csv_path}")
-        if not c.csv_target:
-            raise ConfigError("dataset csv needs csv_target, the name of the target column")
-    if c.dataset == "imagefolder" and not os.path.isdir(c.image_dir):
-        raise ConfigError(f"image folder not found: {c.image_dir!r} (--image-dir DIR)")
-    if c.pretrained and c.pretrained != "torchvision":
-        if c.arch != "torchvision":
-            raise ConfigError("pretrained weights apply to arch torchvision")
-        if not os.path.isfile(c.pretrained):
-            raise ConfigError(f"pretrained weights file not found: {c.pretrained}")
-    if c.freeze_backbone and c.arch != "torchvision":
-        raise ConfigError("freeze_backbone applies to arch torchvision")
-
-    if c.precision != "fp32" and c.mode in RAW_MODES:
-        raise ConfigError(
-            f"precision {c.precision} applies to modes nn and optim: mode {c.mode!r} runs the lecture's hand-written "
-            f"tensor code as written, in {c.dtype}, the reference the other modes are checked against"
-        )
-    if c.precision != "fp32" and c.dtype == "float64":
-        raise ConfigError(
-            f"precision {c.precision} lowers float32 matmuls only; dtype float64 keeps every op in float64 "
-            f"(autocast leaves it alone), so use precision fp32 or dtype float32"
-        )
-    _check_ranks(c)
-    _check_compile(c)
-    _check_visdom(c)
-    _resolve_init(c)
-    return c
-
-
-def _check_compile(c):
-    if c.compile and c.mode in RAW_MODES:
-        raise ConfigError(
-            f"compile applies to modes nn and optim; mode {c.mode!r} runs the lecture's tensor code as written"
-        )
-    if c.compile and c.nproc * c.nnodes > 1:
-        raise ConfigError("compile runs on one process; several processes train the model as written")
-
-
-def _check_ranks(c):
-    """Several processes (nproc x nnodes, engine/loop/distributed.py) split each batch evenly, so that together they
-    take the batch one process would: the same gradient, the same trajectory."""
-    world = c.nproc * c.nnodes
-    if c.nnodes > 1 and not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", c.rdzv_endpoint):
-        raise ConfigError(f"nnodes {c.nnodes} needs rdzv_endpoint HOST:PORT, reachable from every machine")
-    if world > 1 and c.batch_size % world:
-        raise ConfigError(f"batch_size {c.batch_size} does not split evenly over {world} processes; make it a multiple")
-    if world > 1 and c.sampler in ("random", "balanced"):
-        raise ConfigError(f"sampler {c.sampler!r} draws for one process; with {world} processes use none or sequential")
-
-
-def _resolve_init(c):
-    """init "auto" -> "lecture" where the run is the lecture's own program: the two-layer net on one full
-    batch of random data (and, for nn and optim, with the biases of its nn.Linear layers). Else "randn" for a
-    raw mode on two_layer (the lecture's torch.randn weights, lr 1e-6), else "torch".
-
-    The lecture init builds the lecture's model, so it sets bias as the lecture has it: no biases in the
-    raw-tensor net (w1, w2 only), nn.Linear's in the nn programs. The resolved config says so."""
-    misfits = [
-        f"arch is {c.arch!r}" if c.arch != "two_layer" else "",
-        f"dataset is {c.dataset!r}" if c.dataset != "random" else "",
-        f"sampler is {c.sampler!r}" if c.sampler != "none" else "",
-        f"n_samples {c.n_samples} > batch_size {c.batch_size}" if c.n_samples > c.batch_size else "",
-    ]
-    misfits = [m for m in misfits if m]
-    if c.init == "auto":
-        if not misfits and (c.mode in RAW_MODES or c.bias):
-            c.init = "lecture"
-        else:
-            c.init = "randn" if (c.mode in RAW_MODES and c.arch == "two_layer") else "torch"
-    if c.init == "lecture":
-        if misfits:
-            raise ConfigError(
-                "init 'lecture' is the lecture's two-layer net on one full batch of random data (arch two_layer, "
-                f"dataset random, sampler none, n_samples <= batch_size); here {', '.join(misfits)}"
-            )
-        c.bias = c.mode not in RAW_MODES
-
-
-def _check_visdom(c):
-    if c.visdom and c.visdom.lower() != "off":
-        try:
-            u = urlsplit(c.visdom if "://" in c.visdom else "http://" + c.visdom)
-            _ = u.port  # parsing the port raises ValueError for a bad one
-        except ValueError:
-            u = None
-        if u is not None and u.password is not None:  # never echo it: this line may be logged
-            raise ConfigError(
-                "visdom: put no password in the URL (the config is stored); set LIVEPROP_VISDOM_PASSWORD instead"
-            )
-        if u is None or u.scheme not in ("http", "https") or not u.hostname:
-            shown = repr(c.visdom) if "@" not in c.visdom else "the URL"
-            raise ConfigError(f"visdom: {shown} is not a server URL like http://127.0.0.1:8097")
+PATHS = {name: f.metadata["path"] for name, f in FIELDS.items() if f.metadata["path"] is not None}
+KEPT_BY_FORK = tuple(name for name, f in FIELDS.items() if f.metadata["kept"])

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config.fields import ConfigError, to_dict
+from engine.config.load import to_dict
+from engine.errors import StorageError
 
 VERSION = 1
 HISTORY = 16  # earlier checkpoints kept per run (the newest, and the first), for a fork from step k
@@ -108,9 +109,9 @@ def load(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # missing, truncated, or not a checkpoint of ours
-        raise ConfigError(f"cannot read the checkpoint {path}: {type(e).__name__}: {e}") from None
+        raise StorageError(f"cannot read the checkpoint {path}: {type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict) or ckpt.get("version") != VERSION or "rng" not in ckpt:
-        raise ConfigError(f"{path} is not a resumable checkpoint (it was written before resume existed)")
+        raise StorageError(f"{path} is not a resumable checkpoint (it was written before resume existed)")
     return ckpt
 
 

@@ -193,7 +193,7 @@ class Trainer:
             self._events.append((self.step, "resume", {}))
         elif command == "pause" and not paused:
             self.control.ack(cid)
-            self._pause("pause", {"reason": value} if value else {})  # the store sink's: "disk full"
+            self._pause("pause", {"reason": value} if value else {})  # the store sink's: "disk_full"
             return False
         else:
             self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")

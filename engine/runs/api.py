@@ -32,15 +32,17 @@ import sys
 import threading
 import time
 
+from engine.errors import ConfigError, DiskFull, RunStateError
 from engine.loop import checkpoint
 
 from engine.loop import distributed
 
 from engine.runs import standby
 from engine.build.assemble import Prepared, prepare
-from engine.config.fields import ConfigError, RunConfig, from_dict, to_dict
+from engine.config.fields import RunConfig
+from engine.config.load import from_dict, to_dict
 from engine.store.files import RunFiles, alive, remove_stale_tmp
-from engine.store.db import ACTIVE, PROJECT, DiskFull, Store, default_path, opened
+from engine.store.db import ACTIVE, PROJECT, Store, default_path, opened
 
 STALE_S = 15.0  # no heartbeat for this long: the worker is presumed dead even if its pid lives
 DISK_STALE_S = 2.0  # no heartbeat for this long and the store's disk full: the worker waits for space
@@ -91,16 +93,16 @@ def resume_run(run_id: str, steps: int | None = None, store: str | None = None) 
     with opened(store_path) as s:
         run = _reap(s, s.get_run(run_id))
         if run is None:
-            raise ConfigError(f"no run {run_id!r} in {s.path}")
+            raise RunStateError(f"no run {run_id!r} in {s.path}")
         if run["status"] in ACTIVE:
-            raise ConfigError(f"run {run_id} is {run['status']}; only an ended run is resumed from its checkpoint")
+            raise RunStateError(f"run {run_id} is {run['status']}; only an ended run is resumed from its checkpoint")
         path = RunFiles.of(run_id, s.path).checkpoint
         if not path.is_file():
-            raise ConfigError(f"run {run_id} has no checkpoint (it ended before its first); start it again instead")
+            raise RunStateError(f"run {run_id} has no checkpoint (it ended before its first); start it again instead")
         step = checkpoint.load(path)["step"]
         total = steps or run["total_steps"]
         if total is not None and step >= total:
-            raise ConfigError(f"run {run_id} has done its {total} steps; give --steps beyond {step} to train on")
+            raise RunStateError(f"run {run_id} has done its {total} steps; give --steps beyond {step} to train on")
         s.truncate(run_id, step)
         s.update_run(run_id, status="queued", error=None, ended=None, pid=None, total_steps=total, checkpoint=str(path))
         s.add_event(run_id, step, "resumed", {"from": run["status"], "step": step})
@@ -124,7 +126,7 @@ def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str
     with opened(store_path) as s:
         parent = _reap(s, s.get_run(run_id))
         if parent is None:
-            raise ConfigError(f"no run {run_id!r} in {s.path}")
+            raise RunStateError(f"no run {run_id!r} in {s.path}")
         fixed = [k for k in changes if k in FIXED]
         if fixed:
             raise ConfigError(f"a fork keeps the model and the data; {fixed[0]} cannot change (start a new run)")
@@ -132,7 +134,7 @@ def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str
         source = files.checkpoint_at_or_before(step)
         if source is None:
             kept = sorted(int(p.stem) for p in files.history.glob("*.pt") if p.stem.isdigit())
-            raise ConfigError(f"run {run_id} has no checkpoint at or before step {step}; it has steps {kept or 'none'}")
+            raise RunStateError(f"run {run_id} has no checkpoint at or before step {step}; it has steps {kept or 'none'}")
         at = int(source.stem)
         cfg = from_dict({**parent["config"], "name": f"fork of {parent['name'] or run_id} at step {at}", **changes})
         p = prepare(cfg)
@@ -203,11 +205,11 @@ def _send(run_id: str, command: str, value=None, store=None) -> int:
     with opened(store) as s:
         run = _reap(s, s.get_run(run_id))
         if run is None:
-            raise ConfigError(f"no run {run_id!r} in {s.path}")
+            raise RunStateError(f"no run {run_id!r} in {s.path}")
         if run["status"] not in ACTIVE:
-            raise ConfigError(f"run {run_id} is {run['status']}; it takes no more commands")
+            raise RunStateError(f"run {run_id} is {run['status']}; it takes no more commands")
         if (command, run["status"]) in (("resume", "running"), ("pause", "paused")):  # the worker would ignore it
-            raise ConfigError(f"run {run_id} is already {run['status']}; {command} does nothing")
+            raise RunStateError(f"run {run_id} is already {run['status']}; {command} does nothing")
         return s.send_control(run_id, command, value)
 
 
@@ -289,7 +291,8 @@ def _reap(s: Store, run: dict | None) -> dict | None:
     if run["pid"] and not alive(run["pid"]):
         reason = f"worker process {run['pid']} died (last heartbeat {now - beat:.1f} s ago)"
     elif now - beat > DISK_STALE_S and run["pid"] and _disk_full(s.path):
-        return {**run, "status": "paused", "error": f"disk full: {disk_full_text(s.path)}; the run waits for space"}
+        error = f"disk full: {disk_full_text(s.path)}; the run waits for space"
+        return {**run, "status": "paused", "pause_reason": "disk_full", "error": error}
     elif now - beat > STALE_S and (run["pid"] or now - run["created"] > STALE_S):
         reason = f"no heartbeat from the worker for {now - beat:.0f} s"
     if reason:

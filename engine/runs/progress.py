@@ -12,7 +12,7 @@ import sys
 import time
 
 from engine.runs import api as runs
-from engine.config.fields import ConfigError
+from engine.errors import ConfigError
 from engine.store.db import opened
 from engine.loop.telemetry import Flush
 

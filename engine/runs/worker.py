@@ -26,16 +26,17 @@ from pathlib import Path
 
 import torch
 
+from engine.errors import DiskFull, LivepropError, RunStateError, StorageError
 from engine.loop import checkpoint
 from engine.build.assemble import build, prepare, resolve_device
-from engine.config.fields import ConfigError, from_dict
+from engine.config.load import from_dict
 from engine.loop.control import Control
 from engine.loop.distributed import PeerFailed, Ranks, lost
 from engine.store.files import RunFiles, remove_stale_tmp
 from engine.sinks import attach as attach_sinks
 from engine.sinks import close as close_sinks
 from engine.sinks.store import StoreSink
-from engine.store.db import PROJECT, DiskFull, Store, default_path, opened
+from engine.store.db import PROJECT, Store, default_path, opened
 from engine.loop.telemetry import Telemetry
 from engine.loop.trainer import Trainer
 
@@ -162,7 +163,7 @@ def follow(run_id: str, store_path: str) -> str:
     with opened(store_path) as store:
         row = store.get_run(run_id)
     if row is None:
-        raise ConfigError(f"no run {run_id!r} in {store_path}")
+        raise RunStateError(f"no run {run_id!r} in {store_path}")
     p = prepare(from_dict(row["config"]), memory=False)
     ranks = Ranks.from_env(resolve_device(p.cfg.device)[0])
     _stop_on_signals(Control(), ranks)
@@ -197,7 +198,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
     store = Store(store_path)
     row = store.get_run(run_id)
     if row is None:
-        raise ConfigError(f"no run {run_id!r} in {store_path}")
+        raise RunStateError(f"no run {run_id!r} in {store_path}")
     remove_stale_tmp(Path(store_path).parent)  # half-written checkpoints of killed workers
     control = Control()
     torchrun = "TORCHELASTIC_RUN_ID" in os.environ  # then its agent, the processes' parent, is the one to kill
@@ -233,9 +234,9 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         try:
             checkpoint.keep(files, checkpoint.snapshot(mode, trainer.step, p.cfg, batches))
         except OSError as e:  # a full disk: the series is stored, the weights are not
-            raise ConfigError(f"the checkpoint {files.checkpoint} could not be written: {e.strerror or e}") from None
+            raise StorageError(f"the checkpoint {files.checkpoint} could not be written: {e.strerror or e}") from None
         status = trainer.outcome
-    except (ConfigError, PeerFailed) as e:
+    except (LivepropError, PeerFailed) as e:
         error = str(e)
     except BaseException as e:  # KeyboardInterrupt included: the run is marked, then re-raised
         error = _reason(e, ranks)

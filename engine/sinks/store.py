@@ -23,8 +23,9 @@ import sys
 import threading
 import time
 
+from engine.errors import DiskFull
 from engine.loop.control import Control
-from engine.store.db import DiskFull, Store
+from engine.store.db import Store
 
 POLL_S = 0.25  # the heartbeat and the control poll
 RETRY_S = 0.5  # a write that found the disk full is tried again this often
@@ -131,8 +132,10 @@ class StoreSink:
             _say(f"the disk holding the run store is full: {self._waiting()} wait, tried every {RETRY_S} s")
         if now - self.disk_full_since >= PAUSE_AFTER_S and not self._paused_for_space:
             self._paused_for_space = True
-            self.control.put(None, "pause", "disk full")
-            self.run_fields.update(status="paused", error=f"disk full: {self._waiting()} wait for space")
+            self.control.put(None, "pause", "disk_full")
+            self.run_fields.update(
+                status="paused", pause_reason="disk_full", error=f"disk full: {self._waiting()} wait for space"
+            )
             _say("run paused until there is space again (it resumes by itself)")
 
     def _space_again(self):
@@ -142,7 +145,7 @@ class StoreSink:
         if self._paused_for_space:
             self._paused_for_space = False
             self.control.put(None, "resume")
-            self.run_fields["error"] = None
+            self.run_fields.update(error=None, pause_reason=None)
 
     def _waiting(self) -> str:
         """'8 flushes (steps 1-7316)': what the backlog holds."""

@@ -20,7 +20,7 @@ import math
 import queue
 import threading
 
-from engine.config.fields import ConfigError
+from engine.errors import ConfigError
 
 LOSS_POINTS_PER_S = 100
 

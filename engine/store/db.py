@@ -23,9 +23,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from engine.config.fields import ConfigError
+from engine.errors import DiskFull, StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BLOCK = 256  # steps per rollup block
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = PROJECT / "runs" / "liveprop.db"
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT, config TEXT NOT NULL, status TEXT NOT NULL,
     created REAL NOT NULL, started REAL, ended REAL, pid INTEGER, heartbeat REAL,
-    step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, device TEXT, error TEXT, checkpoint TEXT);
+    step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, device TEXT, error TEXT, checkpoint TEXT,
+    pause_reason TEXT);
 CREATE TABLE IF NOT EXISTS scalars (
     run TEXT NOT NULL, key TEXT NOT NULL, step INTEGER NOT NULL, value REAL,
     PRIMARY KEY (run, key, step)) WITHOUT ROWID;
@@ -57,9 +58,13 @@ CREATE TABLE IF NOT EXISTS rollup (
     n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL NOT NULL,
     PRIMARY KEY (run, key, block)) WITHOUT ROWID;
 """
-# v1 -> v2: a rollup of every series per BLOCK steps, so a long run's overview reads 1/BLOCK of the rows
+# v1 -> v2: a rollup of every series per BLOCK steps, so a long run's overview reads 1/BLOCK of the rows;
+# the same statement, for one run from a step on, rebuilds what a truncate removed ("" and -1: every run)
 BACKFILL = f"""INSERT OR REPLACE INTO rollup SELECT run, key, step / {BLOCK}, COUNT(value), MIN(value),
-    MAX(value), TOTAL(value) FROM scalars GROUP BY run, key, step / {BLOCK}"""
+    MAX(value), TOTAL(value) FROM scalars WHERE (?1 = '' OR run = ?1) AND step >= ?2
+    GROUP BY run, key, step / {BLOCK}"""
+# v2 -> v3: why a paused run waits ("command", "divergence", "disk_full"), a field instead of words in `error`
+PAUSE_REASONS = ("command", "divergence", "disk_full")
 UPSERT_ROLLUP = """INSERT INTO rollup VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, block) DO UPDATE SET
     n = n + excluded.n, vsum = vsum + excluded.vsum,
     vmin = COALESCE(MIN(COALESCE(vmin, excluded.vmin), COALESCE(excluded.vmin, vmin)), vmin),
@@ -81,16 +86,6 @@ def opened(store: str | Store | None):
         yield s
     finally:
         s.close()
-
-
-class StoreError(ConfigError):
-    """The path given for the store cannot be a run store: a folder, an unwritable place, a file that
-    is not SQLite, a newer schema. The message is one line meant for a person."""
-
-
-class DiskFull(StoreError):
-    """A write failed because the disk holding the store is full. Nothing of it was written (SQLite
-    rolls the transaction back), so the same write can be tried again once there is space."""
 
 
 def _writes(method):
@@ -120,23 +115,23 @@ class Store:
     def __init__(self, path: str | None = None):
         self.path = str(path or default_path())
         if Path(self.path).is_dir():
-            raise StoreError(
+            raise StorageError(
                 f"the run store {self.path} is a folder; give a file, e.g. {Path(self.path, 'liveprop.db')}"
             )
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"cannot open the run store {self.path}: {getattr(e, 'strerror', None) or e}") from None
+            raise StorageError(f"cannot open the run store {self.path}: {getattr(e, 'strerror', None) or e}") from None
         try:
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self._migrate()
-        except (sqlite3.Error, StoreError) as e:
+        except (sqlite3.Error, StorageError) as e:
             self.db.close()
-            raise StoreError(f"cannot open the run store {self.path}: {e}") from None
+            raise StorageError(f"cannot open the run store {self.path}: {e}") from None
 
     def _migrate(self):
         row = None
@@ -145,14 +140,16 @@ class Store:
         except sqlite3.OperationalError:
             pass
         if row is not None and int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(f"it has schema version {row[0]}; this Liveprop knows {SCHEMA_VERSION}")
+            raise StorageError(f"it has schema version {row[0]}; this Liveprop knows {SCHEMA_VERSION}")
         if row is None or int(row[0]) < SCHEMA_VERSION:
             with self.tx():
                 for stmt in SCHEMA.split(";"):
                     if stmt.strip():
                         self.db.execute(stmt)
-                if row is not None:
-                    self.db.execute(BACKFILL)
+                if "pause_reason" not in {c[1] for c in self.db.execute("PRAGMA table_info(runs)")}:
+                    self.db.execute("ALTER TABLE runs ADD COLUMN pause_reason TEXT")
+                if row is not None and int(row[0]) < 2:
+                    self.db.execute(BACKFILL, ("", -1))
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def tx(self):
@@ -176,11 +173,13 @@ class Store:
         self.db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
 
     @_writes
-    def set_status(self, run_id: str, status: str, error: str | None = None):
+    def set_status(self, run_id: str, status: str, error: str | None = None, pause_reason: str | None = None):
+        """pause_reason, one of PAUSE_REASONS, is kept while the run is paused and cleared by any other status."""
         ended = time.time() if status not in ACTIVE else None
         self.db.execute(
-            "UPDATE runs SET status=?, error=COALESCE(?, error), ended=COALESCE(?, ended) WHERE id=?",
-            (status, error, ended, run_id),
+            "UPDATE runs SET status=?, error=COALESCE(?, error), ended=COALESCE(?, ended), "
+            "pause_reason=CASE WHEN ?1='paused' THEN COALESCE(?, pause_reason) END WHERE id=?",
+            (status, error, ended, pause_reason, run_id),
         )
 
     def get_run(self, run_id: str) -> dict | None:
@@ -206,9 +205,7 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE run=? AND step>=?", (run_id, step))
             self.db.execute("DELETE FROM events WHERE run=? AND step>?", (run_id, step))
             self.db.execute("DELETE FROM rollup WHERE run=? AND block>=?", (run_id, step // BLOCK))
-            self.db.execute(
-                BACKFILL.replace("GROUP BY", "WHERE run=? AND step>=? GROUP BY"), (run_id, step // BLOCK * BLOCK)
-            )
+            self.db.execute(BACKFILL, (run_id, step // BLOCK * BLOCK))
             self.db.execute("UPDATE runs SET step=? WHERE id=?", (step, run_id))
 
     # -- writing telemetry (the worker's store thread) -----------------------------------------

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from engine.build.assemble import build, prepare
-from engine.config.fields import ConfigError, from_dict
+from engine.config.load import from_dict
+from engine.errors import ConfigError, RunStateError
 from engine.loop import checkpoint
 from engine.modes import deep
 from engine.modes.functions import my_relu
@@ -53,11 +54,11 @@ def to_onnx(run_id: str, path: str | Path | None = None, store=None) -> dict:
 
     with opened(store) as s:
         if s.get_run(run_id) is None:
-            raise ConfigError(f"no run {run_id!r} in {s.path}")
+            raise RunStateError(f"no run {run_id!r} in {s.path}")
         files = RunFiles.of(run_id, s.path)
         path, source = path or files.onnx, files.checkpoint
         if not source.is_file():
-            raise ConfigError(f"run {run_id} has no checkpoint yet (one is written at its start, then periodically)")
+            raise RunStateError(f"run {run_id} has no checkpoint yet (one is written at its start, then periodically)")
         ckpt = checkpoint.load(source)
         p = prepare(dataclasses.replace(from_dict(ckpt["config"]), device="cpu"), memory=False)
         mode, batches = build(p)

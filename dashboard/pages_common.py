@@ -141,3 +141,12 @@ def size_text(n: int) -> str:
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+
+
+def applying(config: dict) -> dict:
+    """A stored config without the fields that do not apply to its run (the engine's reasons); a config
+    this version cannot read is shown whole."""
+    try:
+        return engine.applying(engine.from_dict(config))
+    except engine.LivepropError:
+        return config

@@ -9,7 +9,8 @@ a config); reads of a run's series go through engine/store/db.py's Store, the on
 
 from engine.build.assemble import prepare
 from engine.config.fields import RunConfig
-from engine.config.reasons import validate
+from engine.config.load import from_dict
+from engine.config.reasons import applying, reasons, validate
 from engine.errors import ConfigError, DiskFull, LivepropError, RunStateError, StorageError
 from engine.runs.api import (
     delete_run,
@@ -39,6 +40,9 @@ __all__ = [
     "DiskFull",
     "RunConfig",
     "validate",
+    "reasons",
+    "applying",
+    "from_dict",
     "prepare",
     "launch",
     "pause",

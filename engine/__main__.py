@@ -91,7 +91,7 @@ def cmd_train(args):
         return 0
     length = f"{p.total_steps} steps" if p.total_steps else "until stopped"
     print(f"run {run_id}: {p.cfg.mode} / {p.cfg.arch} / {p.cfg.dataset}, {length}", file=sys.stderr)
-    if distributed.world_of(p.cfg) > 1:
+    if p.cfg.world > 1:
         status = watch(run_id, args.store, Progress(p.total_steps))
     else:
         status = worker.run_worker(run_id, args.store, callbacks={"on_flush": [Progress(p.total_steps)]})

@@ -140,6 +140,10 @@ with st.expander("Fork: what if the run had gone on differently from a step?"):
 if run.get("error"):
     st.error(pages_common.plain(run["error"]))  # the worker's or anyone's text: never markdown
 with st.expander("Configuration, versions and code"):
-    st.json(run["config"])
+    shown = pages_common.applying(run["config"])
+    hidden = sorted(set(run["config"]) - set(shown))
+    st.json(shown)
+    if hidden:
+        st.caption(f"Not used by this run, so not shown: {', '.join(hidden)}")
     env = db.events(run_id, kind="environment")
     st.json(env[-1]["data"] if env else {"environment": "not recorded (a run from before it was)"})

@@ -27,7 +27,7 @@ else:
         + (f"{prepared.total_steps:,} steps" if prepared.total_steps else "until stopped")
         + (f" at most {p.pace:g} steps/s" if p.pace else "")
         + f" on {prepared.device_note}"
-        + (f", {p.nproc * p.nnodes} processes (torchrun)" if p.nproc * p.nnodes > 1 else "")
+        + (f", {p.world} processes (torchrun)" if p.world > 1 else "")
         + (f", {p.precision}" if p.precision != "fp32" else "")
         + (", fast path (CUDA graph)" if p.fast else "")
         + (", torch.compile" if p.compile else "")

@@ -23,7 +23,7 @@ import torch
 from engine.build import checks, models, optimizers
 from engine.build import data as data_mod
 from engine.build.batches import Batches
-from engine.config.fields import RAW_MODES, RunConfig
+from engine.config.fields import IN_MEMORY, RAW_MODES, RunConfig
 from engine.config.reasons import validate
 from engine.errors import ConfigError
 from engine.modes import MODES
@@ -60,7 +60,7 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
         )
     if cfg.sampler == "balanced" and spec.task != "classification":  # checked here, not at the first batch
         raise ConfigError(f"sampler 'balanced' needs a classification dataset; {cfg.dataset!r} is {spec.task}")
-    _check_fast(cfg, spec, device)
+    _check_fast(cfg, spec)
     _check_processes(cfg, spec, device)
     if cfg.until_stopped:
         total = None  # until Stop
@@ -78,47 +78,22 @@ def prepare(cfg: RunConfig, memory: bool = True) -> Prepared:
 
 def _check_processes(cfg: RunConfig, spec, device):
     """Several processes split every batch evenly (engine/loop/distributed.py), the one full batch too."""
-    world = cfg.nproc * cfg.nnodes
-    in_memory = cfg.dataset in ("random", "teacher", "digits", "csv")
-    if world > 1 and in_memory and spec.n and spec.n <= cfg.batch_size and spec.n % world:
+    world = cfg.world
+    if world > 1 and cfg.dataset in IN_MEMORY and spec.n and spec.n <= cfg.batch_size and spec.n % world:
         raise ConfigError(f"the {spec.n} samples, one full batch, do not split evenly over {world} processes")
     if device.type == "cuda" and cfg.nproc > torch.cuda.device_count():
         raise ConfigError(f"nproc {cfg.nproc} needs a GPU each; this machine has {torch.cuda.device_count()}")
 
 
-IN_MEMORY = ("random", "teacher", "digits", "csv")  # datasets held as tensors (engine/build/data.py TensorData)
-
-
-def _check_fast(cfg: RunConfig, spec, device):
-    """The fast path (engine/loop/fast.py) replays one captured step on the same tensors, so it needs CUDA, the
-    one full batch in memory (Batches.whole: a DataLoader gives new batches and a ragged last one), one
-    process, full speed, and an optimizer whose step a CUDA graph can hold. bf16 is allowed: fast.py
-    turns off autocast's weight cache, as torch's CUDA graph notes ask."""
-    if not cfg.fast:
-        return
-    world = cfg.nproc * cfg.nnodes
-    why = None
-    if device.type != "cuda":
-        why = "CUDA graphs need a CUDA device; on the CPU leave fast off and the plain loop runs"
-    elif world > 1:
-        why = f"it captures one process's step; {world} processes (nproc x nnodes) train with the plain loop"
-    elif cfg.pace:
-        why = "it replays many steps at once, which a pace cannot space out; use pace 0"
-    elif cfg.dataset not in IN_MEMORY:
-        why = f"dataset {cfg.dataset!r} comes batch by batch from a DataLoader; a graph replays one fixed batch"
-    elif cfg.sampler != "none":
-        why = f"sampler {cfg.sampler!r} draws new batches (a DataLoader); a graph replays one fixed batch"
-    elif spec.n > cfg.batch_size:
-        why = (
-            f"the {spec.n} samples do not fit one batch of {cfg.batch_size}, and a DataLoader's batches vary "
-            f"(the last one is ragged); a graph replays one fixed batch: make batch_size at least {spec.n}"
+def _check_fast(cfg: RunConfig, spec):
+    """The fast path replays one captured step on one fixed batch: what engine/config/reasons.py cannot judge
+    without the data, whether a digits or CSV set fits one batch (a DataLoader's batches vary, the last one is
+    ragged)."""
+    if cfg.fast and spec.n > cfg.batch_size:
+        raise ConfigError(
+            f"fast: a graph replays one fixed batch: the {spec.n} samples do not fit one batch of {cfg.batch_size}; "
+            f"make batch_size at least {spec.n}"
         )
-    elif cfg.compile:
-        why = "with compile, unchecked: a capture must hold the compiled step with no recompile or sync; use one"
-    elif cfg.mode == "optim" and cfg.optimizer == "adagrad":
-        why = "torch's adagrad reads its step count on the host, so no graph holds it; use sgd, adam, adamw or rmsprop"
-    if why:
-        raise ConfigError(f"fast: {why}")
 
 
 def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:

@@ -26,6 +26,8 @@ ON_DIVERGENCE = ("pause", "stop", "ignore")
 INITS = ("auto", "lecture", "randn", "torch")
 LOSSES_AUTO = ("auto",) + LOSSES
 TASKS = ("auto", "regression", "classification")
+GENERATED = ("random", "teacher")  # drawn here from the seed, n_samples of d_in features
+IN_MEMORY = GENERATED + ("digits", "csv")  # held as tensors (engine/build/data.py TensorData), the rest loaded
 
 
 def knob(
@@ -54,7 +56,7 @@ def knob(
 # Where fields apply (knob's `where`)
 OPTIM = {"mode": ("optim",)}
 TORCHVISION = {"arch": ("torchvision",)}
-TABULAR = {"dataset": ("random", "teacher")}
+TABULAR = {"dataset": GENERATED}
 CSV = {"dataset": ("csv",)}
 IMAGEFOLDER = {"dataset": ("imagefolder",)}
 DOWNLOADED = {"dataset": ("mnist", "fashion_mnist", "cifar10")}

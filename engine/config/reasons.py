@@ -18,7 +18,18 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from engine.config.fields import FIELDS, MAX_TEXT, MLP_ARCHS, PATHS, RAW_MODES, RunConfig, default_lr, range_text
+from engine.config.fields import (
+    FIELDS,
+    GENERATED,
+    IN_MEMORY,
+    MAX_TEXT,
+    MLP_ARCHS,
+    PATHS,
+    RAW_MODES,
+    RunConfig,
+    default_lr,
+    range_text,
+)
 from engine.config.load import shown
 from engine.errors import ConfigError
 
@@ -32,7 +43,6 @@ class Reason:
 
 KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters, lone surrogates
-IN_MEMORY = ("random", "teacher", "digits", "csv")  # datasets held as tensors (engine/build/data.py TensorData)
 
 # The line a strict field's refusal says, by the field and the gate it fails; elsewhere a line made from `where`
 REFUSED = {
@@ -103,7 +113,7 @@ def _not_here(c: RunConfig, name: str, gate: str, ok: tuple, refused: bool) -> s
     template = REFUSED.get((name, gate)) if refused else GREYED.get((name, gate)) or GREYED.get(("*", gate))
     if template:
         takes = ", ".join(optimizer_knobs(c.optimizer))
-        return template.format(**(dataclasses.asdict(c) | {"name": name.replace("_", " "), "takes": takes}))
+        return template.format(**(vars(c) | {"name": name.replace("_", " "), "takes": takes}))
     values = f"{', '.join(map(str, ok[:-1]))} or {ok[-1]}" if len(ok) > 1 else str(ok[0])
     return f"{name} applies to {gate} {values}; here {gate} is {getattr(c, gate)!r}"
 
@@ -153,7 +163,7 @@ def _fast(c: RunConfig, cuda: bool | None) -> str | None:
         return f"dataset {c.dataset!r} comes batch by batch from a DataLoader; a graph replays one fixed batch"
     if c.sampler != "none":
         return f"sampler {c.sampler!r} draws new batches (a DataLoader); a graph replays one fixed batch"
-    if c.dataset in ("random", "teacher") and c.n_samples > c.batch_size:
+    if c.dataset in GENERATED and c.n_samples > c.batch_size:
         return (
             f"a graph replays one fixed batch: {c.n_samples} samples, batch_size {c.batch_size}; make it at least that"
         )
@@ -207,6 +217,13 @@ def _refusals(c: RunConfig):
                 f"dataset random, sampler none, n_samples <= batch_size); here {', '.join(misfits)}"
             ),
         )
+
+
+def applying(cfg: RunConfig) -> dict:
+    """The config as a dict without the fields that do not apply to it (a digits run has no d_in): what
+    the Runs page and Visdom's pane show as the configuration that runs."""
+    greyed = {name for name, r in reasons(cfg).items() if r.greyed}
+    return {name: getattr(cfg, name) for name in FIELDS if name not in greyed}
 
 
 def validate(cfg: RunConfig) -> RunConfig:

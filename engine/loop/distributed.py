@@ -64,10 +64,6 @@ def command(run_id: str, store: str, cfg: dict) -> list[str]:
     return argv + ["--monitor-interval=0.5", "-m", "engine", "worker", run_id, "--store", store]
 
 
-def world_of(cfg) -> int:
-    return cfg.nproc * cfg.nnodes
-
-
 class Ranks:
     def __init__(self, rank: int, world: int, device: torch.device):
         self.rank, self.world, self.device = rank, world, device

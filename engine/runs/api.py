@@ -39,7 +39,7 @@ from engine.loop import distributed
 
 from engine.runs import standby
 from engine.build.assemble import Prepared, prepare
-from engine.config.fields import RunConfig
+from engine.config.fields import KEPT_BY_FORK, RunConfig
 from engine.config.load import from_dict, to_dict
 from engine.store.files import RunFiles, alive, remove_stale_tmp
 from engine.store.db import ACTIVE, PROJECT, Store, default_path, opened
@@ -110,14 +110,6 @@ def resume_run(run_id: str, steps: int | None = None, store: str | None = None) 
     return step
 
 
-# what a fork keeps: the model and the data (a fork changes how the run trains from step k, not what)
-FIXED = (
-    "mode", "arch", "tv_model", "pretrained", "freeze_backbone", "d_in", "hidden", "d_out", "depth", "bias", "init",
-    "loss", "seed", "device", "dtype", "dataset", "n_samples", "batch_size", "shuffle", "sampler", "num_workers",
-    "csv_path", "csv_target", "task", "image_dir", "image_size", "data_root",
-)  # fmt: skip
-
-
 def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str:
     """A new run from run_id's checkpoint at or nearest before `step`, with `changes` (a new lr, optimizer,
     ...): "what if I had lowered the lr here?". It counts its steps on from the checkpoint's, records its
@@ -127,7 +119,7 @@ def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str
         parent = _reap(s, s.get_run(run_id))
         if parent is None:
             raise RunStateError(f"no run {run_id!r} in {s.path}")
-        fixed = [k for k in changes if k in FIXED]
+        fixed = [k for k in changes if k in KEPT_BY_FORK]
         if fixed:
             raise ConfigError(f"a fork keeps the model and the data; {fixed[0]} cannot change (start a new run)")
         files = RunFiles.of(run_id, s.path)
@@ -162,8 +154,7 @@ def _start(run_id: str, store_path: str) -> None:
 
 def _processes(run_id: str, store_path: str) -> int:
     with opened(store_path) as s:
-        cfg = s.get_run(run_id)["config"]
-    return cfg.get("nproc", 1) * cfg.get("nnodes", 1)
+        return from_dict(s.get_run(run_id)["config"]).world
 
 
 def worker_command(run_id: str, store_path: str) -> list[str]:

@@ -43,10 +43,10 @@ def attach(trainer, cfg, run_id: str, store_path: str, environ=None) -> list:
     sinks = []
     settings = visdom.settings_for(cfg, run_id, environ)
     if settings:
-        from engine.config.load import to_dict
+        from engine.config.reasons import applying
 
         spool = RunFiles.of(run_id, store_path).spool
-        sinks.append(("visdom", visdom.VisdomSink(settings, run_id, to_dict(cfg), spool=spool)))
+        sinks.append(("visdom", visdom.VisdomSink(settings, run_id, applying(cfg), spool=spool)))
     if cfg.tensorboard_dir:
         from engine.sinks.tensorboard import TensorBoardSink
 

@@ -187,6 +187,9 @@ class VisdomSink:
             self.text.set_status(item[1])
             return
         f = item
+        for _step, kind, data in f.events:
+            if kind == "lr_change":  # the pane shows the rate the run trains at now
+                self.text.set_value("lr", data["new"])
         if f.losses:
             smooth = []
             for v in f.losses:

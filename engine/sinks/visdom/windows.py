@@ -198,6 +198,10 @@ class TextPane:
         if status != self.status:
             self.status, self.replace = status, True
 
+    def set_value(self, key: str, value):
+        if self.config.get(key) != value:
+            self.config[key], self.replace = value, True
+
     def changed(self) -> bool:
         return self.replace
 

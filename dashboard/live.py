@@ -311,7 +311,7 @@ def _loss(runs, run_id):
 def _branches(db, run_id: str, f: RunFeed) -> dict:
     """The what-if lines drawn beside a run's loss (engine.fork): the run's forks, "fork at step k: adam
     lr 1e-3", and, when the run is itself a fork, its parent's whole curve, "parent: sgd lr 1e-2"."""
-    related = [(child, f"fork at step {step}") for child, step in db.forks_of(run_id)[:MAX_BRANCHES]]
+    related = [(child, f"fork at step {step}") for child, step in engine.forks_of(run_id, db)[:MAX_BRANCHES]]
     related += [(e["data"]["parent"], "parent") for e in f.events_of("forked")[-1:]]
     out = {}
     for other, label in related:

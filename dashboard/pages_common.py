@@ -111,7 +111,7 @@ def run_rows(runs: list[dict], db: Store, now: float | None = None) -> list[dict
                 "mode": MODE_LABELS.get(c["mode"], c["mode"]),
                 "arch": c.get("arch", ""),
                 "optimizer": c.get("optimizer") or "–",
-                "lr now": db.current_lr(r["id"]),
+                "lr now": engine.current_lr(r["id"], db),
                 "steps": f"{r['step'] or 0:,} / " + (f"{r['total_steps']:,}" if r["total_steps"] else "until stopped"),
                 "duration": duration_text((r.get("ended") or now) - started),
                 "final loss": db.last_value(r["id"], "loss")[1],

@@ -13,8 +13,10 @@ from engine.config.load import from_dict
 from engine.config.reasons import applying, reasons, validate
 from engine.errors import ConfigError, DiskFull, LivepropError, RunStateError, StorageError
 from engine.runs.api import (
+    current_lr,
     delete_run,
     fork,
+    forks_of,
     get_run,
     is_run_id,
     kill,
@@ -55,6 +57,8 @@ __all__ = [
     "kill",
     "wait_ack",
     "get_run",
+    "current_lr",
+    "forks_of",
     "list_runs",
     "delete_run",
     "is_run_id",

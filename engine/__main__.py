@@ -112,7 +112,7 @@ def cmd_runs(args):
     with opened(args.store) as s:
         rows = runs.list_runs(s)
         for r in rows:  # the rate now, which set-lr (from here or the dashboard) changes while it trains
-            r["current_lr"] = s.current_lr(r["id"])
+            r["current_lr"] = runs.current_lr(r["id"], s)
         if args.format == "json":
             print(json.dumps(rows, indent=1, default=str))
             return 0

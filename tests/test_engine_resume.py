@@ -229,7 +229,7 @@ def test_a_fork_with_a_new_lr_is_the_run_with_its_lr_changed_at_that_step(small,
     assert_same(got["model"], {k: v for k, v in mode.model.state_dict().items()})
     assert [s for s, _ in losses] == list(range(at, 30)) and got["lr"] == 2e-3
     s = Store(store)
-    assert s.forks_of(parent) == [(child, at)] and s.forks_of(child) == []
+    assert engine.forks_of(parent, s) == [(child, at)] and engine.forks_of(child, s) == []
     s.close()
 
 
@@ -279,7 +279,9 @@ def test_the_runs_page_forks_at_a_step_with_a_new_lr_and_the_train_page_draws_th
     assert any("the new run" in m.value and plain(child) in m.value for m in at.success) and not at.error
     assert worker.run_worker(child, store) == "finished"
     s = Store(store)
-    assert s.forks_of(parent) == [(child, engine.get_run(child, store)["step"] and s.scalars(child, "loss")[0][0])]
+    assert engine.forks_of(parent, s) == [
+        (child, engine.get_run(child, store)["step"] and s.scalars(child, "loss")[0][0])
+    ]
     s.close()
 
 

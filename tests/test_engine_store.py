@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from engine import Store
+from engine import Store, current_lr
 from engine.errors import LivepropError, StorageError
 from engine.loop.telemetry import Flush, Hist
 from engine.store.db import SCHEMA_VERSION
@@ -283,12 +283,12 @@ def test_current_lr_is_the_last_change_else_the_config(store):
     s = Store(store)
     s.create_run("r1", {"lr": 1e-3, "mode": "nn"})
     s.create_run("r2", {"lr": 0.5, "mode": "nn"})
-    assert s.current_lr("r1") == 1e-3 and s.current_lr("nope") is None
+    assert current_lr("r1", s) == 1e-3 and current_lr("nope", s) is None
     s.add_event("r1", 3, "lr_change", {"old": 1e-3, "new": 5e-4})
     s.add_event("r1", 4, "pause", {})
     s.add_event("r1", 9, "lr_change", {"old": 5e-4, "new": 2e-4})
     s.add_event("r2", 9, "lr_change", {"old": 0.5, "new": 0.25})
-    assert (s.current_lr("r1"), s.current_lr("r2")) == (2e-4, 0.25)
+    assert (current_lr("r1", s), current_lr("r2", s)) == (2e-4, 0.25)
     s.close()
 
 

@@ -130,7 +130,7 @@ with st.expander("Fork: what if the run had gone on differently from a step?"):
     )
     f1, f2, f3 = st.columns(3)
     f1.number_input("from step", min_value=0, value=max(0, (run["step"] or 0) // 2), step=1, key="fork_step")
-    f2.number_input("learning rate", min_value=0.0, value=float(db.current_lr(run_id) or run["config"]["lr"]),
+    f2.number_input("learning rate", min_value=0.0, value=float(engine.current_lr(run_id, db) or run["config"]["lr"]),
                     format="%.3e", key="fork_lr")  # fmt: skip
     if run["config"]["mode"] == "optim":
         f3.selectbox("optimizer", OPTIMIZERS, index=OPTIMIZERS.index(run["config"]["optimizer"]), key="fork_optimizer")

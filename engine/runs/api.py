@@ -307,6 +307,20 @@ def disk_full_text(store_path: str) -> str:
     return f"the disk holding {folder} has {shutil.disk_usage(folder).free // 1024} KiB free"
 
 
+def current_lr(run_id: str, store=None) -> float | None:
+    """The run's learning rate now: the last lr_change event's new rate, else its config's (None: no run)."""
+    with opened(store) as s:
+        change = s.last_event(run_id, "lr_change")
+        run = s.get_run(run_id) if change is None else None
+    return change["data"]["new"] if change else run["config"]["lr"] if run else None
+
+
+def forks_of(run_id: str, store=None) -> list[tuple[str, int]]:
+    """(child run, the step it forked at) for every fork of run_id that still exists, oldest first."""
+    with opened(store) as s:
+        return [(e["run"], e["step"]) for e in s.events_naming("forked", "parent", run_id)]
+
+
 def get_run(run_id: str, store=None) -> dict | None:
     with opened(store) as s:
         return _reap(s, s.get_run(run_id))

@@ -406,23 +406,22 @@ class Store:
             q, args = q + " LIMIT ?", args + (int(limit),)
         return [dict(id=i, step=s, time=t, kind=k, data=json.loads(d)) for i, s, t, k, d in self.db.execute(q, args)]
 
-    def forks_of(self, run_id: str) -> list[tuple[str, int]]:
-        """(child run, the step it forked at) for every fork of run_id (engine/runs/api.py fork), oldest first."""
-        rows = self.db.execute(
-            "SELECT run, step FROM events WHERE kind='forked' AND json_extract(data, '$.parent')=? ORDER BY id",
-            (run_id,),
-        )
-        return [(r, s) for r, s in rows if self.db.execute("SELECT 1 FROM runs WHERE id=?", (r,)).fetchone()]
-
-    def current_lr(self, run_id: str) -> float | None:
-        """The run's learning rate now: the last lr_change event's new rate, else its config's (None: no run)."""
+    def last_event(self, run_id: str, kind: str) -> dict | None:
+        """The run's newest event of this kind, or None."""
         row = self.db.execute(
-            "SELECT data FROM events WHERE run=? AND kind='lr_change' ORDER BY id DESC LIMIT 1", (run_id,)
+            "SELECT id, step, time, kind, data FROM events WHERE run=? AND kind=? ORDER BY id DESC LIMIT 1",
+            (run_id, kind),
         ).fetchone()
-        if row:
-            return json.loads(row[0])["new"]
-        run = self.get_run(run_id)
-        return run["config"]["lr"] if run else None
+        return None if row is None else dict(id=row[0], step=row[1], time=row[2], kind=row[3], data=json.loads(row[4]))
+
+    def events_naming(self, kind: str, key: str, value: str) -> list[dict]:
+        """Every run's events of this kind whose data[key] is value, oldest first, from runs that still exist."""
+        rows = self.db.execute(
+            "SELECT e.run, e.step, e.data FROM events e JOIN runs r ON r.id = e.run "
+            "WHERE e.kind=? AND json_extract(e.data, '$.' || ?)=? ORDER BY e.id",
+            (kind, key, value),
+        )
+        return [dict(run=r, step=s, data=json.loads(d)) for r, s, d in rows]
 
     # -- control --------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import sys
 from engine import sinks
 from engine.config.fields import RunConfig, help_for
 from engine.config.load import from_dict, load_file
+from engine.config.reasons import reasons
 from engine.errors import ConfigError, LivepropError, RunStateError
 from engine.loop import distributed
 from engine.runs import api as runs
@@ -206,21 +207,21 @@ def cmd_delete(args):
 
 
 def cmd_join(args):
-    """This machine's share of a run on several machines (nnodes > 1): torchrun, in the foreground, with the
-    run's nproc and rendezvous. The store must be the same file on every machine (a shared folder)."""
-    with opened(args.store) as s:
-        run = s.get_run(args.run)
-        path = s.path
-    if run is None:
-        raise RunStateError(f"no run {args.run!r} in {path}")
-    if run["config"].get("nnodes", 1) < 2:
-        raise RunStateError(f"run {args.run} trains on one machine (nnodes 1); there is nothing to join")
-    return subprocess.call(distributed.command(args.run, str(path), run["config"]), cwd=runs.PROJECT)
+    """This machine's share of a run on several machines: torchrun, in the foreground, at the run's
+    rendezvous, with the run's nproc, nnodes and device as given here. Its processes get the run's config
+    from rank 0 and open no store, so no store is shared between machines (SQLite's log needs one host)."""
+    if args.nnodes < 2:
+        raise ConfigError(f"--nnodes {args.nnodes}: a run on one machine has nothing to join")
+    cfg = {"nproc": args.nproc, "nnodes": args.nnodes, "rdzv_endpoint": args.rdzv_endpoint, "device": args.device}
+    problems = [r.text for name, r in reasons(RunConfig(**cfg)).items() if r.blocks and name in cfg]
+    if problems:
+        raise ConfigError(problems[0])
+    return subprocess.call(distributed.command(args.run, "", cfg), cwd=runs.PROJECT)
 
 
 def cmd_worker(args):
     try:
-        status = worker.run_worker(args.run, args.store)
+        status = worker.run_worker(args.run, args.store, device=args.device)
     except distributed.PeerFailed as e:  # a rank other than 0, whose peer failed: rank 0 reports the run
         print(f"liveprop: {e}", file=sys.stderr)
         return 1
@@ -280,10 +281,15 @@ def main(argv=None):
 
     j = sub.add_parser("join", help="another machine's processes for a run on several machines (nnodes > 1)")
     j.add_argument("run")
+    j.add_argument("--rdzv-endpoint", required=True, help="the run's rendezvous, HOST:PORT (its rdzv_endpoint)")
+    j.add_argument("--nnodes", type=int, default=2, help="machines of the run, as launched (default 2)")
+    j.add_argument("--nproc", type=int, default=1, help="processes on this machine, as the run's nproc (default 1)")
+    j.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="the run's device")
     j.set_defaults(fn=cmd_join)
 
     w = sub.add_parser("worker", help="(internal) the background worker for a run")
     w.add_argument("run")
+    w.add_argument("--device", default="auto", help=argparse.SUPPRESS)
     w.set_defaults(fn=cmd_worker)
 
     sb = sub.add_parser("standby", help="(internal) a warm worker that waits for the store's next run")

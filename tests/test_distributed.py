@@ -144,14 +144,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_on_localhost_follow_one_process(store):
+def test_two_nodes_on_localhost_follow_one_process(store, tmp_path):
     """--nnodes 2 with a c10d rendezvous: this machine's torchrun, and `python -m engine join RUN` as the
-    second machine would run it (sharing the store's folder)."""
+    second machine would run it, with no store: its LIVEPROP_STORE names a folder that does not exist, and
+    nothing is created there (the run's config comes from rank 0)."""
     cfg = dict(mode="optim", optimizer="adam", **LECTURE)
     one, _ = run_in_process(RunConfig(**cfg), store)
-    two = RunConfig(**cfg, nnodes=2, rdzv_endpoint=f"127.0.0.1:{free_port()}")
-    run_id = runs.launch(two, store)
-    join = subprocess.run(cli_cmd("join", run_id), env=cli_env(store), cwd=REPO, capture_output=True, timeout=180)
+    endpoint = f"127.0.0.1:{free_port()}"
+    run_id = runs.launch(RunConfig(**cfg, nnodes=2, rdzv_endpoint=endpoint), store)
+    elsewhere = tmp_path / "another-machine" / "runs" / "liveprop.db"
+    argv = cli_cmd("join", run_id, "--rdzv-endpoint", endpoint, "--nnodes", 2, "--nproc", 1, "--device", "cpu")
+    join = subprocess.run(argv, env=cli_env(str(elsewhere)), cwd=REPO, capture_output=True, timeout=180)
+    assert not (tmp_path / "another-machine").exists()
     wait_for(lambda: runs.get_run(run_id, store)["status"] not in ACTIVE, 60, what="the run to end")
     run = runs.get_run(run_id, store)
     assert run["status"] == "finished", (run["error"], join.stderr.decode()[-2000:])
@@ -270,7 +274,9 @@ def test_a_split_that_cannot_be_even_is_refused_in_one_line(flags, says, store, 
     assert not os.path.exists(store) or not runs.list_runs(store)
 
 
-def test_join_refuses_a_run_on_one_machine(store, capsys):
-    run_id, _ = runs.create_run(RunConfig(steps=1), store)
-    assert main(["--store", store, "join", run_id]) == 2
+def test_join_refuses_one_machine_or_a_bad_rendezvous_in_one_line(capsys):
+    assert main(["join", "some-run", "--rdzv-endpoint", "127.0.0.1:29500", "--nnodes", "1"]) == 2
     assert "nothing to join" in capsys.readouterr().err
+    assert main(["join", "some-run", "--rdzv-endpoint", "no port here"]) == 2
+    err = capsys.readouterr().err
+    assert "needs rdzv_endpoint HOST:PORT" in err and err.count("\n") == 1

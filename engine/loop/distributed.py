@@ -54,14 +54,16 @@ class PeerFailed(Exception):
 def command(run_id: str, store: str, cfg: dict) -> list[str]:
     """torchrun for a run: nproc workers on this machine, `python -m engine worker RUN --store STORE` each.
     One machine: a standalone rendezvous on a free local port. Several: c10d at rdzv_endpoint, the run id
-    naming the rendezvous, so that `python -m engine join RUN` on each machine finds the others."""
+    naming the rendezvous, so that `python -m engine join RUN` on each machine finds the others; there
+    the workers get the run's config from rank 0 (Ranks.share), and the store is never opened."""
     argv = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg['nproc']}"]
     if cfg["nnodes"] > 1:
         argv += [f"--nnodes={cfg['nnodes']}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg['rdzv_endpoint']}"]
         argv += [f"--rdzv-id={run_id}"]
     else:
         argv += ["--standalone"]
-    return argv + ["--monitor-interval=0.5", "-m", "engine", "worker", run_id, "--store", store]
+    worker = ["-m", "engine", "worker", run_id, "--device", cfg["device"]] + (["--store", store] if store else [])
+    return argv + ["--monitor-interval=0.5", *worker]
 
 
 class Ranks:
@@ -90,6 +92,12 @@ class Ranks:
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def share(self, obj):
+        """Rank 0's obj on every rank (the run's row: the ranks on other machines never open the store)."""
+        box = [obj if self.leader else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def start(self, mode, loss: str) -> None:
         """After every rank has built its model and data: the groups with the short timeout, then the mode

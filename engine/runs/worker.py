@@ -156,19 +156,15 @@ def _start_ranks(trainer: Trainer, p) -> None:
         trainer.tel.ranks = trainer.ranks
 
 
-def follow(run_id: str, store_path: str) -> str:
+def follow(device: str) -> str:
     """A rank other than 0 under torchrun: the same training on its share of the batches, and the same
-    decisions, which rank 0 sends (engine/loop/distributed.py); it writes nothing. It reads the run's row
-    before the first barrier, which rank 0 passes before it writes the row."""
-    with opened(store_path) as store:
-        row = store.get_run(run_id)
-    if row is None:
-        raise RunStateError(f"no run {run_id!r} in {store_path}")
-    p = prepare(from_dict(row["config"]), memory=False)
-    ranks = Ranks.from_env(resolve_device(p.cfg.device)[0])
+    decisions, which rank 0 sends (engine/loop/distributed.py); it writes nothing and never opens the store
+    (on another machine there is none): rank 0 sends it the run's row. device: the run's, as configured."""
+    ranks = Ranks.from_env(resolve_device(device)[0])
     _stop_on_signals(Control(), ranks)
     try:
-        ranks.barrier()  # the run's row is read: rank 0 may write it now
+        row = ranks.share(None)
+        p = prepare(from_dict(row["config"]), memory=False)
         trainer = _trainer(p, row, ranks, Control())
         _start_ranks(trainer, p)
         trainer.run()
@@ -190,11 +186,12 @@ def _reason(e: BaseException, ranks: Ranks | None) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | None = None) -> str:
-    """Train run_id to the end; returns its final status."""
-    store_path = str(store_path or default_path())
+def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | None = None, device: str = "auto") -> str:
+    """Train run_id to the end; returns its final status. device: the run's, which a rank other than 0 needs
+    before rank 0 sends it the run's config."""
     if int(os.environ.get("RANK", "0")) > 0:
-        return follow(run_id, store_path)
+        return follow(device)
+    store_path = str(store_path or default_path())
     store = Store(store_path)
     row = store.get_run(run_id)
     if row is None:
@@ -210,7 +207,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         p = prepare(from_dict(row["config"]), memory=False)  # checked when the run was created
         ranks = Ranks.from_env(p.device)  # None in one process
         if ranks is not None:
-            ranks.barrier()  # the others have read the run's row: it may change now
+            ranks.share(row)  # the run as the others build it: they never open the store
         store.add_event(run_id, None, "environment", {**environment(p.device), "processes": ranks and ranks.world})
         files = RunFiles.of(run_id, store_path)
         trainer = _trainer(p, row, ranks, control)

@@ -168,7 +168,7 @@ def test_long_runs_read_the_rollup_with_the_same_figures_as_the_rows(db):
     bucket's min, max, sum and count must equal numpy's over the raw values of its steps."""
     import numpy as np
 
-    from engine.store.db import BLOCK
+    from engine.store.schema import BLOCK
 
     rng = np.random.default_rng(0)
     values = rng.standard_normal(100_000)

@@ -12,7 +12,7 @@ import pytest
 from engine import Store, current_lr
 from engine.errors import LivepropError, StorageError
 from engine.loop.telemetry import Flush, Hist
-from engine.store.db import SCHEMA_VERSION
+from engine.store.schema import SCHEMA_VERSION
 
 
 def test_wal_mode_and_schema_version(store):
@@ -295,7 +295,7 @@ def test_current_lr_is_the_last_change_else_the_config(store):
 def test_truncate_leaves_the_rollup_equal_to_one_computed_from_what_is_left(store):
     """A resume forgets the steps after its checkpoint: the rows, and their share of the rollup blocks,
     the block the cut falls in included (the reference: the rollup recomputed from the rows left)."""
-    from engine.store.db import BLOCK
+    from engine.store.schema import BLOCK
 
     s = Store(store)
     s.create_run("r", {})

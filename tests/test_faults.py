@@ -27,11 +27,12 @@ import torch
 from conftest import REPO, SMALL, cli_cmd, trials, wait_for
 
 import engine
+from engine.errors import DiskFull
 from engine.loop.control import Control
 from engine.loop.telemetry import Flush
 from engine.runs import api as runs
 from engine.sinks import store as store_sink
-from engine.store.db import DiskFull, Store
+from engine.store.db import Store
 from engine.store.files import RunFiles
 
 
@@ -338,7 +339,9 @@ def test_the_train_page_says_a_run_waits_for_disk_space(store, monkeypatch):
     run_id = runs.new_run_id()
     s.create_run(run_id, vars(engine.RunConfig(device="cpu")), total_steps=100)
     reason = "disk full: 3 flush(es) (steps 2000-4511) wait for space"
-    s.update_run(run_id, status="paused", error=reason, pid=os.getpid(), heartbeat=time.time() + 60)
+    s.update_run(
+        run_id, status="paused", pause_reason="disk_full", error=reason, pid=os.getpid(), heartbeat=time.time() + 60
+    )
     s.close()
     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60)
     at.query_params["run"] = run_id

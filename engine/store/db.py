@@ -8,14 +8,12 @@ incrementally (after a step or event id) or bucketed to a bounded number of rows
 per bucket, so spikes survive). Values are stored as numbers and JSON text: nothing is ever
 unpickled.
 
-It is over 350 lines on purpose: it is the one seam, and splitting its reads from its writes
-would put the schema's SQL in two places again.
+The tables themselves, and how an older store is brought up to date, are engine/store/schema.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -23,52 +21,13 @@ import sqlite3
 import time
 from pathlib import Path
 
-from engine.errors import DiskFull, StorageError
+from engine.errors import StorageError
+from engine.store.schema import BACKFILL, BLOCK, UPSERT_ROLLUP, migrate, outdated, rollup_rows
+from engine.store.sqlite import Transaction, writes
 
-SCHEMA_VERSION = 3
-BLOCK = 256  # steps per rollup block
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = PROJECT / "runs" / "liveprop.db"
 ACTIVE = ("queued", "running", "paused")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, name TEXT, config TEXT NOT NULL, status TEXT NOT NULL,
-    created REAL NOT NULL, started REAL, ended REAL, pid INTEGER, heartbeat REAL,
-    step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, device TEXT, error TEXT, checkpoint TEXT,
-    pause_reason TEXT);
-CREATE TABLE IF NOT EXISTS scalars (
-    run TEXT NOT NULL, key TEXT NOT NULL, step INTEGER NOT NULL, value REAL,
-    PRIMARY KEY (run, key, step)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS histograms (
-    run TEXT NOT NULL, step INTEGER NOT NULL, layer TEXT NOT NULL, kind TEXT NOT NULL,
-    edges TEXT NOT NULL, counts TEXT NOT NULL, nonfinite INTEGER NOT NULL,
-    PRIMARY KEY (run, kind, layer, step)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY, run TEXT NOT NULL, step INTEGER, time REAL NOT NULL,
-    kind TEXT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_run ON events (run, id);
-CREATE TABLE IF NOT EXISTS control (
-    id INTEGER PRIMARY KEY, run TEXT NOT NULL, time REAL NOT NULL, command TEXT NOT NULL,
-    value REAL, acked REAL, result TEXT);
-CREATE INDEX IF NOT EXISTS control_run ON control (run, acked);
-CREATE TABLE IF NOT EXISTS rollup (
-    run TEXT NOT NULL, key TEXT NOT NULL, block INTEGER NOT NULL,
-    n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL NOT NULL,
-    PRIMARY KEY (run, key, block)) WITHOUT ROWID;
-"""
-# v1 -> v2: a rollup of every series per BLOCK steps, so a long run's overview reads 1/BLOCK of the rows;
-# the same statement, for one run from a step on, rebuilds what a truncate removed ("" and -1: every run)
-BACKFILL = f"""INSERT OR REPLACE INTO rollup SELECT run, key, step / {BLOCK}, COUNT(value), MIN(value),
-    MAX(value), TOTAL(value) FROM scalars WHERE (?1 = '' OR run = ?1) AND step >= ?2
-    GROUP BY run, key, step / {BLOCK}"""
-# v2 -> v3: why a paused run waits ("command", "divergence", "disk_full"), a field instead of words in `error`
-PAUSE_REASONS = ("command", "divergence", "disk_full")
-UPSERT_ROLLUP = """INSERT INTO rollup VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, block) DO UPDATE SET
-    n = n + excluded.n, vsum = vsum + excluded.vsum,
-    vmin = COALESCE(MIN(COALESCE(vmin, excluded.vmin), COALESCE(excluded.vmin, vmin)), vmin),
-    vmax = COALESCE(MAX(COALESCE(vmax, excluded.vmax), COALESCE(excluded.vmax, vmax)), vmax)"""
 
 
 def default_path() -> str:
@@ -86,21 +45,6 @@ def opened(store: str | Store | None):
         yield s
     finally:
         s.close()
-
-
-def _writes(method):
-    """A write of the store: SQLite's "database or disk is full" becomes DiskFull, one line."""
-
-    @functools.wraps(method)
-    def write(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as e:
-            if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
-                raise
-            raise DiskFull(f"the disk holding the run store {self.path} is full") from None
-
-    return write
 
 
 def _nan_to_none(v):
@@ -128,51 +72,34 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=10000")
-            self._migrate()
+            if outdated(self.db):
+                with self.tx():
+                    migrate(self.db)
         except (sqlite3.Error, StorageError) as e:
             self.db.close()
             raise StorageError(f"cannot open the run store {self.path}: {e}") from None
 
-    def _migrate(self):
-        row = None
-        try:
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.OperationalError:
-            pass
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
-            raise StorageError(f"it has schema version {row[0]}; this Liveprop knows {SCHEMA_VERSION}")
-        if row is None or int(row[0]) < SCHEMA_VERSION:
-            with self.tx():
-                for stmt in SCHEMA.split(";"):
-                    if stmt.strip():
-                        self.db.execute(stmt)
-                if "pause_reason" not in {c[1] for c in self.db.execute("PRAGMA table_info(runs)")}:
-                    self.db.execute("ALTER TABLE runs ADD COLUMN pause_reason TEXT")
-                if row is not None and int(row[0]) < 2:
-                    self.db.execute(BACKFILL, ("", -1))
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-
     def tx(self):
-        return _Tx(self.db)
+        return Transaction(self.db)
 
     def close(self):
         self.db.close()
 
     # -- runs ----------------------------------------------------------------------------------
 
-    @_writes
+    @writes
     def create_run(self, run_id: str, config: dict, name: str = "", total_steps: int | None = None):
         self.db.execute(
             "INSERT INTO runs (id, name, config, status, created, total_steps) VALUES (?,?,?,?,?,?)",
             (run_id, name, json.dumps(config), "queued", time.time(), total_steps),
         )
 
-    @_writes
+    @writes
     def update_run(self, run_id: str, **fields):
         cols = ", ".join(f"{k}=?" for k in fields)
         self.db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
 
-    @_writes
+    @writes
     def set_status(self, run_id: str, status: str, error: str | None = None, pause_reason: str | None = None):
         """pause_reason, one of PAUSE_REASONS, is kept while the run is paused and cleared by any other status."""
         ended = time.time() if status not in ACTIVE else None
@@ -189,14 +116,14 @@ class Store:
     def list_runs(self) -> list[dict]:
         return [_run_dict(r) for r in self.db.execute("SELECT * FROM runs ORDER BY created DESC")]
 
-    @_writes
+    @writes
     def delete_run(self, run_id: str):
         with self.tx():
             for table in ("scalars", "histograms", "events", "control", "rollup"):
                 self.db.execute(f"DELETE FROM {table} WHERE run=?", (run_id,))
             self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
-    @_writes
+    @writes
     def truncate(self, run_id: str, step: int):
         """Forget what a run stored from `step` on, so that a resume from its checkpoint at `step`
         writes those steps again (engine/runs/api.py resume_run); events at `step` itself (the stop) stay."""
@@ -210,7 +137,7 @@ class Store:
 
     # -- writing telemetry (the worker's store thread) -----------------------------------------
 
-    @_writes
+    @writes
     def write_flush(self, run_id: str, flush) -> None:
         """One transaction per flush: losses, scalars, histograms, events, and the run's step."""
         with self.tx():
@@ -232,11 +159,11 @@ class Store:
             for step, kind, data in flush.events:
                 self.add_event(run_id, step, kind, data)
             points = [("loss", flush.first_step + i, v) for i, v in enumerate(flush.losses)]
-            self.db.executemany(UPSERT_ROLLUP, _blocks(run_id, points + [(k, s, v) for s, k, v in flush.scalars]))
+            self.db.executemany(UPSERT_ROLLUP, rollup_rows(run_id, points + [(k, s, v) for s, k, v in flush.scalars]))
             if flush.losses:
                 self.db.execute("UPDATE runs SET step=? WHERE id=?", (flush.last_step + 1, run_id))
 
-    @_writes
+    @writes
     def add_event(self, run_id: str, step: int | None, kind: str, data: dict | None = None):
         self.db.execute(
             "INSERT INTO events (run, step, time, kind, data) VALUES (?,?,?,?,?)",
@@ -425,7 +352,7 @@ class Store:
 
     # -- control --------------------------------------------------------------------------------
 
-    @_writes
+    @writes
     def send_control(self, run_id: str, command: str, value: float | None = None) -> int:
         cur = self.db.execute(
             "INSERT INTO control (run, time, command, value) VALUES (?,?,?,?)", (run_id, time.time(), command, value)
@@ -440,39 +367,13 @@ class Store:
             )
         ]
 
-    @_writes
+    @writes
     def ack_control(self, control_id: int, result: str = "ok"):
         self.db.execute("UPDATE control SET acked=?, result=? WHERE id=?", (time.time(), result, control_id))
 
     def control(self, control_id: int) -> dict | None:
         row = self.db.execute("SELECT * FROM control WHERE id=?", (control_id,)).fetchone()
         return dict(row) if row else None
-
-
-class _Tx:
-    def __init__(self, db):
-        self.db = db
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, *_):
-        if not exc_type:
-            self.db.execute("COMMIT")
-        elif self.db.in_transaction:  # SQLite may have rolled back already (a full disk does)
-            self.db.execute("ROLLBACK")
-
-
-def _blocks(run_id: str, points) -> list[tuple]:
-    """Rows for UPSERT_ROLLUP from (key, step, value) points: per key and BLOCK of steps,
-    (run, key, block, n, min, max, sum) of the finite values."""
-    out = {}
-    for key, step, v in points:
-        n, lo, hi, total = out.get((key, step // BLOCK), (0, None, None, 0.0))
-        if v is not None and math.isfinite(v):
-            n, lo, hi, total = n + 1, v if lo is None else min(lo, v), v if hi is None else max(hi, v), total + v
-        out[key, step // BLOCK] = (n, lo, hi, total)
-    return [(run_id, key, b, *vals) for (key, b), vals in out.items()]
 
 
 def _run_dict(row) -> dict:

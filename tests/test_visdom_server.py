@@ -12,18 +12,9 @@ import pytest
 import requests
 import visdom
 
+from dashboard.serve import CHROMIUM, CHROMIUM_ARGS
 from engine.sinks.visdom import server as visdom_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSETS = Path(os.environ.get("LIVEPROP_VISDOM_ASSETS", visdom_server.DEFAULT_ASSETS))
 ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 NO_PROXY = {"http": None, "https": None}

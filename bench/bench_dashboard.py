@@ -38,21 +38,12 @@ from pathlib import Path
 import engine
 from dashboard import serve
 from dashboard.feed import RunFeed
+from dashboard.serve import CHROMIUM, CHROMIUM_ARGS
 from engine.runs import standby
 from engine.store import db as store_mod
 from engine.store.db import ACTIVE, Store
 from engine.store.files import StandbyFiles
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 FIRST_POINT_JS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData && g._fullData.length > 1 ? (g._fullData[1]._length || 0) : 0; }"""
 POINTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(g =>

@@ -23,13 +23,14 @@ import sys
 from pathlib import Path
 
 import engine
+from engine.sinks.visdom import client as visdom_client
 from engine.store.db import default_path
 
 from . import gate, serve
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_DATA_ROOT = serve.ROOT / "data"  # RunConfig.data_root's default; relative paths are taken inside it
-VISDOM_USER_VAR = "LIVEPROP_VISDOM_USERNAME"  # the runs' Visdom sink reads it too
+VISDOM_USER_VAR = visdom_client.ENV_VARS["username"]  # the runs' Visdom sink reads it too
 
 
 def parse(argv=None):
@@ -77,8 +78,8 @@ def streamlit_env(visdom, login, root: str | None) -> dict:
     env = {}
     if visdom:
         env["LIVEPROP_VISDOM_URL"] = visdom.url
-    if visdom and login:  # the runs' Visdom sink logs in with these (engine/sinks/visdom/client.py)
-        env[VISDOM_USER_VAR], env["LIVEPROP_VISDOM_PASSWORD"] = login
+    if visdom and login:  # the runs' Visdom sink logs in with the digest: the password is in no environment
+        env[VISDOM_USER_VAR], env[visdom_client.DIGEST_VAR] = login[0], visdom_client.password_digest(login[1])
     if root:
         env["LIVEPROP_DATA_ROOT"] = root
     return env
@@ -107,8 +108,9 @@ def _interrupt(*_):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    # read once and dropped: no child inherits the plain text (the standby, the Visdom server); those
-    # that need it are given it (Streamlit a hash of it, Visdom and the runs' Visdom sink the login)
+    # read once and dropped: no child inherits the plain text (the standby, Streamlit, the runs); those
+    # that need it are given it (Streamlit a salted hash, the Visdom server the login through a pipe,
+    # the runs' Visdom sink the digest that Visdom's login takes)
     password = os.environ.pop(gate.PASSWORD_VAR, "")
     if why := refusal(args, password):
         print(f"liveprop: error: {why}", file=sys.stderr)

@@ -8,7 +8,7 @@ What they draw comes from live.py (fragments), figures.py (pure figure builders)
 dashboard/gate.py), a session sees only the password form until it has entered it.
 """
 
-import time
+import math
 from pathlib import Path
 
 import streamlit as st
@@ -17,6 +17,12 @@ from dashboard import gate, sidebar
 
 # The icon is a local file: a material icon as page_icon makes the browser fetch it from a font server.
 st.set_page_config(page_title="Liveprop", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
+
+
+@st.cache_resource
+def _wrong_tries() -> gate.Backoff:
+    """The server's one back-off: every session shares it (a reload is a new session)."""
+    return gate.Backoff()
 
 
 def _ask_for_the_password():
@@ -30,11 +36,12 @@ def _ask_for_the_password():
         attempt = st.text_input("Password", type="password", autocomplete="current-password")
         entered = st.form_submit_button("Open the dashboard", type="primary")
     if entered:
-        if gate.unlocks(attempt):
+        answer = _wrong_tries().attempt(st.context.ip_address, attempt)
+        if answer.unlocked:
             st.session_state.lp_unlocked = True
             st.rerun()
-        time.sleep(gate.WRONG_TRY_S)  # a guesser gets one try a second in this session
-        column.error("Wrong password.")
+        why = "Wrong password." if answer.checked else "Too many wrong tries."
+        column.error(f"{why} The next try can be made in {math.ceil(answer.wait_s)} s.")
     st.stop()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -233,6 +234,21 @@ def cmd_standby(args):
 
 
 def main(argv=None):
+    """The CLI's exit status. A reader that closes the pipe early (`| head`) ends any command quietly,
+    with 141 as a shell gives a process that SIGPIPE ended (Python ignores that signal)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())  # what is left in stdout's buffer goes nowhere at exit
+        os.close(null)
+        return 141
+
+
+def _main(argv):
     p = Parser(prog="python -m engine", description="Liveprop's training engine")
     p.add_argument("--store", default=None, help="run store path (default $LIVEPROP_STORE or runs/liveprop.db)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)

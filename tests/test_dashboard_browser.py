@@ -24,18 +24,9 @@ import pytest
 from conftest import wait_for
 
 import engine
+from dashboard.serve import CHROMIUM, CHROMIUM_ARGS
 from engine.store.db import ACTIVE
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 # the loss chart is the page's first plotly chart; _fullData holds its decoded traces

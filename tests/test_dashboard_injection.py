@@ -20,13 +20,12 @@ from streamlit.testing.v1 import AppTest
 import engine
 from dashboard import serve
 from dashboard.pages_common import WORD_JOINER, plain
+from dashboard.serve import CHROMIUM, CHROMIUM_ARGS
 from engine.store.db import Store
 
 pytestmark = pytest.mark.fault("markdown injection (one per test)")  # rows of the fault table (make fault)
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 
 LINK = "[Session expired - log in again](http://x/login)"

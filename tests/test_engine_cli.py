@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
-from engine import Store, get_run, launch
+from engine import RunConfig, Store, get_run, launch
 from engine.__main__ import main
 from engine.config.load import from_dict, load_file
 from engine.runs import api as runs
@@ -191,6 +191,43 @@ def test_runs_prints_a_table(run_300):
     [row] = rows
     assert row.split()[:4] == [run_id, "finished", "autograd", "mlp"]
     assert "300/300" in row and f"{loss[-1][1]:.4g}" in row
+
+
+def test_a_reader_that_closes_the_pipe_early_ends_every_command_quietly(tmp_path):
+    """`python -m engine ... | head` where head has already gone: every write meets a closed pipe."""
+    store = str(tmp_path / "liveprop.db")
+    run_id = "20260101-000000-0000a1"
+    s = Store(store)
+    s.create_run(run_id, vars(RunConfig(mode="manual")), total_steps=10)
+    s.close()
+    commands = {
+        "runs": ["runs"],
+        "runs json": ["runs", "--format", "json"],
+        "metrics": ["metrics", run_id],
+        "metrics json": ["metrics", run_id, "--format", "json"],
+        "help": ["train", "--help"],
+    }
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before any command writes a byte
+    try:
+        procs = {
+            k: subprocess.Popen(
+                cli_cmd(*argv, "--store", store),
+                cwd=REPO,
+                env=cli_env(store),
+                stdin=subprocess.DEVNULL,
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for k, argv in commands.items()
+        }
+    finally:
+        os.close(write)
+    ended = {k: (p.communicate(timeout=180)[1], p.returncode) for k, p in procs.items()}
+    assert {k: stderr for k, (stderr, _) in ended.items()} == {k: "" for k in commands}
+    # 141: a shell's status for a process that SIGPIPE ended; argparse's help ignores a failed write itself
+    assert {k: code for k, (_, code) in ended.items()} == {**{k: 141 for k in commands}, "help": 0}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,123 @@ def test_no_password_no_gate_and_a_plain_one_is_honoured():
     assert not gate.unlocks("guess", {gate.PASSWORD_VAR: PASSWORD})
 
 
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_wrong_tries_double_an_address_wait_and_a_try_too_soon_is_not_checked():
+    clock, environ = Clock(), {gate.PASSWORD_VAR: PASSWORD}
+    backoff = gate.Backoff(clock)
+    waits = []
+    for _ in range(9):
+        clock.now += waits[-1] if waits else 0  # each try once the last wait is over
+        answer = backoff.attempt("10.0.0.1", "guess", environ)
+        assert answer.checked and not answer.unlocked
+        waits.append(answer.wait_s)
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert backoff.attempt("10.0.0.2", "guess", environ).wait_s == 1  # another address has its own
+    too_soon = backoff.attempt("10.0.0.1", PASSWORD, environ)  # even the right password waits its turn
+    assert too_soon == gate.Answer(unlocked=False, checked=False, wait_s=60)
+    clock.now += 60
+    assert backoff.attempt("10.0.0.1", PASSWORD, environ) == gate.Answer(True, True, 0.0)
+    assert backoff.attempt("10.0.0.1", "guess", environ).wait_s == 1  # the right one starts it afresh
+
+
+def test_the_server_checks_a_bounded_number_of_wrong_tries_whatever_the_addresses():
+    clock, environ = Clock(), {gate.PASSWORD_VAR: PASSWORD}
+    backoff = gate.Backoff(clock)
+    for i in range(gate.SERVER_TRIES):
+        assert backoff.attempt(f"10.0.{i}.1", "guess", environ).checked
+    assert backoff.attempt("10.9.9.9", PASSWORD, environ) == gate.Answer(False, False, gate.SERVER_WINDOW_S)
+    clock.now += gate.SERVER_WINDOW_S
+    assert backoff.attempt("10.9.9.9", PASSWORD, environ).unlocked
+
+
+def test_the_addresses_remembered_are_bounded(monkeypatch):
+    monkeypatch.setattr(gate, "ADDRESSES", 3)
+    clock, environ = Clock(), {gate.PASSWORD_VAR: PASSWORD}
+    backoff = gate.Backoff(clock)
+    for address in ("a", "b", "c", "d"):
+        backoff.attempt(address, "guess", environ)
+    assert backoff.attempt("a", "guess", environ) == gate.Answer(False, True, 1)  # forgotten: a first wrong try
+    assert [backoff.attempt(x, "guess", environ).checked for x in "cda"] == [False, False, False]  # remembered
+
+
+def test_tries_from_many_threads_at_once_are_checked_one_at_a_time(monkeypatch):
+    checked, inside, overlapped = [], threading.Semaphore(1), []
+    real = gate.unlocks
+
+    def one_at_a_time(attempt, environ):
+        if not inside.acquire(blocking=False):
+            overlapped.append(attempt)
+        checked.append(attempt)
+        time.sleep(0.01)
+        inside.release()
+        return real(attempt, environ)
+
+    monkeypatch.setattr(gate, "unlocks", one_at_a_time)
+    backoff, go = gate.Backoff(), threading.Barrier(16)
+    environ = {gate.PASSWORD_VAR: PASSWORD}
+
+    def guess(i):
+        go.wait()
+        backoff.attempt("10.0.0.1" if i % 2 else f"10.1.0.{i}", "guess", environ)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlapped == []
+    assert len(checked) == 1 + 8  # one of the shared address's eight, and each other address's one
+
+
+@pytest.fixture
+def gated_app(monkeypatch, tmp_path):
+    """new_session(password) -> an AppTest session of the password-gated app that has entered password.
+    Each is a new session of one server (a reload), from one address; the back-off's waits are long."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LIVEPROP_STORE", str(tmp_path / "runs" / "liveprop.db"))
+    monkeypatch.setenv(gate.PASSWORD_VAR, PASSWORD)
+    for name in ("WRONG_TRY_S", "MAX_WAIT_S"):
+        monkeypatch.setattr(gate, name, 3600.0)  # no wait ends during the test
+    st.cache_resource.clear()  # a new server's back-off
+    # AppTest's stand-in runtime has no client address: every session comes from this one
+    monkeypatch.setattr(type(st.context), "ip_address", property(lambda _: "203.0.113.7"))
+
+    def new_session(password):
+        at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+        at.run()
+        at.text_input[0].input(password)
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        return at
+
+    yield new_session
+    st.cache_resource.clear()
+
+
+def test_a_reload_loop_gets_one_password_checked(gated_app, monkeypatch):
+    checked = []
+    real = gate.unlocks
+    monkeypatch.setattr(gate, "unlocks", lambda attempt, environ: checked.append(attempt) or real(attempt, environ))
+    first = gated_app("guess 0")
+    assert first.error[0].value == "Wrong password. The next try can be made in 3600 s."
+    for i in range(1, 4):  # reload, guess again
+        again = gated_app(f"guess {i}")
+        assert again.error[0].value.startswith("Too many wrong tries. The next try can be made in ")
+        assert "lp_unlocked" not in again.session_state
+    right = gated_app(PASSWORD)
+    assert "lp_unlocked" not in right.session_state and right.error[0].value.startswith("Too many wrong tries.")
+    assert checked == ["guess 0"]
+
+
 # ---------------------------------------------------------------------------------------------
 # the real servers, with the password set
 
@@ -168,7 +287,7 @@ def protected(tmp_path_factory):
 
 def test_the_streamlit_server_gets_a_hash_the_visdom_login_and_the_data_root(protected):
     environ = protected["environ"]
-    assert gate.PASSWORD_VAR not in environ
+    assert not any(PASSWORD in value for value in environ.values())  # nor in any run's, which inherit it
     assert gate.unlocks(PASSWORD, {gate.HASH_VAR: environ[gate.HASH_VAR]})
     assert environ["LIVEPROP_DATA_ROOT"] == str(protected["root"].resolve())
     # a run launched from the page inherits this environment: its Visdom sink logs in with it
@@ -212,6 +331,7 @@ def test_the_page_shows_nothing_but_the_password_form_until_it_is_entered(protec
         assert page.get_by_test_id("stAlert").count() == 1
         page.screenshot(path=str(ARTIFACTS / "exposed_wrong_password.png"))
         shows_the_form_only()
+        page.wait_for_timeout(gate.WRONG_TRY_S * 1000 + 500)  # this address's wait after its wrong try
 
         enter(PASSWORD)
         page.get_by_test_id("stSidebar").wait_for()

@@ -12,7 +12,6 @@ holds one step until a trace outgrows its buckets.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -27,7 +26,6 @@ from test_visdom_sink import StalledServer
 
 from engine.sinks import CLOSE_S
 from engine.sinks import visdom as vsink
-from engine.sinks.visdom.sink import VisdomSink
 from engine.store.db import Store
 from engine.store.files import RunFiles
 
@@ -158,25 +156,21 @@ def test_visdom_server_killed_mid_run(small, tmp_path, run_inprocess, servers, f
 # a server that accepts and never answers: the worker's exit, then the spool and its replay
 
 
-def stalled(small, store, run_inprocess, monkeypatch, replay_server) -> dict:
+def stalled(small, store, run_inprocess, replay_server) -> dict:
     """One trial: a run against a stalled server; how long after its final status run_worker returns;
     then the points in the spool, and what replaying it into a real server delivers."""
-    made = []  # the run's sink, to see its thread still held in a request at the end
-
-    def sink_with_a_long_timeout(settings, *args, **kw):
-        made.append(VisdomSink(dataclasses.replace(settings, timeout=REQUEST_TIMEOUT_S), *args, **kw))
-        return made[-1]
-
-    monkeypatch.setattr(vsink, "VisdomSink", sink_with_a_long_timeout)  # what engine.sinks.attach builds
+    before = set(threading.enumerate())
     stall = StalledServer()
     try:
-        cfg = small(steps=200, flush_every=10, telemetry_every=10, visdom=stall.url)
+        cfg = small(steps=200, flush_every=10, telemetry_every=10, visdom=stall.url, visdom_timeout=REQUEST_TIMEOUT_S)
         run_id, status = run_inprocess(cfg, store)
         returned = time.time()
-        held = made[0]._thread.is_alive()  # still in its first request: the run did not wait for it
+        # the run's sink's thread, still in its first request: the run did not wait for it
+        held = [t for t in threading.enumerate() if t.name == "liveprop-visdom" and t not in before]
     finally:
         stall.close()  # the held request ends now; the sink's thread spools once more and exits
-    made[0]._thread.join(30)
+    for thread in held:
+        thread.join(30)
 
     s = Store(store)
     exit_s = returned - s.get_run(run_id)["ended"]  # ended: written with the final status
@@ -190,7 +184,7 @@ def stalled(small, store, run_inprocess, monkeypatch, replay_server) -> dict:
     return {
         "status": status,
         "exit_s": exit_s,
-        "held": held,
+        "held": bool(held),
         "spool_lost": lost_and_wrong(loss, in_spool),
         "replayed": replayed,
         "lost": lost,
@@ -207,14 +201,14 @@ def stalled(small, store, run_inprocess, monkeypatch, replay_server) -> dict:
 # every sink CLOSE_S (2 s) together, and what is undelivered waits in the spool.
 @pytest.mark.fault("visdom server stalled")
 def test_visdom_server_stalled_exit_is_bounded_and_the_spool_replays(
-    small, tmp_path, run_inprocess, servers, monkeypatch, fault_table
+    small, tmp_path, run_inprocess, servers, fault_table
 ):
     n = trials(1, 3)
     replay_server = servers()
     results = []
     for trial in range(n):
         store = str(tmp_path / f"trial{trial}" / "runs" / "liveprop.db")
-        results.append(stalled(small, store, run_inprocess, monkeypatch, replay_server))
+        results.append(stalled(small, store, run_inprocess, replay_server))
     failures = sum(
         r["status"] != "finished"
         or r["exit_s"] >= EXIT_BOUND_S

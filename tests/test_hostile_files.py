@@ -4,7 +4,9 @@ it, a failed run whose reason is one line naming the file. Every file is made he
 
 import os
 import pickle
+import socket
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -381,6 +383,33 @@ def test_torchvision_weights_not_in_the_hub_cache_need_the_network(tmp_path, net
     probed = network(False)
     build.prepare(cfg)
     assert probed == []
+
+
+def test_a_name_lookup_that_hangs_is_unreachable_while_it_still_hangs(monkeypatch):
+    asked, release, answered = threading.Event(), threading.Event(), threading.Event()
+
+    def resolver_that_hangs(*args, **kwargs):
+        asked.set()
+        release.wait(10)  # the test lets it go once the probe has answered
+        answered.set()
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver_that_hangs)
+    monkeypatch.setattr(checks, "PROBE_TIMEOUT_S", 0.2)
+    try:
+        assert checks.reachable("download.pytorch.org", 443) is False
+        assert asked.is_set() and not answered.is_set()  # the probe gave up on the lookup; it did not end it
+    finally:
+        release.set()
+
+
+def test_the_probe_reaches_a_listening_port_by_name_and_not_a_closed_one():
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert checks.reachable("localhost", port)
+    assert not checks.reachable("127.0.0.1", port)
 
 
 def test_offline_mnist_is_refused_by_the_cli(tmp_path, cli):

@@ -12,18 +12,9 @@ import pytest
 import requests
 import visdom
 
+from dashboard.serve import CHROMIUM, CHROMIUM_ARGS
 from engine.sinks.visdom import server as visdom_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSETS = Path(os.environ.get("LIVEPROP_VISDOM_ASSETS", visdom_server.DEFAULT_ASSETS))
 ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 NO_PROXY = {"http": None, "https": None}
@@ -117,6 +108,7 @@ def test_starts_without_assets_and_says_how_to_fetch_them(servers, tmp_path, cap
 def test_login_accepts_right_credentials_and_refuses_others(servers):
     server = servers(login=("alice", "s3cret-pw"))
     assert "s3cret-pw" not in open(f"/proc/{server.pid}/cmdline").read()
+    assert "s3cret-pw" not in open(f"/proc/{server.pid}/environ").read()  # it came through a pipe
 
     viz = client(server, username="alice", password="s3cret-pw")
     viz.line(X=[0, 1], Y=[1.0, 0.5], win="loss")
@@ -128,6 +120,56 @@ def test_login_accepts_right_credentials_and_refuses_others(servers):
         server.url + "/events", proxies=NO_PROXY, timeout=5, data=json.dumps({"eid": "main", "win": "x", "data": []})
     )
     assert anonymous.status_code == 400
+
+
+XSS = "<img src=x onerror=alert(document.domain)>"
+
+
+def post_text_window(server, win, origin=None, host=None):
+    """A text window, POSTed as a page of another site can without asking (a "simple" request: text/plain,
+    no preflight), with the Origin and Host headers a browser would send."""
+    headers = {"Content-Type": "text/plain"}
+    if origin is not None:
+        headers["Origin"] = origin
+    if host is not None:
+        headers["Host"] = host
+    body = json.dumps({"eid": "main", "win": win, "data": [{"type": "text", "content": XSS}]})
+    return requests.post(server.url + "/events", data=body, headers=headers, proxies=NO_PROXY, timeout=5)
+
+
+def windows(server):
+    return json.loads(client(server).get_window_data(env="main") or "{}")
+
+
+@pytest.mark.parametrize(
+    "origin, host",
+    [
+        ("http://evil.example", None),  # any page the user visits
+        ("null", None),  # a sandboxed frame or a file:// page
+        ("http://evil.example:{port}", "evil.example:{port}"),  # a name rebound to 127.0.0.1 (DNS rebinding)
+    ],
+)
+def test_a_page_of_another_site_can_neither_write_nor_listen(servers, origin, host):
+    server = servers()
+    fill = lambda text: text and text.format(port=server.port)  # noqa: E731
+    refused = post_text_window(server, "xss", fill(origin), fill(host))
+    assert refused.status_code == 403 and XSS not in refused.text
+    assert "xss" not in windows(server)
+    websocket = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    upgrade = {**websocket, "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": fill(origin)}
+    if host:
+        upgrade["Host"] = fill(host)
+    assert requests.get(server.url + "/socket", headers=upgrade, proxies=NO_PROXY, timeout=5).status_code == 403
+
+
+def test_its_own_page_python_clients_and_a_tunnel_still_write(servers):
+    server = servers()
+    assert post_text_window(server, "own", origin=server.url).status_code == 200  # the Visdom page itself
+    tunnel = f"localhost:{server.port + 1}"  # ssh -L: the browser's port is not the server's
+    assert post_text_window(server, "tunnel", origin=f"http://{tunnel}", host=tunnel).status_code == 200
+    assert post_text_window(server, "script").status_code == 200  # no Origin: not a browser
+    assert client(server).text("hello", win="client") == "client"  # the visdom package's client
+    assert {"own", "tunnel", "script", "client"} <= windows(server).keys()
 
 
 def test_start_fails_clearly_when_the_port_is_taken(servers):

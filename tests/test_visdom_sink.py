@@ -26,6 +26,7 @@ import pytest
 import requests
 import visdom
 
+from dashboard.serve import CHROMIUM, CHROMIUM_ARGS
 from engine.__main__ import add_config_flags, config_from_args
 from engine.build import assemble as build
 from engine.config.fields import RunConfig
@@ -41,16 +42,6 @@ from engine.sinks.visdom.client import Client
 from engine.sinks.visdom.windows import LineWindow, Series
 from engine.store.db import Store
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSETS = Path(os.environ.get("LIVEPROP_VISDOM_ASSETS", visdom_server.DEFAULT_ASSETS))
 ARTIFACTS = Path(os.environ.get("LIVEPROP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 PASSWORD = "pw-7f3a9c1e-never-stored"
@@ -448,6 +439,37 @@ def test_the_password_never_reaches_the_store_the_log_or_the_pane(login_server, 
             assert secret not in data and digest not in data, f
 
 
+def test_a_run_the_dashboard_launches_logs_in_with_no_password_in_its_environment(
+    login_server, small, tmp_path, monkeypatch
+):
+    from dashboard import __main__ as dashboard_main
+
+    env = dashboard_main.streamlit_env(login_server, ("alice", PASSWORD), None)  # Streamlit's: its runs inherit it
+    assert not any(PASSWORD in value for value in env.values())
+    monkeypatch.delenv("LIVEPROP_VISDOM_PASSWORD", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    store = str(tmp_path / "runs" / "liveprop.db")
+    run_id = runs.launch(small(steps=10**6, pace=50, flush_every=10), store)  # a real worker, until stopped
+    wait_for(lambda: runs.get_run(run_id, store)["pid"], timeout=90, what="the worker")
+    environ = Path(f"/proc/{runs.get_run(run_id, store)['pid']}/environ").read_bytes()
+    assert b"LIVEPROP_VISDOM_PASSWORD_SHA256=" in environ and PASSWORD.encode() not in environ
+
+    def visdom_status():
+        s = Store(store)
+        try:
+            return [e["data"]["status"] for e in s.events(run_id) if e["kind"] == "visdom"][-1:]
+        finally:
+            s.close()
+
+    wait_for(lambda: visdom_status() == ["connected"], timeout=60, what="the sink's login")
+    runs.stop(run_id, store)
+    wait_for(lambda: runs.get_run(run_id, store)["status"] == "stopped", timeout=60, what="the stop")
+    assert run_id in json.dumps(
+        window(login_server, vsink.env_name("", run_id), "run", username="alice", password=PASSWORD)
+    )
+
+
 def test_settings_from_flags_config_and_environment():
     p = argparse.ArgumentParser()
     add_config_flags(p)
@@ -467,6 +489,26 @@ def test_settings_from_flags_config_and_environment():
     assert "hunter2" not in str(e.value) and "LIVEPROP_VISDOM_PASSWORD" in str(e.value)
     with pytest.raises(ConfigError, match="not a server URL"):
         validate(RunConfig(visdom="ftp://h"))
+
+
+def test_the_request_timeout_comes_from_the_flag_the_config_file_or_the_environment(tmp_path):
+    p = argparse.ArgumentParser()
+    add_config_flags(p)
+    config = tmp_path / "run.toml"
+    config.write_text("visdom_timeout = 0.25\n")
+    on = {"LIVEPROP_VISDOM_URL": "http://h:9000"}
+    assert vsink.settings_for(RunConfig(), "r", on).timeout == vsink.VisdomSettings.timeout  # the default
+    assert vsink.settings_for(RunConfig(), "r", {**on, "LIVEPROP_VISDOM_TIMEOUT": "12.5"}).timeout == 12.5
+    from_file = config_from_args(p.parse_args(["--config", str(config)]))
+    assert vsink.settings_for(from_file, "r", {**on, "LIVEPROP_VISDOM_TIMEOUT": "12.5"}).timeout == 0.25
+    flag = config_from_args(p.parse_args(["--config", str(config), "--visdom-timeout", "40"]))
+    s = vsink.settings_for(flag, "r", on)
+    assert s.timeout == 40.0 and Client(s).timeout == (3.0, 40.0)  # (connect, read) of every request
+    for bad in ("soon", "0", "-1", "nan", "inf"):
+        with pytest.raises(ValueError, match=f"^LIVEPROP_VISDOM_TIMEOUT: '{bad}' is not a number of seconds above 0$"):
+            vsink.settings_for(RunConfig(), "r", {**on, "LIVEPROP_VISDOM_TIMEOUT": bad})
+    with pytest.raises(ConfigError, match="visdom_timeout"):
+        validate(RunConfig(visdom_timeout=-1.0))
 
 
 def test_an_unreachable_server_at_the_end_spools_and_replay_delivers(servers, sinks, tmp_path):

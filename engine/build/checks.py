@@ -1,8 +1,8 @@
 """What a run will read, download or write, probed by prepare() before a launch, with no side effects.
 
 A bad file found here is refused at once with one line (exit 2 at the CLI, "Cannot start" on the
-dashboard), where it used to fail the run in its worker after the run was written. Each probe is
-cheap, as prepare runs on every dashboard rerun:
+dashboard), before the run is written, not in its worker. Each probe is cheap, as prepare runs on
+every dashboard rerun:
 
     image folder     every class folder holds images, and PROBE_IMAGES of them, spread over the
                      folder, open and verify with PIL; a bad file outside the sample fails the run
@@ -20,14 +20,17 @@ The CSV is read whole by data.describe, which is its check.
 from __future__ import annotations
 
 import os
+import queue
 import socket
+import threading
+import time
 from urllib.parse import urlsplit
 
 from engine.build import data, models
 from engine.errors import ConfigError
 
 PROBE_IMAGES = 32  # files of an image folder opened by prepare
-PROBE_TIMEOUT_S = 2.0  # for a download host's TCP connect
+PROBE_TIMEOUT_S = 2.0  # for a download host's name lookup and TCP connect together
 MAX_ENTRIES = 1_000_000  # files and folders under an image folder: beyond, it is not the folder meant
 LOCAL_COPY = {  # the folder torchvision keeps a dataset in, under data_root: there, no download is probed
     "mnist": "MNIST",
@@ -87,13 +90,40 @@ def _not_too_big(root: str) -> None:
 
 
 def reachable(host: str, port: int) -> bool:
-    """Whether host accepts a TCP connection within PROBE_TIMEOUT_S (a failed name lookup is False at once).
-    The one network probe: tests replace it to simulate either answer."""
+    """Whether host accepts a TCP connection within PROBE_TIMEOUT_S, its name lookup included (a failed
+    one is False at once). The one network probe: tests replace it to simulate either answer."""
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    for family, kind, proto, _, address in _resolve(host, port, PROBE_TIMEOUT_S):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.settimeout(left)
+                s.connect(address)
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _resolve(host: str, port: int, timeout: float) -> list:
+    """getaddrinfo's addresses for a TCP connection, or [] when the lookup fails or takes over `timeout` s.
+    getaddrinfo takes no timeout, and a resolver that does not answer holds it for minutes: it runs in
+    a daemon thread, which such a lookup leaves behind until it ends."""
+    found = queue.SimpleQueue()
+
+    def lookup():
+        try:
+            found.put(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError):  # UnicodeError: a name that IDNA cannot encode
+            found.put([])
+
+    threading.Thread(target=lookup, name="liveprop-resolve", daemon=True).start()
     try:
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
-        return True
-    except OSError:
-        return False
+        return found.get(timeout=timeout)
+    except queue.Empty:
+        return []
 
 
 def _any_reachable(urls: list[str]) -> str | None:

@@ -211,6 +211,8 @@ class RunConfig:
     visdom_base_url: str = knob("",      "the server's -base_url, e.g. /visdom")
     visdom_env: str = knob("",           '"" = liveprop_<name>-<run id>')
     visdom_username: str = knob("",      "for -enable_login; the password is read from $LIVEPROP_VISDOM_PASSWORD only")
+    visdom_timeout: float = knob(0.0,    "seconds each request to Visdom may take; 0 = $LIVEPROP_VISDOM_TIMEOUT or 5",
+                                         bounds=(0, MAX_SECONDS))
     tensorboard_dir: str = knob("",      'write TensorBoard event files under DIR/<run>; "" = off',
                                          path=("",))
 

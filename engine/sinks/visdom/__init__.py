@@ -26,7 +26,7 @@ How, and the facts about Visdom behind it:
   and at close if anything is undelivered, the mirror is spilled to a JSON-lines spool file;
   `python -m engine.sinks.visdom SPOOL` (or a later sink for the same run) replays it.
 - status(): "connected", "buffering N" or "dropped N" (N points), plus the last error's text.
-- The password comes from $LIVEPROP_VISDOM_PASSWORD only. It is never stored, logged or shown.
+- The password comes from the environment only (client.py). It is never stored, logged or shown.
 
 client.py: settings and the HTTP client; windows.py: the mirror; sink.py: the sink and replay.
 """

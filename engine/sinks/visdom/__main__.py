@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from engine.sinks.visdom.client import ENV_VARS, PASSWORD_VAR, VisdomSettings
+from engine.sinks.visdom.client import DIGEST_VAR, ENV_VARS, PASSWORD_VAR, VisdomSettings
 from engine.sinks.visdom.sink import replay
 
 ap = argparse.ArgumentParser(prog="python -m engine.sinks.visdom", description=replay.__doc__)
@@ -18,6 +18,7 @@ settings = VisdomSettings(
     base_url=os.environ.get(ENV_VARS["base_url"], ""),
     username=os.environ.get(ENV_VARS["username"], ""),
     password=os.environ.get(PASSWORD_VAR, ""),
+    password_sha256=os.environ.get(DIGEST_VAR, ""),
 )
 result = replay(a.spool, settings)
 print(f"visdom: {result}")

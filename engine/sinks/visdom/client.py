@@ -2,13 +2,16 @@
 
 The visdom package's own client posts with no timeout, and with raise_exceptions unset it prints a
 traceback and drops the data; this one raises, and `describe` turns the failure into one line.
-The password comes from $LIVEPROP_VISDOM_PASSWORD only. It is never stored, logged or shown.
+The password comes from the environment only, never from the config: $LIVEPROP_VISDOM_PASSWORD, or
+$LIVEPROP_VISDOM_PASSWORD_SHA256, its digest, which is all Visdom's login needs (python -m dashboard
+gives its runs that one). Neither is ever stored, logged or shown.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,8 +26,10 @@ ENV_VARS = dict(
     base_url="LIVEPROP_VISDOM_BASE_URL",
     env="LIVEPROP_VISDOM_ENV",
     username="LIVEPROP_VISDOM_USERNAME",
+    timeout="LIVEPROP_VISDOM_TIMEOUT",
 )
 PASSWORD_VAR = "LIVEPROP_VISDOM_PASSWORD"
+DIGEST_VAR = "LIVEPROP_VISDOM_PASSWORD_SHA256"
 
 
 @dataclass
@@ -35,7 +40,8 @@ class VisdomSettings:
     env: str = "main"
     username: str = ""  # for a server started with -enable_login
     password: str = field(default="", repr=False)  # never stored, logged or shown
-    timeout: float = 5.0  # seconds, for every request
+    password_sha256: str = field(default="", repr=False)  # password_digest(password), given instead of it
+    timeout: float = 5.0  # seconds, for every request (RunConfig.visdom_timeout's 0)
 
     @property
     def endpoint(self) -> str:
@@ -44,6 +50,11 @@ class VisdomSettings:
         host = f"[{u.hostname}]" if ":" in (u.hostname or "") else u.hostname
         base = "/" + self.base_url.strip("/") if self.base_url.strip("/") else ""
         return f"{u.scheme}://{host}:{self.port or u.port or 8097}{base}"
+
+
+def password_digest(password: str) -> str:
+    """What Visdom's login takes: the password's SHA-256 in hex (its server hashes that once more)."""
+    return hashlib.sha256(password.encode()).hexdigest()
 
 
 def env_name(name: str, run_id: str) -> str:
@@ -67,13 +78,22 @@ def settings_for(cfg, run_id: str, environ=None) -> VisdomSettings | None:
         port = int(port)
     except ValueError:
         raise ValueError(f"{ENV_VARS['port']}: {port!r} is not a port number") from None
+    raw = pick(cfg.visdom_timeout, "timeout")
+    try:
+        timeout = float(raw or VisdomSettings.timeout)
+    except ValueError:
+        timeout = math.nan
+    if not 0 < timeout < math.inf:  # validate() has checked the config's: this one is the environment's
+        raise ValueError(f"{ENV_VARS['timeout']}: {raw!r} is not a number of seconds above 0")
     return VisdomSettings(
         url=url,
         port=port,
         base_url=pick(cfg.visdom_base_url, "base_url"),
         env=pick(cfg.visdom_env, "env") or env_name(cfg.name, run_id),
         username=pick(cfg.visdom_username, "username"),
+        timeout=timeout,
         password=environ.get(PASSWORD_VAR, ""),
+        password_sha256=environ.get(DIGEST_VAR, ""),
     )
 
 
@@ -114,8 +134,7 @@ class Client:
         return r.text
 
     def _login(self):
-        # Visdom's client sends sha256(password); the server hashes it once more and compares.
-        digest = hashlib.sha256(self.s.password.encode()).hexdigest()
+        digest = self.s.password_sha256 or password_digest(self.s.password)
         r = self.session.post(
             self.base + "/", json={"username": self.s.username, "password": digest}, timeout=self.timeout
         )

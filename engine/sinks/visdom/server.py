@@ -9,6 +9,10 @@ Why not just `python -m visdom.server`:
   old tornado (6.5 fixed DoS advisories), we serve the page from a corrected copy of the
   template. visdom's installed files stay untouched.
 - It binds every interface unless started with -bind_local; we pass it for loopback hosts.
+- It answers any site's page: a text/plain POST needs no CORS preflight, and its WebSockets accept
+  every origin, so a page the user visits could leave a window of raw HTML (stored XSS) or read
+  the runs. Ours refuses (403) every browser request whose Origin is not the server's own; Python
+  clients send no Origin.
 
 Each server is a child process in its own process group, with a private temp dir holding its
 web root (visdom's static files + the npm assets + the fixed template), its log and, with
@@ -26,6 +30,7 @@ password set on loopback turns it on there too.
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -40,6 +45,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engine.sinks.visdom.client import PASSWORD_VAR
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ASSETS = Path(__file__).resolve().parents[3] / ".cache" / "visdom"
@@ -51,15 +58,44 @@ ALL_INTERFACES = ("0.0.0.0", "")
 BAD_CSS_LINK = '{{ static_url("../user/style.css") }}'
 GOOD_CSS_LINK = '"{{ handler.application.base_url }}/user/style.css"'
 
-# Runs in the child: point visdom at our web root and private dir, then start its server.
-# visdom reads the settings dict and DEFAULT_ENV_PATH (for COOKIE_SECRET) from module globals.
+# Runs in the child: point visdom at our web root and private dir, refuse other sites' browsers, then
+# start its server. visdom reads the settings dict and DEFAULT_ENV_PATH (for COOKIE_SECRET) from module
+# globals. The login's password arrives on stdin: set in this process's os.environ only, it is in
+# no environment that /proc/PID/environ shows or a child inherits.
 _CHILD = """
-import os
+import json, os, sys
+from urllib.parse import urlsplit
+import tornado.web
 import visdom.server.app as app, visdom.server.run_server as run, visdom.utils.server_utils as su
 private = os.environ.pop("LIVEPROP_VISDOM_DIR")
 root = os.path.join(private, "static")
 app.tornado_settings.update(static_path=root, template_path=root, autoreload=False)
 app.DEFAULT_ENV_PATH = run.DEFAULT_ENV_PATH = su.DEFAULT_ENV_PATH = private + os.sep
+if "-enable_login" in sys.argv:
+    os.environ["VISDOM_PASSWORD"] = json.loads(sys.stdin.readline())
+LOOPBACK_ONLY = "-bind_local" in sys.argv
+
+
+class Refused(tornado.web.RequestHandler):
+    def prepare(self):
+        self.set_status(403)
+        self.finish("another site's page may not use this Visdom server")
+
+
+class SameOrigin(app.Application):
+    # The Origin must name the Host asked for, and on loopback the Host must be a loopback name: a
+    # DNS-rebound name (evil.example resolving to 127.0.0.1) sends an Origin and a Host that agree.
+    def find_handler(self, request, **kwargs):
+        origin = request.headers.get("Origin")
+        if origin is not None and (
+            urlsplit(origin).netloc.lower() != request.host.lower()
+            or (LOOPBACK_ONLY and request.host_name not in ("127.0.0.1", "localhost", "[::1]"))
+        ):
+            return self.get_handler_delegate(request, Refused)
+        return super().find_handler(request, **kwargs)
+
+
+run.Application = SameOrigin
 run.main()
 """
 
@@ -142,8 +178,8 @@ def start(port=8097, host="127.0.0.1", env_path=None, assets_dir=None, login=Non
     port: 0 picks a free port. host: a loopback name binds 127.0.0.1 only; "0.0.0.0" binds
     every interface (visdom cannot bind one other address). env_path: where visdom saves
     environments (default ~/.visdom). assets_dir: output of scripts/visdom_assets.py
-    (default .cache/visdom). login: (username, password) to require a login; both go to the
-    child through environment variables, never its command line.
+    (default .cache/visdom). login: (username, password) to require a login; neither is on the
+    child's command line, and the password is in no environment (it goes through a pipe).
     """
     if host not in LOOPBACK + ALL_INTERFACES:
         raise ValueError(f"host must be one of {LOOPBACK + ALL_INTERFACES}, not {host!r}")
@@ -155,24 +191,26 @@ def start(port=8097, host="127.0.0.1", env_path=None, assets_dir=None, login=Non
         if host in LOOPBACK:
             args.append("-bind_local")
         env = dict(os.environ, LIVEPROP_VISDOM_DIR=str(private), PYTHONUNBUFFERED="1")
+        for var in (PASSWORD_VAR, "VISDOM_PASSWORD"):  # a password only ever reaches it through `login`
+            env.pop(var, None)
         if login:
-            username, password = login
             args.append("-enable_login")
-            env.update(
-                VISDOM_USE_ENV_CREDENTIALS="1",
-                VISDOM_USERNAME=username,
-                VISDOM_PASSWORD=password,
-                VISDOM_COOKIE=secrets.token_hex(32),
-            )
+            env.update(VISDOM_USE_ENV_CREDENTIALS="1", VISDOM_USERNAME=login[0], VISDOM_COOKIE=secrets.token_hex(32))
         with open(private / "server.log", "wb") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, *args],
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if login else subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if login:
+            try:
+                with proc.stdin:
+                    proc.stdin.write(json.dumps(login[1]).encode() + b"\n")
+            except BrokenPipeError:  # the child has died already: _wait_ready reports its log
+                pass
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise
@@ -227,10 +265,10 @@ def _link_or_copy(src, dst):
 def _cli_login(host):
     """(user, password) for the command line's server, or None; exits 2 with one line when a server
     on every interface would have no password."""
-    password = os.environ.get("LIVEPROP_VISDOM_PASSWORD", "")
+    password = os.environ.get(PASSWORD_VAR, "")
     if host not in LOOPBACK and not password:
         print(
-            f"liveprop: error: listening on {host} needs a password: set LIVEPROP_VISDOM_PASSWORD in the environment",
+            f"liveprop: error: listening on {host} needs a password: set {PASSWORD_VAR} in the environment",
             file=sys.stderr,
         )
         sys.exit(2)

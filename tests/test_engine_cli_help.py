@@ -63,7 +63,7 @@ def test_choice_fields_list_their_allowed_values(train_help):
 def test_the_meaning_is_written_once_in_the_metadata_not_in_comments():
     """RunConfig reads as a table of knob(default, meaning, choices) lines; no field keeps a comment
     beside it that could drift from what --help says."""
-    path = REPO / "engine" / "config.py"
+    path = REPO / "engine" / "config" / "fields.py"
     lines = path.read_text().splitlines()
     [cls] = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef) and n.name == "RunConfig"]
     for node in cls.body:

@@ -7,7 +7,7 @@ Both servers bind loopback unless asked otherwise. Off loopback neither has a lo
 a visitor could start runs that read and write files, so an exposed dashboard needs
 $LIVEPROP_PASSWORD (the environment, not a flag: argv shows in ps): the page asks for it, Visdom
 requires a login with it (user $LIVEPROP_VISDOM_USERNAME, default "liveprop"), and runs may use
-paths only under --data-root (exported as $LIVEPROP_DATA_ROOT; engine/config/fields.py checks it). A
+paths only under --data-root (exported as $LIVEPROP_DATA_ROOT; engine/config/reasons.py checks it). A
 password set on loopback turns the same protection on there.
 
 Ctrl-C (or SIGTERM) stops both; training runs keep going in the background (the engine owns them)

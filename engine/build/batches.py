@@ -5,7 +5,7 @@ so that a resumed run goes on with the same batch (engine/loop/checkpoint.py).
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler
 
 from engine.build.data import TensorData, _whole_batch
 from engine.config.fields import ConfigError
@@ -47,8 +47,9 @@ class Batches:
         sampler = _sampler(dataset, spec, cfg, self.generator)
         if sampler is None:  # sampler none or sequential: one order for every world size
             rank, world = (ranks.rank, ranks.world) if ranks else (0, 1)
-            shuffle = cfg.shuffle and cfg.sampler == "none"
-            order = dict(batch_sampler=SharedOrder(len(dataset), cfg.batch_size, rank, world, shuffle, self.generator))
+            shuffled = cfg.shuffle and cfg.sampler == "none"
+            epoch = RandomSampler(dataset, generator=self.generator) if shuffled else SequentialSampler(dataset)
+            order = dict(batch_sampler=SharedOrder(epoch, cfg.batch_size, rank, world))
         else:
             order = dict(sampler=sampler, batch_size=cfg.batch_size)
         self.loader = DataLoader(
@@ -98,22 +99,22 @@ class Batches:
 
 
 class SharedOrder(Sampler):
-    """One rank's batches of an epoch: a permutation of the n samples drawn from the generator (or 0 .. n - 1
-    without shuffling), cut into global batches of batch_size, and rows rank, rank + world, ... of each.
-    One process (rank 0 of 1) takes the global batches whole. A last global batch that does not split
-    evenly loses its last rows (fewer than world), so that every rank takes as many."""
+    """One rank's batches of an epoch: the epoch's order (a RandomSampler's permutation, drawn from the
+    run's generator, or a SequentialSampler's 0 .. n - 1), cut into global batches of batch_size, and rows
+    rank, rank + world, ... of each. One process (rank 0 of 1) takes the global batches whole. A last
+    global batch that does not split evenly loses its last rows (fewer than world), so that every rank
+    takes as many."""
 
-    def __init__(self, n: int, batch_size: int, rank: int, world: int, shuffle: bool, generator):
-        self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
-        self.shuffle, self.generator = shuffle, generator
+    def __init__(self, order: Sampler, batch_size: int, rank: int, world: int):
+        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
-        for start in range(0, self.n, self.batch_size):
-            end = min(start + self.batch_size, self.n)
+        order = list(self.order)  # the epoch's order, drawn at its start: ints that torch's sampler made
+        for start in range(0, len(order), self.batch_size):
+            end = min(start + self.batch_size, len(order))
             end -= (end - start) % self.world
             if end > start:
-                yield order[start + self.rank : end : self.world].tolist()
+                yield order[start + self.rank : end : self.world]
 
 
 def _sampler(dataset, spec, cfg, generator):

@@ -73,16 +73,26 @@ def test_bucket_rows_full_resolution_then_min_max(db):
 
 
 def test_feed_reads_only_what_is_new(db):
+    """Each sync reads the rows after its cursor: every step and every event once, none twice."""
     con = Store(db.path)
     f = RunFeed("r")
+
+    def events_read():
+        return [(e["step"], e["kind"], e["data"]) for e in f.sync_events(con)]
+
     db.write_flush("r", flush(0, range(1, 101)))
-    assert len(f.sync(con, "loss")) == 100 and f.cursors["loss"] == 99
+    x, y = f.sync(con, "loss").points()
+    assert x.tolist() == list(range(100)) and y.tolist() == list(range(1, 101))
     db.write_flush("r", flush(100, range(101, 151), events=[(120, "lr_change", {"old": 1, "new": 2})]))
     b = f.sync(con, "loss")
-    assert b.steps_covered == 150 and f.cursors["loss"] == 149
+    x, y = b.points()
+    assert x.tolist() == list(range(150)) and y.tolist() == list(range(1, 151))
+    assert b.n.tolist() == [1] * 150  # one value per step: a step read twice would make a bucket of 2
     assert f.sync(con, "loss") is b  # nothing new: the same buffer
-    assert [e["step"] for e in f.sync_events(con)] == [120]
-    assert f.sync_events(con) and f.event_cursor == f.events[-1]["id"]
+    lr = (120, "lr_change", {"old": 1, "new": 2})
+    assert events_read() == [lr] and events_read() == [lr]  # the second sync finds nothing new
+    db.write_flush("r", flush(150, [1.0], events=[(150, "pause", {})]))
+    assert events_read() == [lr, (150, "pause", {})]
 
 
 def test_feed_is_bounded_on_a_long_run(db):

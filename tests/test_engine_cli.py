@@ -10,7 +10,6 @@ import io
 import json
 import os
 import subprocess
-import time
 
 import pytest
 import torch
@@ -397,7 +396,6 @@ def test_bad_input_exits_2_with_one_line_in_process(name, inputs, tmp_path, caps
 def test_bad_input_exits_2_with_one_line_as_a_subprocess(inputs, tmp_path):
     names = [n for n in SUBPROCESS if not (n == "cuda without cuda" and torch.cuda.is_available())]
     stores = {n: str(tmp_path / n.replace(" ", "-") / "liveprop.db") for n in names}
-    t0 = time.monotonic()
     results = batch({n: bad_argv(n, inputs, stores[n]) for n in names})
     for n, r in results.items():
         lines = r.stderr.splitlines()
@@ -405,7 +403,6 @@ def test_bad_input_exits_2_with_one_line_as_a_subprocess(inputs, tmp_path):
         assert len(lines) == 1 and BAD[n][1] in lines[0], (n, r.stderr)
         assert r.stdout == "", (n, r.stdout)
         assert not os.path.exists(stores[n]), f"{n}: the store was written"
-    assert time.monotonic() - t0 < 120
 
 
 def test_a_whole_number_written_as_a_float_is_an_int(tmp_path):

@@ -15,6 +15,7 @@ from conftest import REPO, cli_env
 from engine import ConfigError, Store
 from engine.build import assemble as build
 from engine.build import data as data_mod
+from engine.loop.distributed import Ranks
 from engine.runs import api as runs
 
 
@@ -228,6 +229,18 @@ def test_minibatches_cover_an_epoch(small, shuffle):
     else:
         torch.testing.assert_close(xs, ds.x, rtol=0, atol=0)
         torch.testing.assert_close(ys, ds.y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("n", [20, 21])
+def test_every_world_size_takes_the_same_shuffled_global_batches(small, n):
+    """Rank r of 2 takes rows r, r + 2, ... of each batch one process takes, over 3 shuffled epochs. A last
+    batch of 5 (21 samples) loses its last row, so that both ranks take 2."""
+    p, one = batches_of(small, dataset="random", n_samples=n, batch_size=8)
+    shares = [build.build(p, Ranks(rank, 2, torch.device("cpu")))[1] for rank in (0, 1)]
+    for _ in range(9):
+        x, x0, x1 = next(one)[0], next(shares[0])[0], next(shares[1])[0]
+        assert len(x0) == len(x1) == len(x) // 2
+        torch.testing.assert_close(torch.stack([x0, x1], 1).flatten(0, 1), x[: 2 * len(x0)], rtol=0, atol=0)
 
 
 def test_loader_worker_processes_give_the_same_batches(small):

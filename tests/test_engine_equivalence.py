@@ -69,14 +69,18 @@ def test_nn_and_autograd_take_the_same_step(small):
     a, batches = build.build(build.prepare(small(mode="autograd", **cfg)))
     b, _ = build.build(build.prepare(small(mode="nn", **cfg)))
     x, y = next(batches)
+    before = {k: v.detach().clone() for k, v in a.named_params()}
     for m in (a, b):
         m.forward_backward(x, y)
         m.update()
     linears = [m for m in b.model.modules() if isinstance(m, torch.nn.Linear)]
     params = dict(a.named_params())
+    assert len(linears) == 2 and sorted(params) == ["b1", "b2", "w1", "w2"]  # depth 2: every layer compared
     for i, lin in enumerate(linears, start=1):
         torch.testing.assert_close(params[f"w{i}"], lin.weight.detach().t(), rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(params[f"b{i}"], lin.bias.detach(), rtol=1e-12, atol=1e-14)
+    moved = {k: (params[k] - before[k]).abs().max().item() for k in params}
+    assert all(d > 1e-6 for d in moved.values()), moved  # the step moved every weight, not only agreed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -340,7 +340,11 @@ def test_divergence_pauses_and_resumes_after_set_lr(small, store):
     assert engine.get_run(run_id, store)["status"] == "paused"
     [event] = [e for e in events(store, run_id) if e["kind"] == "divergence"]
     assert event["data"]["layer"] in ("w1", "w2", "b1", "b2")
-    assert event["step"] == event["data"]["step"] and event["data"]["ran_after"] >= 0
+    stored = losses(store, run_id)  # every step up to the pause
+    first_bad = next(s for s, v in stored if v is None or not math.isfinite(v))
+    assert event["step"] == event["data"]["step"] == first_bad
+    ran_after = stored[-1][0] - first_bad  # steps stored after the first non-finite one
+    assert event["data"]["ran_after"] == ran_after <= 5, (first_bad, stored[-1][0])
 
     acked(engine.set_lr(run_id, 1e-7, store), store)
     acked(engine.resume(run_id, store), store)

@@ -5,7 +5,7 @@ so that a resumed run goes on with the same batch (engine/loop/checkpoint.py).
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler, WeightedRandomSampler
 
 from engine.build.data import TensorData, _whole_batch
 from engine.errors import ConfigError
@@ -27,12 +27,13 @@ class Batches:
 
     A dataset in memory that fits in one batch (the lecture's case) moves to the device once and is
     returned as is, every step: full-batch gradient descent, no loader on the hot path. Anything else
-    goes through a DataLoader with the configured sampler. It draws its order from its own generator
-    (seeded seed + 2), so an epoch's order follows from that generator's state at the epoch's start.
+    goes through a DataLoader. It draws its order from its own generator (seeded seed + 2), so an epoch's
+    order follows from that generator's state at the epoch's start.
 
     On several processes (ranks, engine/loop/distributed.py) each takes its share of every batch: rows
-    rank, rank + world, ... of the full batch, or a DistributedSampler's (seeded seed + 2, its order
-    set by the epoch) in batches of batch_size / world.
+    rank, rank + world, ... of the full batch, or of each global batch of a SharedOrder. Every rank's
+    generator, seeded alike, draws the same orders, and so does one process: the same global batches
+    for every world size.
     """
 
     def __init__(self, dataset, spec, cfg, device, dtype, channels=None, ranks=None):
@@ -44,14 +45,16 @@ class Batches:
             return
         self.generator = torch.Generator().manual_seed(cfg.seed + 2)
         sampler = _sampler(dataset, spec, cfg, self.generator)
-        if ranks is not None:
-            sampler = DistributedSampler(dataset, ranks.world, ranks.rank, shuffle=sampler is None and cfg.shuffle,
-                                         seed=cfg.seed + 2)  # fmt: skip
+        if sampler is None:  # sampler none or sequential: one order for every world size
+            rank, world = (ranks.rank, ranks.world) if ranks else (0, 1)
+            shuffled = cfg.shuffle and cfg.sampler == "none"
+            epoch = RandomSampler(dataset, generator=self.generator) if shuffled else SequentialSampler(dataset)
+            order = dict(batch_sampler=SharedOrder(epoch, cfg.batch_size, rank, world))
+        else:
+            order = dict(sampler=sampler, batch_size=cfg.batch_size)
         self.loader = DataLoader(
             dataset,
-            batch_size=cfg.batch_size // (ranks.world if ranks else 1),
-            shuffle=cfg.shuffle and sampler is None,
-            sampler=sampler,
+            **order,
             num_workers=cfg.num_workers,
             pin_memory=device.type == "cuda",
             collate_fn=_whole_batch if isinstance(dataset, TensorData) else None,
@@ -69,8 +72,6 @@ class Batches:
         while True:
             if self._it is None:
                 self._epoch_start = self.generator.get_state()
-                if isinstance(self.loader.sampler, DistributedSampler):
-                    self.loader.sampler.set_epoch(self.epoch)  # this epoch's order, the same on every rank
                 self._it = iter(self.loader)
             try:
                 x, y = next(self._it)
@@ -97,11 +98,29 @@ class Batches:
             next(self)
 
 
+class SharedOrder(Sampler):
+    """One rank's batches of an epoch: the epoch's order (a RandomSampler's permutation, drawn from the
+    run's generator, or a SequentialSampler's 0 .. n - 1), cut into global batches of batch_size, and rows
+    rank, rank + world, ... of each. One process (rank 0 of 1) takes the global batches whole. A last
+    global batch that does not split evenly loses its last rows (fewer than world), so that every rank
+    takes as many."""
+
+    def __init__(self, order: Sampler, batch_size: int, rank: int, world: int):
+        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
+
+    def __iter__(self):
+        order = list(self.order)  # the epoch's order, drawn at its start: ints that torch's sampler made
+        for start in range(0, len(order), self.batch_size):
+            end = min(start + self.batch_size, len(order))
+            end -= (end - start) % self.world
+            if end > start:
+                yield order[start + self.rank : end : self.world]
+
+
 def _sampler(dataset, spec, cfg, generator):
+    """The sampler that draws for one process (random, balanced); None for none and sequential (SharedOrder)."""
     if cfg.sampler == "random":
         return RandomSampler(dataset, replacement=True, generator=generator)
-    if cfg.sampler == "sequential":
-        return SequentialSampler(dataset)
     if cfg.sampler == "balanced":
         if spec.task != "classification":
             raise ConfigError("sampler 'balanced' needs a classification dataset")

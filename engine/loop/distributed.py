@@ -117,7 +117,7 @@ class Ranks:
             mode.group = self.group
 
     def shard(self, t: torch.Tensor) -> torch.Tensor:
-        """Rows rank, rank + world, ...: the rows DistributedSampler gives this rank without shuffling."""
+        """Rows rank, rank + world, ...: this rank's share of a batch, as engine/build/batches.py cuts them."""
         return t[self.rank :: self.world]
 
     def reduce_losses(self, losses: torch.Tensor) -> torch.Tensor:

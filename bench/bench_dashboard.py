@@ -40,7 +40,7 @@ from dashboard import serve
 from dashboard.feed import RunFeed
 from dashboard.serve import CHROMIUM, CHROMIUM_ARGS
 from engine.runs import standby
-from engine.store import db as store_mod
+from engine.store import schema
 from engine.store.db import ACTIVE, Store
 from engine.store.files import StandbyFiles
 
@@ -155,7 +155,7 @@ def write_big_run(store_path: str, steps: int = BIG, k: int = 100, hist_every: i
         for rows in (loss, per_k, run_keys):
             s.db.executemany("INSERT INTO scalars VALUES (?,?,?,?)", rows)
         s.db.executemany("INSERT INTO histograms VALUES (?,?,?,?,?,?,?)", hists)
-        s.db.execute(store_mod.BACKFILL)  # the loss rollup, as Store.write_flush keeps it
+        s.db.execute(schema.BACKFILL, ("", -1))  # the loss rollup, as Store.write_flush keeps it
         s.add_event(run_id, steps // 2, "lr_change", {"old": 1e-6, "new": 5e-7})
     s.update_run(run_id, status="running", started=time.time(), heartbeat=time.time(), step=steps)
     s.close()
@@ -180,8 +180,8 @@ class LiveWriter(threading.Thread):
                     [(self.run_id, self.step + i, v) for i, v in enumerate(losses)],
                 )
                 s.db.executemany(
-                    store_mod.UPSERT_ROLLUP,
-                    store_mod._blocks(
+                    schema.UPSERT_ROLLUP,
+                    schema.rollup_rows(
                         self.run_id,
                         [("loss", self.step + i, v) for i, v in enumerate(losses)]
                         + [("steps_per_s", self.step + 499, 5000.0)],

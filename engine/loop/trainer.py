@@ -221,12 +221,13 @@ class Trainer:
 
     def _diverged(self, step):
         """A non-finite loss at `step`, the first: find the first layer whose gradient went non-finite
-        by replaying from the last finite weights, restore those weights, then pause or stop. The
-        event says how many steps ran after `step` before the run noticed (ran_after)."""
+        by replaying, from the last finite weights, the steps up to `step` on their own batches; restore
+        those weights and the data's position with them, then pause or stop. The event says how many
+        steps ran after `step` before the run noticed (ran_after)."""
         ran_after = self.step - 1 - step
-        layer = self._first_bad_layer()
-        self.tel.rearm()  # the weights are finite again
         restored = (self._last_good or self._candidate or {}).get("step")
+        layer = self._first_bad_layer(step)
+        self.tel.rearm()  # the weights are finite again
         self.divergence = {"step": step, "layer": layer, "ran_after": ran_after, "restored": restored}
         self.trigger("on_status", "diverged", self.divergence)
         if self.on_divergence == "stop":
@@ -249,18 +250,20 @@ class Trainer:
                 "step": self.step,
                 "weights": [p.detach().clone() for _, p in self.mode.named_params()],
                 "optimizer": copy.deepcopy(state),
+                "data": self.batches.position(),
             }
         with torch.no_grad():
             for w, (_, p) in zip(into["weights"], self.mode.named_params()):
                 w.copy_(p)
         if state is not None:
             into["optimizer"] = _copy_state(state, into["optimizer"])
-        into["step"] = self.step
+        into["step"], into["data"] = self.step, self.batches.position()
         return into
 
     def _restore_last_good(self):
-        """Put back the last weights known to give a finite loss (or the first ones, if none), and the
-        optimizer's state of that moment."""
+        """Put back the last weights known to give a finite loss (or the first ones, if none), the
+        optimizer's state of that moment (its moments; its lr and settings stay those of now, the ones the
+        run diverged with, until a command changes them) and the data's position (None: the one full batch)."""
         saved = self._last_good or self._candidate
         if saved is None:
             return False
@@ -268,18 +271,29 @@ class Trainer:
             for (_, p), w in zip(self.mode.named_params(), saved["weights"]):
                 p.copy_(w)
         if saved["optimizer"] is not None:
+            groups = self.mode.optimizer.param_groups
+            settings = [{k: v for k, v in g.items() if k != "params"} for g in groups]
             self.mode.optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))  # ours stays as it was
+            for group, setting in zip(self.mode.optimizer.param_groups, settings):
+                group.update(setting)
+        if saved["data"] is not None:
+            self.batches.seek(saved["data"])
         if self.fast is not None:  # load_state_dict replaced tensors that the captured step writes
             self.fast.forget()
         self._candidate = saved
         return True
 
-    def _first_bad_layer(self):
+    def _first_bad_layer(self, bad_step):
+        """Replay the steps from the restored weights to bad_step, the first non-finite loss, on the same
+        batches (the data's position was restored with the weights); the first layer whose gradient is
+        non-finite, or None. The weights and the data's position are restored again afterwards, and
+        stand at the current step from then on: a second divergence replays from here."""
         if not self._restore_last_good():
             return None
+        saved = self._candidate
         layer = None
         names = [n for n, _ in self.mode.named_params()]
-        for _ in range(self.tel.flush_every + 1):  # bounded replay, host checks allowed here
+        for _ in range(bad_step - saved["step"] + 1):  # host checks allowed here
             x, y = next(self.batches)
             self.mode.forward_backward(x, y)
             grads = dict(self.mode.named_grads())
@@ -291,6 +305,7 @@ class Trainer:
             self.mode.zero_grad()
         self.mode.zero_grad()
         self._restore_last_good()
+        saved["step"] = self.step
         # a snapshot of the finite weights, so the last histograms shown are finite
         self.tel.after_update(self.step, self.mode)
         return layer

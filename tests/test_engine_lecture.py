@@ -258,7 +258,7 @@ def test_about_page_shows_the_lectures_lines():
     for line in ("loss.backward()", "with torch.no_grad():", "w.grad.zero_()"):
         assert line in code["autograd"], line
     # MyReLU.backward as engine/modes/functions.py spells it, read from the file, not through inspect
-    text = (ROOT / "engine" / "functions.py").read_text()
+    text = (ROOT / "engine" / "modes" / "functions.py").read_text()
     start = text.index("    def backward(ctx, grad_y):")
     backward = text[start : text.index("\n\n", start)]
     assert "class MyReLU(torch.autograd.Function):" in code["custom Function"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import itertools
 import math
 import os
 import pstats
@@ -104,6 +103,7 @@ class NullMode:
     """A mode that does no work: a loop with it costs only the trainer's and the telemetry's own Python."""
 
     lr = 1e-6
+    optimizer = model = None
 
     def __init__(self, device):
         self.params = {"w1": torch.randn(D_in, H, device=device), "w2": torch.randn(H, D_out, device=device)}
@@ -128,12 +128,23 @@ class NullMode:
         return None
 
 
+class OneBatch:
+    """The same (x, y) every step, as engine/build/batches.py Batches gives the one full batch (no position)."""
+
+    def __init__(self, x, y):
+        self.batch = (x, y)
+
+    def __next__(self):
+        return self.batch
+
+    def position(self):
+        return None
+
+
 def loop_us(device, steps=50_000):
     """us per step of the trainer's loop around a mode that does nothing (snapshots and flushes included)."""
     x, y = torch.randn(N, D_in, device=device), torch.randn(N, D_out, device=device)
-    trainer = Trainer(
-        NullMode(device), itertools.repeat((x, y)), Telemetry(device=torch.device(device), batch_size=N), None
-    )
+    trainer = Trainer(NullMode(device), OneBatch(x, y), Telemetry(device=torch.device(device), batch_size=N), None)
     trainer.run(max_steps=steps // 2)
     return statistics.median(1e6 / timed(lambda n: trainer.run(max_steps=n), steps, device) for _ in range(5))
 

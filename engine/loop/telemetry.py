@@ -118,11 +118,13 @@ class Telemetry:
         flush_seconds: float = 0.5,
         look_every: int = 0,
         losses_on_host: bool | None = None,
+        ranks=None,
     ):
         """every: steps between snapshots, or 0 for about one every `seconds` of training; bins per
         histogram; a flush every flush_every steps or flush_seconds, whichever comes first, or as soon as
         a look (every look_every steps, 0 for the device's LOOK_EVERY) sees a non-finite loss.
-        losses_on_host: keep the losses as floats (default: on the CPU), else as device tensors."""
+        losses_on_host: keep the losses as floats (default: on the CPU), else as device tensors. ranks: several
+        processes (engine/loop/distributed.py), whose losses a flush reduces and whose rate is rank 0's."""
         self.every, self.seconds, self.bins = every, seconds, bins  # every == 0: about every `seconds`
         self._next_snapshot = 0
         self._rate = 0.0  # steps/s at the last flush
@@ -138,7 +140,7 @@ class Telemetry:
         self._before: dict[str, torch.Tensor] = {}
         self._last_flush_time = time.perf_counter()
         self._done = None  # steps completed at the last flush
-        self.ranks = None  # several processes (engine/loop/distributed.py): the losses reduced, rank 0's rate
+        self.ranks = ranks
         # the "all losses finite so far" flag, on the device; on CUDA read through pinned copies
         self.look_every = look_every or LOOK_EVERY.get(device.type, LOOK_EVERY["cpu"])
         self._watching = True  # False once a look has seen a non-finite loss, until rearm()
@@ -152,8 +154,9 @@ class Telemetry:
             ]
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device) -> Telemetry:
+    def from_config(cls, cfg, device: torch.device, ranks=None) -> Telemetry:
         return cls(
+            ranks=ranks,
             device=device,
             batch_size=cfg.batch_size,
             every=cfg.telemetry_every,

@@ -243,7 +243,7 @@ class Trainer:
         must not start from moments that the replay below stepped on towards the divergence). Copied
         into the tensors of `into`, a copy no longer needed, so that a flush allocates nothing: two sets
         of copies, the last good and the candidate, take turns."""
-        optimizer = getattr(self.mode, "optimizer", None)
+        optimizer = self.mode.optimizer
         state = optimizer.state_dict() if optimizer else None
         if into is None or (into["optimizer"] is None) != (state is None):
             return {

@@ -137,7 +137,7 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
     return Trainer(
         mode,
         batches,
-        Telemetry.from_config(p.cfg, p.device),
+        Telemetry.from_config(p.cfg, p.device, ranks),
         row["total_steps"] if resumed else p.total_steps,
         start_step=checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0,
         on_divergence=p.cfg.on_divergence,
@@ -148,11 +148,12 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
     )
 
 
-def _start_ranks(trainer: Trainer, p) -> None:
-    """Several processes: wait for all of them, then make the mode data-parallel (engine/loop/distributed.py)."""
+def _train(trainer: Trainer) -> None:
+    """Train to the end. Several processes wait for each other first (rank 0 subscribes its sinks after build):
+    from the first step on, a rank that waits longer than HANG_S for a peer fails the run."""
     if trainer.ranks is not None:
-        trainer.ranks.start(trainer.mode, p.cfg.loss)
-        trainer.tel.ranks = trainer.ranks
+        trainer.ranks.barrier()
+    trainer.run()
 
 
 def follow(run_id: str, store_path: str) -> str:
@@ -169,8 +170,7 @@ def follow(run_id: str, store_path: str) -> str:
     try:
         ranks.barrier()  # the run's row is read: rank 0 may write it now
         trainer = _trainer(p, row, ranks, Control())
-        _start_ranks(trainer, p)
-        trainer.run()
+        _train(trainer)
     except RuntimeError as e:  # a collective that broke: rank 0 reports the run, this one only its line
         raise PeerFailed(lost(e)) from None
     print(ranks.checksum(trainer.mode), file=sys.stderr)
@@ -227,8 +227,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
             for fn in fns:
                 trainer.add_callback(event, fn)
         _stop_on_signals(control, ranks)
-        _start_ranks(trainer, p)
-        trainer.run()
+        _train(trainer)
         writer.close()
         try:
             checkpoint.keep(files, checkpoint.snapshot(mode, trainer.step, p.cfg, batches))

@@ -9,7 +9,7 @@ For each mode (manual and optim at the lecture's size by default), the engine as
        engine runs that the bare loop does not;
     4. the trainer's parts timed alone, then spread over the steps at the rates they run at: the divergence
        copy Trainer._weights (each flush), Telemetry.flush, a snapshot (before_update + after_update),
-       the finite-loss look (every LOOK_EVERY steps), record_loss + flush_due (every step), next(batches);
+       the finite-loss look (every guard.LOOK_EVERY steps), record_loss + flush_due (every step), next(batches);
     5. the trainer's whole loop around a mode that does no work, and torch.optim.Adam's variants;
     6. (--in-loop) engine / bare for loops that add the trainer's pieces one at a time around the mode, at
        --threads threads (1 by default there: a 2-core shared box is too noisy at 2).
@@ -256,11 +256,11 @@ def parts(name, device, store_path):
     out["Telemetry.flush of 2,000 losses (record_loss included)"] = per_call_us(flush_2000, 20)
 
     def look():
-        for i in range(tel.look_every):
+        for i in range(tel.watch.every):
             tel.record_loss(i, loss)
-        tel._nonfinite_seen()
+        tel.watch.look(tel._losses)
 
-    out[f"the finite look, every {tel.look_every} steps (with its record_loss)"] = per_call_us(look, 500)
+    out[f"the finite look, every {tel.watch.every} steps (with its record_loss)"] = per_call_us(look, 500)
     tel.flush()
     out["record_loss + flush_due (each step)"] = per_call_us(lambda: (tel.record_loss(0, loss), tel.flush_due()), 2000)
     tel.flush()

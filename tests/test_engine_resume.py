@@ -190,14 +190,14 @@ def test_the_divergence_copies_are_reused_across_flushes_and_skipped_when_ignore
         return Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), 40, on_divergence=on_divergence)
 
     run, seen = trainer("pause"), []  # the tensors themselves, held: none is freed and its memory reused
-    run.add_callback("on_flush", lambda f: seen.append(run._candidate["optimizer"]["state"][0]["exp_avg"]))
+    run.add_callback("on_flush", lambda f: seen.append(run.guard.candidate.optimizer["state"][0]["exp_avg"]))
     run.run()
     distinct = [t for i, t in enumerate(seen) if all(t is not u for u in seen[:i])]
     assert len(seen) >= 8 and len(distinct) <= 3, len(distinct)  # the first set's Adam moments are new: then 2
-    assert all(torch.equal(w, p) for w, (_, p) in zip(run._candidate["weights"], run.mode.named_params()))
+    assert all(torch.equal(w, p) for w, (_, p) in zip(run.guard.candidate.weights, run.mode.named_params()))
     ignored = trainer("ignore")
     ignored.run()
-    assert ignored._candidate is None and ignored._last_good is None
+    assert ignored.guard is None
 
 
 class Recorded:

@@ -133,7 +133,7 @@ def test_the_runs_page_resumes_a_stopped_run_and_shows_it_on_the_train_page(smal
 
 class NanAfterUpdates:
     """A mode whose reported loss is NaN once its optimizer has taken `bad` steps (its gradients stay
-    finite, so the divergence replay steps the optimizer flush_every + 1 times before it gives up)."""
+    finite, so the divergence replay steps the optimizer through every step it replays)."""
 
     def __init__(self, mode, bad):
         self.mode, self.bad = mode, bad

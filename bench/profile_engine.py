@@ -9,7 +9,7 @@ For each mode (manual and optim at the lecture's size by default), the engine as
        engine runs that the bare loop does not;
     4. the trainer's parts timed alone, then spread over the steps at the rates they run at: the divergence
        copy Trainer._weights (each flush), Telemetry.flush, a snapshot (before_update + after_update),
-       the finite-loss look (every LOOK_EVERY steps), record_loss + flush_due (every step), next(batches);
+       the finite-loss look (every guard.LOOK_EVERY steps), record_loss + flush_due (every step), next(batches);
     5. the trainer's whole loop around a mode that does no work, and torch.optim.Adam's variants;
     6. (--in-loop) engine / bare for loops that add the trainer's pieces one at a time around the mode, at
        --threads threads (1 by default there: a 2-core shared box is too noisy at 2).
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import itertools
 import math
 import os
 import pstats
@@ -104,6 +103,7 @@ class NullMode:
     """A mode that does no work: a loop with it costs only the trainer's and the telemetry's own Python."""
 
     lr = 1e-6
+    optimizer = model = None
 
     def __init__(self, device):
         self.params = {"w1": torch.randn(D_in, H, device=device), "w2": torch.randn(H, D_out, device=device)}
@@ -128,12 +128,23 @@ class NullMode:
         return None
 
 
+class OneBatch:
+    """The same (x, y) every step, as engine/build/batches.py Batches gives the one full batch (no position)."""
+
+    def __init__(self, x, y):
+        self.batch = (x, y)
+
+    def __next__(self):
+        return self.batch
+
+    def position(self):
+        return None
+
+
 def loop_us(device, steps=50_000):
     """us per step of the trainer's loop around a mode that does nothing (snapshots and flushes included)."""
     x, y = torch.randn(N, D_in, device=device), torch.randn(N, D_out, device=device)
-    trainer = Trainer(
-        NullMode(device), itertools.repeat((x, y)), Telemetry(device=torch.device(device), batch_size=N), None
-    )
+    trainer = Trainer(NullMode(device), OneBatch(x, y), Telemetry(device=torch.device(device), batch_size=N), None)
     trainer.run(max_steps=steps // 2)
     return statistics.median(1e6 / timed(lambda n: trainer.run(max_steps=n), steps, device) for _ in range(5))
 
@@ -245,11 +256,11 @@ def parts(name, device, store_path):
     out["Telemetry.flush of 2,000 losses (record_loss included)"] = per_call_us(flush_2000, 20)
 
     def look():
-        for i in range(tel.look_every):
+        for i in range(tel.watch.every):
             tel.record_loss(i, loss)
-        tel._nonfinite_seen()
+        tel.watch.look(tel._losses)
 
-    out[f"the finite look, every {tel.look_every} steps (with its record_loss)"] = per_call_us(look, 500)
+    out[f"the finite look, every {tel.watch.every} steps (with its record_loss)"] = per_call_us(look, 500)
     tel.flush()
     out["record_loss + flush_due (each step)"] = per_call_us(lambda: (tel.record_loss(0, loss), tel.flush_due()), 2000)
     tel.flush()

@@ -109,7 +109,7 @@ def run_again(run_id: str):
 def export_onnx(run_id: str):
     """The run's model to ONNX, run by onnxruntime on the run's own inputs: the difference is the verdict."""
     try:
-        info = engine.tools.to_onnx(run_id)
+        info = engine.to_onnx(run_id)
     except LivepropError as e:
         st.session_state.lp_error = f"Not exported: {e}"
         return

@@ -9,7 +9,8 @@ import torch
 from conftest import NanFrom, syncs_refused_but_in_flush
 
 from engine.build import assemble as build
-from engine.loop.telemetry import COPIES, LOOK_EVERY, Telemetry, histogram
+from engine.loop.guard import COPIES, LOOK_EVERY
+from engine.loop.telemetry import Telemetry, histogram
 from engine.loop.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(
@@ -121,18 +122,18 @@ def test_nonfinite_loss_noticed_through_the_pinned_flag_without_a_sync(small, ca
     tel = Telemetry(
         every=1000, bins=16, flush_every=10**6, flush_seconds=1e9, device=p.device, batch_size=p.cfg.batch_size
     )
-    assert tel.look_every == LOOK_EVERY["cuda"] and len(tel._free) == COPIES
-    assert all(flag.device.type == "cpu" and flag.is_pinned() for flag, _ in tel._free)
-    owner = {id(flag): event for flag, event in tel._free}
+    assert tel.watch.every == LOOK_EVERY["cuda"] and len(tel.watch._free) == COPIES
+    assert all(flag.device.type == "cpu" and flag.is_pinned() for flag, _ in tel.watch._free)
+    owner = {id(flag): event for flag, event in tel.watch._free}
     trainer = Trainer(mode, batches, tel, steps, on_divergence="stop")
-    real_read, reads = tel._read_flag, []
+    real_read, reads = tel.watch._read_flag, []
 
     def read_flag(flag):
         assert owner[id(flag)].query(), "read a copy whose event had not completed"
         reads.append((trainer.step, real_read(flag)))
         return reads[-1][1]
 
-    tel._read_flag = read_flag
+    tel.watch._read_flag = read_flag
     trainer.run(max_steps=1)  # warm-up: first batch to the device, library init, the first flush
     with syncs_refused_but_in_flush(trainer):
         trainer.run()

@@ -48,9 +48,9 @@ def spied_trainer(small, spy, case, mode_wrapper=None, **trainer_kw):
                     losses_on_host=False)  # fmt: skip  # the losses as a CUDA run keeps them: device tensors
     trainer = Trainer(mode, batches, tel, STEPS, **trainer_kw)
     reads = []
-    read_flag = tel._read_flag
-    tel._read_flag = lambda flag: reads.append(trainer.step) or read_flag(flag)
-    for obj, name in ((trainer, "flush"), (tel, "before_update"), (tel, "after_update"), (tel, "_read_flag")):
+    read_flag = tel.watch._read_flag
+    tel.watch._read_flag = lambda flag: reads.append(trainer.step) or read_flag(flag)
+    for obj, name in ((trainer, "flush"), (tel, "before_update"), (tel, "after_update"), (tel.watch, "_read_flag")):
         real = getattr(obj, name)
 
         def allowed(*args, _real=real, **kwargs):
@@ -70,7 +70,7 @@ def test_no_host_sync_between_flushes_and_snapshots(small, sync_spy, case):
     assert steps_seen == list(range(STEPS))  # steps 1-4, 6-9 and 10 ran outside flush and snapshot
     assert sync_spy.calls == [], f"host syncs on the hot path: {sync_spy.calls}"
     # the first step is flushed at once; then the flag is looked at after steps 4 and 8 (every 4 on the CPU)
-    assert trainer.tel.look_every == 4 and reads == [5, 9]
+    assert trainer.tel.watch.every == 4 and reads == [5, 9]
 
 
 @pytest.mark.parametrize("case", ["manual", "autograd", "optim-adam"])
@@ -168,25 +168,26 @@ def test_the_cuda_look_reads_only_finished_copies_and_never_waits(lag):
     every look makes a copy; and a NaN is seen by the first look after its copy is done."""
     import torch
 
-    from engine.loop.telemetry import COPIES
+    from engine.loop.guard import COPIES
 
     clock = [0]
     tel = Telemetry(device=torch.device("cpu"), batch_size=1, flush_every=10**6, flush_seconds=1e9, look_every=4,
                     losses_on_host=False)  # fmt: skip
     events = {}
-    tel._free = []  # the pinned copies, apart from the flag
+    watch = tel.watch
+    watch._free = []  # the pinned copies, apart from the flag
     for _ in range(COPIES):
         flag = torch.ones((), dtype=torch.bool)
         events[id(flag)] = event = CopyInFlight(clock, lag)
-        tel._free.append((flag, event))
-    read_flag, reads = tel._read_flag, []
+        watch._free.append((flag, event))
+    read_flag, reads = watch._read_flag, []
 
     def checked_read(flag):
         assert events[id(flag)].query(), "read a copy still in flight"
         reads.append(read_flag(flag))
         return reads[-1]
 
-    tel._read_flag = checked_read
+    watch._read_flag = checked_read
     bad, seen = 41, None
     for step in range(400):
         clock[0] = step
@@ -196,7 +197,7 @@ def test_the_cuda_look_reads_only_finished_copies_and_never_waits(lag):
                 seen = step
                 break
             tel.flush()
-        assert len(tel._in_flight) <= COPIES
+        assert len(watch._in_flight) <= COPIES
     assert seen is not None and reads and all(reads[:-1]) and reads[-1] is False
     # The NaN is folded at the first look from it on (3 steps at most). A copy made at a look is read at
     # the first later look it is done by: `delay` steps on. While every slot is in flight no copy is made:
@@ -208,4 +209,4 @@ def test_the_cuda_look_reads_only_finished_copies_and_never_waits(lag):
     assert bad + delay <= seen <= bad + look - 1 + wait + delay, (seen, delay, wait)
     assert sum(e.records for e in events.values()) >= len(reads)
     tel.rearm()  # after the weights are put back: all finite again, looks resume
-    assert tel._watching and not tel._in_flight and len(tel._free) == COPIES and bool(tel._ok)
+    assert watch.watching and not watch._in_flight and len(watch._free) == COPIES and bool(watch._ok)

@@ -133,7 +133,7 @@ def test_the_runs_page_resumes_a_stopped_run_and_shows_it_on_the_train_page(smal
 
 class NanAfterUpdates:
     """A mode whose reported loss is NaN once its optimizer has taken `bad` steps (its gradients stay
-    finite, so the divergence replay steps the optimizer flush_every + 1 times before it gives up)."""
+    finite, so the divergence replay steps the optimizer through every step it replays)."""
 
     def __init__(self, mode, bad):
         self.mode, self.bad = mode, bad
@@ -190,14 +190,82 @@ def test_the_divergence_copies_are_reused_across_flushes_and_skipped_when_ignore
         return Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), 40, on_divergence=on_divergence)
 
     run, seen = trainer("pause"), []  # the tensors themselves, held: none is freed and its memory reused
-    run.add_callback("on_flush", lambda f: seen.append(run._candidate["optimizer"]["state"][0]["exp_avg"]))
+    run.add_callback("on_flush", lambda f: seen.append(run.guard.candidate.optimizer["state"][0]["exp_avg"]))
     run.run()
     distinct = [t for i, t in enumerate(seen) if all(t is not u for u in seen[:i])]
     assert len(seen) >= 8 and len(distinct) <= 3, len(distinct)  # the first set's Adam moments are new: then 2
-    assert all(torch.equal(w, p) for w, (_, p) in zip(run._candidate["weights"], run.mode.named_params()))
+    assert all(torch.equal(w, p) for w, (_, p) in zip(run.guard.candidate.weights, run.mode.named_params()))
     ignored = trainer("ignore")
     ignored.run()
-    assert ignored._candidate is None and ignored._last_good is None
+    assert ignored.guard is None
+
+
+class Recorded:
+    """The run's batches, the inputs of each one it draws kept in order (Batches.seek's own draws are not counted)."""
+
+    def __init__(self, batches):
+        self.batches, self.drawn = batches, []
+
+    def __next__(self):
+        x, y = next(self.batches)
+        self.drawn.append(x)
+        return x, y
+
+    def position(self):
+        return self.batches.position()
+
+    def seek(self, position):
+        self.batches.seek(position)
+
+
+def test_a_divergence_on_a_data_loader_replays_its_own_batches_and_resumes_where_its_weights_were(small):
+    """lr 1e200 from step 20 overflows the loss at step 21 of a run whose batches come from a shuffling DataLoader
+    (64 samples in batches of 16). The replay runs the batches of the steps from the restored weights on, not new
+    ones; then, resumed at the first lr, every loss equals that of a run restored from a checkpoint of the
+    restored step (weights, Adam's state, the data's position), which replayed nothing."""
+    from engine.build import assemble as build
+    from engine.loop.telemetry import Telemetry
+    from engine.loop.trainer import Trainer
+
+    steps, lr = 60, 1e-2
+    p = build.prepare(config(small, steps, mode="optim", optimizer="adam", lr=lr, n_samples=64, flush_every=4))
+
+    def trainer(total, start=None):
+        mode, batches = build.build(p)
+        at = checkpoint.restore(start, mode, batches, p.cfg) if start else 0
+        run = Trainer(mode, Recorded(batches), Telemetry.from_config(p.cfg, p.device), total, start_step=at)
+        run.losses = {}
+        run.add_callback("on_flush", lambda f: run.losses.update(zip(range(f.first_step, f.last_step + 1), f.losses)))
+        return run
+
+    diverged, seen = trainer(steps), []
+
+    def on_status(status, info):
+        if status == "diverged":
+            seen.append(dict(info, at=diverged.step, drawn=len(diverged.batches.drawn)))
+            diverged.control.put(None, "set_lr", lr)
+            diverged.control.put(None, "resume")
+
+    diverged.add_callback("on_status", on_status)
+    diverged.run(max_steps=20)
+    diverged.control.put(None, "set_lr", 1e200)
+    diverged.run()
+    [info] = seen
+    r, at, drawn = info["restored"], info["at"], diverged.batches.drawn
+    assert info["step"] == 21 and r <= 21 and info["layer"] is not None and diverged.step == steps
+    replayed = drawn[at : info["drawn"]]  # the replay's batches: those of steps r, r + 1, ...
+    assert 1 <= len(replayed) <= 21 - r + 1
+    assert all(torch.equal(a, b) for a, b in zip(replayed, drawn[r:], strict=False))
+    after = drawn[info["drawn"] :]  # resumed: the batches of steps r, r + 1, ... again
+    assert all(torch.equal(a, b) for a, b in zip(after[: at - r], drawn[r:at], strict=True))
+
+    reference = trainer(r)
+    reference.run()
+    snap = checkpoint.snapshot(reference.mode, r, p.cfg, reference.batches.batches)
+    restored = trainer(r + steps - at, start=snap)
+    restored.run()
+    want = [restored.losses[s] for s in range(r, r + steps - at)]
+    assert [diverged.losses[s] for s in range(at, steps)] == want  # bit for bit
 
 
 # ---------------------------------------------------------------------------------------------

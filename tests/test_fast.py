@@ -8,6 +8,7 @@ against the plain loop, set-lr without a re-capture, snapshots between replays, 
 here; bench/gpu_check.sh runs them on the GPU machine, where `-k cuda` picks them by their names.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def trajectory(small, fast, device="cpu", dtype="float64", **kw) -> dict:
     """A Trainer's STEPS steps, the lr halved at SET_LR by a command: each step's loss, the final weights, the
     flushes, and the captured graph before and after the set-lr (None on the CPU)."""
     p = build.prepare(small(device=device, dtype=dtype, steps=STEPS, telemetry_every=7, flush_every=10, **kw))
+    p = dataclasses.replace(p, cfg=dataclasses.replace(p.cfg, fast=fast))  # built for it (prepare refuses the CPU)
     mode, batches = build.build(p)
     trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device), STEPS, fast=fast)
     flushes = []
@@ -109,7 +111,7 @@ def test_the_graph_safe_step_equals_the_plain_loop_step_by_step(small, case):
 
 @pytest.mark.parametrize("case", ["nn", "optim-adam"])
 def test_bf16_without_the_autocast_cache_takes_the_same_steps(small, case):
-    """bf16: the fast path's autocast keeps no weight cache (a capture must not), which changes no number."""
+    """bf16: a fast run's autocast (build's) keeps no weight cache (a capture must not), which changes no number."""
     plain = trajectory(small, False, dtype="float32", precision="bf16", **CASES[case])
     fast = trajectory(small, True, dtype="float32", precision="bf16", **CASES[case])
     assert plain["trainer"].mode.autocast._cache_enabled and not fast["trainer"].mode.autocast._cache_enabled

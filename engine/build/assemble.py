@@ -5,7 +5,9 @@
                       it reads and writes and its downloads (engine/build/checks.py), memory
     build(prepared)   seeds, data, the model on its device, the mode's parameters -> (mode, batches), the
                       batches this rank's share when several processes train (engine/loop/distributed.py);
-                      with init lecture, x, y, w1, w2 drawn in the lecture's order (lecture_draws)
+                      with init lecture, x, y, w1, w2 drawn in the lecture's order (lecture_draws); every
+                      wrapper (compile, autocast, DistributedDataParallel, the process group) made here once
+                      and passed to the mode's constructor (engine/modes/protocol.py)
 
 Both raise ConfigError with one line for a person. Used by the worker, the CLI, the dashboard
 (to validate before a launch), the tests and the benchmarks.
@@ -13,6 +15,7 @@ Both raise ConfigError with one line for a person. Used by the worker, the CLI, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -183,8 +186,22 @@ def raw_params(model: torch.nn.Module) -> dict:
     return params
 
 
+def autocast(model: torch.nn.Module, precision: str, cache: bool = True):
+    """The context of nn's and optim's forward pass. bf16: torch.autocast to bfloat16 on the model's device, CPU or
+    CUDA. Inside it, matmuls and convolutions run in bfloat16 while mse and cross-entropy run in float32 (autocast's
+    own op lists), and sse's y_pred - y takes y's float32, so the loss comes out in float32. cache False: no weight
+    cache, which a CUDA graph's capture must not keep (engine/loop/fast.py; torch.cuda.make_graphed_callables' note).
+    fp32 and tf32: nothing (tf32 is a flag that build sets)."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, cache_enabled=cache)
+
+
 def build(p: Prepared, ranks=None):
-    """(mode, batches) for a prepared config: seeds, data, model, the mode's parameters.
+    """(mode, batches) for a prepared config: seeds, data, model, the mode's parameters, and every wrapper the
+    mode is constructed with: the compiled net (compile), autocast (bf16), and on several processes (ranks,
+    engine/loop/distributed.py) their groups, started once every rank has its data and model, with
+    DistributedDataParallel around nn's and optim's model or the group for the raw modes' own all_reduce.
 
     With init lecture, x and y come first from the seeded global generator, then the weights (raw modes)
     or the model (nn, optim), as in the lecture; otherwise the data draws from its own generator."""
@@ -198,24 +215,27 @@ def build(p: Prepared, ranks=None):
     # tf32: float32 matmuls (cuBLAS) and convolutions (cuDNN) in TensorFloat-32, CUDA only: the CPU reads neither
     # flag. Process-global too, so fp32 and bf16 set them back (cuDNN's own default would be on).
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
-    weights = None
+    weights = model = None
     if cfg.init == "lecture":  # one full batch: Batches gives this x, y every step
         x, y, weights = lecture_draws(cfg, p.device)
         dataset, spec = data_mod.TensorData(x, y), p.spec
     else:
         dataset, spec = data_mod.load(cfg)
-    if weights is not None:
-        mode = MODES[cfg.mode]({n: w.to(dtype) for n, w in weights.items()}, cfg.loss, cfg.lr)
-    else:
+    if weights is None:
         model = models.build(cfg, spec.in_shape, spec.out_dim).to(p.device, dtype)
-        if cfg.mode in RAW_MODES:
-            mode = MODES[cfg.mode](raw_params(model), cfg.loss, cfg.lr)
-        elif cfg.mode == "nn":
-            mode = MODES["nn"](model, cfg.loss, cfg.lr, cfg.precision)
-        else:
-            trainable = [q for q in model.parameters() if q.requires_grad]
-            mode = MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg), cfg.precision)
-    if cfg.compile:  # the forward pass (and with it the backward) through TorchDynamo and Inductor
-        mode.net = torch.compile(mode.model)
     channels = 3 if cfg.arch == "torchvision" else None
-    return mode, Batches(dataset, spec, cfg, p.device, dtype, channels, ranks)
+    batches = Batches(dataset, spec, cfg, p.device, dtype, channels, ranks)
+    if ranks is not None:
+        ranks.start(cfg.loss)  # every rank has its data and model: the groups that wait HANG_S at most
+    if cfg.mode in RAW_MODES:
+        params = {n: w.to(dtype) for n, w in weights.items()} if weights is not None else raw_params(model)
+        group = None if ranks is None else ranks.group
+        return MODES[cfg.mode](params, cfg.loss, cfg.lr, group), batches
+    net = model if ranks is None else ranks.data_parallel(model)
+    if cfg.compile:  # the forward pass (and with it the backward) through TorchDynamo and Inductor
+        net = torch.compile(net)
+    context = autocast(model, cfg.precision, cache=not cfg.fast)
+    if cfg.mode == "nn":
+        return MODES["nn"](model, cfg.loss, cfg.lr, net, context), batches
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    return MODES["optim"](model, cfg.loss, optimizers.build(trainable, cfg), net, context), batches

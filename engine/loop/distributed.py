@@ -3,9 +3,10 @@ torch.distributed joins them, and each trains on its share of every batch.
 
     command(run_id, store, cfg)         the torchrun command line for a run's workers on one machine
     Ranks.from_env(device)              this process's place among them; None in a plain process
-      .start(mode, loss)                after the start-up, the groups that must answer within HANG_S,
-                                        then DistributedDataParallel (nn, optim) or mode.group for the
-                                        raw modes' hand-written all_reduce (engine/modes/manual.py)
+      .start(loss)                      after the start-up, the groups that must answer within HANG_S
+                                        (.group: the raw modes' hand-written all_reduce, engine/modes/raw.py)
+      .data_parallel(model)             DistributedDataParallel around nn's and optim's model, on .group
+                                        (both called by engine/build/assemble.py build)
       .shard(t)                         this rank's rows of a batch held whole (the lecture's full batch)
       .reduce_losses(t)                 a flush's losses as the whole batch has them (sum or mean of ranks)
       .from_leader(value)               rank 0's number on every rank (the measured rate, for snapshots)
@@ -99,22 +100,24 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def start(self, mode, loss: str) -> None:
-        """After every rank has built its model and data: the groups with the short timeout, then the mode
-        made data-parallel. DistributedDataParallel averages the gradients, which is the whole batch's
-        gradient for a mean loss; for the lecture's sum of squares it sums them instead (_sum_hook)."""
+    def start(self, loss: str) -> None:
+        """After every rank has built its model and data: the groups with the short timeout. A mean loss's
+        whole-batch gradient is the mean of the ranks' (what DistributedDataParallel computes); the lecture's
+        sum of squares needs their sum instead (data_parallel's _sum_hook, the raw modes' sum_over_ranks)."""
         dist.barrier()  # the start-up is over everywhere
         hang = timedelta(seconds=HANG_S)
         self.group = dist.new_group(timeout=hang)
         self.words = dist.new_group(backend="gloo", timeout=hang)
         self.mean = loss != "sse"
-        if hasattr(mode, "net"):  # nn, optim: the model's forward and backward through DDP
-            ids = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else None
-            mode.net = DistributedDataParallel(mode.model, device_ids=ids, process_group=self.group)
-            if not self.mean:
-                mode.net.register_comm_hook(self.group, _sum_hook)
-        else:  # the raw modes: their own all_reduce on this group
-            mode.group = self.group
+
+    def data_parallel(self, model: torch.nn.Module) -> DistributedDataParallel:
+        """nn's and optim's forward and backward through DistributedDataParallel on the training group (after
+        start): it averages the gradients, or sums them for a sum-of-squares loss."""
+        ids = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids, process_group=self.group)
+        if not self.mean:
+            net.register_comm_hook(self.group, _sum_hook)
+        return net
 
     def shard(self, t: torch.Tensor) -> torch.Tensor:
         """Rows rank, rank + world, ...: this rank's share of a batch, as engine/build/batches.py cuts them."""

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import torch
 
-from engine.modes import nn_sgd
-
 BLOCK = 64  # steps per Python iteration at most: the longest wait for a command, a snapshot or a flush
 WARMUP = 3  # eager steps on a side stream before the capture
 
@@ -41,12 +39,9 @@ class GraphStep:
         self.mode, (self.x, self.y) = mode, batches.whole
         w = mode.named_params()[0][1]
         self.device = w.device
-        self.optimizer = getattr(mode, "optimizer", None)
+        self.optimizer = mode.optimizer
         if self.optimizer is not None:
             _graph_safe(self.optimizer, self.device.type == "cuda" if capturable is None else capturable)
-        if isinstance(getattr(mode, "autocast", None), torch.autocast):  # bf16
-            a = mode.autocast  # the same autocast without its weight cache (torch.cuda.make_graphed_callables' note)
-            mode.autocast = torch.autocast(a.device, dtype=a.fast_dtype, cache_enabled=False)
         # the lr in the weights' dtype, except for torch.optim on CUDA: its fused and capturable kernels read float32
         lr_dtype = torch.float32 if self.optimizer is not None and self.device.type == "cuda" else w.dtype
         self.lr = mode.lr  # the value lr_t holds, known on the host
@@ -98,7 +93,7 @@ class GraphStep:
         """The gradients zeroed in place, so that the graph's backward accumulates into the same tensors: nn's
         model.zero_grad() and optim's optimizer.zero_grad() set them to None (their default), which frees them.
         The raw modes' zero_grad is in place already (manual rebuilds its gradients: nothing to zero)."""
-        if isinstance(self.mode, nn_sgd.Mode):  # optim's Mode too
+        if self.mode.model is not None:  # nn, optim
             for _, g in self.mode.named_grads():
                 if g is not None:
                     g.zero_()

@@ -10,28 +10,37 @@ cost the CPU loop more than its reads. Every K steps a snapshot computes, still 
     and, where the mode has a reference, the gradient check's norm ratio per layer (grad_ratio).
 `flush()` concatenates everything pending into one tensor, copies it once, and returns a Flush.
 
-Between flushes, every few steps (LOOK_EVERY) a look folds the new losses into a device flag, "all
-finite so far", and reads it without waiting for the device, so that a divergence makes a flush due
-within a few steps rather than at the next flush (see `_nonfinite_seen`).
+Between flushes, every few steps a look at the losses (engine/loop/guard.py NonFiniteWatch) makes a
+flush due as soon as one is non-finite, without waiting for the device.
+
+Where each snapshot number goes in the flush's copy is a Piece: (step, kind, layer, size). Kinds are
+HISTS (a histogram, a Flush.hists entry) or SCALARS (one number, a Flush.scalars entry stored as
+"KIND/LAYER", the names the run store has always had).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import psutil
 import torch
 
-# steps between looks at the "all losses finite" flag. On the CPU a look costs about 10 us and its read
-# is free: a non-finite loss is seen at most 3 steps after it. On CUDA a look is a few kernels and one
-# non-blocking copy, read at the first look that finds it done: a non-finite loss is seen at most 31
-# steps after it while the device finishes each copy by the next look (it keeps within 16 steps of the
-# host), 47 while it keeps within 32 (the issue asks for 50), 16 more for each look it lags beyond.
-LOOK_EVERY = {"cpu": 4, "cuda": 16}
-COPIES = 4  # pinned copies of the flag in flight at most, on CUDA
+from engine.loop.guard import NonFiniteWatch
+
+HISTS = ("grad", "weight")  # a layer's histograms: of its gradient, of its weights (Hist.kind)
+SCALARS = ("grad_norm", "gradcheck", "weight_norm", "update_ratio")  # a layer's numbers, stored as "KIND/LAYER"
+
+
+class Piece(NamedTuple):
+    """Where one snapshot number or histogram sits in the flush's copy, and what it is."""
+
+    step: int
+    kind: str  # one of HISTS (counts, lo, hi, nonfinite) or of SCALARS (one number)
+    layer: str
+    size: int  # how many numbers it takes in the copy
 
 
 @dataclass
@@ -63,6 +72,10 @@ class Flush:
     @property
     def last_step(self) -> int:
         return self.first_step + len(self.losses) - 1
+
+    def first_nonfinite(self) -> int | None:
+        """The step of the first non-finite loss in this flush, or None."""
+        return next((self.first_step + i for i, v in enumerate(self.losses) if not math.isfinite(v)), None)
 
 
 def histogram(t: torch.Tensor, bins: int) -> torch.Tensor:
@@ -118,11 +131,13 @@ class Telemetry:
         flush_seconds: float = 0.5,
         look_every: int = 0,
         losses_on_host: bool | None = None,
+        ranks=None,
     ):
         """every: steps between snapshots, or 0 for about one every `seconds` of training; bins per
         histogram; a flush every flush_every steps or flush_seconds, whichever comes first, or as soon as
-        a look (every look_every steps, 0 for the device's LOOK_EVERY) sees a non-finite loss.
-        losses_on_host: keep the losses as floats (default: on the CPU), else as device tensors."""
+        a look (every look_every steps, 0 for the device's guard.LOOK_EVERY) sees a non-finite loss.
+        losses_on_host: keep the losses as floats (default: on the CPU), else as device tensors. ranks: several
+        processes (engine/loop/distributed.py), whose losses a flush reduces and whose rate is rank 0's."""
         self.every, self.seconds, self.bins = every, seconds, bins  # every == 0: about every `seconds`
         self._next_snapshot = 0
         self._rate = 0.0  # steps/s at the last flush
@@ -133,27 +148,18 @@ class Telemetry:
         self._losses: list = []  # since the last flush: floats on the host, else 0-dim device tensors
         self._first_step = 0
         self._pieces: list[torch.Tensor] = []  # device vectors of pending snapshots
-        self._layout: list[tuple] = []  # how to read them back: (step, key, size)
+        self._layout: list[Piece] = []  # how to read them back
         self._host_scalars: list[tuple[int, str, float]] = []
         self._before: dict[str, torch.Tensor] = {}
         self._last_flush_time = time.perf_counter()
         self._done = None  # steps completed at the last flush
-        self.ranks = None  # several processes (engine/loop/distributed.py): the losses reduced, rank 0's rate
-        # the "all losses finite so far" flag, on the device; on CUDA read through pinned copies
-        self.look_every = look_every or LOOK_EVERY.get(device.type, LOOK_EVERY["cpu"])
-        self._watching = True  # False once a look has seen a non-finite loss, until rearm()
-        self._looked = 0  # how many of self._losses the flag covers
-        self._ok = torch.ones((), dtype=torch.bool, device=device)
-        self._in_flight = deque()  # (pinned host flag, CUDA event recorded after the copy into it), oldest first
-        self._free = None  # the CPU: no copies, the flag is on the host already
-        if device.type == "cuda":
-            self._free = [
-                (torch.ones((), dtype=torch.bool, pin_memory=True), torch.cuda.Event()) for _ in range(COPIES)
-            ]
+        self.ranks = ranks
+        self.watch = NonFiniteWatch(device, look_every, self.on_host)
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device) -> Telemetry:
+    def from_config(cls, cfg, device: torch.device, ranks=None) -> Telemetry:
         return cls(
+            ranks=ranks,
             device=device,
             batch_size=cfg.batch_size,
             every=cfg.telemetry_every,
@@ -188,66 +194,20 @@ class Telemetry:
         return (
             self._done is None  # the first step shows up at once
             or n >= self.flush_every
-            or (self._watching and n - self._looked >= self.look_every and self._nonfinite_seen())
+            or self.watch.look(self._losses)
             or time.perf_counter() - self._last_flush_time >= self.flush_seconds
         )
 
-    # -- the look at the "all finite" flag, every look_every steps ---------------------------
-
-    def _nonfinite_seen(self) -> bool:
-        """Fold the losses since the last look into the device flag, and say whether a non-finite
-        loss has been seen, without ever waiting for the device.
-
-        On the CPU there is no device to wait for: the flag is read at once, so a non-finite loss is
-        seen at the first look after it. On CUDA each look copies the flag into a pinned host flag
-        with non_blocking=True and records an event after it; a copy is read only at a later look
-        that finds its event completed (event.query()), and a read of finished pinned memory is not a
-        sync. The flag only ever goes from True to False, so the newest finished copy says all there
-        is to say. Up to COPIES are in flight at once (a device that lags several looks behind the
-        host still gets a copy at every look). Once seen, looks stop until rearm()."""
-        new = self._losses[self._looked :]
-        self._looked = len(self._losses)
-        if self.on_host:  # floats: nothing to fold, nothing to wait for
-            self._watching = all(map(math.isfinite, new))
-            return not self._watching
-        self._ok.logical_and_(torch.isfinite(torch.stack(new)).all())
-        if self._free is None:  # the CPU
-            seen = not self._read_flag(self._ok)
-        else:
-            seen = False
-            while self._in_flight and self._in_flight[0][1].query():  # finished copies, oldest first
-                copy = self._in_flight.popleft()
-                seen = seen or not self._read_flag(copy[0])
-                self._free.append(copy)
-            if self._free and not seen:
-                host, copied = copy = self._free.pop()
-                host.copy_(self._ok, non_blocking=True)
-                copied.record()  # on the current stream, after the copy
-                self._in_flight.append(copy)
-        self._watching = not seen
-        return seen
-
-    def _read_flag(self, flag: torch.Tensor) -> bool:
-        """A host copy of the flag, complete (on CUDA its event has completed): reading it never waits."""
-        return bool(flag)
-
     def rearm(self) -> None:
-        """After finite weights were put back (a divergence handled): the flag reads "all finite"
-        again and the looks resume. Off the hot path: it waits for the copies still in flight."""
-        while self._in_flight:
-            copy = self._in_flight.popleft()
-            copy[1].synchronize()
-            self._free.append(copy)
-        self._ok.fill_(True)
-        self._looked = len(self._losses)
-        self._watching = True
+        """After finite weights were put back (a divergence handled): the looks resume (guard.py)."""
+        self.watch.rearm(len(self._losses))
 
     # -- snapshots, every K steps ------------------------------------------------------------
 
-    def _put(self, step: int, key: str, t: torch.Tensor) -> None:
+    def _put(self, step: int, kind: str, layer: str, t: torch.Tensor) -> None:
         t = t.detach().reshape(-1).float()
         self._pieces.append(t)
-        self._layout.append((step, key, t.numel()))
+        self._layout.append(Piece(step, kind, layer, t.numel()))
 
     def _snapshot_gap(self) -> int:
         """Steps to the next snapshot: `every`, or about `seconds` at the measured rate. Until the rate is
@@ -268,21 +228,21 @@ class Telemetry:
         for name, g in mode.named_grads():
             if g is None:
                 continue
-            self._put(step, f"hist/grad/{name}", histogram(g, self.bins))
-            self._put(step, f"grad_norm/{name}", torch.linalg.vector_norm(g.float()))
+            self._put(step, "grad", name, histogram(g, self.bins))
+            self._put(step, "grad_norm", name, torch.linalg.vector_norm(g.float()))
             if ref is not None and ref.get(name) is not None:
-                self._put(step, f"gradcheck/{name}", grad_ratio(g, ref[name]))
+                self._put(step, "gradcheck", name, grad_ratio(g, ref[name]))
         self._before = {n: p.clone() for n, p in mode.named_params()}
 
     def after_update(self, step: int, mode) -> None:
         """After the update: weight histograms, norms and the update/weight ratio."""
         for name, p in mode.named_params():
-            self._put(step, f"hist/weight/{name}", histogram(p, self.bins))
+            self._put(step, "weight", name, histogram(p, self.bins))
             norm = torch.linalg.vector_norm(p.float())
-            self._put(step, f"weight_norm/{name}", norm)
+            self._put(step, "weight_norm", name, norm)
             if name in self._before:
                 dw = torch.linalg.vector_norm((p - self._before[name]).float())
-                self._put(step, f"update_ratio/{name}", dw / norm.clamp_min(1e-30))
+                self._put(step, "update_ratio", name, dw / norm.clamp_min(1e-30))
         self._before = {}
 
     # -- the flush: one transfer -------------------------------------------------------------
@@ -302,14 +262,13 @@ class Telemetry:
         losses, rest = host[:n_loss], host[n_loss:]
         out = Flush(self._first_step, losses, scalars=list(self._host_scalars))
         i = 0
-        for step, key, size in self._layout:
-            v = rest[i : i + size]
-            i += size
-            if key.startswith("hist/"):
-                _, kind, layer = key.split("/", 2)
-                out.hists.append(Hist(step, layer, kind, v[-3], v[-2], v[:-3], int(v[-1])))
+        for piece in self._layout:
+            v = rest[i : i + piece.size]
+            i += piece.size
+            if piece.kind in HISTS:
+                out.hists.append(Hist(piece.step, piece.layer, piece.kind, v[-3], v[-2], v[:-3], int(v[-1])))
             else:
-                out.scalars.append((step, key, v[0]))
+                out.scalars.append((piece.step, f"{piece.kind}/{piece.layer}", v[0]))
         # throughput and memory, measured on the host across the flush interval
         now = time.perf_counter()
         if losses:
@@ -324,7 +283,7 @@ class Telemetry:
             self._done = end
         self._last_flush_time = now
         self._losses, self._pieces, self._layout, self._host_scalars = [], [], [], []
-        self._looked = 0
+        self.watch.flushed()
         return out
 
     def reset_clock(self, step: int) -> None:

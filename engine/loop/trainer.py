@@ -7,9 +7,10 @@ Events (subscribe with add_callback):
 The hot path per step: next batch, forward_backward, update, zero_grad, keep the loss tensor.
 No host sync, no I/O, no logging. Every K steps the telemetry snapshot adds device work; every
 flush (flush_every steps or flush_seconds) the pending numbers come to the host in one copy. Every
-few steps the telemetry also looks at a device flag, "all losses finite so far", without waiting for
-the device (engine/loop/telemetry.py `_nonfinite_seen`): a non-finite loss makes a flush due at once, and
-the flush starts the divergence path, within 4 steps on the CPU and a few dozen on CUDA.
+few steps the telemetry also looks at the losses without waiting for the device (engine/loop/guard.py
+NonFiniteWatch): a non-finite loss makes a flush due at once, and the flush hands the divergence to the
+guard (engine/loop/guard.py DivergenceGuard), which puts back the last finite weights and names the first
+layer whose gradient went non-finite; the trainer rewinds its batches with them.
 Commands from viewers arrive through `control` (engine/loop/control.py), checked as one Python
 attribute per step. On several processes (`ranks`, engine/loop/distributed.py), rank 0 alone decides the
 flushes and takes the commands, and every rank applies them one step later, at the same step.
@@ -19,15 +20,13 @@ place of one step: commands, snapshots and flushes come between blocks.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections import defaultdict
 
-import torch
-
 from engine.loop.control import Control
 from engine.loop.fast import GraphStep
+from engine.loop.guard import DivergenceGuard
 from engine.loop.telemetry import Flush
 
 
@@ -58,9 +57,8 @@ class Trainer:
         self._sent = []  # rank 0: the commands in the word it posted last, applied with their ids
         self.callbacks = defaultdict(list)
         self.stopped = False  # a stop command ended the run early
-        self.divergence = None  # {"step": s, "layer": name, "ran_after": n} once diverged
-        self._last_good = None  # weights known to give a finite loss
-        self._candidate = None  # weights at the last flush, not yet vouched for
+        self.divergence = None  # {"step": s, "layer": name, "ran_after": n, "restored": r} once diverged
+        self.guard = None if on_divergence == "ignore" else DivergenceGuard(mode)
         self._events = []  # (step, kind, data) for the next flush
         self.fast = GraphStep(mode, batches) if fast else None
 
@@ -81,9 +79,8 @@ class Trainer:
     def run(self, max_steps: int | None = None):
         """Train to total_steps (or max_steps more, for benchmarks that interleave), then flush."""
         mode, tel, control = self.mode, self.tel, self.control
-        # a divergence before the first flush restores these
-        if self._candidate is None and self.on_divergence != "ignore":
-            self._candidate = self._weights()
+        if self.guard is not None:  # a divergence before the first flush restores these
+            self.guard.save(self.step, self.batches.position())
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         pace = self.pace
         self._pace_origin = (time.perf_counter(), self.step)
@@ -137,15 +134,12 @@ class Trainer:
         f = f or Flush(self.step, [])
         f.events.extend(self._events)
         self._events = []
-        bad = next((i for i, v in enumerate(f.losses) if not math.isfinite(v)), None)
-        if bad is None and f.losses and self.on_divergence != "ignore":
-            # the candidate's weights produced this flush's first loss, which is finite; the old last good's
-            # copies take the new candidate (one restored is both: then new copies)
-            spare = self._last_good if self._last_good is not self._candidate else None
-            self._last_good, self._candidate = self._candidate, self._weights(into=spare)
+        bad = f.first_nonfinite()
+        if self.guard is not None and bad is None and f.losses:
+            self.guard.finite(self.step, self.batches.position())
         self.trigger("on_flush", f)
-        if bad is not None and self.divergence is None and self.on_divergence != "ignore":
-            self._diverged(f.first_step + bad)
+        if self.guard is not None and bad is not None and self.divergence is None:
+            self._diverged(bad)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -220,13 +214,24 @@ class Trainer:
     # -- divergence --------------------------------------------------------------------------
 
     def _diverged(self, step):
-        """A non-finite loss at `step`, the first: find the first layer whose gradient went non-finite
-        by replaying from the last finite weights, restore those weights, then pause or stop. The
-        event says how many steps ran after `step` before the run noticed (ran_after)."""
+        """A non-finite loss at `step`, the first: the guard puts back the last finite weights, and the batches go
+        back to their position then; the guard replays the steps from there to `step` on those same batches, which
+        names the first layer whose gradient went non-finite; then the weights and the batches go back again, to
+        go on from the current step. Then pause or stop. The event says how many steps ran after `step` before
+        the run noticed (ran_after), and the step whose weights came back (restored)."""
         ran_after = self.step - 1 - step
-        layer = self._first_bad_layer()
+        saved = self.guard.restore()
+        restored = layer = None
+        if saved is not None:
+            restored = saved.step
+            self._rewind(saved.data)
+            layer = self.guard.replay(next(self.batches) for _ in range(step - saved.step + 1))
+            self.guard.restore(at=self.step)
+            self._rewind(saved.data)
+        if self.fast is not None:  # the optimizer's load_state_dict replaced tensors that the captured step writes
+            self.fast.forget()
         self.tel.rearm()  # the weights are finite again
-        restored = (self._last_good or self._candidate or {}).get("step")
+        self.tel.after_update(self.step, self.mode)  # a snapshot of them: the last histograms shown are finite
         self.divergence = {"step": step, "layer": layer, "ran_after": ran_after, "restored": restored}
         self.trigger("on_status", "diverged", self.divergence)
         if self.on_divergence == "stop":
@@ -237,76 +242,7 @@ class Trainer:
             self._pause("divergence", self.divergence, step)
             self.divergence = None if not self.stopped else self.divergence
 
-    def _weights(self, into: dict | None = None):
-        """The weights now, and the optimizer's state with them (Adam's moments: a resume at a lower lr
-        must not start from moments that the replay below stepped on towards the divergence). Copied
-        into the tensors of `into`, a copy no longer needed, so that a flush allocates nothing: two sets
-        of copies, the last good and the candidate, take turns."""
-        optimizer = getattr(self.mode, "optimizer", None)
-        state = optimizer.state_dict() if optimizer else None
-        if into is None or (into["optimizer"] is None) != (state is None):
-            return {
-                "step": self.step,
-                "weights": [p.detach().clone() for _, p in self.mode.named_params()],
-                "optimizer": copy.deepcopy(state),
-            }
-        with torch.no_grad():
-            for w, (_, p) in zip(into["weights"], self.mode.named_params()):
-                w.copy_(p)
-        if state is not None:
-            into["optimizer"] = _copy_state(state, into["optimizer"])
-        into["step"] = self.step
-        return into
-
-    def _restore_last_good(self):
-        """Put back the last weights known to give a finite loss (or the first ones, if none), and the
-        optimizer's state of that moment."""
-        saved = self._last_good or self._candidate
-        if saved is None:
-            return False
-        with torch.no_grad():
-            for (_, p), w in zip(self.mode.named_params(), saved["weights"]):
-                p.copy_(w)
-        if saved["optimizer"] is not None:
-            self.mode.optimizer.load_state_dict(copy.deepcopy(saved["optimizer"]))  # ours stays as it was
-        if self.fast is not None:  # load_state_dict replaced tensors that the captured step writes
-            self.fast.forget()
-        self._candidate = saved
-        return True
-
-    def _first_bad_layer(self):
-        if not self._restore_last_good():
-            return None
-        layer = None
-        names = [n for n, _ in self.mode.named_params()]
-        for _ in range(self.tel.flush_every + 1):  # bounded replay, host checks allowed here
-            x, y = next(self.batches)
-            self.mode.forward_backward(x, y)
-            grads = dict(self.mode.named_grads())
-            bad = [n for n in names if grads.get(n) is not None and not torch.isfinite(grads[n]).all()]
-            if bad:
-                layer = bad[0]
-                break
-            self.mode.update()
-            self.mode.zero_grad()
-        self.mode.zero_grad()
-        self._restore_last_good()
-        # a snapshot of the finite weights, so the last histograms shown are finite
-        self.tel.after_update(self.step, self.mode)
-        return layer
-
-
-def _copy_state(state, into):
-    """An optimizer's state_dict copied into the tensors of an earlier copy of it, where they match in shape;
-    anything new (the first step's moments) is cloned."""
-    if isinstance(state, torch.Tensor):
-        if isinstance(into, torch.Tensor) and into.shape == state.shape and into.dtype == state.dtype:
-            return into.copy_(state)
-        return state.clone()
-    if isinstance(state, dict):
-        into = into if isinstance(into, dict) else {}
-        return {k: _copy_state(v, into.get(k)) for k, v in state.items()}
-    if isinstance(state, list):
-        into = into if isinstance(into, list) and len(into) == len(state) else [None] * len(state)
-        return [_copy_state(v, i) for v, i in zip(state, into)]
-    return copy.deepcopy(state)
+    def _rewind(self, position):
+        """The batches back where they were when the weights were saved (None: the one full batch, always the same)."""
+        if position is not None:
+            self.batches.seek(position)

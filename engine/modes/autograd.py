@@ -4,26 +4,24 @@ What is different from manual.py: no hand-written backward pass. PyTorch records
 the forward pass runs, and the update happens under torch.no_grad(), then grad.zero_(), because
 gradients accumulate.
 
-On several processes (--nproc), sum_over_ranks adds the processes' p.grad with dist.all_reduce after
-backward, as manual.py does with its hand-written gradients.
+On several processes (--nproc), sum_over_ranks (raw.py) adds the processes' p.grad with dist.all_reduce
+after backward, as manual.py does with its hand-written gradients.
 """
 
 import torch
-import torch.distributed as dist
 
 from engine.modes import deep
 from engine.modes.losses import LOSSES
+from engine.modes.raw import Raw
 
 
-class TwoLayer:
+class TwoLayer(Raw):
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
 
     relu = staticmethod(lambda h: h.clamp(min=0))  # custom_function.py swaps in MyReLU
-    group = None  # several processes: their process group (engine/loop/distributed.py); None in one
 
-    def __init__(self, params, loss, lr):
-        self.params = {n: p.requires_grad_() for n, p in params.items()}  # w1: (D_in, H), w2: (H, D_out), ...
-        self.loss, self.lr = loss, lr
+    def __init__(self, params, loss, lr, group=None):
+        super().__init__({n: p.requires_grad_() for n, p in params.items()}, loss, lr, group)
 
     def forward(self, x):
         w1, w2 = self.params["w1"], self.params["w2"]
@@ -39,18 +37,8 @@ class TwoLayer:
     def forward_backward(self, x, y):
         loss = LOSSES[self.loss](self.forward(x), y)
         loss.backward()  # fills w.grad for every param
-        self.sum_over_ranks()
+        self.sum_over_ranks(w.grad for w in self.params.values())
         return loss.detach()
-
-    def sum_over_ranks(self):
-        """Data-parallel by hand: the whole batch's gradient is the sum of the processes' (their mean, for
-        a mean loss), so every process takes the same update. Nothing to do in one process."""
-        if self.group is None:
-            return
-        for w in self.params.values():
-            dist.all_reduce(w.grad, group=self.group)  # in place: the sum over the processes
-            if self.loss != "sse":
-                w.grad.div_(dist.get_world_size(self.group))
 
     def update(self):
         with torch.no_grad():  # the update is not part of the graph
@@ -61,22 +49,8 @@ class TwoLayer:
         for w in self.params.values():
             w.grad.zero_()  # gradients accumulate otherwise
 
-    def named_params(self):
-        return [(n, p.detach()) for n, p in self.params.items()]
-
     def named_grads(self):
         return [(n, p.grad) for n, p in self.params.items()]
-
-    def reference_grads(self, x, y):
-        return None  # autograd is the reference
-
-    def state_dict(self):
-        return {"model": {n: p.detach() for n, p in self.params.items()}}
-
-    def load_weights(self, model):
-        with torch.no_grad():
-            for name, w in self.params.items():
-                w.copy_(model[name])
 
 
 class Deep(TwoLayer):
@@ -86,6 +60,6 @@ class Deep(TwoLayer):
         return deep.forward(self.params, x, self.relu)
 
 
-def Mode(params, loss, lr):
+def Mode(params, loss, lr, group=None):
     """The lecture's TwoLayer when there are exactly two layers, Deep for any other number."""
-    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr)
+    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr, group)

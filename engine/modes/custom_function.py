@@ -3,28 +3,25 @@
 What is different from autograd.py: only the ReLU. MyReLU (engine/modes/functions.py) saves its input
 with ctx.save_for_backward and writes its own backward. The gradient check compares it with
 autograd differentiating the same max(h, 0) built from torch ops (engine/modes/functions.py lecture_relu)
-on the same weights and batch.
+on the same weights and batch (engine/modes/raw.py autograd_grads).
 """
 
 from engine.modes import autograd, deep
-from engine.modes.functions import lecture_relu, my_relu
+from engine.modes.functions import my_relu
 
 
 class TwoLayer(autograd.TwoLayer):
     relu = staticmethod(my_relu)  # h_relu = my_relu(h)
 
     def reference_grads(self, x, y):
-        """The same step with autograd's own derivative of the ReLU, for the gradient check."""
-        ref = autograd.Mode({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
-        ref.relu, ref.group = lecture_relu, self.group  # on this one instance, instead of MyReLU
-        ref.forward_backward(x, y)
-        return dict(ref.named_grads())
+        """The same step with autograd's own derivative of the ReLU, for the gradient check (raw.py)."""
+        return self.autograd_grads(x, y)
 
 
 class Deep(TwoLayer):
     forward = autograd.Deep.forward  # the loop over w1..wN, with MyReLU
 
 
-def Mode(params, loss, lr):
+def Mode(params, loss, lr, group=None):
     """The lecture's TwoLayer when there are exactly two layers, Deep for any other number."""
-    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr)
+    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr, group)

@@ -5,26 +5,22 @@ applies the chain rule to them, last layer first. The lecture's grad_h[h < 0] = 
 assignment that syncs with the host; masked_fill does not.
 
 On several processes (--nproc) the step is made data-parallel by hand: each process runs it on its
-share of the batch, then sum_over_ranks adds the shares' gradients with dist.all_reduce.
+share of the batch, then sum_over_ranks (raw.py) adds the shares' gradients with dist.all_reduce.
 """
 
 import torch
-import torch.distributed as dist
 
-from engine.modes import autograd, deep
-from engine.modes.functions import lecture_relu
+from engine.modes import deep
 from engine.modes.losses import LOSS_GRADS, LOSSES
+from engine.modes.raw import Raw
 
 
-class TwoLayer:
+class TwoLayer(Raw):
     """The lecture's two-layer net, with its names; the biases b1, b2 are optional."""
 
-    group = None  # several processes: their process group (engine/loop/distributed.py); None in one
-
-    def __init__(self, params, loss, lr):
-        self.params = params  # {"w1": (D_in, H), "w2": (H, D_out)}, with biases "b1": (H,), "b2": (D_out,)
-        self.loss, self.lr = loss, lr
-        self.grads = {}
+    def __init__(self, params, loss, lr, group=None):
+        super().__init__(params, loss, lr, group)
+        self.grads = {}  # the backward pass below writes them, every step
 
     def forward_backward(self, x, y):
         w1, w2 = self.params["w1"], self.params["w2"]
@@ -50,19 +46,8 @@ class TwoLayer:
             self.grads["b1"] = grad_h.sum(0)  # (H,)
         if b2 is not None:
             self.grads["b2"] = grad_y_pred.sum(0)  # (D_out,)
-        self.sum_over_ranks()
+        self.sum_over_ranks(self.grads.values())
         return loss
-
-    def sum_over_ranks(self):
-        """Data-parallel by hand: each process took its share of the batch, and the whole batch's gradient
-        is the sum of the shares' gradients (their mean, for a mean loss). Every process then holds it and
-        takes the same update. Nothing to do in one process."""
-        if self.group is None:
-            return
-        for grad in self.grads.values():
-            dist.all_reduce(grad, group=self.group)  # in place: the sum over the processes
-            if self.loss != "sse":
-                grad.div_(dist.get_world_size(self.group))
 
     def update(self):
         for name, w in self.params.items():
@@ -71,27 +56,12 @@ class TwoLayer:
     def zero_grad(self):
         pass  # grads are rebuilt each step
 
-    def named_params(self):
-        return list(self.params.items())
-
     def named_grads(self):
         return [(n, self.grads.get(n)) for n in self.params]
 
     def reference_grads(self, x, y):
-        """autograd's gradients at the same weights and batch, for the gradient check (through
-        lecture_relu: the same derivative at h == 0 as the mask below)."""
-        ref = autograd.Mode({n: p.detach().clone() for n, p in self.params.items()}, self.loss, self.lr)
-        ref.relu, ref.group = lecture_relu, self.group  # the whole batch's gradients too
-        ref.forward_backward(x, y)
-        return dict(ref.named_grads())
-
-    def state_dict(self):
-        return {"model": dict(self.params)}
-
-    def load_weights(self, model):
-        """The weights of a state_dict()["model"], put in place (a resume, engine/loop/checkpoint.py)."""
-        for name, w in self.params.items():
-            w.copy_(model[name])
+        """autograd's gradients at the same weights and batch, for the gradient check (raw.py)."""
+        return self.autograd_grads(x, y)
 
 
 class Deep(TwoLayer):
@@ -99,10 +69,10 @@ class Deep(TwoLayer):
 
     def forward_backward(self, x, y):
         loss, self.grads = deep.forward_backward(self.params, x, y, self.loss)
-        self.sum_over_ranks()
+        self.sum_over_ranks(self.grads.values())
         return loss
 
 
-def Mode(params, loss, lr):
+def Mode(params, loss, lr, group=None):
     """The lecture's TwoLayer when there are exactly two layers, Deep for any other number."""
-    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr)
+    return (TwoLayer if deep.depth(params) == 2 else Deep)(params, loss, lr, group)

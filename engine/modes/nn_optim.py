@@ -4,14 +4,16 @@ What is different from nn_sgd.py: optimizer.step() does the update, with momentu
 rates or weight decay as configured (engine/build/optimizers.py), and optimizer.zero_grad() clears.
 """
 
+import contextlib
+
 from engine.modes import nn_sgd
 
 
 class Mode(nn_sgd.Mode):
-    def __init__(self, model, loss, optimizer, precision="fp32"):
-        self.model, self.net, self.loss = model, model, loss
-        self.optimizer = optimizer
-        self.autocast = nn_sgd.autocast(model, precision)
+    def __init__(self, model, loss, optimizer, net=None, autocast=None):
+        self.model, self.net = model, model if net is None else net
+        self.loss, self.optimizer = loss, optimizer  # the lr lives in the optimizer's param groups
+        self.autocast = autocast or contextlib.nullcontext()
 
     @property
     def lr(self):

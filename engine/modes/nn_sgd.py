@@ -2,8 +2,8 @@
 
 What is different from autograd.py: the weights live in the model's Linear layers, so the forward
 pass is model(x), and the update loops over model.parameters(), then calls model.zero_grad().
-With precision bf16 (and in nn_optim.py, which inherits it), the forward pass and the loss run under
-torch.autocast; the raw modes keep their dtype (engine/config/fields.py says why).
+The forward pass and the loss run in the autocast context that build gives (bf16, also in nn_optim.py,
+which inherits it); the raw modes keep their dtype (engine/config/fields.py says why).
 """
 
 import contextlib
@@ -13,22 +13,16 @@ import torch
 from engine.modes.losses import LOSSES
 
 
-def autocast(model, precision):
-    """bf16: torch.autocast to bfloat16 on the model's device, CPU or CUDA. Inside it, matmuls and
-    convolutions run in bfloat16 while mse and cross-entropy run in float32 (autocast's own op lists),
-    and sse's y_pred - y takes y's float32, so the loss comes out in float32. fp32 and tf32: nothing
-    (tf32 is a flag that build sets)."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
-
-
 class Mode:
-    def __init__(self, model, loss, lr, precision="fp32"):
-        self.model = model
-        self.net = model  # what the forward pass calls: the model, or DistributedDataParallel around it (--nproc)
+    optimizer = None  # the update below is written by hand
+
+    def __init__(self, model, loss, lr, net=None, autocast=None):
+        """net: what the forward pass calls, the model or a wrapper around it (torch.compile, or
+        DistributedDataParallel on several processes); autocast: the context of the forward pass (bf16's
+        torch.autocast), or none. Both made by engine/build/assemble.py build()."""
+        self.model, self.net = model, model if net is None else net
         self.loss, self.lr = loss, lr
-        self.autocast = autocast(model, precision)
+        self.autocast = autocast or contextlib.nullcontext()
 
     def forward_backward(self, x, y):
         with self.autocast:  # forward pass and loss only

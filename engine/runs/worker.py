@@ -138,7 +138,7 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
     return Trainer(
         mode,
         batches,
-        Telemetry.from_config(p.cfg, p.device),
+        Telemetry.from_config(p.cfg, p.device, ranks),
         row["total_steps"] if resumed else p.total_steps,
         start_step=checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0,
         on_divergence=p.cfg.on_divergence,
@@ -149,11 +149,12 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
     )
 
 
-def _start_ranks(trainer: Trainer, p) -> None:
-    """Several processes: wait for all of them, then make the mode data-parallel (engine/loop/distributed.py)."""
+def _train(trainer: Trainer) -> None:
+    """Train to the end. Several processes wait for each other first (rank 0 subscribes its sinks after build):
+    from the first step on, a rank that waits longer than HANG_S for a peer fails the run."""
     if trainer.ranks is not None:
-        trainer.ranks.start(trainer.mode, p.cfg.loss)
-        trainer.tel.ranks = trainer.ranks
+        trainer.ranks.barrier()
+    trainer.run()
 
 
 def follow(device: str) -> str:
@@ -166,8 +167,7 @@ def follow(device: str) -> str:
         row = ranks.share(None)
         p = prepare(from_dict(row["config"]), memory=False)
         trainer = _trainer(p, row, ranks, Control())
-        _start_ranks(trainer, p)
-        trainer.run()
+        _train(trainer)
     except RuntimeError as e:  # a collective that broke: rank 0 reports the run, this one only its line
         raise PeerFailed(lost(e)) from None
     print(ranks.checksum(trainer.mode), file=sys.stderr)
@@ -225,8 +225,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
             for fn in fns:
                 trainer.add_callback(event, fn)
         _stop_on_signals(control, ranks)
-        _start_ranks(trainer, p)
-        trainer.run()
+        _train(trainer)
         writer.close()
         try:
             checkpoint.keep(files, checkpoint.snapshot(mode, trainer.step, p.cfg, batches))

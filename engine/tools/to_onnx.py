@@ -64,7 +64,7 @@ def to_onnx(run_id: str, path: str | Path | None = None, store=None) -> dict:
         mode, batches = build(p)
         checkpoint.restore(ckpt, mode, batches, p.cfg)
         relu = my_relu if p.cfg.mode == "custom_function" else (lambda h: h.clamp(min=0))
-        model = (mode.model if hasattr(mode, "model") else RawNet(mode, relu)).eval()
+        model = (mode.model if mode.model is not None else RawNet(mode, relu)).eval()
         x = next(batches)[0][:MAX_BATCH]
         with torch.no_grad():
             want = model(x)

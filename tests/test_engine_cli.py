@@ -295,7 +295,12 @@ def test_detached_run_is_controlled_from_the_cli(cli, tmp_path):
     finally:
         s.close()
     assert run["status"] == "stopped", run["error"]
-    assert kinds == [("pause", {}), ("lr_change", {"old": 0.001, "new": 0.0005}), ("resume", {}), ("stop", {})]
+    assert kinds == [
+        ("pause", {"reason": "command"}),
+        ("lr_change", {"old": 0.001, "new": 0.0005}),
+        ("resume", {}),
+        ("stop", {}),
+    ]
     assert torch.load(run["checkpoint"], weights_only=True)["step"] == run["step"]
 
 

@@ -337,7 +337,8 @@ def test_divergence_ignored_runs_to_the_end(small, run_inprocess, store):
 def test_divergence_pauses_and_resumes_after_set_lr(small, store):
     run_id = engine.launch(diverging(small, steps=300, on_divergence="pause"), store=store)
     wait_for(status_is(run_id, store, "paused", "failed", "finished"), timeout=60, what="the divergence pause")
-    assert engine.get_run(run_id, store)["status"] == "paused"
+    paused = engine.get_run(run_id, store)
+    assert paused["status"] == "paused" and paused["pause_reason"] == "divergence", paused
     [event] = [e for e in events(store, run_id) if e["kind"] == "divergence"]
     assert event["data"]["layer"] in ("w1", "w2", "b1", "b2")
     stored = losses(store, run_id)  # every step up to the pause

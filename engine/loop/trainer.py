@@ -187,7 +187,7 @@ class Trainer:
             self._events.append((self.step, "resume", {}))
         elif command == "pause" and not paused:
             self.control.ack(cid)
-            self._pause("pause", {"reason": value} if value else {})  # the store sink's: "disk_full"
+            self._pause("pause", {"reason": value or "command"})  # a viewer's, or the store sink's "disk_full"
             return False
         else:
             self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")
@@ -200,7 +200,7 @@ class Trainer:
         event is recorded at `step` (default: the current step)."""
         self._events.append((self.step if step is None else step, kind, data))
         self.flush()
-        self.trigger("on_status", "paused", data)
+        self.trigger("on_status", "paused", {**data, "reason": data.get("reason", kind)})  # "divergence"
         while True:
             ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self._commands_while_paused()]
             if self._events and not any(ended):  # an lr change while paused: recorded now, not at resume

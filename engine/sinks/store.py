@@ -54,7 +54,11 @@ class StoreSink:
         self.q.put(flush)
 
     def on_status(self, status, info):
-        self.q.put({"status": "paused" if status in ("paused", "diverged") else "running"})
+        """The run's status, and why a paused run waits (engine/store/schema.py PAUSE_REASONS)."""
+        paused = status in ("paused", "diverged")
+        self.q.put(
+            {"status": "paused" if paused else "running", "pause_reason": info.get("reason") if paused else None}
+        )
 
     def close(self):
         self.q.put(None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import gate, sidebar
+from dashboard import gate, sidebar, state
 
 # The icon is a local file: a material icon as page_icon makes the browser fetch it from a font server.
 st.set_page_config(page_title="Liveprop", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
@@ -31,7 +31,7 @@ def _ask_for_the_password():
         entered = st.form_submit_button("Open the dashboard", type="primary")
     if entered:
         if gate.unlocks(attempt):
-            st.session_state.lp_unlocked = True
+            st.session_state[state.UNLOCKED] = True
             st.rerun()
         time.sleep(gate.WRONG_TRY_S)  # a guesser gets one try a second in this session
         column.error("Wrong password.")
@@ -58,7 +58,7 @@ PAGES = {
     ),
     "about": st.Page(HERE / "views" / "about.py", title="About", icon=":material/menu_book:"),
 }
-locked = gate.required() and not st.session_state.get("lp_unlocked")
+locked = gate.required() and not st.session_state.get(state.UNLOCKED)
 # Routing comes first even while locked, with no menu: it keeps the address asked for (/runs) for
 # the run after the password.
 page = st.navigation(list(PAGES.values()), position="hidden" if locked else "sidebar")

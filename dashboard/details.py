@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.modes.gradcheck import gradcheck_verdict
 
-from . import figures, pages_common, rules
+from . import figures, histograms, pages_common, rules, state
 from .about_text import ENGINE_CODE, manual_vs_autograd
 from .feed import RunFeed
 from .lecture_cells import CELLS
@@ -60,15 +60,15 @@ def _hist_view(db, f: RunFeed, kind: str, run: dict):
     title = "Weights" if kind == "weight" else "Gradients"
     st.caption(HIST_ABOUT[kind])
     st.plotly_chart(
-        figures.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
+        histograms.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
         key=f"heat_{kind}",
         config={"displaylogo": False},
     )
-    snap = figures.last_finite(snaps)
+    snap = histograms.last_finite(snaps)
     if len(snaps) > 1:
         # fixed bounds (the run's length), so the slider keeps its place while snapshots arrive
         last = max(run["total_steps"] or 0, snaps[-1]["step"])
-        key = f"at_{kind}"
+        key = state.hist_at(kind)
         if follow or key not in st.session_state:  # the slider shows the step on display
             st.session_state[key] = snap["step"]
         at = st.slider(
@@ -82,7 +82,7 @@ def _hist_view(db, f: RunFeed, kind: str, run: dict):
         )
         if not follow:
             snap = min(snaps, key=lambda s: abs(s["step"] - at))
-    st.plotly_chart(figures.hist_bar(snap, f"{title} of {layer}"), key=f"bar_{kind}", config={"displaylogo": False})
+    st.plotly_chart(histograms.hist_bar(snap, f"{title} of {layer}"), key=f"bar_{kind}", config={"displaylogo": False})
 
 
 def _chart(where, fig, key: str, about: str, empty: str | None = None):

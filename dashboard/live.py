@@ -1,9 +1,5 @@
-"""Live panels: st.fragment functions that refresh on their own while a run is active.
-
-Each panel is made a fragment with run_every = the refresh interval while its run is queued or
-running (or a control's effect is awaited), and None once it is paused or has ended. A panel that
-finds its run's state changed asks for one full rerun (st.rerun), which re-creates it with the new
-interval: no polling loop, no full-page reruns for the updates themselves.
+"""Live panels: the watched run's status, controls and loss, and the Runs page's overlay, each an
+st.fragment that refreshes on its own while its run is active (refresh.py says when).
 
 Each refresh reads only what is new since the last (RunFeed cursors, dashboard/feed.py), into
 buffers bounded per series; RunFeeds live in st.session_state (pages_common.feed), a few runs per
@@ -12,95 +8,21 @@ session. The detail panel's views are in details.py.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from urllib.parse import quote, urlsplit
 
 import streamlit as st
 
-import engine
 from engine import sinks
 from engine.modes.gradcheck import loss_gap
 from engine.store.db import ACTIVE
 
-from . import actions, details, figures, pages_common, rules
+from . import actions, details, figures, pages_common, refresh, rules, state
 from .feed import RunFeed
 from .series import CAP, Buckets
 
-FAST = 1.0  # s between refreshes of the status and the loss
-SLOW = 3.0  # s between refreshes of the detail panels
-WARMING = 0.25  # s between refreshes while a started run has no data yet
 ACK_SHOWN_S = 8.0  # s a control's acknowledgement stays on screen
 MAX_BRANCHES = 4  # forks drawn on a run's loss chart (with the run and a parent: within MAX_FEEDS)
-
-
-# ---------------------------------------------------------------------------------------------
-# session state: feeds and awaited effects
-
-
-def _awaiting(run: dict) -> bool:
-    """A control was sent and its effect is not visible yet."""
-    want, deadline = st.session_state.get("lp_expect", {}).get(run["id"], (None, 0))
-    if want is None or time.time() > deadline:
-        return False
-    reached = (
-        run["status"] == want
-        or (want == "ended" and run["status"] not in ACTIVE)
-        or (want == "running" and run["status"] not in ACTIVE)
-    )
-    if reached:
-        st.session_state.lp_expect.pop(run["id"], None)
-    return not reached
-
-
-def interval(runs: list[dict | None], every: float, warm: bool = False) -> float | None:
-    """every while any of the runs is queued or running or awaited, else None (static). With
-    warm, faster while a live run has no data yet, so its first points show as soon as they exist."""
-    live = [r for r in runs if r and (r["status"] in ("queued", "running") or _awaiting(r))]
-    if not live:
-        return None
-    return min(every, WARMING) if warm and any(not r["step"] for r in live) else every
-
-
-def _runs(ids) -> list[dict | None]:
-    return [engine.get_run(i, pages_common.store()) for i in ids]
-
-
-def _fragment(body, ids: list[str], every: float, *args, warm: bool = False):
-    """Run body(runs, *args) as a fragment refreshing every `every` s while the runs are live."""
-    name = f"{body.__module__.rsplit('.', 1)[-1]}.{body.__name__}"  # live._run_and_loss, details.panel
-    run_every = interval(_runs(ids), every, warm)
-
-    def panel():
-        t0 = time.perf_counter()
-        runs = _runs(ids)
-        info = body(runs, *args)
-        _log_timing(name, ids, t0, info)
-        if interval(runs, every, warm) != run_every:
-            st.rerun()  # state changed: re-create with the new interval
-
-    panel.__qualname__ = name
-    st.fragment(panel, run_every=run_every)()
-
-
-def _log_timing(name: str, ids, t0: float, info: dict | None = None):
-    """With LIVEPROP_TIMING=FILE, append one JSON line per refresh (the benchmark reads them)."""
-    path = os.environ.get("LIVEPROP_TIMING")
-    if path:
-        with open(path, "a") as f:
-            f.write(
-                json.dumps(
-                    {
-                        "panel": name,
-                        "runs": list(ids),
-                        "ms": (time.perf_counter() - t0) * 1000,
-                        "time": time.time(),
-                        **(info or {}),
-                    }
-                )
-                + "\n"
-            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,8 +30,8 @@ def _log_timing(name: str, ids, t0: float, info: dict | None = None):
 
 
 def run_panel(run_id: str):
-    """Status, progress, controls and the loss curve: one fragment, refreshed every FAST s."""
-    _fragment(_run_and_loss, [run_id], FAST, run_id, warm=True)
+    """Status, progress, controls and the loss curve: one fragment, refreshed every refresh.FAST s."""
+    refresh.fragment(_run_and_loss, [run_id], refresh.FAST, run_id, warm=True)
 
 
 def _run_and_loss(runs, run_id):
@@ -118,11 +40,11 @@ def _run_and_loss(runs, run_id):
 
 
 def detail_panel(run_id: str):
-    _fragment(details.panel, [run_id], SLOW, run_id)
+    refresh.fragment(details.panel, [run_id], refresh.SLOW, run_id)
 
 
 def compare_panel(run_ids: list[str]):
-    _fragment(_compare, list(run_ids), FAST, list(run_ids))
+    refresh.fragment(_compare, list(run_ids), refresh.FAST, list(run_ids))
 
 
 def _status(runs, run_id):
@@ -231,8 +153,8 @@ def _controls(run, lr: float):
         disabled=status not in ACTIVE,
         width="stretch",
     )
-    key = f"live_lr_{rid}"  # one box per run: never a previous run's rate
-    shown = st.session_state.setdefault("lp_lr_shown", {})
+    key = state.live_lr(rid)
+    shown = st.session_state.setdefault(state.LR_SHOWN, {})
     if shown.get(rid) != lr:  # the run's rate changed (here, from the CLI, by another tab): show it
         st.session_state[key] = shown[rid] = float(lr)
     c[3].number_input(
@@ -258,7 +180,7 @@ def _feedback(run, db):
     """The last control sent from this session for this run: sent, then acknowledged or refused
     by the worker (shown at the next refresh after the acknowledgement), or refused before it was
     sent. It goes away when another control is sent, or ACK_SHOWN_S after the acknowledgement."""
-    sent = st.session_state.get("lp_control")
+    sent = st.session_state.get(state.CONTROL)
     if not sent or sent["run"] != run["id"]:
         return
     if "error" in sent:
@@ -268,7 +190,7 @@ def _feedback(run, db):
     if c is None or not c["acked"]:
         st.info(pages_common.plain(f"{sent['what']}: sent, waiting for the worker…"))
     elif time.time() - c["acked"] > ACK_SHOWN_S:
-        st.session_state.pop("lp_control", None)
+        st.session_state.pop(state.CONTROL, None)
     elif c["result"] == "ok":
         st.success(pages_common.plain(f"{sent['what']}: done"))
     else:
@@ -349,7 +271,7 @@ def _compare(runs, run_ids):
 
 
 def overlay_panel(run_ids: list[str]):
-    _fragment(_overlay, list(run_ids), FAST, list(run_ids))
+    refresh.fragment(_overlay, list(run_ids), refresh.FAST, list(run_ids))
 
 
 def _overlay(runs, run_ids):

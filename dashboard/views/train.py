@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from dashboard import actions, figures, live, pages_common, rules, sidebar
+from dashboard import actions, figures, live, pages_common, rules, sidebar, state
 
 st.title("Train")
-st.session_state.pop("lp_goto_train", None)  # the Runs page's way here (a resume, fork, run again): here already
+st.session_state.pop(state.GOTO_TRAIN, None)  # the Runs page's way here (a resume, fork, run again): here already
 prepared, error = actions.validate()
 why = rules.disabled_reasons(sidebar.values())
 
@@ -37,7 +37,7 @@ if "compare" in why:
 pages_common.messages()
 
 run_id = pages_common.current_run()
-compare = st.session_state.get("lp_compare")
+compare = st.session_state.get(state.COMPARE)
 if compare:
     live.compare_panel(compare)
 if run_id:

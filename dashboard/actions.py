@@ -9,6 +9,7 @@ as the worker's acknowledgement or refusal.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import streamlit as st
@@ -49,9 +50,34 @@ def start():
 
 def compare():
     """The same configuration and seed as manual, autograd and custom Function, side by side."""
+    _launch_compare(lambda: rules.compare_configs(sidebar.config()))
+
+
+def compare_again(run_ids: list[str], dtype: str):
+    """The compared runs' configuration again (their seed included), in another dtype."""
+    run = next((r for r in map(engine.get_run, run_ids) if r), None)
+    if run is not None:
+        _launch_compare(lambda: rules.compare_configs(dataclasses.replace(from_dict(run["config"]), dtype=dtype)))
+
+
+def compare_refusal() -> str | None:
+    """Why the engine would refuse Compare modes for the sidebar's configuration, naming the setting, or None."""
+    try:
+        configs = rules.compare_configs(sidebar.config())
+    except ConfigError as e:
+        return str(e)
+    for cfg in configs:
+        try:
+            engine.prepare(cfg)
+        except ConfigError as e:
+            return f"as {rules.MODE_LABELS.get(cfg.mode, cfg.mode)}, {e}"
+    return None
+
+
+def _launch_compare(configs):
     ids = []
     try:
-        for cfg in rules.compare_configs(sidebar.config()):
+        for cfg in configs():
             ids.append(engine.launch(cfg))
     except ConfigError as e:
         st.session_state[state.ERROR] = f"Not launched: {e}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import gate, sidebar, state
+from dashboard import fonts, gate, sidebar, state
 
 # The icon is a local file: a material icon as page_icon makes the browser fetch it from a font server.
 st.set_page_config(page_title="Liveprop", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
@@ -67,5 +67,7 @@ if locked:
 # The configuration is drawn on every page, from this file: widgets of the entry file are the same
 # widgets on every page, so Streamlit keeps their values (a page that did not draw them would reset
 # them; the browser would mount them anew with their defaults).
+if css := fonts.style():  # the lecture's Chinese comments in the code views
+    st.html(css)
 sidebar.render()
 page.run()

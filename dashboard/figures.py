@@ -1,5 +1,5 @@
-"""Pure functions from scalar series to plotly figures (histograms.py draws the histograms), and the
-layout they share. No Streamlit, no store: easy to test.
+"""Pure functions from scalar series to plotly figures (histograms.py draws the histograms; axes.py is the
+look they share). No Streamlit, no store: easy to test.
 
 Scalar series come in as `Buckets` (engine/store/decimate.py) or as (steps, values) at full resolution,
 which are min-max downsampled here; either way no trace carries more than MAX_POINTS points.
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 from engine.modes.gradcheck import GRADCHECK_TOL
 
+from .axes import color_of, layout, log_ticks
 from .series import CAP, Buckets
 
 MAX_POINTS = 2 * CAP  # per trace
-PALETTE = qualitative.Plotly
 RATIO_GUIDE = 1e-3  # update/weight ratio rule of thumb (Karpathy, CS231n)
 RATIO_BAND = (3e-4, 3e-3)
 MAX_EVENT_LINES = 50
@@ -28,27 +27,6 @@ def as_buckets(series) -> Buckets:
         return series.compact(CAP)
     steps, values = series
     return Buckets.from_points(steps, values).compact(CAP)
-
-
-def layout(fig: go.Figure, title: str, ytitle: str = "", log_y: bool = False, height: int = 320) -> go.Figure:
-    fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left"),
-        height=height,
-        margin=dict(l=10, r=10, t=40, b=10),
-        hovermode="x unified",
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-    )
-    fig.update_xaxes(title_text="step")
-    # 1e-6 rather than SI's "1µ" (a loss or a ratio is no quantity in micro-units); on a log axis every
-    # label a whole number (3e+3, 2e+3), never a bare mantissa ("3") that reads as the value
-    fig.update_yaxes(title_text=ytitle, type="log" if log_y else "linear", exponentformat="e")
-    if log_y:
-        fig.update_yaxes(tickformat="~e")
-    return fig
-
-
-def color_of(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
 
 
 def _faint(color: str, alpha: float = 0.25) -> str:
@@ -185,11 +163,8 @@ def layer_lines(named: dict, title: str, ytitle: str = "", log_y: bool = True, f
             )
         )
     fig = layout(fig, title, ytitle, log_y)
-    if len(named) > 4:  # many layers: the legend goes below the plot
-        fig.update_layout(
-            legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
-            height=320 + 22 * ((len(named) + 3) // 4),
-        )
+    if len(named) > 4:  # many layers: a legend row per 4 of them, under the plot
+        fig.update_layout(height=320 + 22 * ((len(named) + 3) // 4))
     return fig
 
 
@@ -211,7 +186,7 @@ def update_ratio_figure(named: dict) -> go.Figure:
         annotation_position="top left",
     )
     fig.add_hline(y=RATIO_GUIDE, line=dict(color="green", width=1, dash="dash"))
-    return fig
+    return fig.update_yaxes(**log_ticks(fig))
 
 
 # what the gradient check measures, per mode (engine/loop/telemetry.py grad_ratio)
@@ -244,7 +219,34 @@ def gradcheck_figure(named: dict, dtype: str = "float32", measure: str = GRADCHE
             annotation_position="top left",
         )
         fig.add_hline(y=tol, line=dict(color="green", width=1, dash="dash"))
-    return fig
+    return fig.update_yaxes(**log_ticks(fig))
+
+
+def gap_figure(gap, dtype: str = "float32") -> go.Figure:
+    """How far one mode's loss is from another's at each common step (explain.PairGap), on a log axis:
+    0 (equal bit for bit) drawn at gradcheck_floor(dtype), and the line of what the dtype's rounding gives."""
+    floor = gradcheck_floor(dtype)
+    y = np.where(gap.rel > 0, gap.rel, floor)
+    fig = go.Figure(
+        go.Scatter(
+            x=gap.steps,
+            y=y,
+            mode="lines+markers" if len(y) < 60 else "lines",
+            name=f"{gap.b} vs {gap.a}",
+            line=dict(color=color_of(0), width=1.5),
+            marker=dict(size=4),
+        )
+    )
+    tol = GRADCHECK_TOL.get(dtype)
+    if tol is not None:
+        fig.add_hline(
+            y=tol,
+            line=dict(color="green", width=1, dash="dash"),
+            annotation_text=f"{dtype} rounding in one step (≤ {tol:.1e}): a gap that starts below it is rounding",
+            annotation_position="top left",
+        )
+    title = f"|loss {gap.b} − loss {gap.a}| / |loss {gap.a}| (0 drawn at {floor:.0e})"
+    return layout(fig, title, "relative gap", log_y=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,9 +272,37 @@ def lr_figure(series, lr_events=()) -> go.Figure:
     return layout(fig, "Learning rate", "lr", log_y=True)
 
 
+STARTUP_SHARE = 0.8  # the start-up lasts until the throughput first reaches this share of its typical value
+
+
+def startup_end(steps, values) -> int | None:
+    """The step where the start-up ramp ends (the first step whose throughput reaches STARTUP_SHARE of the
+    median of the later half: what the run settles at), or None when the series starts there already."""
+    x, y = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    ok = np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(y) < 4:
+        return None
+    reached = np.flatnonzero(y >= STARTUP_SHARE * np.median(y[len(y) // 2 :]))
+    return int(x[reached[0]]) if len(reached) and reached[0] > 0 else None
+
+
 def throughput_figure(series, unit: str = "steps/s") -> go.Figure:
+    """Steps per second; the start-up (the first steps: allocation, the first flushes, caches warming)
+    shaded and labelled, so that its ramp does not read as the run's own pace."""
     x, y = as_buckets(series).points()
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name=unit, line=dict(color=color_of(2))))
+    end = startup_end(x, y)
+    if end is not None:
+        fig.add_vrect(
+            x0=float(x[0]),
+            x1=end,
+            fillcolor="grey",
+            opacity=0.15,
+            line_width=0,
+            annotation_text="start-up",
+            annotation_position="top left",
+        )
     return layout(fig, "Throughput", unit)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import color_of, layout
+from .axes import color_of, layout
 from .series import rebin
 
 HIST_FENCE = 3.0  # a histogram is drawn in full when it lies within this many typical scales of the typical range
@@ -82,11 +82,14 @@ def hist_heatmap(snaps: list, title: str = "Distribution over time", bins: int =
     fig.update_layout(hovermode="closest")
     if len(snaps) > 1:  # the run's steps only: a heatmap's last cell would reach half a gap past the last step
         fig.update_xaxes(range=[snaps[0]["step"], snaps[-1]["step"]])
+    elif snaps:  # one column: its step as the one label, not fractions of a step around it (-0.4 ... 0.4)
+        fig.update_xaxes(tickmode="array", tickvals=[snaps[0]["step"]])
     return fig
 
 
-def hist_bar(snap: dict | None, title: str = "Histogram") -> go.Figure:
-    """One snapshot's histogram; its non-finite count in the title."""
+def hist_bar(snap: dict | None, title: str = "Histogram", note: str = "") -> go.Figure:
+    """One snapshot's histogram; its step, a note on it (explain.snapshot_note) and its non-finite count
+    in the title."""
     fig = go.Figure()
     if snap:
         e = np.asarray(snap["edges"], dtype=float)
@@ -95,8 +98,10 @@ def hist_bar(snap: dict | None, title: str = "Histogram") -> go.Figure:
                 x=(e[:-1] + e[1:]) / 2, y=snap["counts"], width=np.diff(e), name="count", marker=dict(color=color_of(0))
             )
         )
-        title = f"{title} at step {snap['step']}" + (f" · {snap['nonfinite']} non-finite" if snap["nonfinite"] else "")
-    fig = layout(fig, title, "count")
+        title = f"{title} at step {snap['step']}{note}" + (
+            f" · {snap['nonfinite']} non-finite" if snap["nonfinite"] else ""
+        )
+    fig = layout(fig, title, "count", x_steps=False)
     fig.update_xaxes(title_text="value")
     fig.update_layout(bargap=0, hovermode="closest")
     return fig

@@ -13,11 +13,11 @@ from urllib.parse import quote, urlsplit
 
 import streamlit as st
 
+import engine
 from engine import sinks
-from engine.modes.gradcheck import loss_gap
 from engine.store.db import ACTIVE
 
-from . import actions, details, figures, pages_common, refresh, rules, state
+from . import actions, details, explain, figures, pages_common, refresh, rules, state
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -43,10 +43,6 @@ def detail_panel(run_id: str):
     refresh.fragment(details.panel, [run_id], refresh.SLOW, run_id)
 
 
-def compare_panel(run_ids: list[str]):
-    refresh.fragment(_compare, list(run_ids), refresh.FAST, list(run_ids))
-
-
 def _status(runs, run_id):
     run = runs[0]
     if run is None:
@@ -55,6 +51,9 @@ def _status(runs, run_id):
     db = pages_common.store()
     f = pages_common.feed(run_id)
     f.sync_events(db)
+    # read again after the events: the status is written after the event that changes it (a divergence's
+    # pause), so the status line and the banner never tell two moments apart
+    run = engine.get_run(run_id, db) or run
     _, rate = db.last_value(run_id, "steps_per_s")
     cfg, total, done = run["config"], run["total_steps"] or 0, run["step"] or 0
     changes = f.events_of("lr_change")
@@ -75,7 +74,7 @@ def _status(runs, run_id):
         text = f"{run['status']} at step {done:,}{of}"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     _sinks(f)
-    _banners(run, f)
+    _banners(run, f, lr)
     _controls(run, lr)
     _feedback(run, db)
 
@@ -93,31 +92,33 @@ def _sinks(f: RunFeed):
         c2.link_button("Open in Visdom", f"{v['url']}/env/{quote(v['env'], safe='')}", width="stretch")
 
 
-def _banners(run, f: RunFeed):
-    """The last divergence: its first non-finite step, the layer, and how many steps ran after it
-    before it was noticed; "recovered" once the run was resumed after it and its loss is finite."""
+def _banners(run, f: RunFeed, lr: float):
+    """The last divergence: its first non-finite step, the layer, how many steps ran after it before it
+    was noticed, the weights put back and what to do next (explain.divergence_banner); "recovered" once
+    the run was resumed after it and its loss is finite."""
     div = f.events_of("divergence")
     if div:
         d = div[-1]["data"]
-        what = f"diverged at step {d.get('step')} in layer {d.get('layer') or '(unknown)'}"
-        if (n := d.get("ran_after")) is not None:
-            what += f", and {n} more step{'' if n == 1 else 's'} ran before it was noticed"
         resumed = next((e for e in f.events_of("resume") if e["id"] > div[-1]["id"]), None)
         step, loss = pages_common.store().last_value(run["id"], "loss") if resumed else (None, None)
+        what, todo = explain.divergence_banner(
+            d,
+            run["status"],
+            run["step"] or 0,
+            lr,
+            run["config"].get("on_divergence", "pause"),
+            resumed["step"] if resumed else None,
+        )
         if loss is not None and step >= (resumed["step"] or 0):  # a non-finite loss is stored as None
             st.success(
                 pages_common.plain(
-                    f"Recovered: the run {what}. It was resumed at step {resumed['step']} from the last finite "
-                    f"weights, and its loss is finite again (step {step})."
+                    f"Recovered: the run {explain.what_diverged(d)}. It was resumed at step "
+                    f"{resumed['step']} from the last finite weights, and its loss is finite again (step {step})."
                 )
             )
         else:
-            st.error(
-                pages_common.plain(
-                    f"{what[0].upper()}{what[1:]}: the loss went non-finite. The run is {run['status']}; the "
-                    "histograms below show the last finite weights."
-                )
-            )
+            st.error(pages_common.plain(what))
+            st.info(pages_common.plain(todo))
     if run["status"] == "failed":
         st.error(pages_common.plain(f"Run failed: {run.get('error') or 'no reason recorded'}"))
     elif run["status"] == "paused" and (run.get("error") or "").startswith("disk full"):  # engine/sinks/store.py
@@ -242,32 +243,6 @@ def _branches(db, run_id: str, f: RunFeed) -> dict:
             name = f"{label}: {c.get('optimizer') or c['mode']} lr {c['lr']:.3g}"
             out[name] = pages_common.feed(other).sync(db, "loss")
     return out
-
-
-def _compare(runs, run_ids):
-    st.subheader("Compare modes: same configuration, same seed")
-    smoothing = st.slider("EMA smoothing ", 0.0, 0.999, 0.0, step=0.001, key="cmp_ema", format="%.3f")
-    db = pages_common.store()
-    named, losses, checks, dtype = {}, {}, {}, "float32"
-    for run in runs:
-        if run is None:
-            continue
-        f = pages_common.feed(run["id"])
-        label = rules.MODE_LABELS.get(run["config"]["mode"], run["config"]["mode"])
-        losses[label] = f.sync(db, "loss")
-        named[f"{label} ({run['status']})"] = losses[label]
-        dtype = run["config"].get("dtype", dtype)
-        f.sync_keys(db)
-        for layer, b in f.sync_prefix(db, "gradcheck/").items():
-            checks[f"{label}: {layer}"] = b
-    st.plotly_chart(
-        figures.overlay_figure(named, smoothing, True, "Loss: manual, autograd, custom Function"), key="cmp_loss"
-    )
-    st.caption(pages_common.plain(f"{loss_gap(losses)} Relative: |loss_a − loss_b| / |loss_b|, at the same step."))
-    st.plotly_chart(
-        figures.gradcheck_figure(checks, dtype, "‖g − g_autograd‖ / ‖g_autograd‖, manual and MyReLU vs autograd"),
-        key="cmp_check",
-    )
 
 
 def overlay_panel(run_ids: list[str]):

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import figures, histograms
+from dashboard import axes, explain, figures, histograms
 from dashboard.series import CAP, Buckets, HistBuffer, downsample, ema, rebin, sample_steps
 from engine.modes.gradcheck import GRADCHECK_TOL
 
@@ -329,3 +329,69 @@ def test_the_placeholder_is_a_message_without_axes():
     fig = figures.placeholder("The loss curve appears here after Start.")
     assert not fig.data and fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
     assert fig.layout.annotations[0].text == "The loss curve appears here after Start."
+
+
+# ---------------------------------------------------------------------------------------------
+# layout: what a learner reads on the axes
+
+
+def ticks(fig) -> list[str]:
+    return list(fig.layout.yaxis.ticktext)
+
+
+@pytest.mark.parametrize(
+    "values, labels",
+    [
+        (np.geomspace(1e3, 1e-5, 100), ["1e-5", "0.001", "0.1", "10", "1000"]),  # 9 decades: every other one
+        (np.geomspace(1e8, 1e-7, 100), ["1e-7", "1e-4", "0.1", "100", "1e+5", "1e+8"]),  # 16 decades: 6 labels
+        (np.linspace(316, 31.6, 100), ["50", "100", "200"]),  # a weight norm: 1, 2, 5 per decade
+        (np.linspace(100, 70, 100), ["70", "80", "90", "100"]),  # within a decade: never 7e+1 8e+1 9e+1 1e+2
+        (np.full(100, 1e-6), ["1e-6"]),  # a constant lr
+    ],
+)
+def test_a_log_axis_gets_a_few_plain_labels_never_a_pile(values, labels):
+    fig = figures.loss_figure((np.arange(len(values)), values), log_y=True)
+    assert ticks(fig) == labels and len(fig.layout.yaxis.tickvals) <= axes.MOST_TICKS
+    assert figures.loss_figure((np.arange(3), [3.0, 2.0, 1.0]), log_y=False).layout.yaxis.tickvals is None
+
+
+def test_a_band_widens_the_log_axis_labels_and_short_runs_label_whole_steps():
+    named = {"w1": (np.arange(4), [0.0, 0.0, 0.0, 0.0])}  # exact: drawn at the floor, under the rounding band
+    assert ticks(figures.gradcheck_figure(named)) == ["1e-9", "1e-8", "1e-7", "1e-6", "1e-5", "1e-4"]
+    assert figures.loss_figure((np.arange(5), [4.0, 3, 2, 1, 0.5])).layout.xaxis.dtick == 1  # not 0.5 steps
+    assert figures.loss_figure(noisy_loss(100)).layout.xaxis.dtick is None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: figures.loss_figure(noisy_loss(100), lr_events=[{"step": 5, "data": {"new": 1.0}}]),
+        lambda: figures.grad_norm_figure({f"{i}.weight": noisy_loss(50, i) for i in range(3)}),
+        lambda: figures.overlay_figure({"manual": noisy_loss(50), "autograd": noisy_loss(50, 1)}),
+    ],
+)
+def test_legends_sit_under_the_plot_not_over_its_title(build):
+    legend = build().layout.legend
+    assert legend.yanchor == "top" and legend.y < 0
+
+
+def test_the_throughput_start_up_is_shaded_and_labelled():
+    steps = np.arange(0, 2000, 20)
+    ramp = np.r_[np.linspace(50, 970, 10), np.full(90, 970.0)]  # the start-up, then steady
+    fig = figures.throughput_figure((steps, ramp))
+    [shade] = fig.layout.shapes
+    assert shade.x0 == 0 and 100 <= shade.x1 <= 200 and fig.layout.annotations[0].text == "start-up"
+    assert not figures.throughput_figure((steps, np.full(100, 970.0))).layout.shapes  # steady from the start
+    assert figures.startup_end([0, 1, 2], [1.0, 2.0, 3.0]) is None  # too few points to tell
+
+
+def test_a_heatmap_of_one_snapshot_labels_its_step_only():
+    fig = histograms.hist_heatmap([hist(0, -1, 1, [1, 2, 3, 4])])
+    assert list(fig.layout.xaxis.tickvals) == [0]  # not -0.4 ... 0.4
+
+
+def test_the_gap_figure_draws_equal_steps_at_the_floor_beside_the_rounding_line():
+    gap = explain.pair_gap("manual", ([0, 1, 2], [4.0, 2.0, 1.0]), "autograd", ([0, 1, 2], [4.0, 2.0, 1.0 + 1e-7]))
+    fig = figures.gap_figure(gap, "float32")
+    assert list(fig.data[0].y) == [figures.gradcheck_floor("float32")] * 2 + [pytest.approx(1e-7)]
+    assert fig.layout.shapes[0].y0 == GRADCHECK_TOL["float32"]

@@ -28,12 +28,16 @@ table = st.dataframe(
     selection_mode="multi-row",
     hide_index=True,
     column_config={
+        "run": st.column_config.TextColumn(pinned=True),  # stays in view while the table scrolls sideways
         "lr now": st.column_config.NumberColumn(format="%.2e", help="the run's learning rate now (set-lr included)"),
         "final loss": st.column_config.NumberColumn(format="%.4g"),
     },
 )
 selected = [rows[i]["run"] for i in table.selection.rows]
-st.caption("Select rows to overlay their loss curves.")
+st.caption(
+    "Select rows to overlay their loss curves. The table scrolls sideways (shift + wheel, or drag it) to "
+    f"{', '.join(list(rows[0])[-4:])}; the run column stays in view."
+)
 if selected:
     live.overlay_panel(selected)
 

@@ -62,13 +62,15 @@ def log_ticks(fig: go.Figure) -> dict:
     if not len(v):
         return {}
     lo, hi = np.log10(v.min()), np.log10(v.max())
+    if hi - lo < 1e-6:  # one value (a constant lr, a single finite loss): plotly shows a decade around it
+        lo, hi = lo - 0.5, hi + 0.5
     decades = range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
     for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
         ticks = [m * 10.0**k for k in decades for m in mantissas if lo - 1e-9 <= np.log10(m) + k <= hi + 1e-9]
         if len(ticks) >= 3:
             break
-    if not ticks:  # a constant between two nice numbers: plotly's own label
-        return {}
+    if not ticks:
+        return dict(tickformat="~e")  # plotly's own places, as whole numbers (never a bare mantissa)
     ticks = ticks[:: -(-len(ticks) // MOST_TICKS)]
     return dict(tickmode="array", tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
 

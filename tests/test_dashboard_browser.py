@@ -387,15 +387,19 @@ def test_a_learner_walks_every_panel_of_a_manual_run_and_a_diverged_one(dashboar
                     page.get_by_text("Hand-written vs autograd: agree to float32 rounding").wait_for()
                 elif view == "Code":
                     page.get_by_text("The lecture's cell In [16]").wait_for()
+                    page.locator('[data-testid="stCode"] code').nth(2).wait_for()  # the two cells and the diff
                     assert page.evaluate(CUT_OFF_JS) == 0  # every line wraps inside its box
                     if (ROOT / "dashboard" / "static" / "fonts" / "noto-sans-sc.css").is_file():  # make setup
                         assert '"Noto Sans SC"' in page.evaluate(CODE_FONT_JS)
                         assert page.evaluate(CJK_FACES_JS) > 0  # served from app/static, not boxes
+                        page.evaluate("document.fonts.ready.then(() => true)")  # drawn before the screenshot
                 else:
                     page.locator(".js-plotly-plot").nth(1).wait_for()
                 time.sleep(1.0)  # let the charts draw
-                shot = ARTIFACTS / f"panel_{view.lower().replace(' ', '_')}.png"
-                page.screenshot(path=str(shot), full_page=view == "Code")  # the diff sits below the fold
+                page.screenshot(path=str(ARTIFACTS / f"panel_{view.lower().replace(' ', '_')}.png"))
+                if view == "Code":  # the running mode's concept, below the two cells
+                    page.locator('[data-testid="stCode"]').nth(2).scroll_into_view_if_needed()
+                    page.screenshot(path=str(ARTIFACTS / "panel_code_diff.png"))
 
             # Compare modes on the lecture's 500 steps: a verdict in plain words, and any two modes diffed
             set_number(page, "Steps", 500)

@@ -346,7 +346,8 @@ def ticks(fig) -> list[str]:
         (np.geomspace(1e8, 1e-7, 100), ["1e-7", "1e-4", "0.1", "100", "1e+5", "1e+8"]),  # 16 decades: 6 labels
         (np.linspace(316, 31.6, 100), ["50", "100", "200"]),  # a weight norm: 1, 2, 5 per decade
         (np.linspace(100, 70, 100), ["70", "80", "90", "100"]),  # within a decade: never 7e+1 8e+1 9e+1 1e+2
-        (np.full(100, 1e-6), ["1e-6"]),  # a constant lr
+        (np.full(100, 1e-6), ["5e-7", "1e-6", "2e-6"]),  # a constant lr
+        ([3e7], ["1e+7", "2e+7", "5e+7"]),  # one finite loss, the run diverged after it (not "2 1e+8 5 2")
     ],
 )
 def test_a_log_axis_gets_a_few_plain_labels_never_a_pile(values, labels):

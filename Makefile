@@ -5,10 +5,11 @@ PY     := $(VENV)/bin/python
 HASH    = $(shell cat $(1) | cksum | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(call HASH,requirements.txt pyproject.toml)
 TESTING := $(VENV)/.testing-$(call HASH,requirements.txt requirements-test.txt pyproject.toml)
+FONT    := dashboard/static/fonts/COMPLETE
 
 .PHONY: setup run test fault lint format bench clean
 
-setup: $(RUNTIME)
+setup: $(RUNTIME) $(FONT)
 
 # visdom 0.2.4 is an sdist whose setup.py imports pkg_resources: build it with setuptools<81,
 # without build isolation. The project itself is installed editable (engine, dashboard and the
@@ -22,11 +23,15 @@ $(RUNTIME): requirements.txt pyproject.toml
 	@$(PY) scripts/visdom_assets.py .cache/visdom || echo "warning: Visdom's page assets are missing (needs npm); its data API still works"
 	@rm -f $(VENV)/.runtime-* && touch $@
 
-$(TESTING): $(RUNTIME) requirements-test.txt
+# the lecture's Chinese comments in the code views: the slices of Noto Sans SC that hold them (npm registry)
+$(FONT): $(RUNTIME) dashboard/lecture_cells.py scripts/cjk_font.py
+	@$(PY) scripts/cjk_font.py || echo "warning: no CJK font for the lecture's Chinese comments (needs npm); they show as boxes"
+
+$(TESTING): $(RUNTIME) $(FONT) requirements-test.txt
 	$(PY) -m pip install -q --no-build-isolation -r requirements-test.txt
 	@rm -f $(VENV)/.testing-* && touch $@
 
-run: $(RUNTIME)
+run: $(RUNTIME) $(FONT)
 	$(PY) -m dashboard
 
 test: $(TESTING)
@@ -50,4 +55,4 @@ bench: $(TESTING)
 	$(PY) bench/report.py
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) .cache .pytest_cache dashboard/static/fonts

@@ -4,7 +4,7 @@ The writer is this process, writing flushes as the store sink does (Store.write_
 each) back to back: 2,000 losses (the default flush_every), a snapshot's per-layer scalars for four layers
 and eight 64-bin histograms. Rows counted are scalar rows (losses and metrics). The reader is another
 process reading as a live panel does, through dashboard.feed.RunFeed on one connection, every POLL_S
-(the dashboard's fastest refresh, WARMING in dashboard/live.py): the keys, the loss, the per-layer norms,
+(the dashboard's fastest refresh, WARMING in dashboard/refresh.py): the keys, the loss, the per-layer norms,
 one layer's histograms and the events. It is switched on and off between chunks (one process for the whole
 bench, so its start-up is never timed), interleaved with the writer alone.
 

@@ -7,11 +7,15 @@ code under it is the engine's source, read with inspect.getsource, so the page s
 
 import difflib
 import inspect
+import io
 import textwrap
+import tokenize
 
 import engine.build.models as models
 from engine.modes import autograd, custom_function, manual, nn_optim, nn_sgd
 from engine.modes.functions import MyReLU, my_relu
+
+from .lecture_cells import CELLS
 
 INTRO = """
 Liveprop trains the networks of a PyTorch lecture while you watch. The lecture fits the same
@@ -63,12 +67,28 @@ MODES = [
 ENGINE_CODE = dict(zip(("manual", "autograd", "custom_function", "nn", "optim"), (code for _, code, _ in MODES)))
 
 
-def manual_vs_autograd() -> str:
-    """The lecture's point as a diff: the engine's two-layer manual step against the autograd one.
-    What remains is the concept: the hand-written backward pass against loss.backward()."""
-    a, b = _source(manual.TwoLayer), _source(autograd.TwoLayer)
-    lines = difflib.unified_diff(a.splitlines(), b.splitlines(), "modes/manual.py", "modes/autograd.py", lineterm="")
-    return "\n".join(lines)
+BUILDS_ON = {"autograd": "manual", "custom_function": "autograd", "nn": "autograd", "optim": "nn"}
+
+
+def _code_only(cell: str) -> list[str]:
+    """The cell's lines without comments (a line that is only a comment goes)."""
+    cut = {
+        t.start[0]: t.start[1]
+        for t in tokenize.generate_tokens(io.StringIO(cell).readline)
+        if t.type == tokenize.COMMENT
+    }
+    lines = [line[: cut[i]].rstrip() if i in cut else line.rstrip() for i, line in enumerate(cell.splitlines(), 1)]
+    return [line for i, line in enumerate(lines, 1) if line or i not in cut]
+
+
+def concept_diff(mode: str) -> tuple[str, str]:
+    """(what it shows, the diff): the lecture's cell for `mode` against the cell of the mode it builds on,
+    comments left out, so that what changed is the mode's concept. Manual mode comes first: it is set
+    against autograd, whose loss.backward() replaces its hand-written backward pass."""
+    a, b = (mode, "autograd") if mode == "manual" else (BUILDS_ON[mode], mode)
+    (la, ca), (lb, cb) = CELLS[a], CELLS[b]
+    lines = difflib.unified_diff(_code_only(ca), _code_only(cb), f"{la} {a}", f"{lb} {b}", lineterm="")
+    return f"The lecture's {lb} against {la} ({b} against {a}), comments left out", "\n".join(lines)
 
 
 OUTRO = """

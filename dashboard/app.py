@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import gate, sidebar
+from dashboard import fonts, gate, sidebar, state
 
 # The icon is a local file: a material icon as page_icon makes the browser fetch it from a font server.
 st.set_page_config(page_title="Liveprop", page_icon=str(Path(__file__).parent / "icon.png"), layout="wide")
@@ -38,7 +38,7 @@ def _ask_for_the_password():
     if entered:
         answer = _wrong_tries().attempt(st.context.ip_address, attempt)
         if answer.unlocked:
-            st.session_state.lp_unlocked = True
+            st.session_state[state.UNLOCKED] = True
             st.rerun()
         why = "Wrong password." if answer.checked else "Too many wrong tries."
         column.error(f"{why} The next try can be made in {math.ceil(answer.wait_s)} s.")
@@ -65,7 +65,7 @@ PAGES = {
     ),
     "about": st.Page(HERE / "views" / "about.py", title="About", icon=":material/menu_book:"),
 }
-locked = gate.required() and not st.session_state.get("lp_unlocked")
+locked = gate.required() and not st.session_state.get(state.UNLOCKED)
 # Routing comes first even while locked, with no menu: it keeps the address asked for (/runs) for
 # the run after the password.
 page = st.navigation(list(PAGES.values()), position="hidden" if locked else "sidebar")
@@ -74,5 +74,7 @@ if locked:
 # The configuration is drawn on every page, from this file: widgets of the entry file are the same
 # widgets on every page, so Streamlit keeps their values (a page that did not draw them would reset
 # them; the browser would mount them anew with their defaults).
+if css := fonts.style():  # the lecture's Chinese comments in the code views
+    st.html(css)
 sidebar.render()
 page.run()

@@ -9,8 +9,8 @@ import streamlit as st
 
 from engine.modes.gradcheck import gradcheck_verdict
 
-from . import figures, pages_common, rules
-from .about_text import ENGINE_CODE, manual_vs_autograd
+from . import explain, figures, histograms, pages_common, rules, state
+from .about_text import ENGINE_CODE, concept_diff
 from .feed import RunFeed
 from .lecture_cells import CELLS
 
@@ -58,31 +58,28 @@ def _hist_view(db, f: RunFeed, kind: str, run: dict):
     follow = c2.toggle("Latest step", value=True, key=f"follow_{kind}")
     snaps = f.sync_hist(db, kind, layer).snaps
     title = "Weights" if kind == "weight" else "Gradients"
-    st.caption(HIST_ABOUT[kind])
+    st.caption(HIST_ABOUT[kind] + " " + explain.layer_names(layers))
     st.plotly_chart(
-        figures.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
+        histograms.hist_heatmap(snaps, f"{title} of {layer}: distribution over time"),
         key=f"heat_{kind}",
         config={"displaylogo": False},
     )
-    snap = figures.last_finite(snaps)
-    if len(snaps) > 1:
-        # fixed bounds (the run's length), so the slider keeps its place while snapshots arrive
-        last = max(run["total_steps"] or 0, snaps[-1]["step"])
-        key = f"at_{kind}"
-        if follow or key not in st.session_state:  # the slider shows the step on display
-            st.session_state[key] = snap["step"]
-        at = st.slider(
-            "Histogram at step",
-            0,
-            last,
-            step=run["config"].get("telemetry_every") or 1,
-            key=key,
-            disabled=follow,
-            help="the nearest snapshot is shown",
-        )
+    snap = histograms.last_finite(snaps)
+    steps = sorted({s["step"] for s in snaps})
+    if len(steps) > 1:  # a slider over the steps that have a snapshot, not the planned ones
+        key = state.hist_at(kind)
+        chosen = st.session_state.get(key)
+        if follow or chosen not in steps:  # the step on display; a thinned-out one moves to the nearest
+            st.session_state[key] = (
+                snap["step"] if follow or chosen is None else min(steps, key=lambda s: abs(s - chosen))
+            )
+        at = st.select_slider("Histogram at step", steps, key=key, disabled=follow, help="the steps with a snapshot")
         if not follow:
-            snap = min(snaps, key=lambda s: abs(s["step"] - at))
-    st.plotly_chart(figures.hist_bar(snap, f"{title} of {layer}"), key=f"bar_{kind}", config={"displaylogo": False})
+            snap = [s for s in snaps if s["step"] == at][-1]  # after a divergence: the weights put back
+    note = explain.snapshot_note(snap["step"], [e["data"] for e in f.events_of("divergence")]) if snap else ""
+    st.plotly_chart(
+        histograms.hist_bar(snap, f"{title} of {layer}", note), key=f"bar_{kind}", config={"displaylogo": False}
+    )
 
 
 def _chart(where, fig, key: str, about: str, empty: str | None = None):
@@ -97,10 +94,12 @@ def _chart(where, fig, key: str, about: str, empty: str | None = None):
 
 def _layer_view(db, f: RunFeed):
     wait = "None yet: the first snapshot brings it."
+    norms = f.sync_prefix(db, "grad_norm/")
+    st.caption(explain.layer_names(list(norms)))
     c1, c2 = st.columns(2)
     _chart(
         c1,
-        figures.grad_norm_figure(f.sync_prefix(db, "grad_norm/")),
+        figures.grad_norm_figure(norms),
         "grad_norm",
         "‖gradient‖ of each layer. Healthy: the layers within a few orders of magnitude of each other; "
         "one far below the rest learns little (vanishing), one far above is exploding.",
@@ -139,8 +138,8 @@ def _health_view(db, f: RunFeed, run):
         c1,
         figures.throughput_figure(f.sync(db, "steps_per_s")),
         "throughput",
-        "Training steps per second, measured between flushes. Healthy: flat; dips while a snapshot "
-        "or another program takes the machine.",
+        "Training steps per second, measured between flushes. Healthy: flat after the start-up (shaded, "
+        "while the first steps allocate and warm up); dips while a snapshot or another program takes the machine.",
         wait,
     )
     _chart(
@@ -183,16 +182,15 @@ def _gradcheck_view(db, f: RunFeed, run):
 
 
 def _code_view(run):
-    """The running mode's code beside the lecture's cell for it, and the manual-vs-autograd diff."""
+    """The running mode's code beside the lecture's cell for it, and its concept as a diff of the lecture's
+    cells. Lines wrap: a cut-off line would hide the end of a statement or of its comment."""
     mode = run["config"]["mode"]
     label, cell = CELLS[mode]
     c1, c2 = st.columns(2)
     c1.caption(f"Liveprop's step for {rules.MODE_LABELS[mode]} (engine/modes/), the code that runs")
-    c1.code(ENGINE_CODE[mode], language="python")
+    c1.code(ENGINE_CODE[mode], language="python", wrap_lines=True)
     c2.caption(f"The lecture's cell {label}")
-    c2.code(cell, language="python")
-    st.caption(
-        "manual against autograd, as a diff: what is left is the lecture's point, the backward pass written "
-        "by hand against loss.backward()."
-    )
-    st.code(manual_vs_autograd(), language="diff")
+    c2.code(cell, language="python", wrap_lines=True)
+    what, diff = concept_diff(mode)
+    st.caption(f"{what}: what is left is the concept of the mode.")
+    st.code(diff, language="diff", wrap_lines=True)

@@ -4,7 +4,7 @@ A RunFeed is created empty. The first sync of a series reads it already bucketed
 (Store.bucketed: at most CAP buckets, whatever the run's length); every later sync reads only
 rows after the cursor and appends them, compacting when the buffer passes CAP. Every read goes
 through the `db` passed in, an engine.store.db.Store. The dashboard keeps RunFeeds in
-st.session_state (a few runs at most, see live.py); this module knows nothing of Streamlit.
+st.session_state (a few runs at most, see pages_common.feed); this module knows nothing of Streamlit.
 """
 
 from __future__ import annotations

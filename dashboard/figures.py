@@ -1,4 +1,5 @@
-"""Pure functions from data to plotly figures. No Streamlit, no store: easy to test.
+"""Pure functions from scalar series to plotly figures (histograms.py draws the histograms; axes.py is the
+look they share). No Streamlit, no store: easy to test.
 
 Scalar series come in as `Buckets` (engine/store/decimate.py) or as (steps, values) at full resolution,
 which are min-max downsampled here; either way no trace carries more than MAX_POINTS points.
@@ -8,18 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 from engine.modes.gradcheck import GRADCHECK_TOL
 
-from .series import CAP, Buckets, rebin
+from .axes import color_of, layout, log_ticks
+from .series import CAP, Buckets
 
 MAX_POINTS = 2 * CAP  # per trace
-PALETTE = qualitative.Plotly
 RATIO_GUIDE = 1e-3  # update/weight ratio rule of thumb (Karpathy, CS231n)
 RATIO_BAND = (3e-4, 3e-3)
 MAX_EVENT_LINES = 50
-HIST_FENCE = 3.0  # a histogram is drawn in full when it lies within this many typical scales of the typical range
 
 
 def as_buckets(series) -> Buckets:
@@ -28,27 +27,6 @@ def as_buckets(series) -> Buckets:
         return series.compact(CAP)
     steps, values = series
     return Buckets.from_points(steps, values).compact(CAP)
-
-
-def _layout(fig: go.Figure, title: str, ytitle: str = "", log_y: bool = False, height: int = 320) -> go.Figure:
-    fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left"),
-        height=height,
-        margin=dict(l=10, r=10, t=40, b=10),
-        hovermode="x unified",
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-    )
-    fig.update_xaxes(title_text="step")
-    # 1e-6 rather than SI's "1µ" (a loss or a ratio is no quantity in micro-units); on a log axis every
-    # label a whole number (3e+3, 2e+3), never a bare mantissa ("3") that reads as the value
-    fig.update_yaxes(title_text=ytitle, type="log" if log_y else "linear", exponentformat="e")
-    if log_y:
-        fig.update_yaxes(tickformat="~e")
-    return fig
-
-
-def _color(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
 
 
 def _faint(color: str, alpha: float = 0.25) -> str:
@@ -111,10 +89,10 @@ def loss_figure(
     from the step they forked at."""
     b = as_buckets(series)
     fig = go.Figure()
-    _raw_and_smooth(fig, b, smoothing, "loss", _color(0))
+    _raw_and_smooth(fig, b, smoothing, "loss", color_of(0))
     for i, (name, branch) in enumerate((branches or {}).items(), start=1):
         x, y = as_buckets(branch).ema(smoothing, gaps=True)
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, line=dict(color=_color(i), width=2, dash="dash")))
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, line=dict(color=color_of(i), width=2, dash="dash")))
     _event_markers(
         fig,
         b,
@@ -130,7 +108,7 @@ def loss_figure(
             line=dict(color="red", width=2),
             annotation_text=f"diverged ({divergence.get('layer') or '?'})",
         )
-    return _layout(fig, title, "loss", log_y)
+    return layout(fig, title, "loss", log_y)
 
 
 def _event_markers(fig, b: Buckets, events, name, symbol, color, text):
@@ -158,8 +136,8 @@ def overlay_figure(named: dict, smoothing: float = 0.6, log_y: bool = True, titl
     """Several runs' losses: each raw series faint, its EMA solid, one colour per run."""
     fig = go.Figure()
     for i, (name, series) in enumerate(named.items()):
-        _raw_and_smooth(fig, as_buckets(series), smoothing, name, _color(i), legend_raw=False)
-    return _layout(fig, title, "loss", log_y, height=380)
+        _raw_and_smooth(fig, as_buckets(series), smoothing, name, color_of(i), legend_raw=False)
+    return layout(fig, title, "loss", log_y, height=380)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,16 +158,13 @@ def layer_lines(named: dict, title: str, ytitle: str = "", log_y: bool = True, f
                 y=y,
                 mode="lines+markers" if len(x) < 60 else "lines",
                 name=name,
-                line=dict(color=_color(i), width=1.5),
+                line=dict(color=color_of(i), width=1.5),
                 marker=dict(size=4),
             )
         )
-    fig = _layout(fig, title, ytitle, log_y)
-    if len(named) > 4:  # many layers: the legend goes below the plot
-        fig.update_layout(
-            legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0),
-            height=320 + 22 * ((len(named) + 3) // 4),
-        )
+    fig = layout(fig, title, ytitle, log_y)
+    if len(named) > 4:  # many layers: a legend row per 4 of them, under the plot
+        fig.update_layout(height=320 + 22 * ((len(named) + 3) // 4))
     return fig
 
 
@@ -211,7 +186,7 @@ def update_ratio_figure(named: dict) -> go.Figure:
         annotation_position="top left",
     )
     fig.add_hline(y=RATIO_GUIDE, line=dict(color="green", width=1, dash="dash"))
-    return fig
+    return fig.update_yaxes(**log_ticks(fig))
 
 
 # what the gradient check measures, per mode (engine/loop/telemetry.py grad_ratio)
@@ -244,7 +219,34 @@ def gradcheck_figure(named: dict, dtype: str = "float32", measure: str = GRADCHE
             annotation_position="top left",
         )
         fig.add_hline(y=tol, line=dict(color="green", width=1, dash="dash"))
-    return fig
+    return fig.update_yaxes(**log_ticks(fig))
+
+
+def gap_figure(gap, dtype: str = "float32") -> go.Figure:
+    """How far one mode's loss is from another's at each common step (explain.PairGap), on a log axis:
+    0 (equal bit for bit) drawn at gradcheck_floor(dtype), and the line of what the dtype's rounding gives."""
+    floor = gradcheck_floor(dtype)
+    y = np.where(gap.rel > 0, gap.rel, floor)
+    fig = go.Figure(
+        go.Scatter(
+            x=gap.steps,
+            y=y,
+            mode="lines+markers" if len(y) < 60 else "lines",
+            name=f"{gap.b} vs {gap.a}",
+            line=dict(color=color_of(0), width=1.5),
+            marker=dict(size=4),
+        )
+    )
+    tol = GRADCHECK_TOL.get(dtype)
+    if tol is not None:
+        fig.add_hline(
+            y=tol,
+            line=dict(color="green", width=1, dash="dash"),
+            annotation_text=f"{dtype} rounding in one step (≤ {tol:.1e}): a gap that starts below it is rounding",
+            annotation_position="top left",
+        )
+    title = f"|loss {gap.b} − loss {gap.a}| / |loss {gap.a}| (0 drawn at {floor:.0e})"
+    return layout(fig, title, "relative gap", log_y=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,29 +263,57 @@ def lr_figure(series, lr_events=()) -> go.Figure:
             y=y,
             mode="lines+markers" if len(x) < 60 else "lines",
             name="lr",
-            line=dict(shape="hv", color=_color(1)),
+            line=dict(shape="hv", color=color_of(1)),
         )
     )
     _event_markers(
         fig, b, lr_events, "lr change", "triangle-up", "#EF553B", lambda e: f"lr → {e['data'].get('new', 0):.3g}"
     )
-    return _layout(fig, "Learning rate", "lr", log_y=True)
+    return layout(fig, "Learning rate", "lr", log_y=True)
+
+
+STARTUP_SHARE = 0.8  # the start-up lasts until the throughput first reaches this share of its typical value
+
+
+def startup_end(steps, values) -> int | None:
+    """The step where the start-up ramp ends (the first step whose throughput reaches STARTUP_SHARE of the
+    median of the later half: what the run settles at), or None when the series starts there already."""
+    x, y = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    ok = np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(y) < 4:
+        return None
+    reached = np.flatnonzero(y >= STARTUP_SHARE * np.median(y[len(y) // 2 :]))
+    return int(x[reached[0]]) if len(reached) and reached[0] > 0 else None
 
 
 def throughput_figure(series, unit: str = "steps/s") -> go.Figure:
+    """Steps per second; the start-up (the first steps: allocation, the first flushes, caches warming)
+    shaded and labelled, so that its ramp does not read as the run's own pace."""
     x, y = as_buckets(series).points()
-    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name=unit, line=dict(color=_color(2))))
-    return _layout(fig, "Throughput", unit)
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name=unit, line=dict(color=color_of(2))))
+    end = startup_end(x, y)
+    if end is not None:
+        fig.add_vrect(
+            x0=float(x[0]),
+            x1=end,
+            fillcolor="grey",
+            opacity=0.15,
+            line_width=0,
+            annotation_text="start-up",
+            annotation_position="top left",
+        )
+    return layout(fig, "Throughput", unit)
 
 
 def memory_figure(series, device: str = "") -> go.Figure:
     x, y = as_buckets(series).points()
     fig = go.Figure(
         go.Scatter(
-            x=x, y=np.asarray(y) / 2**20, mode="lines", name="memory", line=dict(color=_color(3)), fill="tozeroy"
+            x=x, y=np.asarray(y) / 2**20, mode="lines", name="memory", line=dict(color=color_of(3)), fill="tozeroy"
         )
     )
-    return _layout(fig, f"Memory{' (' + device + ')' if device else ''}", "MiB")
+    return layout(fig, f"Memory{' (' + device + ')' if device else ''}", "MiB")
 
 
 def nonfinite_figure(named: dict) -> go.Figure:
@@ -291,108 +321,10 @@ def nonfinite_figure(named: dict) -> go.Figure:
     fig = go.Figure()
     for i, (kind, series) in enumerate(named.items()):
         x, y = as_buckets(series).points()
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{kind}s", line=dict(color=_color(4 + i))))
-    fig = _layout(fig, "Non-finite values (NaN, inf)", "count")
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{kind}s", line=dict(color=color_of(4 + i))))
+    fig = layout(fig, "Non-finite values (NaN, inf)", "count")
     fig.update_yaxes(rangemode="nonnegative")  # a count: no axis below 0
     return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# histograms
-
-
-def hist_range(snaps: list) -> tuple[float, float, int]:
-    """(lo, hi, outside): the value range a heatmap of these snapshots shows, and how many of them
-    lie outside it.
-
-    Why not simply every snapshot's range: after a divergence a snapshot can span +-1e23, or have no
-    finite range at all, and a gradient's first steps can be far wider than all the others; on that
-    one axis every other column would be squeezed into a single bin. So the typical range is the
-    median of the lows and of the highs of the snapshots of the later half of the steps (what the run
-    looks like now: a gradient that shrank 10,000-fold since step 0 is drawn at its current size), with a scale
-    of its width or its magnitude, whichever is larger; the range shown spans every snapshot within
-    HIST_FENCE scales of it, and the others (and those with non-finite edges) are counted as outside."""
-    ranges, outside = [], 0
-    for s in snaps:
-        e = np.asarray(s["edges"], dtype=np.float64)  # None (a non-finite edge, as stored) is NaN
-        if not len(e) or not np.isfinite(e).all():
-            outside += 1
-        elif sum(s["counts"]) > 0:  # a snapshot with no finite value has nothing to show
-            ranges.append((s["step"], e[0], e[-1]))
-    if not ranges:
-        return 0.0, 0.0, outside
-    step, lo, hi = np.asarray(ranges).T  # (snapshots,) each
-    newer = step >= (step[0] + step[-1]) / 2  # the later half of the run (snapshots crowd its start)
-    mlo, mhi = np.median(lo[newer]), np.median(hi[newer])
-    scale = max(mhi - mlo, abs(mlo), abs(mhi))
-    inside = (lo >= mlo - HIST_FENCE * scale) & (hi <= mhi + HIST_FENCE * scale)
-    return float(lo[inside].min()), float(hi[inside].max()), outside + int((~inside).sum())
-
-
-def hist_grid(snaps: list, bins: int = 64) -> np.ndarray:
-    """Common bin edges over hist_range(snaps)."""
-    return _grid(*hist_range(snaps)[:2], bins)
-
-
-def _grid(lo: float, hi: float, bins: int) -> np.ndarray:
-    if not hi > lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    return np.linspace(lo, hi, bins + 1)
-
-
-def hist_heatmap(snaps: list, title: str = "Distribution over time", bins: int = 64) -> go.Figure:
-    """TensorBoard's "distributions": one column per snapshot step, its histogram rebinned onto a
-    common value axis, colour = share of the values (log scale). The axis keeps to the snapshots'
-    typical range (hist_range), and the title says how many snapshots lie outside it."""
-    fig = go.Figure()
-    if snaps:
-        lo, hi, outside = hist_range(snaps)
-        grid = _grid(lo, hi, bins)
-        if outside:
-            title += f" · {outside} snapshot{'s' if outside != 1 else ''} outside the range shown"
-        z = np.array([rebin(s["edges"], s["counts"], grid) for s in snaps]).T  # (bins, steps)
-        # the share of all the snapshot's finite values: a column outside the range shows only its part inside
-        total = np.array([[sum(s["counts"]) for s in snaps]], dtype=np.float64)  # (1, steps)
-        share = np.divide(z, total, out=np.zeros_like(z), where=total > 0)
-        fig.add_trace(
-            go.Heatmap(
-                x=[s["step"] for s in snaps],
-                y=(grid[:-1] + grid[1:]) / 2,
-                z=np.log10(share + 1e-6),
-                colorscale="Viridis",
-                zmin=-6,
-                zmax=0,
-                colorbar=dict(title="log10 share", thickness=10),
-                hovertemplate="step %{x}<br>value %{y:.3g}<br>log10 share %{z:.2f}<extra></extra>",
-            )
-        )
-    fig = _layout(fig, title, "value")
-    fig.update_layout(hovermode="closest")
-    if len(snaps) > 1:  # the run's steps only: a heatmap's last cell would reach half a gap past the last step
-        fig.update_xaxes(range=[snaps[0]["step"], snaps[-1]["step"]])
-    return fig
-
-
-def hist_bar(snap: dict | None, title: str = "Histogram") -> go.Figure:
-    """One snapshot's histogram; its non-finite count in the title."""
-    fig = go.Figure()
-    if snap:
-        e = np.asarray(snap["edges"], dtype=float)
-        fig.add_trace(
-            go.Bar(
-                x=(e[:-1] + e[1:]) / 2, y=snap["counts"], width=np.diff(e), name="count", marker=dict(color=_color(0))
-            )
-        )
-        title = f"{title} at step {snap['step']}" + (f" · {snap['nonfinite']} non-finite" if snap["nonfinite"] else "")
-    fig = _layout(fig, title, "count")
-    fig.update_xaxes(title_text="value")
-    fig.update_layout(bargap=0, hovermode="closest")
-    return fig
-
-
-def last_finite(snaps: list) -> dict | None:
-    """The newest snapshot without non-finite values (after a divergence, the last good one)."""
-    return next((s for s in reversed(snaps) if not s["nonfinite"]), snaps[-1] if snaps else None)
 
 
 def placeholder(text: str, height: int = 160) -> go.Figure:

@@ -1,9 +1,5 @@
-"""Live panels: st.fragment functions that refresh on their own while a run is active.
-
-Each panel is made a fragment with run_every = the refresh interval while its run is queued or
-running (or a control's effect is awaited), and None once it is paused or has ended. A panel that
-finds its run's state changed asks for one full rerun (st.rerun), which re-creates it with the new
-interval: no polling loop, no full-page reruns for the updates themselves.
+"""Live panels: the watched run's status, controls and loss, and the Runs page's overlay, each an
+st.fragment that refreshes on its own while its run is active (refresh.py says when).
 
 Each refresh reads only what is new since the last (RunFeed cursors, dashboard/feed.py), into
 buffers bounded per series; RunFeeds live in st.session_state (pages_common.feed), a few runs per
@@ -12,8 +8,6 @@ session. The detail panel's views are in details.py.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from urllib.parse import quote, urlsplit
 
@@ -21,86 +15,14 @@ import streamlit as st
 
 import engine
 from engine import sinks
-from engine.modes.gradcheck import loss_gap
 from engine.store.db import ACTIVE
 
-from . import actions, details, figures, pages_common, rules
+from . import actions, details, explain, figures, pages_common, refresh, rules, state
 from .feed import RunFeed
 from .series import CAP, Buckets
 
-FAST = 1.0  # s between refreshes of the status and the loss
-SLOW = 3.0  # s between refreshes of the detail panels
-WARMING = 0.25  # s between refreshes while a started run has no data yet
 ACK_SHOWN_S = 8.0  # s a control's acknowledgement stays on screen
 MAX_BRANCHES = 4  # forks drawn on a run's loss chart (with the run and a parent: within MAX_FEEDS)
-
-
-# ---------------------------------------------------------------------------------------------
-# session state: feeds and awaited effects
-
-
-def _awaiting(run: dict) -> bool:
-    """A control was sent and its effect is not visible yet."""
-    want, deadline = st.session_state.get("lp_expect", {}).get(run["id"], (None, 0))
-    if want is None or time.time() > deadline:
-        return False
-    reached = (
-        run["status"] == want
-        or (want == "ended" and run["status"] not in ACTIVE)
-        or (want == "running" and run["status"] not in ACTIVE)
-    )
-    if reached:
-        st.session_state.lp_expect.pop(run["id"], None)
-    return not reached
-
-
-def interval(runs: list[dict | None], every: float, warm: bool = False) -> float | None:
-    """every while any of the runs is queued or running or awaited, else None (static). With
-    warm, faster while a live run has no data yet, so its first points show as soon as they exist."""
-    live = [r for r in runs if r and (r["status"] in ("queued", "running") or _awaiting(r))]
-    if not live:
-        return None
-    return min(every, WARMING) if warm and any(not r["step"] for r in live) else every
-
-
-def _runs(ids) -> list[dict | None]:
-    return [engine.get_run(i, pages_common.store()) for i in ids]
-
-
-def _fragment(body, ids: list[str], every: float, *args, warm: bool = False):
-    """Run body(runs, *args) as a fragment refreshing every `every` s while the runs are live."""
-    name = f"{body.__module__.rsplit('.', 1)[-1]}.{body.__name__}"  # live._run_and_loss, details.panel
-    run_every = interval(_runs(ids), every, warm)
-
-    def panel():
-        t0 = time.perf_counter()
-        runs = _runs(ids)
-        info = body(runs, *args)
-        _log_timing(name, ids, t0, info)
-        if interval(runs, every, warm) != run_every:
-            st.rerun()  # state changed: re-create with the new interval
-
-    panel.__qualname__ = name
-    st.fragment(panel, run_every=run_every)()
-
-
-def _log_timing(name: str, ids, t0: float, info: dict | None = None):
-    """With LIVEPROP_TIMING=FILE, append one JSON line per refresh (the benchmark reads them)."""
-    path = os.environ.get("LIVEPROP_TIMING")
-    if path:
-        with open(path, "a") as f:
-            f.write(
-                json.dumps(
-                    {
-                        "panel": name,
-                        "runs": list(ids),
-                        "ms": (time.perf_counter() - t0) * 1000,
-                        "time": time.time(),
-                        **(info or {}),
-                    }
-                )
-                + "\n"
-            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,8 +30,8 @@ def _log_timing(name: str, ids, t0: float, info: dict | None = None):
 
 
 def run_panel(run_id: str):
-    """Status, progress, controls and the loss curve: one fragment, refreshed every FAST s."""
-    _fragment(_run_and_loss, [run_id], FAST, run_id, warm=True)
+    """Status, progress, controls and the loss curve: one fragment, refreshed every refresh.FAST s."""
+    refresh.fragment(_run_and_loss, [run_id], refresh.FAST, run_id, warm=True)
 
 
 def _run_and_loss(runs, run_id):
@@ -118,11 +40,7 @@ def _run_and_loss(runs, run_id):
 
 
 def detail_panel(run_id: str):
-    _fragment(details.panel, [run_id], SLOW, run_id)
-
-
-def compare_panel(run_ids: list[str]):
-    _fragment(_compare, list(run_ids), FAST, list(run_ids))
+    refresh.fragment(details.panel, [run_id], refresh.SLOW, run_id)
 
 
 def _status(runs, run_id):
@@ -133,6 +51,9 @@ def _status(runs, run_id):
     db = pages_common.store()
     f = pages_common.feed(run_id)
     f.sync_events(db)
+    # read again after the events: the status is written after the event that changes it (a divergence's
+    # pause), so the status line and the banner never tell two moments apart
+    run = engine.get_run(run_id, db) or run
     _, rate = db.last_value(run_id, "steps_per_s")
     cfg, total, done = run["config"], run["total_steps"] or 0, run["step"] or 0
     changes = f.events_of("lr_change")
@@ -153,7 +74,7 @@ def _status(runs, run_id):
         text = f"{run['status']} at step {done:,}{of}"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     _sinks(f)
-    _banners(run, f)
+    _banners(run, f, lr)
     _controls(run, lr)
     _feedback(run, db)
 
@@ -171,31 +92,33 @@ def _sinks(f: RunFeed):
         c2.link_button("Open in Visdom", f"{v['url']}/env/{quote(v['env'], safe='')}", width="stretch")
 
 
-def _banners(run, f: RunFeed):
-    """The last divergence: its first non-finite step, the layer, and how many steps ran after it
-    before it was noticed; "recovered" once the run was resumed after it and its loss is finite."""
+def _banners(run, f: RunFeed, lr: float):
+    """The last divergence: its first non-finite step, the layer, how many steps ran after it before it
+    was noticed, the weights put back and what to do next (explain.divergence_banner); "recovered" once
+    the run was resumed after it and its loss is finite."""
     div = f.events_of("divergence")
     if div:
         d = div[-1]["data"]
-        what = f"diverged at step {d.get('step')} in layer {d.get('layer') or '(unknown)'}"
-        if (n := d.get("ran_after")) is not None:
-            what += f", and {n} more step{'' if n == 1 else 's'} ran before it was noticed"
         resumed = next((e for e in f.events_of("resume") if e["id"] > div[-1]["id"]), None)
         step, loss = pages_common.store().last_value(run["id"], "loss") if resumed else (None, None)
+        what, todo = explain.divergence_banner(
+            d,
+            run["status"],
+            run["step"] or 0,
+            lr,
+            run["config"].get("on_divergence", "pause"),
+            resumed["step"] if resumed else None,
+        )
         if loss is not None and step >= (resumed["step"] or 0):  # a non-finite loss is stored as None
             st.success(
                 pages_common.plain(
-                    f"Recovered: the run {what}. It was resumed at step {resumed['step']} from the last finite "
-                    f"weights, and its loss is finite again (step {step})."
+                    f"Recovered: the run {explain.what_diverged(d)}. It was resumed at step "
+                    f"{resumed['step']} from the last finite weights, and its loss is finite again (step {step})."
                 )
             )
         else:
-            st.error(
-                pages_common.plain(
-                    f"{what[0].upper()}{what[1:]}: the loss went non-finite. The run is {run['status']}; the "
-                    "histograms below show the last finite weights."
-                )
-            )
+            st.error(pages_common.plain(what))
+            st.info(pages_common.plain(todo))
     if run["status"] == "failed":
         st.error(pages_common.plain(f"Run failed: {run.get('error') or 'no reason recorded'}"))
     elif run["status"] == "paused" and run.get("pause_reason") == "disk_full":  # engine/sinks/store.py
@@ -231,8 +154,8 @@ def _controls(run, lr: float):
         disabled=status not in ACTIVE,
         width="stretch",
     )
-    key = f"live_lr_{rid}"  # one box per run: never a previous run's rate
-    shown = st.session_state.setdefault("lp_lr_shown", {})
+    key = state.live_lr(rid)
+    shown = st.session_state.setdefault(state.LR_SHOWN, {})
     if shown.get(rid) != lr:  # the run's rate changed (here, from the CLI, by another tab): show it
         st.session_state[key] = shown[rid] = float(lr)
     c[3].number_input(
@@ -258,7 +181,7 @@ def _feedback(run, db):
     """The last control sent from this session for this run: sent, then acknowledged or refused
     by the worker (shown at the next refresh after the acknowledgement), or refused before it was
     sent. It goes away when another control is sent, or ACK_SHOWN_S after the acknowledgement."""
-    sent = st.session_state.get("lp_control")
+    sent = st.session_state.get(state.CONTROL)
     if not sent or sent["run"] != run["id"]:
         return
     if "error" in sent:
@@ -268,7 +191,7 @@ def _feedback(run, db):
     if c is None or not c["acked"]:
         st.info(pages_common.plain(f"{sent['what']}: sent, waiting for the worker…"))
     elif time.time() - c["acked"] > ACK_SHOWN_S:
-        st.session_state.pop("lp_control", None)
+        st.session_state.pop(state.CONTROL, None)
     elif c["result"] == "ok":
         st.success(pages_common.plain(f"{sent['what']}: done"))
     else:
@@ -322,34 +245,8 @@ def _branches(db, run_id: str, f: RunFeed) -> dict:
     return out
 
 
-def _compare(runs, run_ids):
-    st.subheader("Compare modes: same configuration, same seed")
-    smoothing = st.slider("EMA smoothing ", 0.0, 0.999, 0.0, step=0.001, key="cmp_ema", format="%.3f")
-    db = pages_common.store()
-    named, losses, checks, dtype = {}, {}, {}, "float32"
-    for run in runs:
-        if run is None:
-            continue
-        f = pages_common.feed(run["id"])
-        label = rules.MODE_LABELS.get(run["config"]["mode"], run["config"]["mode"])
-        losses[label] = f.sync(db, "loss")
-        named[f"{label} ({run['status']})"] = losses[label]
-        dtype = run["config"].get("dtype", dtype)
-        f.sync_keys(db)
-        for layer, b in f.sync_prefix(db, "gradcheck/").items():
-            checks[f"{label}: {layer}"] = b
-    st.plotly_chart(
-        figures.overlay_figure(named, smoothing, True, "Loss: manual, autograd, custom Function"), key="cmp_loss"
-    )
-    st.caption(pages_common.plain(f"{loss_gap(losses)} Relative: |loss_a − loss_b| / |loss_b|, at the same step."))
-    st.plotly_chart(
-        figures.gradcheck_figure(checks, dtype, "‖g − g_autograd‖ / ‖g_autograd‖, manual and MyReLU vs autograd"),
-        key="cmp_check",
-    )
-
-
 def overlay_panel(run_ids: list[str]):
-    _fragment(_overlay, list(run_ids), FAST, list(run_ids))
+    refresh.fragment(_overlay, list(run_ids), refresh.FAST, list(run_ids))
 
 
 def _overlay(runs, run_ids):

@@ -13,6 +13,7 @@ import streamlit as st
 import engine
 from engine.store.db import Store, default_path
 
+from . import state
 from .feed import RunFeed
 
 
@@ -32,7 +33,7 @@ MAX_FEEDS = 6  # runs whose buffers a session keeps
 
 def feed(run_id: str) -> RunFeed:
     """This session's buffers and cursors for a run (the newest MAX_FEEDS runs are kept)."""
-    feeds = st.session_state.setdefault("lp_feeds", OrderedDict())
+    feeds = st.session_state.setdefault(state.FEEDS, OrderedDict())
     if run_id in feeds:
         feeds.move_to_end(run_id)
     else:
@@ -60,32 +61,32 @@ def plain(text: str) -> str:
 
 def messages():
     """Show and forget the last action's error or notice (they may quote user input: plain text)."""
-    if msg := st.session_state.pop("lp_error", None):
+    if msg := st.session_state.pop(state.ERROR, None):
         st.error(plain(msg))
-    if msg := st.session_state.pop("lp_notice", None):
+    if msg := st.session_state.pop(state.NOTICE, None):
         st.success(plain(msg))
 
 
 def current_run() -> str | None:
     """The run this session watches: chosen here, else in the URL (?run=ID, so a reload keeps it),
     else the newest active run in the store. Only a well-formed run id is ever looked up or shown."""
-    run_id = st.session_state.get("lp_run")
+    run_id = st.session_state.get(state.RUN)
     if not engine.is_run_id(run_id):
         run_id = _run_in_address()
     if run_id is None:
         active = [r for r in engine.list_runs(store()) if r["status"] in engine.ACTIVE]
         run_id = active[0]["id"] if active else None
-    st.session_state.lp_run = run_id
+    st.session_state[state.RUN] = run_id
     return run_id
 
 
 def _run_in_address() -> str | None:
     """?run=ID when ID has a run id's shape. Anything else (a link, an image someone put in the
     address) is dropped from the URL and named in one line of plain text, never looked up."""
-    text = st.query_params.get("run")
+    text = state.run_in_address()
     if text is None or engine.is_run_id(text):
         return text
-    st.query_params.pop("run", None)
+    state.show_run_in_address(None)
     shown = " ".join(text.split())  # one line, however many the address held
     shown = shown if len(shown) <= 80 else shown[:79] + "…"
     st.warning(plain(f"The address names no valid run (?run={shown}); a run id looks like 20261127-131500-3fa9c2."))

@@ -24,8 +24,8 @@ MODE_LABELS = {
 OPTIMIZER_KNOBS = {name: optimizer_knobs(name) for name in OPTIMIZERS}  # the optimizer's caption
 COMPARE_MODES = ("manual", "autograd", "custom_function")
 
-# a log-scale learning-rate slider: 1, 2, 5 per decade from 1e-8 to 1
-LR_STEPS = [round(m * 10.0**e, 12) for e in range(-8, 1) for m in (1, 2, 5) if m * 10.0**e <= 1]
+# a log-scale learning-rate slider: 1, 2, 5 per decade from 1e-8 to 1e6, the lr field's bound
+LR_STEPS = [round(m * 10.0**e, 12) for e in range(-8, 7) for m in (1, 2, 5) if m * 10.0**e <= 1e6]
 
 
 def values_config(v: dict) -> RunConfig:

@@ -70,6 +70,8 @@ def command(host: str, port: int) -> list[str]:
         "false",
         "--client.toolbarMode",  # no Deploy button: nothing here is deployed from the page
         "minimal",
+        "--server.enableStaticServing",  # dashboard/static/: the code views' CJK font (dashboard/fonts.py)
+        "true",
     ]
 
 

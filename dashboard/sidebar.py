@@ -1,53 +1,32 @@
 """The sidebar: every RunConfig knob, greyed out with the reason when it does not apply.
 
-Widget values live in st.session_state under "cfg_<field>" (the RunConfig field name), so
-`values()` is the configuration the next Start launches. The rules of what applies are in
-rules.py; the engine's prepare() has the last word (see actions.py).
+Widget values live in st.session_state under state.CFG + the RunConfig field name, so `values()` is
+the configuration the next Start launches; state.py keeps them across pages and reloads. The widgets
+are drawn from the fields' metadata (widgets.py). The rules of what applies are in rules.py; the
+engine's prepare() has the last word (see actions.py).
 
-The sidebar is drawn on every page, from the entry file (app.py): Streamlit forgets the state of
-a widget that a page does not draw, and the browser would mount it anew with its own default (0,
-the first option), so a visit to the Runs page used to reset every knob. A reload starts a new
-session, so the values that differ from the defaults also go into the URL (?cfg=JSON), read back
-once at a session's start; paths stay out of the URL, and values from it that do not validate
-are ignored with a note.
+The sidebar is drawn on every page, from the entry file (app.py): Streamlit forgets the state of a
+widget that a page does not draw, and the browser would mount it anew with its own default.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 import streamlit as st
 
-from engine.config.fields import (
-    ARCHS,
-    DATASETS,
-    DEVICES,
-    DTYPES,
-    MODES,
-    ON_DIVERGENCE,
-    OPTIMIZERS,
-    PRECISIONS,
-    SAMPLERS,
-    RunConfig,
-    default_lr,
-    help_for,
-)
-from engine.config.load import from_dict
-from engine.config.reasons import validate
-from engine.errors import ConfigError
+from engine.config.fields import MODES, RunConfig, default_lr
 from engine.store.db import default_path
 
-from . import rules
+from . import rules, state, widgets
 from .pages_common import plain
+from .state import CFG as K
+from .widgets import check, choice, number, text
 
-K = "cfg_"
-LENGTHS = ("steps", "epochs", "until stopped")
 TV_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v3_small", "vgg11"]
 MODE_HELP = {
     "manual": "raw tensors, forward and backward written by hand",
@@ -60,125 +39,26 @@ MODE_HELP = {
 
 def values() -> dict:
     """The sidebar's values by RunConfig field name (plus "length": steps or epochs)."""
-    _init()
-    return {k[len(K) :]: st.session_state[k] for k in _keys() if k.startswith(K) and k in st.session_state}
+    return state.sidebar_values()
 
 
 def config() -> RunConfig:
-    t = visdom_target()
+    t = state.visdom_target()
     return rules.with_visdom(rules.config_from_values(values()), t["on"], t["host"], t["port"], t["env"])
-
-
-def visdom_target() -> dict:
-    _init()
-    return {
-        "on": st.session_state.visdom_on,
-        "host": st.session_state.visdom_host,
-        "port": st.session_state.visdom_port,
-        "env": st.session_state.visdom_env,
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# state
-
-
-READY = "lp_sidebar_ready"
-SAVED = "lp_sidebar_saved"  # the widgets' values, kept apart from their own keys (_init)
-VISDOM_KEYS = ("visdom_on", "visdom_host", "visdom_port", "visdom_env")
-NOT_IN_URL = ("csv_path", "image_dir", "pretrained", "data_root", "tensorboard_dir", "name")  # paths, free text
-
-
-def _keys() -> list[str]:
-    """Every widget key of the sidebar."""
-    return [K + f.name for f in dataclasses.fields(RunConfig)] + [K + "length", "lr_log", *VISDOM_KEYS]
-
-
-def _defaults() -> dict:
-    d = RunConfig()
-    out = {K + f: v for f, v in vars(d).items()}
-    out[K + "lr"] = d.lr or default_lr(d.mode)  # show the lecture's rate
-    out[K + "optimizer"] = d.optimizer or "adam"
-    out[K + "length"] = "steps"
-    started = os.environ.get("LIVEPROP_VISDOM_URL")  # set by python -m dashboard
-    url = urlparse(started or "http://127.0.0.1:8097")
-    out.update(
-        visdom_on=bool(started), visdom_host=url.hostname or "127.0.0.1", visdom_port=url.port or 8097, visdom_env=""
-    )
-    out["lr_log"] = rules.nearest_lr_step(out[K + "lr"])
-    return out
-
-
-def _init():
-    """Once per session: the defaults, then what the URL carries (a reload keeps the settings). After that,
-    the values the last run ended with, for any widget whose state Streamlit dropped: st.switch_page does
-    (the Runs page's Watch, Resume and Fork), and the widgets would come back at their minimum."""
-    if st.session_state.get(READY):
-        for k, v in st.session_state.get(SAVED, {}).items():
-            if k not in st.session_state:
-                st.session_state[k] = v
-        return
-    given = _from_url(st.query_params.get("cfg"))
-    values = {**_defaults(), **given}
-    if K + "lr" not in given:  # the lecture's rate for the mode the address may have named
-        values[K + "lr"] = default_lr(values[K + "mode"])
-    values["lr_log"] = rules.nearest_lr_step(values[K + "lr"])
-    for k, v in values.items():
-        st.session_state.setdefault(k, v)
-    st.session_state[READY] = True
-
-
-def _from_url(text: str | None) -> dict:
-    """Sidebar values from ?cfg=JSON, only those that give a valid RunConfig together; {} if none."""
-    if not text:
-        return {}
-    try:
-        d = json.loads(text)
-        if not isinstance(d, dict):
-            raise ValueError("not an object")
-        fields = {k: v for k, v in d.items() if k not in NOT_IN_URL and k != "length" and k in _field_names()}
-        validate(from_dict({**fields, "name": ""}))
-    except (ValueError, ConfigError, TypeError, RecursionError) as e:
-        st.session_state.lp_error = f"The settings in the address were not used: {e}"
-        return {}
-    out = {K + k: v for k, v in fields.items()}
-    if d.get("length") in LENGTHS:
-        out[K + "length"] = d["length"]
-    return out
-
-
-def _field_names() -> set[str]:
-    return {f.name for f in dataclasses.fields(RunConfig)}
-
-
-def _to_url():
-    """The values that differ from the defaults, as ?cfg=JSON (paths and names stay out)."""
-    defaults = _defaults()
-    changed = {
-        k[len(K) :]: st.session_state[k]
-        for k in _keys()
-        if k.startswith(K) and k[len(K) :] not in NOT_IN_URL and st.session_state[k] != defaults.get(k)
-    }
-    text = json.dumps(changed, separators=(",", ":"), sort_keys=True) if changed else None
-    if text != st.query_params.get("cfg"):
-        if text:
-            st.query_params["cfg"] = text
-        else:
-            st.query_params.pop("cfg", None)
 
 
 def _mode_changed():
     lr = default_lr(st.session_state[K + "mode"])  # the lecture's rate for that mode
     st.session_state[K + "lr"] = lr
-    st.session_state.lr_log = rules.nearest_lr_step(lr)
+    st.session_state[state.LR_LOG] = rules.nearest_lr_step(lr)
 
 
 def _lr_slider_changed():
-    st.session_state[K + "lr"] = st.session_state.lr_log
+    st.session_state[K + "lr"] = st.session_state[state.LR_LOG]
 
 
 def _lr_exact_changed():
-    st.session_state.lr_log = rules.nearest_lr_step(st.session_state[K + "lr"])
+    st.session_state[state.LR_LOG] = rules.nearest_lr_step(st.session_state[K + "lr"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +67,7 @@ def _lr_exact_changed():
 
 def render():
     """Draw the configuration controls into the sidebar."""
-    _init()
+    state.init_sidebar()
     why = rules.disabled_reasons(values())
     with st.sidebar:
         st.subheader("Configure a run")
@@ -199,14 +79,8 @@ def render():
         _data(why)
         _device(why)
         _run(why)
-        _visdom()
-    _to_url()
-    st.session_state[SAVED] = {k: st.session_state[k] for k in _keys() if k in st.session_state}
-
-
-def _reason(text: str | None):
-    if text:
-        st.caption(f":grey[:material/block: Not used: {text}]")
+        _visdom(why)
+    state.save_sidebar()
 
 
 def _mode():
@@ -222,85 +96,40 @@ def _mode():
 
 
 def _architecture(why):
-    st.selectbox("Architecture", ARCHS, key=K + "arch")
+    choice(st, "arch", "Architecture", why)
     with st.expander("Architecture sizes"):
         c1, c2, c3 = st.columns(3)
-        c1.number_input("D_in", min_value=1, step=1, key=K + "d_in", disabled="d_in" in why, help=why.get("d_in"))
-        c2.number_input("H", min_value=1, step=1, key=K + "hidden", disabled="hidden" in why, help=why.get("hidden"))
-        c3.number_input("D_out", min_value=1, step=1, key=K + "d_out", disabled="d_out" in why, help=why.get("d_out"))
-        _reason(why.get("d_in"))
-        st.number_input("Depth (Linear layers)", min_value=1, step=1, key=K + "depth", disabled="depth" in why)
-        _reason(why.get("depth"))
-        st.checkbox("Bias", key=K + "bias")
-        st.selectbox(
-            "Torchvision model", TV_MODELS, key=K + "tv_model", accept_new_options=True, disabled="tv_model" in why
-        )
-        st.text_input(
+        number(c1, "d_in", "D_in", why, step=1)
+        number(c2, "hidden", "H", why, step=1)
+        number(c3, "d_out", "D_out", why, step=1)
+        widgets.reason(st, why.get("d_in"))
+        number(st, "depth", "Depth (Linear layers)", why, step=1)
+        widgets.reason(st, why.get("depth"))
+        check(st, "bias", "Bias", why)
+        choice(st, "tv_model", "Torchvision model", why, options=TV_MODELS, accept_new_options=True)
+        text(
+            st,
+            "pretrained",
             "Pretrained weights file (state_dict)",
-            key=K + "pretrained",
-            disabled="pretrained" in why,
+            why,
             placeholder="path/to/resnet18.pth, or 'torchvision'",
         )
-        st.checkbox(
-            "Freeze backbone (train the new head only)", key=K + "freeze_backbone", disabled="freeze_backbone" in why
-        )
-        _reason(why.get("tv_model"))
+        check(st, "freeze_backbone", "Freeze backbone (train the new head only)", why)
+        widgets.reason(st, why.get("tv_model"))
 
 
 def _optimizer(why):
-    st.selectbox("Optimizer", OPTIMIZERS, key=K + "optimizer", disabled="optimizer" in why)
-    _reason(why.get("optimizer"))
+    choice(st, "optimizer", "Optimizer", why)
+    widgets.reason(st, why.get("optimizer"))
     with st.expander("Optimizer settings"):
         c1, c2 = st.columns(2)
-        c1.number_input(
-            "Momentum",
-            min_value=0.0,
-            step=0.1,
-            key=K + "momentum",
-            disabled="momentum" in why,
-            help=why.get("momentum"),
-        )
-        c2.checkbox("Nesterov", key=K + "nesterov", disabled="nesterov" in why, help=why.get("nesterov"))
-        c1.number_input(
-            "beta1",
-            min_value=0.0,
-            max_value=0.9999,
-            step=0.01,
-            key=K + "beta1",
-            disabled="beta1" in why,
-            help=why.get("beta1"),
-        )
-        c2.number_input(
-            "beta2",
-            min_value=0.0,
-            max_value=0.99999,
-            step=0.001,
-            format="%.4f",
-            key=K + "beta2",
-            disabled="beta2" in why,
-            help=why.get("beta2"),
-        )
-        c1.number_input(
-            "Weight decay",
-            min_value=0.0,
-            step=1e-4,
-            format="%.2e",
-            key=K + "weight_decay",
-            disabled="weight_decay" in why,
-            help=why.get("weight_decay"),
-        )
-        c2.number_input(
-            "eps", min_value=0.0, step=1e-8, format="%.1e", key=K + "eps", disabled="eps" in why, help=why.get("eps")
-        )
-        c1.number_input(
-            "alpha (RMSprop)",
-            min_value=0.0,
-            max_value=0.9999,
-            step=0.01,
-            key=K + "alpha",
-            disabled="alpha" in why,
-            help=why.get("alpha"),
-        )
+        number(c1, "momentum", "Momentum", why, step=0.1)
+        check(c2, "nesterov", "Nesterov", why)
+        number(c1, "beta1", "beta1", why, max_value=0.9999, step=0.01)
+        number(c2, "beta2", "beta2", why, max_value=0.99999, step=0.001, format="%.4f")
+        number(c1, "weight_decay", "Weight decay", why, step=1e-4, format="%.2e")
+        number(c2, "eps", "eps", why, step=1e-8, format="%.1e")
+        number(c1, "alpha", "alpha (RMSprop)", why, max_value=0.9999, step=0.01)
         if "optimizer" in why:
             st.caption(":grey[:material/block: Not used: no optimizer in this mode]")
         else:
@@ -312,7 +141,7 @@ def _learning_rate():
     st.select_slider(
         "Learning rate (log scale)",
         options=rules.LR_STEPS,
-        key="lr_log",
+        key=state.LR_LOG,
         format_func=lambda v: f"{v:.0e}",
         on_change=_lr_slider_changed,
     )
@@ -328,42 +157,39 @@ def _learning_rate():
 
 def _length(why):
     c1, c2 = st.columns(2)
-    c1.number_input("Batch size", min_value=0, step=1, key=K + "batch_size")
-    c2.radio("Length in", LENGTHS, key=K + "length", horizontal=True)
+    number(c1, "batch_size", "Batch size", why, step=1)
+    c2.radio("Length in", state.LENGTHS, key=state.LENGTH, horizontal=True)
     c1, c2 = st.columns(2)  # both always drawn (greyed out when unused), so neither forgets its value
-    c1.number_input("Steps", min_value=0, step=100, key=K + "steps", disabled="steps" in why, help=why.get("steps"))
-    c2.number_input("Epochs", min_value=0, step=1, key=K + "epochs", disabled="epochs" in why, help=why.get("epochs"))
-    st.number_input(
+    number(c1, "steps", "Steps", why, step=100)
+    number(c2, "epochs", "Epochs", why, step=1)
+    number(
+        st,
+        "pace",
         "Pace (steps per second, 0 = full speed)",
-        min_value=0.0,
+        why,
         step=10.0,
-        key=K + "pace",
         help="At most this many steps a second, so that a class can watch the curves move; off (0) by default.",
     )
 
 
 def _data(why):
     with st.expander("Data", expanded=False):
-        st.selectbox("Dataset", DATASETS, key=K + "dataset")
-        st.number_input(
-            "Samples (random, teacher)", min_value=1, step=1, key=K + "n_samples", disabled="n_samples" in why
-        )
-        _reason(why.get("n_samples"))
+        choice(st, "dataset", "Dataset", why)
+        number(st, "n_samples", "Samples (random, teacher)", why, step=1)
+        widgets.reason(st, why.get("n_samples"))
         if "csv" not in why:
-            _csv()
-        st.text_input("Image folder (one sub-folder per class)", key=K + "image_dir", disabled="image_dir" in why)
-        st.number_input(
-            "Image size (image folder)", min_value=1, step=1, key=K + "image_size", disabled="image_dir" in why
-        )
-        st.text_input("Data root (torchvision downloads)", key=K + "data_root", disabled="data_root" in why)
+            _csv(why)
+        text(st, "image_dir", "Image folder (one sub-folder per class)", why)
+        number(st, "image_size", "Image size (image folder)", why, step=1, disabled="image_dir" in why)
+        text(st, "data_root", "Data root (torchvision downloads)", why)
         c1, c2 = st.columns(2)
-        c1.checkbox("Shuffle", key=K + "shuffle")
-        c2.number_input("Loader workers", min_value=0, step=1, key=K + "num_workers")
-        st.selectbox("Sampler", SAMPLERS, key=K + "sampler")
+        check(c1, "shuffle", "Shuffle", why)
+        number(c2, "num_workers", "Loader workers", why, step=1)
+        choice(st, "sampler", "Sampler", why)
 
 
-def _csv():
-    up = st.file_uploader("CSV file (numeric columns, with a header)", type=["csv"], key="csv_upload")
+def _csv(why):
+    up = st.file_uploader("CSV file (numeric columns, with a header)", type=["csv"], key=state.CSV_UPLOAD)
     if up is not None:
         st.session_state[K + "csv_path"] = _save_upload(up)
     path = st.session_state.get(K + "csv_path", "")
@@ -371,8 +197,8 @@ def _csv():
     if header:
         if st.session_state.get(K + "csv_target") not in header:
             st.session_state[K + "csv_target"] = header[-1]
-        st.selectbox("Target column", header, key=K + "csv_target")
-        st.selectbox("Task", ("auto", "regression", "classification"), key=K + "task")
+        choice(st, "csv_target", "Target column", why, options=header)
+        choice(st, "task", "Task", why)
     else:
         st.caption("Upload a CSV to choose its target column.")
 
@@ -401,25 +227,15 @@ def _device(why):
     import torch
 
     c1, c2 = st.columns(2)
-    c1.selectbox("Device", DEVICES, key=K + "device")
-    c2.selectbox("dtype", DTYPES, key=K + "dtype")
-    c1.selectbox(
-        "Precision",
-        PRECISIONS,
-        key=K + "precision",
-        disabled="precision" in why,
-        help=why.get("precision") or help_for("precision"),
-    )
-    c2.number_input("Processes", min_value=1, max_value=256, step=1, key=K + "nproc", help=help_for("nproc"))
-    _reason(why.get("precision"))
-    st.checkbox(
-        "Fast path (CUDA graph)", key=K + "fast", disabled="fast" in why, help=why.get("fast") or help_for("fast")
-    )
-    _reason(why.get("fast"))
-    st.checkbox(
-        "torch.compile", key=K + "compile", disabled="compile" in why, help=why.get("compile") or help_for("compile")
-    )
-    _reason(why.get("compile"))
+    choice(c1, "device", "Device", why)
+    choice(c2, "dtype", "dtype", why)
+    choice(c1, "precision", "Precision", why)
+    number(c2, "nproc", "Processes", why, step=1)
+    widgets.reason(st, why.get("precision"))
+    check(st, "fast", "Fast path (CUDA graph)", why)
+    widgets.reason(st, why.get("fast"))
+    check(st, "compile", "torch.compile", why)
+    widgets.reason(st, why.get("compile"))
     if torch.cuda.is_available():
         st.caption(f"This machine: CUDA on {torch.cuda.get_device_name(0)} ({torch.cuda.device_count()} device(s)).")
     else:
@@ -429,28 +245,29 @@ def _device(why):
 def _run(why):
     with st.expander("Run and telemetry"):
         c1, c2 = st.columns(2)
-        c1.number_input("Seed", min_value=0, step=1, key=K + "seed")
-        c2.number_input(
+        number(c1, "seed", "Seed", why, step=1)
+        number(
+            c2,
+            "telemetry_every",
             "Telemetry every K steps",
-            min_value=0,
+            why,
             step=10,
-            key=K + "telemetry_every",
             help="histograms, norms, update ratios and the gradient check; 0 = automatic, about once a second",
         )
-        c1.number_input("Histogram bins", min_value=1, step=8, key=K + "hist_bins")
-        c2.selectbox("On divergence", ON_DIVERGENCE, key=K + "on_divergence")
-        st.text_input("Run name", key=K + "name")
+        number(c1, "hist_bins", "Histogram bins", why, step=8)
+        choice(c2, "on_divergence", "On divergence", why)
+        text(st, "name", "Run name", why)
 
 
-def _visdom():
+def _visdom(why):
     with st.expander("Visdom target"):
-        st.checkbox("Send runs to Visdom", key="visdom_on")
-        off = not st.session_state.visdom_on
-        st.text_input("Host", key="visdom_host", disabled=off)
+        st.checkbox("Send runs to Visdom", key=state.VISDOM_ON)
+        off = not st.session_state[state.VISDOM_ON]
+        st.text_input("Host", key=state.VISDOM_HOST, disabled=off)
         c1, c2 = st.columns(2)
-        c1.number_input("Port", min_value=1, max_value=65535, step=1, key="visdom_port", disabled=off)
-        c2.text_input("Environment", key="visdom_env", disabled=off, placeholder="liveprop_<name>-<run>")
-        t = visdom_target()
+        c1.number_input("Port", min_value=1, max_value=65535, step=1, key=state.VISDOM_PORT, disabled=off)
+        c2.text_input("Environment", key=state.VISDOM_ENV, disabled=off, placeholder="liveprop_<name>-<run id>")
+        t = state.visdom_target()
         if off:
             st.caption("Runs started here do not send to Visdom.")
         else:
@@ -459,4 +276,4 @@ def _visdom():
                 f"Runs started here send to [{plain(url)}]({quote(url, safe=':/')}), "
                 f"env {plain(t['env'].strip() or 'liveprop_<name>-<run id>')}."
             )
-        st.text_input("TensorBoard log dir (empty: off)", key=K + "tensorboard_dir")
+        text(st, "tensorboard_dir", "TensorBoard log dir (empty: off)", why)

@@ -138,7 +138,41 @@ def test_compare_is_disabled_outside_the_mlp_family(app):
     app.sidebar.radio(key="cfg_mode").set_value("optim").run()
     app.sidebar.selectbox(key="cfg_arch").set_value("parallel_block").run()
     assert button(app, "btn_compare").disabled
-    assert "MLP family" in captions(app)
+    said = shown(app.caption)
+    assert "Compare modes is off: as manual, mode 'manual' works on raw weight tensors, so it takes arch" in said
+    assert "use mode nn or optim for 'parallel_block'" in said  # the setting that blocks it, named
+
+
+@pytest.mark.parametrize(
+    "settings, names",
+    [
+        ({"mode": "optim", "precision": "bf16"}, "Compare modes is off: as manual, precision bf16 applies to modes"),
+        ({"mode": "nn"}, "Compare modes is off because the mode is nn:"),
+    ],
+)
+def test_a_refused_compare_names_the_setting_that_blocks_it(app, settings, names):
+    app.sidebar.radio(key="cfg_mode").set_value(settings["mode"]).run()
+    if "precision" in settings:
+        app.sidebar.selectbox(key="cfg_precision").set_value(settings["precision"]).run()
+    assert button(app, "btn_compare").disabled and not button(app, "btn_start").disabled
+    assert names in shown(app.caption)
+
+
+def test_the_log_lr_slider_follows_the_exact_rate_up_to_its_bound(app):
+    """1e3 in the exact field puts the slider at 1e+03, not pinned at 1e+00; its top is the field's bound."""
+    from dashboard.widgets import bounds
+
+    app.sidebar.number_input(key="cfg_lr").set_value(1e3).run()
+    slider = app.sidebar.select_slider(key="lr_log")
+    assert slider.value == pytest.approx(1e3)
+    assert float(slider.options[-1]) == bounds("lr")["max_value"]
+
+
+def test_every_number_box_starts_at_its_fields_lower_bound(app):
+    """The widgets read their bounds from the field metadata: a batch size of 0 cannot be typed."""
+    assert app.sidebar.number_input(key="cfg_batch_size").min == 1
+    assert app.sidebar.number_input(key="cfg_depth").max == 64
+    assert app.sidebar.number_input(key="cfg_seed").max is None  # 2**63 - 2: past the browser's integers
 
 
 def finished_run(store_path, run_id=R1):
@@ -426,14 +460,22 @@ def test_the_divergence_banner_gives_the_first_bad_step_the_layer_and_the_steps_
     live_run(store, DIV, 1e3)
     nan = float("nan")
     losses(0, [3.0, 2.0, 1e30, nan, float("inf"), nan, nan])
-    event(3, "divergence", {"step": 3, "layer": "0.weight", "ran_after": 3}, status="paused")
+    event(3, "divergence", {"step": 3, "layer": "0.weight", "ran_after": 3, "restored": 2})
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = DIV
     at.run()
     assert not at.exception, at.exception
+    said = shown(at.error)  # the event is in, the status not yet: the run reads running for a moment
+    assert "The run is pausing." in said and "The run is running" not in said, said
+    event(3, "pause", status="paused")
+    at.run()
     said = shown(at.error)
     assert "Diverged at step 3 in layer 0.weight, and 3 more steps ran before it was noticed" in said, said
-    assert "The run is paused" in said and not at.success
+    # the status line's step (7 steps done), the weights put back, and the histograms' step agree
+    assert "paused at step 7 / 1,000" in str(at.get("progress")[0].proto)
+    assert "The run is paused at step 7 with the weights of step 2 put back" in said and not at.success
+    assert "histograms at step 7 show them" in said
+    assert "a tenth: 100), press Set lr, then Resume" in shown(at.info)
     assert "0\\.weight" in " ".join(e.value for e in at.error)  # through pages_common.plain
 
     event(7, "resume", status="running")  # resumed, but no loss since: not recovered yet
@@ -496,3 +538,79 @@ def test_compile_is_offered_for_nn_and_reaches_the_launched_config(app, launched
     button(app, "btn_start").click().run()
     [cfg] = launched
     assert cfg.compile and cfg.mode == "optim"
+
+
+def compared_run(store_path, run_id, mode, losses, dtype="float32", seed=5):
+    s = Store(store_path)
+    s.create_run(run_id, vars(engine.RunConfig(mode=mode, dtype=dtype, seed=seed)), total_steps=len(losses))
+    flush = types.SimpleNamespace(
+        first_step=0, losses=losses, scalars=[], hists=[], events=[], last_step=len(losses) - 1
+    )
+    s.write_flush(run_id, flush)
+    s.set_status(run_id, "finished")
+    s.close()
+
+
+def test_compare_ends_with_a_verdict_diffs_any_two_and_offers_float64(store, monkeypatch, launched):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    ids = [fake_id(101), fake_id(102), fake_id(103)]
+    loss = [40.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5, 0.2]
+    drift = [40.0, 20.0, 10.0, 5.0 * (1 + 2e-7), 2.0 * (1 + 1e-5), 1.0 * (1 + 1e-3), 0.51, 0.22]
+    for run_id, mode, values in zip(ids, ("manual", "autograd", "custom_function"), (loss, drift, loss)):
+        compared_run(store, run_id, mode, values)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["lp_compare"] = ids
+    at.run()
+    assert not at.exception, at.exception
+    verdict = shown(at.info)
+    assert "The same computation: manual and custom Function are equal bit for bit at all 8 steps" in verdict
+    assert "autograd departs from manual at step 3 by float32 rounding" in verdict and "as the loss nears 0" in verdict
+    pair = at.multiselect(key="cmp_pair")
+    assert pair.value == ["manual", "autograd"]
+    pair.set_value(["manual", "custom Function"]).run()
+    assert "custom Function departs nowhere from manual: equal at all 8 steps compared" in shown(at.caption)
+    at.button(key="cmp_other_dtype").click().run()
+    assert [(c.mode, c.dtype, c.seed) for c in launched] == [
+        ("manual", "float64", 5),
+        ("autograd", "float64", 5),
+        ("custom_function", "float64", 5),
+    ]
+    assert at.session_state.lp_compare == [fake_id(1), fake_id(2), fake_id(3)]
+
+
+def test_the_histogram_slider_moves_over_the_snapshots_and_names_the_weights_put_back(store, monkeypatch):
+    """Snapshots at 0, 5 and 10 of a 1,000-step run: the slider offers those three steps only. The one
+    taken right after a divergence says whose weights it holds."""
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    s = Store(store)
+    s.create_run(R1, vars(engine.RunConfig(mode="optim", optimizer="sgd")), total_steps=1000)
+    hists = [
+        types.SimpleNamespace(step=step, layer=layer, kind="weight", edges=[0.0, 0.5, 1.0], counts=[2, 1], nonfinite=0)
+        for step in (0, 5, 10)
+        for layer in ("0.weight", "2.weight")
+    ]
+    flush = types.SimpleNamespace(first_step=0, losses=[3.0] * 11, scalars=[], hists=hists, events=[], last_step=10)
+    s.write_flush(R1, flush)
+    s.add_event(R1, 7, "divergence", {"step": 7, "layer": "0.weight", "ran_after": 2, "restored": 5})
+    s.set_status(R1, "paused")
+    s.close()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = R1
+    at.session_state["detail_view"] = "Weights"
+    at.run()
+    assert not at.exception, at.exception
+    slider = at.select_slider(key="at_weight")
+    assert [int(o) for o in slider.options] == [0, 5, 10] and int(slider.value) == 10
+    assert "nn.Sequential, the module's index" in captions(at)  # what 0.weight means
+    bar = at.get("plotly_chart")[-1].proto.spec
+    assert "at step 10 (the weights of step 5, put back after the divergence at step 7)" in bar
+
+
+def test_the_runs_table_keeps_the_run_column_in_view_and_says_it_scrolls(store, monkeypatch):
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    finished_run(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("views/runs.py").run()
+    assert not at.exception, at.exception
+    assert '"pinned":true' in at.dataframe[0].proto.columns.replace(" ", "")
+    assert "The table scrolls sideways" in captions(at) and "checkpoint, device" in captions(at)

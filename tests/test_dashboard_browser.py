@@ -34,6 +34,13 @@ FIRST_PLOT_JS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData && g._fullData.length > 1 ? (g._fullData[1]._length || 0) : 0; }"""
 TRACE_NAMES_JS = """() => { const g = document.querySelector('.js-plotly-plot');
     return g && g._fullData ? g._fullData.map(t => t.name) : []; }"""
+# the Code panel: faces of the shipped CJK font that hold the lecture's comments, loaded; the code font
+# list that names it; and the code blocks whose lines run past their box (cut off)
+CJK_FACES_JS = """async () => (await document.fonts.load('16px "Noto Sans SC"', '反向传播的计算过程')).length"""
+CODE_FONT_JS = """() => getComputedStyle(document.querySelector('[data-testid="stCode"] code')).fontFamily"""
+CUT_OFF_JS = """() => [...document.querySelectorAll('[data-testid="stCode"] pre')]
+    .filter(p => p.scrollWidth > p.clientWidth + 1).length"""
+TABLE_SCROLL_JS = """() => document.querySelector('[data-testid="stDataFrame"] .dvn-scroller').scrollLeft"""
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
@@ -254,6 +261,12 @@ def test_train_watch_control_and_list_a_run(dashboard):
             assert run["id"] in picker.evaluate("e => e.innerText + ' ' + (e.querySelector('input') || {}).value")
             main.get_by_role("button", name="Metrics CSV").wait_for()
             page.screenshot(path=str(ARTIFACTS / "dashboard_runs.png"))
+            # the table scrolls sideways to its last columns, the run column pinned
+            page.get_by_test_id("stDataFrame").hover()
+            page.mouse.wheel(2000, 0)
+            page.wait_for_function(f"() => ({TABLE_SCROLL_JS})() > 0")
+            time.sleep(0.5)
+            page.screenshot(path=str(ARTIFACTS / "dashboard_runs_scrolled.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"))
             raise
@@ -339,7 +352,9 @@ def test_settings_survive_every_page_and_a_reload_and_nothing_leaves_the_machine
 def test_a_learner_walks_every_panel_of_a_manual_run_and_a_diverged_one(dashboard):
     """The lecture's manual run in float32: every detail panel draws, the gradient check's verdict
     says the hand-written gradients agree to float32 rounding, the Code panel shows the lecture's
-    cell; then a run at lr 1e3 diverges and the banner says where. Screenshots of each panel."""
+    cell in the shipped CJK font, no line cut off; Compare modes ends with its verdict; then a run at
+    lr 1e3 diverges, the banner says where, at the status line's step, and what to do next, and the
+    histogram names the weights put back. Screenshots of each panel."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -363,25 +378,59 @@ def test_a_learner_walks_every_panel_of_a_manual_run_and_a_diverged_one(dashboar
                     page.get_by_text("Hand-written vs autograd: agree to float32 rounding").wait_for()
                 elif view == "Code":
                     page.get_by_text("The lecture's cell In [16]").wait_for()
+                    page.locator('[data-testid="stCode"] code').nth(2).wait_for()  # the two cells and the diff
+                    assert page.evaluate(CUT_OFF_JS) == 0  # every line wraps inside its box
+                    if (ROOT / "dashboard" / "static" / "fonts" / "noto-sans-sc.css").is_file():  # make setup
+                        assert '"Noto Sans SC"' in page.evaluate(CODE_FONT_JS)
+                        assert page.evaluate(CJK_FACES_JS) > 0  # served from app/static, not boxes
+                        page.evaluate("document.fonts.ready.then(() => true)")  # drawn before the screenshot
                 else:
                     page.locator(".js-plotly-plot").nth(1).wait_for()
                 time.sleep(1.0)  # let the charts draw
                 page.screenshot(path=str(ARTIFACTS / f"panel_{view.lower().replace(' ', '_')}.png"))
+                if view == "Code":  # the running mode's concept, below the two cells
+                    page.locator('[data-testid="stCode"]').nth(2).scroll_into_view_if_needed()
+                    page.screenshot(path=str(ARTIFACTS / "panel_code_diff.png"))
+
+            # Compare modes on the lecture's 500 steps: a verdict in plain words, and any two modes diffed
+            set_number(page, "Steps", 500)
+            page.get_by_text(re.compile(r"Ready: manual .* 500 steps")).wait_for()
+            settle(page)
+            page.get_by_role("button", name="Compare modes").click()
+            wait_for(
+                lambda: sum(r["status"] == "finished" for r in engine.list_runs(dashboard["store"])) == 4,
+                120,
+                what="the three compared runs to finish",
+            )
+            time.sleep(2.5)  # the panel's last refresh after they finished
+            page.get_by_text(re.compile(r"The same computation: ")).wait_for()
+            page.get_by_role("button", name="The same in float64").wait_for()
+            time.sleep(1.5)
+            page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
 
             set_number(page, "Learning rate (exact)", "1000")
             page.get_by_text(re.compile(r"Ready: manual .* lr 1e\+03")).wait_for()
+            assert "1e+03" in page.get_by_test_id("stSlider").first.inner_text()  # the log slider follows
             start.click()
             page.get_by_text(re.compile(r"Diverged at step \d+ in layer w\d")).wait_for(timeout=90_000)
             status_is(page, "paused")
+            said = page.get_by_text(re.compile(r"The run is paused at step [\d,]+")).first.inner_text()
+            at = re.search(r"paused at step ([\d,]+)", said).group(1)
+            page.get_by_text(f"paused at step {at} / 500").wait_for()  # the status line's step, the same
+            page.get_by_text(re.compile(r"press Set lr, then Resume")).wait_for()
             time.sleep(1.5)
             page.screenshot(path=str(ARTIFACTS / "panel_diverged.png"))
+            main.get_by_test_id("stButtonGroup").get_by_text("Weights", exact=True).click()
+            page.get_by_text(re.compile(rf"at step {at} \(the weights of step \d+, put back")).first.wait_for()
+            time.sleep(1.0)
+            page.screenshot(path=str(ARTIFACTS / "panel_diverged_weights.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"))
             raise
         finally:
             browser.close()
-    [diverged, manual] = engine.list_runs(dashboard["store"])
-    assert manual["status"] == "finished" and diverged["status"] == "paused"
+    [diverged, *compared, manual] = engine.list_runs(dashboard["store"])
+    assert manual["status"] == "finished" and diverged["status"] == "paused" and len(compared) == 3
 
 
 def test_a_learner_forks_a_run_with_a_lower_lr_and_sees_both_curves(dashboard):

@@ -1,12 +1,12 @@
-"""The Code panel: the lecture's cells as the notes print them, the engine's code beside them, and
-the manual-vs-autograd diff."""
+"""The Code panel: the lecture's cells as the notes print them, the engine's code beside them, and the
+running mode's concept as a diff of the lecture's cells; no line cut off."""
 
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.about_text import ENGINE_CODE, manual_vs_autograd
+from dashboard.about_text import ENGINE_CODE, concept_diff
 from dashboard.lecture_cells import CELLS
 from engine.config.fields import MODES
 
@@ -45,23 +45,40 @@ def test_every_mode_has_code_on_both_sides():
     assert "torch.optim.Adam" in CELLS["optim"][1]
 
 
-def test_the_diff_shows_the_concept_and_little_else():
-    diff = manual_vs_autograd()
-    removed = [line for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
-    added = [line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
-    assert any("grad_w1 = x.t().mm(grad_h)" in line for line in removed)
-    assert any("loss.backward()" in line for line in added)
-    kept = [line for line in diff.splitlines() if line.startswith(" ")]
-    assert any("h_relu" in line for line in kept) and any("y_pred" in line for line in kept)  # shared names
+def changed(diff: str) -> tuple[list[str], list[str]]:
+    lines = diff.splitlines()
+    return (
+        [line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---")],
+        [line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++")],
+    )
 
 
-def test_the_code_panel_shows_both_and_the_diff(store, monkeypatch):
+@pytest.mark.parametrize(
+    "mode, removed, added",
+    [
+        ("manual", "grad_w1 = x.t().mm(grad_h)", "loss.backward()"),  # the first mode: what autograd replaces
+        ("autograd", "grad_w1 = x.t().mm(grad_h)", "loss.backward()"),
+        ("custom_function", "h_relu = h.clamp(min=0)", "h_relu = my_relu(h)"),
+        ("nn", "h = x.mm(w1)", "y_pred = model(x)"),
+        ("optim", "param -= learning_rate * param.grad", "optimizer.step()"),
+    ],
+)
+def test_each_modes_diff_shows_its_concept_and_no_comment(mode, removed, added):
+    what, diff = concept_diff(mode)
+    gone, new = changed(diff)
+    assert removed in gone and added in new, diff
+    assert "#" not in diff  # a changed comment is not the concept
+    assert what.startswith("The lecture's In [")
+
+
+@pytest.mark.parametrize("mode", ["manual", "custom_function", "optim"])
+def test_the_code_panel_shows_both_and_the_running_modes_diff_with_lines_wrapped(store, monkeypatch, mode):
     import engine
     from engine.store.db import Store
 
     monkeypatch.setenv("LIVEPROP_STORE", store)
     s = Store(store)
-    s.create_run("20260101-000000-0000e1", vars(engine.RunConfig(mode="manual")), total_steps=3)
+    s.create_run("20260101-000000-0000e1", vars(engine.RunConfig(mode=mode)), total_steps=3)
     s.set_status("20260101-000000-0000e1", "finished")
     s.close()
     at = AppTest.from_file(APP, default_timeout=60)
@@ -70,4 +87,5 @@ def test_the_code_panel_shows_both_and_the_diff(store, monkeypatch):
     at.run()
     assert not at.exception, at.exception
     codes = [c.value for c in at.code]
-    assert ENGINE_CODE["manual"] in codes and CELLS["manual"][1] in codes and manual_vs_autograd() in codes
+    assert ENGINE_CODE[mode] in codes and CELLS[mode][1] in codes and concept_diff(mode)[1] in codes
+    assert all(c.proto.wrap_lines for c in at.code)  # a cut-off line hides the end of a statement

@@ -163,7 +163,7 @@ def test_compare_configs_and_helpers():
     assert {c.seed for c in cfgs} == {7} and {c.lr for c in cfgs} == {1e-5}
     assert rules.nearest_lr_step(3e-4) in (2e-4, 5e-4) and rules.nearest_lr_step(-1) == rules.LR_STEPS[0]
     assert rules.eta_text(50, 100, 10) == "0:05" and rules.eta_text(0, 100, None) == "–"
-    assert np.all(np.diff(rules.LR_STEPS) > 0) and rules.LR_STEPS[-1] == 1
+    assert np.all(np.diff(rules.LR_STEPS) > 0) and rules.LR_STEPS[-1] == 1e6  # the lr field's bound
 
 
 def test_visdom_target_goes_into_the_config():

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import figures
+from dashboard import axes, explain, figures, histograms
 from dashboard.series import CAP, Buckets, HistBuffer, downsample, ema, rebin, sample_steps
 from engine.modes.gradcheck import GRADCHECK_TOL
 
@@ -208,7 +208,7 @@ def hist(step, lo, hi, counts, nonfinite=0):
 
 def test_histogram_heatmap_one_column_per_step_on_a_common_grid():
     snaps = [hist(s, -1 - s, 1 + s, [1, 2, 3, 4]) for s in range(5)]
-    fig = figures.hist_heatmap(snaps, bins=32)
+    fig = histograms.hist_heatmap(snaps, bins=32)
     heat = fig.data[0]
     assert isinstance(heat, go.Heatmap) and list(heat.x) == [0, 1, 2, 3, 4]
     z = np.asarray(heat.z)
@@ -218,17 +218,17 @@ def test_histogram_heatmap_one_column_per_step_on_a_common_grid():
 
 def test_histogram_at_one_step_and_last_finite():
     snaps = [hist(0, 0, 1, [1, 2]), hist(10, 0, 2, [3, 4]), hist(20, 0, 0, [0, 0], nonfinite=7)]
-    assert figures.last_finite(snaps)["step"] == 10
-    fig = figures.hist_bar(snaps[2])
+    assert histograms.last_finite(snaps)["step"] == 10
+    fig = histograms.hist_bar(snaps[2])
     assert "7 non-finite" in fig.layout.title.text
-    bar = figures.hist_bar(snaps[1]).data[0]
+    bar = histograms.hist_bar(snaps[1]).data[0]
     assert list(bar.y) == [3, 4] and list(bar.x) == [0.5, 1.5]
 
 
 def test_empty_inputs_give_empty_figures():
     assert len(figures.loss_figure(([], [])).data) == 2
-    assert len(figures.hist_heatmap([]).data) == 0
-    assert len(figures.hist_bar(None).data) == 0
+    assert len(histograms.hist_heatmap([]).data) == 0
+    assert len(histograms.hist_bar(None).data) == 0
     assert len(figures.grad_norm_figure({}).data) == 0
 
 
@@ -292,7 +292,7 @@ def test_histogram_heatmap_keeps_to_the_finite_range_and_says_so():
     wild = hist(20, -1e23, 1e23, [1, 0, 0, 3])
     broken = {"step": 21, "edges": [None, 0.0, None], "counts": [1, 1], "nonfinite": 5}
     gone = hist(22, 0.0, 0.0, [0, 0, 0, 0], nonfinite=36)  # no finite value at all: nothing to show
-    fig = figures.hist_heatmap(snaps + [wild, broken, gone], title="w1", bins=32)
+    fig = histograms.hist_heatmap(snaps + [wild, broken, gone], title="w1", bins=32)
     heat = fig.data[0]
     assert list(heat.x) == list(range(23))  # every snapshot keeps its column
     assert -1.95 < heat.y[0] < -1.85 and 1.85 < heat.y[-1] < 1.95  # bin centres: the finite range, in full
@@ -300,16 +300,16 @@ def test_histogram_heatmap_keeps_to_the_finite_range_and_says_so():
     share = 10 ** np.asarray(heat.z) - 1e-6  # log10(share + 1e-6)
     np.testing.assert_allclose(share[:, :20].sum(axis=0), 1.0, rtol=1e-6)  # each ordinary column in full
     assert share[:, 20:].sum() < 1e-6  # the wild one's values all lie far outside the range
-    assert figures.hist_range(snaps) == (-1.95, 1.95, 0)
-    assert figures.hist_heatmap(snaps).layout.title.text == "Distribution over time"  # nothing to say
+    assert histograms.hist_range(snaps) == (-1.95, 1.95, 0)
+    assert histograms.hist_heatmap(snaps).layout.title.text == "Distribution over time"  # nothing to say
 
 
 def test_histogram_heatmap_range_keeps_a_steady_drift():
     """Weights that widen tenfold over the run, or gradients that narrow, are all inside the range."""
     grow = [hist(s, -0.1 * (1 + s), 0.1 * (1 + s), [1, 1]) for s in range(10)]
-    assert figures.hist_range(grow) == (-1.0, 1.0, 0)
+    assert histograms.hist_range(grow) == (-1.0, 1.0, 0)
     shrink = [hist(s, -(0.9**s), 0.9**s, [1, 1]) for s in range(20)]  # sevenfold
-    assert figures.hist_range(shrink) == (-1.0, 1.0, 0)
+    assert histograms.hist_range(shrink) == (-1.0, 1.0, 0)
 
 
 def test_a_gradient_heatmap_is_not_flattened_by_the_first_steps_huge_values():
@@ -317,15 +317,82 @@ def test_a_gradient_heatmap_is_not_flattened_by_the_first_steps_huge_values():
     follows what the gradient is now, and the first snapshots are counted as outside it."""
     snaps = [hist(s, -25.0 * 0.5**s, 25.0 * 0.5**s, [1, 1]) for s in range(14)]  # 25 -> 0.003
     snaps += [hist(s, -0.003, 0.003, [1, 1]) for s in range(14, 40)]
-    lo, hi, outside = figures.hist_range(snaps)
+    lo, hi, outside = histograms.hist_range(snaps)
     # the widest snapshot within HIST_FENCE (3) widths of +-0.003: 25 * 0.5**11; the 11 before it lie outside
     assert (lo, hi, outside) == (-25.0 * 0.5**11, 25.0 * 0.5**11, 11)
     assert hi / 0.003 < 5  # today's gradient spans a fifth of the axis or more, not a single bin
-    assert figures.hist_range([hist(0, 0.0, 0.0, [3])]) == (0.0, 0.0, 0)  # one value: the grid widens it
-    assert len(figures.hist_grid([hist(0, 0.0, 0.0, [3])], bins=4)) == 5
+    assert histograms.hist_range([hist(0, 0.0, 0.0, [3])]) == (0.0, 0.0, 0)  # one value: the grid widens it
+    assert len(histograms.hist_grid([hist(0, 0.0, 0.0, [3])], bins=4)) == 5
 
 
 def test_the_placeholder_is_a_message_without_axes():
     fig = figures.placeholder("The loss curve appears here after Start.")
     assert not fig.data and fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
     assert fig.layout.annotations[0].text == "The loss curve appears here after Start."
+
+
+# ---------------------------------------------------------------------------------------------
+# layout: what a learner reads on the axes
+
+
+def ticks(fig) -> list[str]:
+    return list(fig.layout.yaxis.ticktext)
+
+
+@pytest.mark.parametrize(
+    "values, labels",
+    [
+        (np.geomspace(1e3, 1e-5, 100), ["1e-5", "0.001", "0.1", "10", "1000"]),  # 9 decades: every other one
+        (np.geomspace(1e8, 1e-7, 100), ["1e-7", "1e-4", "0.1", "100", "1e+5", "1e+8"]),  # 16 decades: 6 labels
+        (np.linspace(316, 31.6, 100), ["50", "100", "200"]),  # a weight norm: 1, 2, 5 per decade
+        (np.linspace(100, 70, 100), ["70", "80", "90", "100"]),  # within a decade: never 7e+1 8e+1 9e+1 1e+2
+        (np.full(100, 1e-6), ["5e-7", "1e-6", "2e-6"]),  # a constant lr
+        ([3e7], ["1e+7", "2e+7", "5e+7"]),  # one finite loss, the run diverged after it (not "2 1e+8 5 2")
+    ],
+)
+def test_a_log_axis_gets_a_few_plain_labels_never_a_pile(values, labels):
+    fig = figures.loss_figure((np.arange(len(values)), values), log_y=True)
+    assert ticks(fig) == labels and len(fig.layout.yaxis.tickvals) <= axes.MOST_TICKS
+    assert figures.loss_figure((np.arange(3), [3.0, 2.0, 1.0]), log_y=False).layout.yaxis.tickvals is None
+
+
+def test_a_band_widens_the_log_axis_labels_and_short_runs_label_whole_steps():
+    named = {"w1": (np.arange(4), [0.0, 0.0, 0.0, 0.0])}  # exact: drawn at the floor, under the rounding band
+    assert ticks(figures.gradcheck_figure(named)) == ["1e-9", "1e-8", "1e-7", "1e-6", "1e-5", "1e-4"]
+    assert figures.loss_figure((np.arange(5), [4.0, 3, 2, 1, 0.5])).layout.xaxis.dtick == 1  # not 0.5 steps
+    assert figures.loss_figure(noisy_loss(100)).layout.xaxis.dtick is None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: figures.loss_figure(noisy_loss(100), lr_events=[{"step": 5, "data": {"new": 1.0}}]),
+        lambda: figures.grad_norm_figure({f"{i}.weight": noisy_loss(50, i) for i in range(3)}),
+        lambda: figures.overlay_figure({"manual": noisy_loss(50), "autograd": noisy_loss(50, 1)}),
+    ],
+)
+def test_legends_sit_under_the_plot_not_over_its_title(build):
+    legend = build().layout.legend
+    assert legend.yanchor == "top" and legend.y < 0
+
+
+def test_the_throughput_start_up_is_shaded_and_labelled():
+    steps = np.arange(0, 2000, 20)
+    ramp = np.r_[np.linspace(50, 970, 10), np.full(90, 970.0)]  # the start-up, then steady
+    fig = figures.throughput_figure((steps, ramp))
+    [shade] = fig.layout.shapes
+    assert shade.x0 == 0 and 100 <= shade.x1 <= 200 and fig.layout.annotations[0].text == "start-up"
+    assert not figures.throughput_figure((steps, np.full(100, 970.0))).layout.shapes  # steady from the start
+    assert figures.startup_end([0, 1, 2], [1.0, 2.0, 3.0]) is None  # too few points to tell
+
+
+def test_a_heatmap_of_one_snapshot_labels_its_step_only():
+    fig = histograms.hist_heatmap([hist(0, -1, 1, [1, 2, 3, 4])])
+    assert list(fig.layout.xaxis.tickvals) == [0]  # not -0.4 ... 0.4
+
+
+def test_the_gap_figure_draws_equal_steps_at_the_floor_beside_the_rounding_line():
+    gap = explain.pair_gap("manual", ([0, 1, 2], [4.0, 2.0, 1.0]), "autograd", ([0, 1, 2], [4.0, 2.0, 1.0 + 1e-7]))
+    fig = figures.gap_figure(gap, "float32")
+    assert list(fig.data[0].y) == [figures.gradcheck_floor("float32")] * 2 + [pytest.approx(1e-7)]
+    assert fig.layout.shapes[0].y0 == GRADCHECK_TOL["float32"]

@@ -23,6 +23,7 @@ def test_streamlit_command_names_the_address_and_runs_headless():
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
     assert cmd[4].endswith("dashboard/app.py")
+    assert cmd[cmd.index("--server.enableStaticServing") + 1] == "true"  # dashboard/static/: the CJK font
 
 
 def test_the_browser_flags_are_written_once():

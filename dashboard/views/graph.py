@@ -4,7 +4,7 @@ import dataclasses
 
 import streamlit as st
 
-from dashboard import pages_common, sidebar
+from dashboard import pages_common, sidebar, state
 from engine import ConfigError
 from engine.tools.graph import graph_for_config
 
@@ -36,11 +36,11 @@ depth = c2.number_input(
     "Module depth", min_value=1, max_value=4, step=1, key="graph_depth", disabled=collapse == "never"
 )
 if c3.button("Rebuild (next step)", key="graph_rebuild"):
-    st.session_state.graph_nonce = st.session_state.get("graph_nonce", 0) + 1
+    st.session_state[state.GRAPH_NONCE] = st.session_state.get(state.GRAPH_NONCE, 0) + 1
 
 try:
     cfg = sidebar.config()
-    info, error = _graph(dataclasses.asdict(cfg), collapse, int(depth), st.session_state.get("graph_nonce", 0))
+    info, error = _graph(dataclasses.asdict(cfg), collapse, int(depth), st.session_state.get(state.GRAPH_NONCE, 0))
 except ConfigError as e:
     info, error = None, str(e)
 if error:

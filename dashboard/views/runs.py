@@ -5,12 +5,12 @@ from pathlib import Path
 import streamlit as st
 
 import engine
-from dashboard import actions, live, pages_common
+from dashboard import actions, live, pages_common, state
 from engine.config.fields import OPTIMIZERS
 from engine.store import metrics as export
 
-if goto := st.session_state.pop("lp_goto_train", None):  # a resumed run: watched there, with the notice
-    st.switch_page("views/train.py", query_params={"run": goto})
+if goto := st.session_state.pop(state.GOTO_TRAIN, None):  # a resumed run: watched there, with the notice
+    st.switch_page("views/train.py", query_params={state.RUN_PARAM: goto})
 st.title("Runs")
 pages_common.messages()
 db = pages_common.store()
@@ -28,12 +28,16 @@ table = st.dataframe(
     selection_mode="multi-row",
     hide_index=True,
     column_config={
+        "run": st.column_config.TextColumn(pinned=True),  # stays in view while the table scrolls sideways
         "lr now": st.column_config.NumberColumn(format="%.2e", help="the run's learning rate now (set-lr included)"),
         "final loss": st.column_config.NumberColumn(format="%.4g"),
     },
 )
 selected = [rows[i]["run"] for i in table.selection.rows]
-st.caption("Select rows to overlay their loss curves.")
+st.caption(
+    "Select rows to overlay their loss curves. The table scrolls sideways (shift + wheel, or drag it) to "
+    f"{', '.join(list(rows[0])[-4:])}; the run column stays in view."
+)
 if selected:
     live.overlay_panel(selected)
 
@@ -48,7 +52,7 @@ ended = run["status"] not in engine.ACTIVE
 c1, c2, c3, c4 = st.columns(4)
 if c1.button("Watch on the Train page", key="runs_watch", width="stretch"):
     actions.watch(run_id)
-    st.switch_page("views/train.py", query_params={"run": run_id})  # ?run= kept, so a reload keeps it
+    st.switch_page("views/train.py", query_params={state.RUN_PARAM: run_id})  # ?run= kept, so a reload keeps it
 c2.button(
     "Resume",
     key="runs_resume",
@@ -69,7 +73,7 @@ c3.button(
     width="stretch",
 )
 c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,), width="stretch")
-if st.session_state.get("lp_confirm_delete") == run_id:
+if st.session_state.get(state.CONFIRM_DELETE) == run_id:
     active = run["status"] in engine.ACTIVE
     st.warning(
         pages_common.plain(
@@ -129,13 +133,15 @@ with st.expander("Fork: what if the run had gone on differently from a step?"):
         "first), with the learning rate (and optimizer) you choose; its curve is drawn beside this one's."
     )
     f1, f2, f3 = st.columns(3)
-    f1.number_input("from step", min_value=0, value=max(0, (run["step"] or 0) // 2), step=1, key="fork_step")
+    f1.number_input("from step", min_value=0, value=max(0, (run["step"] or 0) // 2), step=1, key=state.FORK_STEP)
     f2.number_input("learning rate", min_value=0.0, value=float(engine.current_lr(run_id, db) or run["config"]["lr"]),
-                    format="%.3e", key="fork_lr")  # fmt: skip
+                    format="%.3e", key=state.FORK_LR)  # fmt: skip
     if run["config"]["mode"] == "optim":
-        f3.selectbox("optimizer", OPTIMIZERS, index=OPTIMIZERS.index(run["config"]["optimizer"]), key="fork_optimizer")
+        f3.selectbox(
+            "optimizer", OPTIMIZERS, index=OPTIMIZERS.index(run["config"]["optimizer"]), key=state.FORK_OPTIMIZER
+        )
     else:
-        st.session_state.fork_optimizer = None
+        st.session_state[state.FORK_OPTIMIZER] = None
     st.button("Fork", key="runs_fork", on_click=actions.fork, args=(run_id,))
 if run.get("error"):
     st.error(pages_common.plain(run["error"]))  # the worker's or anyone's text: never markdown

@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from dashboard import actions, figures, live, pages_common, rules, sidebar
+from dashboard import actions, compare, figures, live, pages_common, rules, sidebar, state
 
 st.title("Train")
-st.session_state.pop("lp_goto_train", None)  # the Runs page's way here (a resume, fork, run again): here already
+st.session_state.pop(state.GOTO_TRAIN, None)  # the Runs page's way here (a resume, fork, run again): here already
 prepared, error = actions.validate()
 why = rules.disabled_reasons(sidebar.values())
+refusal = actions.compare_refusal()  # the engine's word on the three compare runs, naming the setting
 
 c1, c2, c3 = st.columns([1, 1.4, 5])
 c1.button("Start", type="primary", key="btn_start", on_click=actions.start, disabled=error is not None)
@@ -15,7 +16,7 @@ c2.button(
     "Compare modes",
     key="btn_compare",
     on_click=actions.compare,
-    disabled=error is not None or "compare" in why,
+    disabled=error is not None or "compare" in why or refusal is not None,
     help="Runs this configuration as manual, autograd and custom Function from the same seed.",
 )
 if error:
@@ -32,14 +33,18 @@ else:
         + (", fast path (CUDA graph)" if p.fast else "")
         + (", torch.compile" if p.compile else "")
     )
-if "compare" in why:
-    st.caption(f":grey[Compare modes: {why['compare']}]")
+mode = sidebar.values()["mode"]
+if refusal and refusal != error:  # (a setting that stops Start too is said once, above)
+    st.caption(f":grey[Compare modes is off: {pages_common.plain(refusal)}]")
+elif "compare" in why:
+    blocks = f"the mode is {rules.MODE_LABELS[mode]}" if mode not in rules.COMPARE_MODES else "this configuration"
+    st.caption(f":grey[Compare modes is off because {blocks}: {why['compare']}]")
 pages_common.messages()
 
 run_id = pages_common.current_run()
-compare = st.session_state.get("lp_compare")
-if compare:
-    live.compare_panel(compare)
+compared = st.session_state.get(state.COMPARE)
+if compared:
+    compare.panel(compared)
 if run_id:
     live.run_panel(run_id)
     live.detail_panel(run_id)

@@ -248,6 +248,7 @@ def test_a_rank_that_dies_or_hangs_fails_the_run_within_10_s(how, store, fault_t
         took = time.monotonic() - t0
         run = runs.get_run(run_id, store)
         assert "another process" in run["error"] and "\n" not in run["error"], run["error"]
+        assert ("died" if how == "kill -9" else "stopped answering") in run["error"], run["error"]
         wait_for(lambda: _everything_gone(run_id), 45, interval=0.5, what="every process of the run to exit")
         gone = time.monotonic() - t0
     finally:

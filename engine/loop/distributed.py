@@ -36,6 +36,7 @@ import math
 import os
 import signal
 import sys
+import time
 from datetime import timedelta
 
 import torch
@@ -75,6 +76,7 @@ class Ranks:
         self.words = None  # rank 0's decisions: gloo on the CPU
         self.mean = True  # a mean loss: the whole batch's is the mean of the ranks' (an sse: their sum)
         self._posted = None  # (work, buffer) of the word posted at the last boundary
+        self.heard, self.patience = time.monotonic(), START_S  # every rank last heard from; how long one may hang
 
     @classmethod
     def from_env(cls, device: torch.device) -> Ranks | None:
@@ -105,6 +107,7 @@ class Ranks:
         whole-batch gradient is the mean of the ranks' (what DistributedDataParallel computes); the lecture's
         sum of squares needs their sum instead (data_parallel's _sum_hook, the raw modes' sum_over_ranks)."""
         dist.barrier()  # the start-up is over everywhere
+        self.heard, self.patience = time.monotonic(), HANG_S
         hang = timedelta(seconds=HANG_S)
         self.group = dist.new_group(timeout=hang)
         self.words = dist.new_group(backend="gloo", timeout=hang)
@@ -155,11 +158,20 @@ class Ranks:
         try:
             work.wait()
         except RuntimeError as e:
-            raise PeerFailed(lost(e)) from None
+            raise PeerFailed(self.lost(e)) from None
+        self.heard = time.monotonic()
         w = word.tolist()
         commands = [(None, "set_lr", w[-1])] if not math.isnan(w[-1]) else []
         commands += [(None, name, None) for name, on in zip(WORD[1:-1], w[1:-1]) if on]
         return bool(w[0]), commands
+
+    def lost(self, e: BaseException) -> str:
+        """The one-line reason when a collective broke: a rank died (its connection closed at once) or hung
+        (the collective waited out the group's timeout, so every rank has been silent that long)."""
+        silent = time.monotonic() - self.heard
+        how = "stopped answering" if silent >= self.patience else "died"
+        text = (str(e).strip().splitlines() or [""])[0]
+        return f"another process of the run {how} after {silent:.1f} s ({text[:200]}); see the run's log"
 
     def checksum(self, mode) -> str:
         """One line for the run's log at the end: every rank's weights agree, digit for digit, when every
@@ -192,10 +204,3 @@ def _sum_hook(group, bucket):
     """DDP's all_reduce of a bucket of gradients, summed instead of averaged (a sum-of-squares loss)."""
     work = dist.all_reduce(bucket.buffer(), group=group, async_op=True)
     return work.get_future().then(lambda fut: fut.value()[0])
-
-
-def lost(e: BaseException) -> str:
-    """The one-line reason when a collective broke: a rank died (its connection closed) or hung (timeout)."""
-    text = (str(e).strip().splitlines() or [""])[0]
-    how = "stopped answering" if "imed out" in text or "imeout" in text else "died"
-    return f"another process of the run {how} ({text[:200]}); see the run's log"

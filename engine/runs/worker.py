@@ -31,7 +31,7 @@ from engine.loop import checkpoint
 from engine.build.assemble import build, prepare, resolve_device
 from engine.config.load import from_dict
 from engine.loop.control import Control
-from engine.loop.distributed import PeerFailed, Ranks, lost
+from engine.loop.distributed import PeerFailed, Ranks
 from engine.store.files import RunFiles, remove_stale_tmp
 from engine.sinks import attach as attach_sinks
 from engine.sinks import close as close_sinks
@@ -169,7 +169,7 @@ def follow(device: str) -> str:
         trainer = _trainer(p, row, ranks, Control())
         _train(trainer)
     except RuntimeError as e:  # a collective that broke: rank 0 reports the run, this one only its line
-        raise PeerFailed(lost(e)) from None
+        raise PeerFailed(ranks.lost(e)) from None
     print(ranks.checksum(trainer.mode), file=sys.stderr)
     ranks.close()
     return trainer.outcome
@@ -182,7 +182,7 @@ def _reason(e: BaseException, ranks: Ranks | None) -> str:
         op = text.split(" does not have", 1)[0]
         return f"{op} has no deterministic implementation in torch, and the run has --deterministic; run it without"
     if ranks is not None and isinstance(e, RuntimeError):  # a collective broke: a peer died or hung
-        return lost(e)
+        return ranks.lost(e)
     return f"{type(e).__name__}: {text}"
 
 

@@ -203,7 +203,7 @@ def test_the_cuda_look_reads_only_finished_copies_and_never_waits(lag):
     # the first later look it is done by: `delay` steps on. While every slot is in flight no copy is made:
     # each slot comes back `delay` steps after it left, so COPIES copies go out at consecutive looks and
     # then none until the first comes back, a wait of delay - look * COPIES at most.
-    look = tel.look_every
+    look = watch.every
     delay = max(look, look * -(-lag // look))
     wait = max(0, delay - look * COPIES)
     assert bad + delay <= seen <= bad + look - 1 + wait + delay, (seen, delay, wait)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import REPO, cli_cmd, cli_env, run_in_process, wait_for
 
-from engine import RunConfig, Store, get_run, launch
+from engine import RunConfig, Store, current_lr, get_run, launch
 from engine.__main__ import main
 from engine.config.load import from_dict, load_file
 from engine.runs import api as runs
@@ -546,7 +546,7 @@ def test_resume_while_running_and_pause_while_paused_exit_non_zero_and_runs_show
     assert cli("set-lr", run_id, 5e-4, "--wait", 30)[:2] == (0, "set_lr: ok\n")
     s = Store(store)
     try:
-        wait_for(lambda: s.current_lr(run_id) == 5e-4, what="the lr_change event in the store")
+        wait_for(lambda: current_lr(run_id, s) == 5e-4, what="the lr_change event in the store")
     finally:
         s.close()
     code, out, _ = cli("runs", "--format", "json")

@@ -125,7 +125,7 @@ def test_controls_are_acknowledged_and_recorded_while_a_reader_follows(small, st
 
     # set_lr while paused: the store knows the new rate before the run resumes; then resume
     assert acked(engine.set_lr(run_id, 5e-4, store), store)["result"] == "ok"
-    wait_for(lambda: read(store, lambda s: s.current_lr(run_id)) == 5e-4, what="the new lr while paused")
+    wait_for(lambda: read(store, lambda s: engine.current_lr(run_id, s)) == 5e-4, what="the new lr while paused")
     assert acked(engine.resume(run_id, store), store)["result"] == "ok"
     wait_for(status_is(run_id, store, "running"), what="status running again")
     wait_for(lambda: engine.get_run(run_id, store)["step"] > frozen + 100, what="steps after resume")

@@ -9,14 +9,14 @@
             run.step(loss)
 
 The loop's run shows in the dashboard as an engine run does (its loss, histograms, per-layer norms and update
-ratios), and the dashboard's Pause, Resume, Stop and Set lr reach it (liveprop/watch.py, liveprop/run.py).
+ratios), and the dashboard's Pause, Resume, Stop and Set lr reach it (liveprop/watching.py, liveprop/run.py).
 The run functions are the engine's (engine/runs/api.py): launch a run of Liveprop's own programs, read runs,
 and steer any run, a watched loop's included, from code.
 """
 
 from engine import get_run, launch, list_runs, pause, resume, set_lr, stop
 from liveprop.run import NonFinite, Run, Stopped
-from liveprop.watch import watch
+from liveprop.watching import watch
 
 __all__ = [
     "watch",

@@ -39,6 +39,7 @@ import torch
 from engine.loop.control import Control
 from engine.loop.telemetry import Flush, Telemetry
 from engine.sinks import close as close_sinks
+from engine.sinks import describe
 from liveprop.layers import Layers, Taken
 from liveprop.record import Record, say
 from liveprop.steer import set_lr
@@ -114,6 +115,7 @@ class Run:
         self._stopping = False  # a stop command arrived: the next step raises Stopped
         self._watching = True  # False once the watching failed or the run ended
         self._failure = None  # why the watching failed in an optimizer hook, for the next step to report
+        self._said = set()  # the sinks whose error has been said
         self._taken = {}  # without an optimizer, at a snapshot step: name -> (gradient, weights) as accumulated
         if optimizer is not None:
             self._hooks = [
@@ -200,8 +202,18 @@ class Run:
             f.scalars[:] = [s for s in f.scalars if s[1] != "samples_per_s"]
         bad = self._first_nonfinite(f)
         self.subscribers.trigger("on_flush", f)
+        if self.sinks:
+            self._say_errors([(kind, sink.status_info()) for kind, sink in self.sinks])
         if bad is not None and self.on_nonfinite != "ignore":
             self._guard(*bad)
+
+    def _say_errors(self, infos: list[tuple[str, dict]]):
+        """A sink's first error (a Visdom server gone, a folder that cannot be written), said once; the sink goes
+        on buffering or dropping, as it does for any run (engine/sinks/)."""
+        for kind, info in infos:
+            if info["error"] and kind not in self._said:
+                self._said.add(kind)
+                say(f"{describe(kind, info)}; training goes on")
 
     def _first_nonfinite(self, f: Flush) -> tuple[int, str | None] | None:
         """(step, layer) of the first non-finite number the flush brings: a loss, or a snapshot's gradient or
@@ -322,6 +334,7 @@ class Run:
             if self._watching:
                 self._flush_quietly()
             events = close_sinks(self.sinks, status)
+            self._say_errors(events)
         finally:
             self._watching = False
             if self.record:

@@ -332,18 +332,16 @@ class Run:
         events = []
         try:
             if self._watching:
-                self._flush_quietly()
+                self.on_nonfinite = "ignore"  # the last flush is recorded, not acted on: the run is over
+                self._flush()
             events = close_sinks(self.sinks, status)
             self._say_errors(events)
+        except Exception as e:  # the script ends as it would have without liveprop
+            say(f"the run's last numbers are not recorded: {type(e).__name__}: {e}")
         finally:
             self._watching = False
             if self.record:
                 self.record.end(status, error, events)
-
-    def _flush_quietly(self):
-        """The last flush; the guard does not act on it (the run is over)."""
-        self.on_nonfinite = "ignore"
-        self._flush()
 
     def _unwatch(self, e: Exception):
         """The watching failed: say so once, mark the run failed with the reason, and let training go on."""

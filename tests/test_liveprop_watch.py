@@ -385,3 +385,47 @@ def test_a_script_is_marked_as_it_ended_within_5_s(store, tmp_path):
         assert row["error"] is None if error is None else error in row["error"], (how, row)
         if how == "raise":
             assert "ValueError: boom at step 20" in err.decode()  # the traceback, as Python prints it
+
+
+# ---------------------------------------------------------------------------------------------
+# wrapped models: torch.compile and DistributedDataParallel
+
+
+def losses_of(model: nn.Module, store: str | None, steps: int = 8) -> tuple[list[float], str | None]:
+    """(each step's loss, the run's id) of a loop training model with Adam; watched when store is given."""
+    (x, y), opt = batch(), torch.optim.Adam(model.parameters(), lr=1e-2)
+    run = liveprop.watch(model, opt, store=store, telemetry_every=2) if store else None
+    losses = []
+    for _ in range(steps):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if run:
+            run.step(loss)
+    if run:
+        run.finish()
+    return losses, run and run.id
+
+
+@pytest.mark.parametrize("wrap", ["compile", "ddp"])
+def test_a_compiled_or_ddp_wrapped_model_is_watched_under_its_own_layer_names(wrap, store, tmp_path):
+    """The wrappers' prefixes (_orig_mod., module.) are not the user's layer names; the loop trains as unwatched."""
+    eager, _ = losses_of(mlp(), None)
+    if wrap == "compile":
+        wrapped = torch.compile(mlp(), backend="aot_eager")  # Dynamo and AOTAutograd, without a C++ compiler
+    else:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdzv'}", rank=0, world_size=1)
+        wrapped = nn.parallel.DistributedDataParallel(mlp())
+    try:
+        watched, run_id = losses_of(wrapped, store)
+    finally:
+        if wrap == "ddp":
+            torch.distributed.destroy_process_group()
+    assert watched == pytest.approx(eager, rel=1e-5)
+    assert [v for _, v in stored(store, run_id, "loss")] == watched
+    s = Store(store)
+    assert s.hist_layers(run_id, "grad") == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert s.get_run(run_id)["config"]["arch"] == "Sequential"
+    s.close()

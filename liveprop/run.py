@@ -138,12 +138,10 @@ class Run:
                 self._unwatch(self._failure)
             return
         try:
-            if isinstance(loss, torch.Tensor):
-                loss = loss.detach()
-                if loss.dim():
-                    loss = loss.mean()
-            else:
+            if not isinstance(loss, torch.Tensor):
                 loss = torch.tensor(float(loss), device=self.tel.device)
+            else:  # without its graph (kept until the flush on CUDA); a loss per sample: their mean
+                loss = loss.detach().mean() if loss.dim() else loss.detach()
             if self._taken:  # a loop without an optimizer, at a snapshot step: its update is done
                 self.tel.before_update(self.steps, Taken(self._taken), None, None, math.nan)
                 self.tel.after_update(self.steps, self.layers)

@@ -6,6 +6,7 @@
 Sections (each a bench/bench_*.py module, which also runs on its own):
 
     engine      engine vs bare loop per mode at the lecture size     bench_engine.py
+    watch       liveprop.watch on a user's loop vs the same loop     bench_watch.py
     precision   bf16 (and tf32 on CUDA) vs fp32 on a wide MLP        bench_precision.py
     fast        the fast path vs the bare loop                       bench_precision.py
     visdom      the Visdom sink on vs off (a real server, loopback)  bench_visdom.py
@@ -46,9 +47,10 @@ import torch
 from rows import markdown_table, unmeasured
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("engine", "precision", "fast", "compile", "visdom", "store", "memory", "start", "refresh")
+SECTIONS = ("engine", "watch", "precision", "fast", "compile", "visdom", "store", "memory", "start", "refresh")
 GROUPS = {  # a section's rows' group, for the row that says it was skipped or failed
     "engine": "engine vs bare",
+    "watch": "watch vs bare",
     "precision": "bf16 vs fp32",
     "fast": "fast path vs bare",
     "visdom": "Visdom on vs off",
@@ -103,6 +105,10 @@ def section_rows(name: str, args, tmp: str) -> list[dict]:
         import bench_engine
 
         return bench_engine.report_rows(device, rounds, chunk_s, store)
+    if name == "watch":
+        import bench_watch
+
+        return bench_watch.report_rows(device, rounds, chunk_s, store)
     if name in ("precision", "fast", "compile"):
         import bench_precision
 

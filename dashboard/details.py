@@ -185,6 +185,10 @@ def _code_view(run):
     """The running mode's code beside the lecture's cell for it, and its concept as a diff of the lecture's
     cells. Lines wrap: a cut-off line would hide the end of a statement or of its comment."""
     mode = run["config"]["mode"]
+    if mode not in CELLS:  # a loop of the user's own, watched with liveprop.watch: its code is the script
+        script = pages_common.plain(repr(run["config"]["script"]))  # anyone's text: shown as text
+        st.caption(f"A loop of its own, watched with liveprop.watch: the script {script}.")
+        return
     label, cell = CELLS[mode]
     c1, c2 = st.columns(2)
     c1.caption(f"Liveprop's step for {rules.MODE_LABELS[mode]} (engine/modes/), the code that runs")

@@ -246,6 +246,7 @@ def servers(tmp_path):
 # spotting host syncs on the CPU
 
 ENGINE_DIR = str(REPO / "engine") + os.sep
+WATCHED_DIRS = (ENGINE_DIR, str(REPO / "liveprop") + os.sep)  # the code whose syncs count: the engine's and liveprop's
 # torch code that calls .item()/.tolist() on tensors that live on the host even in a CUDA run:
 # torch.optim's step counters, and the DataLoader's sampler indices
 HOST_SIDE_DIRS = tuple(os.sep + os.path.join("torch", *d) + os.sep for d in (("optim",), ("utils", "data")))
@@ -266,8 +267,8 @@ SYNC_METHODS = (
 
 
 class SyncSpy:
-    """Records every tensor call that would make the host wait for the device, made while engine code
-    is on the stack: item, tolist, cpu, numpy, bool/float/int conversion, printing, nonzero, and
+    """Records every tensor call that would make the host wait for the device, made while engine (or liveprop)
+    code is on the stack: item, tolist, cpu, numpy, bool/float/int conversion, printing, nonzero, and
     boolean-mask indexing (the lecture's grad_h[h < 0] = 0). torch.set_sync_debug_mode does this
     for real, but only on CUDA; this works on the CPU, by structure.
 
@@ -303,8 +304,8 @@ class SyncSpy:
         if any(d in frame.f_code.co_filename for d in HOST_SIDE_DIRS):
             return
         while frame is not None:
-            if frame.f_code.co_filename.startswith(ENGINE_DIR):
-                self.calls.append((what, f"{frame.f_code.co_filename[len(ENGINE_DIR) :]}:{frame.f_lineno}"))
+            if frame.f_code.co_filename.startswith(WATCHED_DIRS):
+                self.calls.append((what, f"{os.path.relpath(frame.f_code.co_filename, REPO)}:{frame.f_lineno}"))
                 return
             frame = frame.f_back
 

@@ -13,7 +13,7 @@ import sys
 
 from conftest import REPO
 
-SECTIONS = {"engine", "precision", "fast", "compile", "visdom", "store", "memory", "start", "refresh"}
+SECTIONS = {"engine", "watch", "precision", "fast", "compile", "visdom", "store", "memory", "start", "refresh"}
 ENGINE_MODES = {"manual", "autograd", "custom_function", "nn", "optim (adam)", "parallel_block + adam"}
 
 

@@ -1,5 +1,6 @@
 """The shape of the code, checked: the engine's subpackages stand in floors and every import runs down,
-the store is the one seam, the engine never reaches up, and no module grows past MAX_LINES.
+liveprop/ stands on the top floor, the store is the one seam, the engine never reaches up, and no module grows
+past MAX_LINES.
 
 Each check reads the source with ast (nothing is imported), so a new file is covered the day it
 is added.
@@ -26,6 +27,7 @@ FLOORS = {
     "engine.tools": 2,
     "engine.runs": 3,
     "engine": 4,  # engine/__init__.py (the public API) and engine/__main__.py (the CLI)
+    "liveprop": 5,  # liveprop/: watch() for a user's own loop; it may import the public API and the floors below runs
 }
 
 # What the dashboard may import from the engine: the public API (engine/__init__.py), its errors, the config
@@ -78,8 +80,10 @@ def engine_modules(names: set[str]) -> set[str]:
 
 
 def subpackage(module: str) -> str:
-    """engine.loop.trainer -> engine.loop; engine.__main__ and engine -> engine."""
+    """engine.loop.trainer -> engine.loop; engine.__main__ and engine -> engine; liveprop.run -> liveprop."""
     parts = module.split(".")
+    if parts[0] == "liveprop":
+        return "liveprop"
     return ".".join(parts[:2]) if len(parts) > 1 and ".".join(parts[:2]) in FLOORS else "engine"
 
 
@@ -90,7 +94,12 @@ def floor_breaks(module: str, names: set[str]) -> set[str]:
         n
         for n in engine_modules(names)
         if subpackage(n) != own and FLOORS[subpackage(n)] >= FLOORS[own] and n != "engine"
-    } | ({"engine"} if "engine" in engine_modules(names) and own != "engine" else set())
+    } | ({"engine"} if "engine" in engine_modules(names) and FLOORS[own] < FLOORS["engine"] else set())
+
+
+def liveprop_breaks(names: set[str]) -> set[str]:
+    """The engine modules liveprop may not import: runs and the CLI (it goes through the public API instead)."""
+    return {n for n in engine_modules(names) if n != "engine" and FLOORS[subpackage(n)] >= FLOORS["engine.runs"]}
 
 
 @pytest.mark.parametrize("path", sources("engine"), ids=lambda p: str(p.relative_to(ROOT)))
@@ -108,6 +117,13 @@ def test_every_module_stands_on_a_floor():
     assert subpackage("engine.errors") == "engine.errors"  # a floor of its own, below every other
 
 
+@pytest.mark.parametrize("path", sources("liveprop"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_liveprop_imports_the_public_api_and_the_floors_below_runs(path):
+    names = imports(path)
+    assert not liveprop_breaks(names), f"{path.name} imports {sorted(liveprop_breaks(names))}: use engine's public API"
+    assert not {n.split(".")[0] for n in names} & {"streamlit", "plotly", "dashboard", "sqlite3"}, path.name
+
+
 @pytest.mark.parametrize("path", sources("dashboard"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_dashboard_reads_the_store_only_through_the_engine(path):
     names = imports(path)
@@ -119,8 +135,8 @@ def test_dashboard_reads_the_store_only_through_the_engine(path):
 
 
 @pytest.mark.parametrize("path", sources("engine"), ids=lambda p: str(p.relative_to(ROOT)))
-def test_engine_never_imports_streamlit_or_the_dashboard(path):
-    assert not {n.split(".")[0] for n in imports(path)} & {"streamlit", "dashboard"}
+def test_engine_never_imports_streamlit_the_dashboard_or_liveprop(path):
+    assert not {n.split(".")[0] for n in imports(path)} & {"streamlit", "dashboard", "liveprop"}
 
 
 def test_only_the_store_speaks_sql():
@@ -128,7 +144,9 @@ def test_only_the_store_speaks_sql():
     assert speakers and all(s.startswith("engine/store/") for s in speakers), speakers
 
 
-@pytest.mark.parametrize("path", sources("engine") + sources("dashboard"), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", sources("engine") + sources("dashboard") + sources("liveprop"), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_modules_stay_small(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines: split it by job"
@@ -148,3 +166,9 @@ def test_the_checks_see_a_violation():
     down = imports(ROOT / "engine" / "runs" / "probe.py", "from engine.loop import trainer\nfrom .worker import run\n")
     assert floor_breaks("engine.runs.probe", down) == set()
     assert floor_breaks("engine.modes.probe", {"engine"}) == {"engine"}  # the public API is the top floor
+    # liveprop: the public API and the loop are fine, runs' internals are not; the engine never imports liveprop
+    probe = "import engine\nfrom engine.loop import telemetry\nfrom engine.runs.api import _reap\n"
+    above = imports(ROOT / "liveprop" / "probe.py", probe)
+    assert floor_breaks("liveprop.probe", above) == set() and liveprop_breaks(above) == {"engine.runs.api"}
+    reaching_up = imports(ROOT / "engine" / "probe.py", "from liveprop import watch\n")
+    assert "liveprop" in {n.split(".")[0] for n in reaching_up}

@@ -34,9 +34,10 @@ class StatusEvents:
             self._last, self._state, self._time = key, info["state"], now
 
 
-def attach(trainer, cfg, run_id: str, store_path: str, environ=None) -> list:
+def attach(trainer, cfg, run_id: str, store_path: str, environ=None, shown: dict | None = None) -> list:
     """Start the sinks cfg asks for, subscribe them to trainer; returns [(kind, sink)].
-    Call it before the store sink subscribes, so the status events reach the store."""
+    Call it before the store sink subscribes, so the status events reach the store. shown: the configuration
+    Visdom's text pane shows (default: the fields of cfg that apply)."""
     from engine.sinks import visdom
     from engine.store.files import RunFiles
 
@@ -46,7 +47,8 @@ def attach(trainer, cfg, run_id: str, store_path: str, environ=None) -> list:
         from engine.config.reasons import applying
 
         spool = RunFiles.of(run_id, store_path).spool
-        sinks.append(("visdom", visdom.VisdomSink(settings, run_id, applying(cfg), spool=spool)))
+        config = applying(cfg) if shown is None else shown
+        sinks.append(("visdom", visdom.VisdomSink(settings, run_id, config, spool=spool)))
     if cfg.tensorboard_dir:
         from engine.sinks.tensorboard import TensorBoardSink
 

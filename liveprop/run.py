@@ -1,0 +1,348 @@
+"""A watched loop: what run.step(loss) does at each step, the viewers' commands, the guard, and the end.
+
+The hot path, run.step(loss): keep the loss (engine/loop/telemetry.py: a device tensor on CUDA, a float on the
+CPU, where reading it waits for nothing), count the step, flush when one is due, and take the viewers' commands
+when one has arrived (one attribute read). No host sync, no I/O. A flush is due every flush_seconds, or at once
+when a look at the telemetry's "all losses finite" flag (every 4 steps on the CPU, 16 on CUDA) sees a non-finite
+loss. The snapshots (histograms, norms, update ratios) are taken in the optimizer's step hooks: the gradients
+as optimizer.step() finds them (unscaled under GradScaler, clipped after clipping), the update ratio from the
+weights before and after the step. A loop without an optimizer (the lecture's raw tensors, updated by hand)
+has its gradients and weights copied as autograd accumulates each gradient (a post-accumulate-grad hook), and
+its weights after the update read at run.step. Flushes go to the subscribers on their own threads: the store sink,
+Visdom and TensorBoard (engine/sinks/).
+
+Commands (engine/loop/control.py, fed from the store by the store sink) apply at the step boundary, in
+run.step: pause blocks there until resume or stop (the store sink's heartbeats go on; Ctrl-C still works),
+stop raises Stopped, set_lr scales every param group (liveprop/steer.py).
+
+The guard: a non-finite loss, or a snapshot's non-finite gradient or weight, pauses the loop at the next
+step boundary after the flush that brings it, names the first such layer, and Resume goes on (on_nonfinite
+"raise" raises NonFinite instead; "ignore" goes on). It reads the flushed numbers, as the engine's trainer
+does (engine/loop/trainer.py), without restoring weights: the loop is the user's. `_first_nonfinite` and
+`_guard` are the two places a shared divergence guard would take over.
+
+Nothing but Stopped and NonFinite reaches the user's loop from here: a failure of the watching itself costs
+one line on stderr, the run is marked failed with it, and training goes on unwatched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import sys
+import traceback
+from collections import defaultdict
+from functools import partial
+
+import torch
+
+from engine.loop.control import Control
+from engine.loop.telemetry import Flush, Telemetry
+from engine.sinks import close as close_sinks
+from engine.sinks import describe
+from liveprop.layers import Layers, Taken
+from liveprop.record import Record, say
+from liveprop.steer import set_lr
+
+ON_NONFINITE = ("pause", "raise", "ignore")
+
+
+class Stopped(KeyboardInterrupt):
+    """A viewer stopped the run (the dashboard's Stop, `python -m engine stop RUN`, liveprop.stop): raised by
+    run.step at the next step. A loop that handles Ctrl-C handles it too; `with liveprop.watch(...)` ends
+    quietly on it, and the run is marked stopped."""
+
+
+class NonFinite(FloatingPointError):
+    """The loss or a gradient went NaN or inf, and watch was given on_nonfinite="raise"."""
+
+
+class Subscribers:
+    """The run's events, as the engine's sinks subscribe to a trainer's (engine/sinks/__init__.py attach):
+    on_flush(flush) and on_status(status, info)."""
+
+    def __init__(self):
+        self.callbacks = defaultdict(list)
+
+    def add_callback(self, event, fn):
+        self.callbacks[event].append(fn)
+
+    def trigger(self, event, *args):
+        for fn in self.callbacks[event]:
+            fn(*args)
+
+
+def ending(exc: BaseException | None, stopping: bool = False) -> tuple[str, str | None]:
+    """(status, error) of a run that ends with exc (None: it ran to its end): stopped on Stop and Ctrl-C,
+    diverged on NonFinite, else failed with the exception's last line, as a traceback ends."""
+    if exc is None:
+        return ("stopped" if stopping else "finished"), None
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped", None
+    line = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return ("diverged" if isinstance(exc, NonFinite) else "failed"), line
+
+
+class Run:
+    """A user's training loop watched: step(loss) after each optimizer step, finish() at the end, or use it
+    as a context manager. Made by liveprop.watch."""
+
+    def __init__(
+        self,
+        *,
+        layers: Layers,
+        optimizer: torch.optim.Optimizer | None,
+        telemetry: Telemetry,
+        control: Control,
+        record: Record | None,
+        run_id: str,
+        subscribers: Subscribers,
+        sinks: list,
+        on_nonfinite: str = "pause",
+        schedulers: tuple = (),
+        batch_size: int | None = None,
+        link: str = "",
+    ):
+        self.layers, self.optimizer, self.tel, self.control, self.record = layers, optimizer, telemetry, control, record
+        self.id = run_id  # the run's id in the store, or the id it would have had (record None: unrecorded)
+        self.on_nonfinite, self.schedulers, self.batch_size, self.link = on_nonfinite, schedulers, batch_size, link
+        self.steps = 0  # steps taken: the next step's number
+        self.status = "running"  # then "paused", ...; at the end, how the run ended
+        self.subscribers = subscribers  # of the flushes and the status: the sinks, the store's last
+        self.sinks = sinks  # [(kind, sink)] of engine/sinks/__init__.py attach: Visdom, TensorBoard
+        self._events = []  # (step, kind, data) for the next flush
+        self._snapshot = False  # the optimizer's step in progress takes a snapshot
+        self._stopping = False  # a stop command arrived: the next step raises Stopped
+        self._watching = True  # False once the watching failed or the run ended
+        self._failure = None  # why the watching failed in an optimizer hook, for the next step to report
+        self._said = set()  # the sinks whose error has been said
+        self._taken = {}  # without an optimizer, at a snapshot step: name -> (gradient, weights) as accumulated
+        if optimizer is not None:
+            self._hooks = [
+                optimizer.register_step_pre_hook(self._before_step),
+                optimizer.register_step_post_hook(self._after_step),
+            ]
+        else:
+            self._hooks = [p.register_post_accumulate_grad_hook(partial(self._take, n)) for n, p in layers.params]
+        self._excepthook = sys.excepthook
+        sys.excepthook = self._uncaught
+        atexit.register(self._at_exit)
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def step(self, loss) -> None:
+        """After the optimizer's step: this step's loss kept, a flush when one is due, the viewers' commands
+        taken (a pause waits here; a stop raises Stopped)."""
+        if not self._watching:
+            if self._failure is not None:
+                self._unwatch(self._failure)
+            return
+        try:
+            if not isinstance(loss, torch.Tensor):
+                loss = torch.tensor(float(loss), device=self.tel.device)
+            else:  # without its graph (kept until the flush on CUDA); a loss per sample: their mean
+                loss = loss.detach().mean() if loss.dim() else loss.detach()
+            if self._taken:  # a loop without an optimizer, at a snapshot step: its update is done
+                self.tel.before_update(self.steps, Taken(self._taken), None, None, math.nan)
+                self.tel.after_update(self.steps, self.layers)
+                self._taken = {}
+            self.tel.record_loss(self.steps, loss)
+            self.steps += 1
+            if self.tel.flush_due():
+                self._flush()
+            if self.control.pending:
+                self._commands()
+        except (Stopped, NonFinite):
+            raise
+        except Exception as e:
+            self._unwatch(e)
+            return
+        if self._stopping:
+            raise Stopped(f"run {self.id} was stopped at step {self.steps}")
+
+    def _before_step(self, optimizer, args, kwargs):
+        """The optimizer's step pre-hook: at a snapshot step, the gradients and the weights before the update."""
+        if self._watching and self.tel.due(self.steps):
+            try:
+                self._snapshot = True
+                self.tel.before_update(self.steps, self.layers, None, None, optimizer.param_groups[0]["lr"])
+            except Exception as e:  # reported by the next step: a hook cannot remove hooks
+                self._failure, self._watching = e, False
+
+    def _after_step(self, optimizer, args, kwargs):
+        """The optimizer's step post-hook: at a snapshot step, the weights after the update and its ratio."""
+        if self._snapshot:
+            self._snapshot = False
+            try:
+                self.tel.after_update(self.steps, self.layers)
+            except Exception as e:
+                self._failure, self._watching = e, False
+
+    def _take(self, name: str, p: torch.Tensor):
+        """A parameter's post-accumulate-grad hook, in a loop without an optimizer: at a snapshot step, copies of
+        its gradient and its weights before the loop updates them and zeroes the gradient."""
+        if self._watching and self.tel.due(self.steps):
+            try:
+                self._taken[name] = (p.grad.detach().clone(), p.detach().clone())
+            except Exception as e:
+                self._failure, self._watching = e, False
+
+    # -- flushes and the guard ---------------------------------------------------------------
+
+    def _flush(self):
+        f = self.tel.flush()
+        if f is None and not self._events:
+            return
+        f = f or Flush(self.steps, [])
+        f.events.extend(self._events)
+        self._events = []
+        if not self.batch_size:  # samples/s would be steps/s times a batch size nobody gave
+            f.scalars[:] = [s for s in f.scalars if s[1] != "samples_per_s"]
+        bad = self._first_nonfinite(f)
+        self.subscribers.trigger("on_flush", f)
+        if self.sinks:
+            self._say_errors([(kind, sink.status_info()) for kind, sink in self.sinks])
+        if bad is not None and self.on_nonfinite != "ignore":
+            self._guard(*bad)
+
+    def _say_errors(self, infos: list[tuple[str, dict]]):
+        """A sink's first error (a Visdom server gone, a folder that cannot be written), said once; the sink goes
+        on buffering or dropping, as it does for any run (engine/sinks/)."""
+        for kind, info in infos:
+            if info["error"] and kind not in self._said:
+                self._said.add(kind)
+                say(f"{describe(kind, info)}; training goes on")
+
+    def _first_nonfinite(self, f: Flush) -> tuple[int, str | None] | None:
+        """(step, layer) of the first non-finite number the flush brings: a loss, or a snapshot's gradient or
+        weight (the layer, from the snapshot, first in the model's order); None when all are finite."""
+        step = next((f.first_step + i for i, v in enumerate(f.losses) if not math.isfinite(v)), None)
+        hists = [h for h in f.hists if h.nonfinite]
+        if hists:
+            first = min(h.step for h in hists)
+            if step is None or first <= step:
+                at = [h for h in hists if h.step == first]
+                grads = [h for h in at if h.kind == "grad"] or at
+                return first, min(grads, key=lambda h: self.layers.order(h.layer)).layer
+        return None if step is None else (step, None)
+
+    def _guard(self, step: int, layer: str | None):
+        """A non-finite number at `step`: name the first layer, then pause, or raise NonFinite."""
+        layer = layer or self.layers.first_nonfinite()
+        info = {"step": step, "layer": layer, "ran_after": self.steps - 1 - step}
+        self.tel.rearm()
+        if self.status == "paused":  # found by the flush that starts a pause: recorded, the pause goes on
+            self._events.append((step, "divergence", info))
+            return
+        what = f"a non-finite loss or gradient at step {step} (first layer: {layer or 'none; the loss alone'})"
+        if self.on_nonfinite == "raise":
+            self._events.append((step, "divergence", info))
+            raise NonFinite(f"run {self.id}: {what}")
+        if self.record is None:  # no store: nobody could resume it
+            say(f"{what}; training goes on")
+            return
+        say(f"{what}; paused: Resume at {self.link}, or: python -m engine resume {self.id}")
+        self._pause("divergence", info, step, status="diverged")
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _commands(self):
+        for cid, command, value in self.control.take():
+            self._apply(cid, command, value, paused=False)
+
+    def _apply(self, cid, command, value, paused: bool) -> bool:
+        """Apply one command; True when it ends a pause (resume or stop)."""
+        if command == "set_lr" and self.optimizer is None:
+            self.control.ack(cid, "ignored: the loop has no optimizer whose rate could be set")
+            return False
+        if command == "set_lr":
+            old = set_lr(self.optimizer, float(value), self.schedulers)
+            self._events.append((self.steps, "lr_change", {"old": old, "new": float(value)}))
+        elif command == "stop":
+            self._stopping = True
+            self._events.append((self.steps, "stop", {}))
+        elif command == "resume" and paused:
+            self._events.append((self.steps, "resume", {}))
+        elif command == "pause" and not paused:
+            self.control.ack(cid)
+            self._pause("pause", {"reason": value} if value else {})
+            return False
+        else:
+            self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")
+            return False
+        self.control.ack(cid)
+        return command in ("stop", "resume")
+
+    def _pause(self, kind: str, data: dict, step: int | None = None, status: str = "paused"):
+        """Flush, report paused, and wait for resume or stop; set_lr applies while paused. The commands are
+        looked at every half second, so Ctrl-C interrupts the wait."""
+        self._events.append((self.steps if step is None else step, kind, data))
+        self.status = "paused"
+        self._flush()
+        self.subscribers.trigger("on_status", status, data)
+        while True:
+            self.control.wait(0.5)
+            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self.control.take()]
+            if self._events and not any(ended):  # an lr change while paused: recorded now, not at resume
+                self._flush()
+            if any(ended):
+                break
+        self.status = "running"
+        self.tel.reset_clock(self.steps)
+        self.subscribers.trigger("on_status", "stopping" if self._stopping else "running", {})
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """End the run: the last flush, and its status (finished, or stopped after a Stop). Once; later calls
+        do nothing."""
+        self._end(*ending(None, self._stopping))
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        """Mark the run as the block ended; a Stop ends it quietly (the exception is swallowed)."""
+        self._end(*ending(exc, self._stopping))
+        return isinstance(exc, Stopped)
+
+    def _uncaught(self, kind, exc, tb):
+        """sys.excepthook while the run is watched: the run is marked (failed with the exception's last line,
+        stopped on Ctrl-C), then the hook before it prints the traceback."""
+        self._end(*ending(exc))
+        self._excepthook(kind, exc, tb)
+
+    def _at_exit(self):
+        """The interpreter exits with the run still watched (no finish, no exception): it ran to its end."""
+        if self._failure is not None:
+            self._unwatch(self._failure)
+        self._end(*ending(None, self._stopping))
+
+    def _end(self, status: str, error: str | None = None):
+        if self.status not in ("running", "paused"):
+            return
+        self.status = status
+        for h in self._hooks:
+            h.remove()
+        atexit.unregister(self._at_exit)
+        if sys.excepthook == self._uncaught:
+            sys.excepthook = self._excepthook
+        events = []
+        try:
+            if self._watching:
+                self.on_nonfinite = "ignore"  # the last flush is recorded, not acted on: the run is over
+                self._flush()
+            events = close_sinks(self.sinks, status)
+            self._say_errors(events)
+        except Exception as e:  # the script ends as it would have without liveprop
+            say(f"the run's last numbers are not recorded: {type(e).__name__}: {e}")
+        finally:
+            self._watching = False
+            if self.record:
+                self.record.end(status, error, events)
+
+    def _unwatch(self, e: Exception):
+        """The watching failed: say so once, mark the run failed with the reason, and let training go on."""
+        self._watching, self._failure = False, None
+        say(f"stopped watching the run: {type(e).__name__}: {e}; training goes on")
+        self._end("failed", f"liveprop: {type(e).__name__}: {e}")

@@ -125,7 +125,7 @@ def test_the_spy_catches_a_sync_in_the_loop(small, sync_spy, wrapper, what):
     caught = [c for c in sync_spy.calls if c[0] == what]
     # one per step: forward_backward runs before the snapshot, so snapshot steps count too
     assert len(caught) == STEPS, sync_spy.calls
-    assert all(where.startswith("loop/trainer.py:") for _, where in caught)
+    assert all(where.startswith("engine/loop/trainer.py:") for _, where in caught)
 
 
 def test_the_spy_catches_float_and_bool_of_a_loss(small, sync_spy):

@@ -48,6 +48,9 @@ run = next(r for r in runs if r["id"] == run_id)
 ckpt = run.get("checkpoint")
 have_ckpt = bool(ckpt) and Path(ckpt).is_file()
 ended = run["status"] not in engine.ACTIVE
+# a script's run (liveprop.watch): the script owns its program, so the engine cannot resume, rerun or fork it
+SCRIPT = "a script's run (liveprop.watch): run the script again; the engine does not own its program"
+script = run["config"].get("mode") == "script"
 # two rows: what to do with the run, then its files
 c1, c2, c3, c4 = st.columns(4)
 if c1.button("Watch on the Train page", key="runs_watch", width="stretch"):
@@ -58,8 +61,10 @@ c2.button(
     key="runs_resume",
     on_click=actions.resume_ended,
     args=(run_id,),
-    disabled=not (ended and have_ckpt),
-    help="continue this run from its checkpoint, in place: its steps, curves, weights, optimizer state and lr go on"
+    disabled=script or not (ended and have_ckpt),
+    help=SCRIPT
+    if script
+    else "continue this run from its checkpoint, in place: its steps, curves, weights, optimizer state and lr go on"
     if ended and have_ckpt
     else "an ended run with a checkpoint resumes here; an active one pauses and resumes on the Train page",
     width="stretch",
@@ -69,7 +74,8 @@ c3.button(
     key="runs_again",
     on_click=actions.run_again,
     args=(run_id,),
-    help="a new run, the same configuration",
+    disabled=script,
+    help=SCRIPT if script else "a new run, the same configuration",
     width="stretch",
 )
 c4.button("Delete…", key="runs_delete", on_click=actions.ask_delete, args=(run_id,), width="stretch")
@@ -128,6 +134,8 @@ f4.download_button(
     width="stretch",
 )
 with st.expander("Fork: what if the run had gone on differently from a step?"):
+    if script:
+        st.caption(SCRIPT)
     st.caption(
         "A new run starts from this run's checkpoint at or before the step (it keeps its 16 newest and the "
         "first), with the learning rate (and optimizer) you choose; its curve is drawn beside this one's."
@@ -142,7 +150,7 @@ with st.expander("Fork: what if the run had gone on differently from a step?"):
         )
     else:
         st.session_state[state.FORK_OPTIMIZER] = None
-    st.button("Fork", key="runs_fork", on_click=actions.fork, args=(run_id,))
+    st.button("Fork", key="runs_fork", on_click=actions.fork, args=(run_id,), disabled=script)
 if run.get("error"):
     st.error(pages_common.plain(run["error"]))  # the worker's or anyone's text: never markdown
 with st.expander("Configuration, versions and code"):

@@ -98,6 +98,10 @@ def test_the_dashboard_shows_a_watched_run(store, monkeypatch):
         "Sequential",
         "SGD",
     )
+    # what needs the engine to own the program is greyed out, with the reason
+    for key in ("runs_resume", "runs_again", "runs_fork"):
+        button = at.button(key=key)
+        assert button.disabled and "script" in (button.help or "") + " ".join(c.value for c in at.caption), key
 
 
 def test_the_digits_cnn_is_paused_given_a_rate_and_stopped_from_another_process(store):
@@ -143,7 +147,3 @@ def test_the_digits_cnn_is_paused_given_a_rate_and_stopped_from_another_process(
     assert len(s.scalars(run_id, "loss")) == steps
     assert s.hist_layers(run_id, "grad") == ["0.bias", "0.weight", "3.bias", "3.weight", "6.bias", "6.weight"]
     s.close()
-    # what needs the engine to own the program is greyed out, with the reason
-    for key in ("runs_resume", "runs_again", "runs_fork"):
-        button = at.button(key=key)
-        assert button.disabled and "script" in (button.help or "") + " ".join(c.value for c in at.caption), key

@@ -122,8 +122,9 @@ def test_the_tolerance_sits_between_rounding_and_a_one_percent_error():
 
 
 def test_the_old_checks_alarm_in_float32_is_the_relus_kink_not_rounding():
-    """The issue's symptom, reproduced: in the lecture's float32 loop the elementwise check against
-    autograd jumps above 0.1. Every step where the hand-written gradient differs from autograd's at all
+    """The symptom, reproduced: in the lecture's float32 loop the elementwise check against autograd jumps
+    far above float32 rounding (0.1 to 0.8 on one CPU, 0.055 on another: where pre-activations land on 0.0
+    depends on the BLAS). Every step where the hand-written gradient differs from autograd's at all
     has a pre-activation that is exactly 0.0; against autograd with the lecture's derivative at 0, the
     norm ratio is exactly 0 at every step, and the verdict agrees."""
     mode, batches = build(prepare(lecture(steps=230)))
@@ -138,7 +139,7 @@ def test_the_old_checks_alarm_in_float32_is_the_relus_kink_not_rounding():
         lecture_ref = autograd_grads(mode, x, y, lecture_relu)
         against_lecture.append(max(grad_ratio(mode.grads[n], r).item() for n, r in lecture_ref.items()))
         mode.update()
-    assert max(old) > 0.1, max(old)
+    assert max(old) > 100 * TOL32, max(old)  # an alarm, not rounding
     assert kinks and min(kinks) >= 1, kinks
     assert max(against_lecture) == 0.0
     assert gradcheck_verdict({"all layers": (range(230), against_lecture)}, "float32").agree is True

@@ -215,8 +215,8 @@ class Trainer:
 
     def _diverged(self, step):
         """A non-finite loss at `step`, the first: the guard puts back the last finite weights, and the batches go
-        back to their position then; the guard replays the steps from there to `step` on those same batches, which
-        names the first layer whose gradient went non-finite; then the weights and the batches go back again, to
+        back to their position then; the guard replays the steps the run took from there on those same batches,
+        which names the first layer whose gradient went non-finite; then the weights and the batches go back again, to
         go on from the current step. Then pause or stop. The event says how many steps ran after `step` before
         the run noticed (ran_after), and the step whose weights came back (restored)."""
         ran_after = self.step - 1 - step
@@ -225,7 +225,9 @@ class Trainer:
         if saved is not None:
             restored = saved.step
             self._rewind(saved.data)
-            layer = self.guard.replay(next(self.batches) for _ in range(step - saved.step + 1))
+            # the steps the run took from the restored weights, the diverged one and those after it (a loss can
+            # overflow a step before any gradient does), each on its own batch: the replay stops at the first bad layer
+            layer = self.guard.replay(next(self.batches) for _ in range(self.step - saved.step))
             self.guard.restore(at=self.step)
             self._rewind(saved.data)
         if self.fast is not None:  # the optimizer's load_state_dict replaced tensors that the captured step writes

@@ -24,7 +24,7 @@ import torch
 
 from engine import LivepropError, Store
 from engine.loop.control import Control
-from engine.sinks.store import StoreSink
+from engine.sinks.store import StoreSink, status_fields
 
 CLOSE_WAIT_S = 5.0  # at the end, how long the store sink's last writes wait for a full disk to have space
 
@@ -86,7 +86,7 @@ class ScriptSink(StoreSink):
 
     def on_status(self, status, info):
         try:
-            self.q.put_nowait({"status": "paused" if status in ("paused", "diverged") else "running"})
+            self.q.put_nowait(status_fields(status, info))
         except queue.Full:  # the final status is written at the end in any case
             pass
 

@@ -265,7 +265,7 @@ class Run:
             self._events.append((self.steps, "resume", {}))
         elif command == "pause" and not paused:
             self.control.ack(cid)
-            self._pause("pause", {"reason": value} if value else {})
+            self._pause("pause", {"reason": value or "command"})
             return False
         else:
             self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")
@@ -279,7 +279,7 @@ class Run:
         self._events.append((self.steps if step is None else step, kind, data))
         self.status = "paused"
         self._flush()
-        self.subscribers.trigger("on_status", status, data)
+        self.subscribers.trigger("on_status", status, {**data, "reason": data.get("reason", kind)})  # "divergence"
         while True:
             self.control.wait(0.5)
             ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self.control.take()]

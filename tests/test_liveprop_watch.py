@@ -208,6 +208,7 @@ def test_pause_set_lr_resume_and_stop_from_another_thread(store):
             wait_for(lambda: run.steps >= 5, what="steps")
             assert wait_ack(liveprop.pause(run.id, store), store)["result"] == "ok"
             wait_for(lambda: liveprop.get_run(run.id, store)["status"] == "paused", what="paused")
+            seen["reason"] = liveprop.get_run(run.id, store)["pause_reason"]
             at = run.steps
             time.sleep(0.6)  # a paused loop takes no step, while its heartbeat goes on
             seen["paused"] = (at, run.steps, time.time() - liveprop.get_run(run.id, store)["heartbeat"])
@@ -226,6 +227,7 @@ def test_pause_set_lr_resume_and_stop_from_another_thread(store):
     t.join()
     assert not failed, failed
     at, after, beat_age = seen["paused"]
+    assert seen["reason"] == "command", seen
     assert at == after and beat_age < 1.0
     assert seen["lr"] == pytest.approx([0.05, 0.005])  # every group, their ratio kept
     row = liveprop.get_run(run.id, store)
@@ -288,11 +290,12 @@ def test_a_nonfinite_loss_pauses_the_loop_and_resume_goes_on(store):
     model, (x, y) = mlp(), batch()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     run = liveprop.watch(model, opt, store=store)
-    paused_at = []
+    paused_at, reasons = [], []
 
     def resume_when_paused():
         wait_for(lambda: liveprop.get_run(run.id, store)["status"] == "paused", what="the guard's pause")
         paused_at.append(run.steps)
+        reasons.append(liveprop.get_run(run.id, store)["pause_reason"])
         liveprop.resume(run.id, store)
 
     t = threading.Thread(target=resume_when_paused)
@@ -308,6 +311,7 @@ def test_a_nonfinite_loss_pauses_the_loop_and_resume_goes_on(store):
     [div] = events(store, run.id, "divergence")
     assert div["data"]["step"] == 7 and div["data"]["layer"] is None  # the loss alone: every layer is finite
     assert 0 <= div["data"]["ran_after"] <= 3 and paused_at == [8 + div["data"]["ran_after"]]  # within a look (4)
+    assert reasons == ["divergence"], reasons
     row = liveprop.get_run(run.id, store)
     assert (row["status"], row["step"]) == ("finished", 20)
     assert dict(stored(store, run.id, "loss"))[7] is None

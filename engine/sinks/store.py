@@ -33,6 +33,13 @@ PAUSE_AFTER_S = 1.0  # the disk full this long: pause the run
 MAX_BACKLOG = 64  # writes waiting for space; then the queue fills and holds the loop
 
 
+def status_fields(status: str, info: dict) -> dict:
+    """The run's row for a loop's status event: its status, and why a paused run waits (PAUSE_REASONS in
+    engine/store/schema.py: the loop's pause says command, divergence or disk_full)."""
+    paused = status in ("paused", "diverged")
+    return {"status": "paused" if paused else "running", "pause_reason": info.get("reason") if paused else None}
+
+
 class StoreSink:
     """The worker's only store connection, on its own thread: writes flushes and status, beats the
     heartbeat, passes viewers' commands to the loop and writes their acknowledgements."""
@@ -54,11 +61,7 @@ class StoreSink:
         self.q.put(flush)
 
     def on_status(self, status, info):
-        """The run's status, and why a paused run waits (engine/store/schema.py PAUSE_REASONS)."""
-        paused = status in ("paused", "diverged")
-        self.q.put(
-            {"status": "paused" if paused else "running", "pause_reason": info.get("reason") if paused else None}
-        )
+        self.q.put(status_fields(status, info))
 
     def close(self):
         self.q.put(None)

@@ -237,9 +237,12 @@ def test_every_world_size_takes_the_same_shuffled_global_batches(small, n):
     batch of 5 (21 samples) loses its last row, so that both ranks take 2."""
     p, one = batches_of(small, dataset="random", n_samples=n, batch_size=8)
 
-    class Unjoined(Ranks):  # rank r of 2 as the batches see it, with no process group to start
+    class Unjoined(Ranks):  # rank r of 2 as the batches see it, with no process group to start or train in
         def start(self, loss):
             pass
+
+        def data_parallel(self, model):
+            return model
 
     shares = [build.build(p, Unjoined(rank, 2, torch.device("cpu")))[1] for rank in (0, 1)]
     for _ in range(9):

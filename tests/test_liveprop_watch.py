@@ -118,14 +118,19 @@ def test_the_snapshot_reads_the_gradients_unscaled_under_gradscaler_and_clipped(
 
 def test_run_step_makes_no_host_sync(store, sync_spy, monkeypatch):
     """The losses kept as device tensors, as on CUDA: only the flush, the snapshots and the read of the finite
-    flag's host copy (not a wait on CUDA, engine/loop/telemetry.py) may sync. On the CPU the telemetry keeps each
+    flag's host copy (not a wait on CUDA, engine/loop/guard.py) may sync. On the CPU the telemetry keeps each
     loss as a float, a read that waits for nothing there: the spy sees that one, which shows it sees
     what liveprop calls."""
     monkeypatch.setattr(watching, "Telemetry", partial(Telemetry, losses_on_host=False))
     model, (x, y) = mlp(), batch()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     run = liveprop.watch(model, opt, store=store, telemetry_every=5, flush_seconds=1e9)
-    for obj, name in ((run, "_flush"), (run.tel, "before_update"), (run.tel, "after_update"), (run.tel, "_read_flag")):
+    for obj, name in (
+        (run, "_flush"),
+        (run.tel, "before_update"),
+        (run.tel, "after_update"),
+        (run.tel.watch, "_read_flag"),
+    ):
         real = getattr(obj, name)
 
         def allowed(*args, _real=real, **kwargs):

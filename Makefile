@@ -37,9 +37,10 @@ run: $(RUNTIME) $(FONT)
 test: $(TESTING)
 	$(PY) -m pytest
 
-# the fault campaign: every case of tests/ marked fault, with its full number of trials, and one table
+# the fault campaign: every case of tests/ marked fault, with its full number of trials, and one table; and the
+# slow full checks (marked full) that make test leaves out
 fault: $(TESTING)
-	LIVEPROP_FAULT_FULL=1 $(PY) -m pytest -m fault -q
+	LIVEPROP_FAULT_FULL=1 $(PY) -m pytest -m "fault or full" -q
 
 lint: $(TESTING)
 	$(PY) -m ruff check .

@@ -417,6 +417,17 @@ def fault_table() -> FaultTable:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fault(case): one trial of a fault case in the fault table (make fault)")
+    config.addinivalue_line("markers", "full: a slow check that make fault runs and make test leaves out")
+
+
+def pytest_collection_modifyitems(config, items):
+    """make test leaves out the `full` checks (minutes each); make fault (LIVEPROP_FAULT_FULL=1) runs them."""
+    if FAULT_FULL:
+        return
+    skip = pytest.mark.skip(reason="a slow full check: make fault runs it")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
 
 
 def pytest_runtest_logreport(report):

@@ -233,7 +233,7 @@ def _everything_gone(run_id: str) -> bool:
     "how",
     [
         pytest.param("kill -9", marks=pytest.mark.fault("a rank killed (kill -9 of rank 1 of 2)")),
-        pytest.param("SIGSTOP", marks=pytest.mark.fault("a rank hung (SIGSTOP of rank 1 of 2)")),
+        pytest.param("SIGSTOP", marks=[pytest.mark.fault("a rank hung (SIGSTOP of rank 1 of 2)"), pytest.mark.full]),
     ],
 )
 def test_a_rank_that_dies_or_hangs_fails_the_run_within_10_s(how, store, fault_table):

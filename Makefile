@@ -34,8 +34,11 @@ $(TESTING): $(RUNTIME) $(FONT) requirements-test.txt
 run: $(RUNTIME) $(FONT)
 	$(PY) -m dashboard
 
+# two pytest-xdist workers: most tests wait on processes they started (workers, torchrun, Streamlit, Chromium),
+# so two keep both cores busy; each file stays in one worker, so a module's fixtures run once
+TEST_WORKERS ?= 2
 test: $(TESTING)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # the fault campaign: every case of tests/ marked fault, with its full number of trials, and one table; and the
 # slow full checks (marked full) that make test leaves out

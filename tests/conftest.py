@@ -389,7 +389,7 @@ class NanFrom:
 # those tests for the campaign's full number of trials.
 
 FAULT_FULL = os.environ.get("LIVEPROP_FAULT_FULL") == "1"
-FAULT_ROWS: dict[str, list] = {}  # case -> [trials, failures, points lost, note]
+FAULT_ROWS: dict[str, list] = {}  # case -> [trials, failures, points lost, note], in the process that reports
 
 
 def trials(fast: int, full: int) -> int:
@@ -398,21 +398,27 @@ def trials(fast: int, full: int) -> int:
 
 
 class FaultTable:
-    def __init__(self):
-        self.added = False  # a test that adds its own trials is not counted again by its marker
+    """A test's own rows. They travel in its report's user_properties, which pytest-xdist carries from the
+    worker that ran the test to the process that prints the table."""
+
+    def __init__(self, node):
+        self.node = node
 
     def add(self, case: str, trials: int, failures: int, lost: int | str = 0, note: str = ""):
-        self.added = True
-        row = FAULT_ROWS.setdefault(case, [0, 0, 0, ""])
-        row[0] += trials
-        row[1] += failures
-        row[2] = lost if isinstance(lost, str) else (row[2] if isinstance(row[2], str) else row[2] + lost)
-        row[3] = note or row[3]
+        self.node.user_properties.append(("fault_row", (case, trials, failures, lost, note)))
 
 
 @pytest.fixture
-def fault_table() -> FaultTable:
-    return FaultTable()
+def fault_table(request) -> FaultTable:
+    return FaultTable(request.node)
+
+
+def _add_row(case, trials, failures, lost, note):
+    row = FAULT_ROWS.setdefault(case, [0, 0, 0, ""])
+    row[0] += trials
+    row[1] += failures
+    row[2] = lost if isinstance(lost, str) else (row[2] if isinstance(row[2], str) else row[2] + lost)
+    row[3] = note or row[3]
 
 
 def pytest_configure(config):
@@ -431,29 +437,34 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_logreport(report):
-    marker = next((m for m in getattr(report, "fault_markers", ())), None)
-    if getattr(report, "fault_added", False):
+    """A test with rows of its own adds them; a test marked fault("case") counts as one trial of it."""
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
         return
-    if marker and (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
-        if report.skipped:
-            why = str(report.longrepr[-1]).removeprefix("Skipped: ")
-            FAULT_ROWS.setdefault(marker, [0, 0, "–", ""])[3] = f"skipped: {why}"
-            return
-        row = FAULT_ROWS.setdefault(marker, [0, 0, "–", ""])
-        row[0] += 1
-        row[1] += report.failed
+    rows = [value for key, value in report.user_properties if key == "fault_row"]
+    for row in rows:
+        _add_row(*row)
+    marker = next((value for key, value in report.user_properties if key == "fault_marker"), None)
+    if rows or marker is None:
+        return
+    if report.skipped:
+        why = str(report.longrepr[-1]).removeprefix("Skipped: ")
+        FAULT_ROWS.setdefault(marker, [0, 0, "–", ""])[3] = f"skipped: {why}"
+        return
+    row = FAULT_ROWS.setdefault(marker, [0, 0, "–", ""])
+    row[0] += 1
+    row[1] += report.failed
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
-    report.fault_markers = [m.args[0] for m in item.iter_markers("fault")]
-    report.fault_added = getattr(getattr(item, "funcargs", {}).get("fault_table"), "added", False)
+    report = outcome.get_result()  # a list of its own: item.user_properties is shared by the three phases
+    markers = [("fault_marker", m.args[0]) for m in item.iter_markers("fault")]
+    report.user_properties = [*report.user_properties, *markers]
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not FAULT_ROWS:
+    if not FAULT_ROWS or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     w = max(len(c) for c in FAULT_ROWS)
     terminalreporter.section(f"fault table ({'make fault: full' if FAULT_FULL else 'make test: the fast subset'})")

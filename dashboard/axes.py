@@ -7,6 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from engine.sinks import ticks
+
 PALETTE = qualitative.Plotly
 
 
@@ -50,37 +52,10 @@ def _span(fig: go.Figure, axis: str) -> float:
     return float(v.max() - v.min()) if len(v) else 0.0
 
 
-MOST_TICKS = 6
-
-
 def log_ticks(fig: go.Figure) -> dict:
-    """A log axis's labels, at most MOST_TICKS of them, never "1e+2 9e+1 8e+1 7e+1" piled up: the powers of
-    ten in range (every n-th over many decades); within a decade or two, 1, 2, 5 times them; within less,
-    1 to 9 times them. Call it again after adding a shape (a band) that widens the range."""
-    v = _values(fig, "y")
-    v = v[v > 0]
-    if not len(v):
-        return {}
-    lo, hi = np.log10(v.min()), np.log10(v.max())
-    if hi - lo < 1e-6:  # one value (a constant lr, a single finite loss): plotly shows a decade around it
-        lo, hi = lo - 0.5, hi + 0.5
-    decades = range(int(np.floor(lo)), int(np.ceil(hi)) + 1)
-    for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
-        ticks = [m * 10.0**k for k in decades for m in mantissas if lo - 1e-9 <= np.log10(m) + k <= hi + 1e-9]
-        if len(ticks) >= 3:
-            break
-    if not ticks:
-        return dict(tickformat="~e")  # plotly's own places, as whole numbers (never a bare mantissa)
-    ticks = ticks[:: -(-len(ticks) // MOST_TICKS)]
-    return dict(tickmode="array", tickvals=ticks, ticktext=[tick_text(t) for t in ticks])
-
-
-def tick_text(v: float) -> str:
-    """70, 0.005, 2000; 1e-6 and 1e+8 outside 0.001 to 9999 (never 0.000001, never a bare mantissa)."""
-    if 1e-3 <= v < 1e4:
-        return f"{v:g}"
-    mantissa, exponent = f"{v:.0e}".split("e")
-    return f"{mantissa}e{int(exponent):+d}"
+    """A log axis's labels (engine/sinks/ticks.py, the same as Visdom's) over what the figure draws. Call it
+    again after adding a shape (a band) that widens the range."""
+    return ticks.log_ticks(_values(fig, "y"))
 
 
 def color_of(i: int) -> str:

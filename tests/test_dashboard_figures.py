@@ -5,9 +5,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import axes, explain, figures, histograms
+from dashboard import explain, figures, histograms
 from dashboard.series import CAP, Buckets, HistBuffer, downsample, ema, rebin, sample_steps
 from engine.modes.gradcheck import GRADCHECK_TOL
+from engine.sinks.ticks import MOST_TICKS
 
 
 def noisy_loss(n, seed=0):
@@ -352,7 +353,7 @@ def ticks(fig) -> list[str]:
 )
 def test_a_log_axis_gets_a_few_plain_labels_never_a_pile(values, labels):
     fig = figures.loss_figure((np.arange(len(values)), values), log_y=True)
-    assert ticks(fig) == labels and len(fig.layout.yaxis.tickvals) <= axes.MOST_TICKS
+    assert ticks(fig) == labels and len(fig.layout.yaxis.tickvals) <= MOST_TICKS
     assert figures.loss_figure((np.arange(3), [3.0, 2.0, 1.0]), log_y=False).layout.yaxis.tickvals is None
 
 

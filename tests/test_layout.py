@@ -32,7 +32,7 @@ FLOORS = {
 
 # What the dashboard may import from the engine: the public API (engine/__init__.py), its errors, the config
 # (the knobs, their choices and reasons), the store (the one seam: reads, decimation, the metrics
-# export), the graph builder, the sinks' status lines and the local Visdom server it starts, and the
+# export), the graph builder, the sinks' status lines, log-axis labels and the local Visdom server it starts, and the
 # lecture's code that the Code tab shows (the modes, their functions, the models, the gradient check).
 DASHBOARD_MAY_IMPORT = {
     "engine",

@@ -397,6 +397,19 @@ def test_the_mirror_appends_tails_and_replaces_only_after_a_compaction():
     assert again.b.width == loss.b.width and again.points(0, len(again.b)) == (x, y)
 
 
+def test_a_log_window_labels_a_few_plain_ticks_over_what_it_shows():
+    """An lr that moves within one decade: plotly's own log labels there are every mantissa, piled up."""
+    w = LineWindow("lr", "learning rate", "log")
+    w.add("lr", list(range(100)), [1e-3 * (1 + 0.05 * s) for s in range(100)], 500)  # 0.001 to 0.00595
+    axis = w.message("env")[1]["layout"]["yaxis"]
+    assert axis["ticktext"] == ["0.001", "0.002", "0.005"]
+    assert axis["tickvals"] == pytest.approx([1e-3, 2e-3, 5e-3])
+    w.add("lr", [100, 101], [1e-7, None], 500)  # a scheduled drop: four decades, powers of ten only
+    assert w.message("env")[1]["layout"]["yaxis"]["ticktext"] == ["1e-7", "1e-6", "1e-5", "1e-4", "0.001"]
+    linear = LineWindow("norms", "gradient norm").message("env")[1]["layout"]["yaxis"]
+    assert "tickvals" not in linear
+
+
 # ---------------------------------------------------------------------------------------------
 # login, secrets, settings
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import asdict
 
 from engine.loop.telemetry import Hist
+from engine.sinks.ticks import log_ticks
 from engine.store.decimate import Buckets
 
 TEXT_WIN = "run"
@@ -90,11 +91,7 @@ class LineWindow:
             "margin": {"l": 60, "r": 20, "t": 30, "b": 40},
             "xaxis": {"title": {"text": "step"}},
             # 1e-6, not SI's "1µ" or a bare mantissa: the same labels as the dashboard's
-            "yaxis": {
-                "type": self.ytype,
-                "exponentformat": "e",
-                **({"tickformat": "~e"} if self.ytype == "log" else {}),
-            },
+            "yaxis": {"type": self.ytype, "exponentformat": "e", **(self._log_ticks() if self.ytype == "log" else {})},
         }
         msg = {"win": self.win, "eid": env, "layout": layout, "opts": {"title": self.title}}
         if self.replace:
@@ -103,6 +100,10 @@ class LineWindow:
         # one trace entry per existing trace, in order; an empty one leaves that trace as it is
         msg["data"] = [_trace(n, s.points(s.sent, s.ready(self.final))) for n, s in self.traces.items()]
         return "update", {**msg, "append": True, "name": None}
+
+    def _log_ticks(self) -> dict:
+        """A few plain labels over every value the window shows (engine/sinks/ticks.py)."""
+        return log_ticks([y for s in self.traces.values() for y in s.points(0, len(s.b))[1] if y is not None])
 
     def delivered(self):
         for s in self.traces.values():

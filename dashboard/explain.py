@@ -191,8 +191,8 @@ def divergence_banner(
     else:
         what += f" The run ended at step {run_step:,} ({status}), with {put_back} put back."
         todo = (
-            f"Next: on the Runs page, Fork it with a lower learning rate (a tenth: {lower}); Resume would go on "
-            "at the rate that diverged."
+            f"Next: Step back and retry at lr/10, a Fork at the last finite step with a tenth of the rate ({lower}),"
+            " drawn as a branch; Resume would go on at the rate that diverged."
         )
     return what, todo
 

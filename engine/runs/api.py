@@ -4,6 +4,7 @@
                                        or start a detached worker
     resume_run(run_id)                 an ended run goes on from its checkpoint, in place
     fork(run_id, step, changes)        a new run at exactly step k of it, with a new lr or optimizer
+    fork_plan(run_id, step)            where such a fork starts from, and how many steps it replays
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
@@ -134,6 +135,13 @@ def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str
         s.add_event(child, step, "forked", {"parent": run_id, "step": step, "changes": sorted(changes), **how.record()})
     _start(child, store_path)
     return child
+
+
+def fork_plan(run_id: str, step: int, store=None) -> forking.Plan:
+    """Where a fork of run_id at `step` starts from and how many steps it replays (engine/runs/forking.py); raises
+    RunStateError, one line, where fork would refuse the step."""
+    with opened(store) as s:
+        return forking.plan(s, run_id, step)
 
 
 def _start(run_id: str, store_path: str) -> None:

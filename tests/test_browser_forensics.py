@@ -1,6 +1,7 @@
 """In a real browser: a divergence whose banner names the first operation that went non-finite, "Step back and
 retry at lr/10" drawn as a branch, and a fork made by clicking a point of the loss chart, whose dialog says how
-many steps it replays. Screenshots: forensics_banner.png, forensics_retry.png, forensics_dialog.png.
+many steps it replays; then the layer health table, a row chosen. Screenshots: forensics_banner.png,
+forensics_retry.png, forensics_dialog.png, forensics_health.png.
 
 The diverged run is trained here, in this process (SMALL, autograd): lr 2e-3 for 40 steps, then a command sets it
 to 0.05 (as a viewer's Set lr would) and the loss overflows a few steps later; the run stops there.
@@ -73,5 +74,16 @@ def test_a_learner_reads_which_operation_diverged_steps_back_and_forks_from_the_
         page.screenshot(path=str(ARTIFACTS / "forensics_dialog.png"))
         dialog.get_by_role("button", name="Fork", exact=True).click()
         page.get_by_text(re.compile(rf"Forked run {retry['id']} at step {at}")).wait_for()
+
+        # the Health view's layer table, the worst first; a row chosen draws that layer's charts
+        page.get_by_test_id("stButtonGroup").get_by_text("Health", exact=True).click()
+        page.get_by_text("Layer health, the worst at the top").wait_for()
+        table = page.get_by_test_id("stDataFrame").first
+        table.wait_for()
+        box = table.bounding_box()
+        page.mouse.click(box["x"] + 12, box["y"] + 36 + 17)  # the first row's selection box
+        page.get_by_text(re.compile(r"Gradients of \w+: distribution over time")).wait_for()
+        time.sleep(1.0)
+        page.screenshot(path=str(ARTIFACTS / "forensics_health.png"))
     forks = engine.forks_of(retry["id"], store)
     assert [step for _, step in forks] == [at]

@@ -13,7 +13,7 @@ import torch
 
 from dashboard import explain
 from engine.build import assemble
-from engine.loop.guard import DivergenceGuard
+from engine.loop.guard import DivergenceGuard, FirstNonFinite
 from engine.loop.telemetry import Telemetry
 from engine.loop.trainer import Trainer
 
@@ -85,6 +85,16 @@ def test_the_replay_names_the_first_operation_that_made_a_non_finite_value(poiso
     text = explain.culprit({"layer": layer, **c.info(10)})
     layer = " in layer `w1`" if phase == "backward" else ""  # the backward's node leads to it
     assert text.startswith(f"the {phase} of `{op}`{layer} produced {produced} at step {10 + POISON} (")
+
+
+def test_an_operation_in_place_that_overflows_is_the_one_named_not_the_finite_ones_before_it():
+    big = torch.tensor([1e308, 1.0], dtype=torch.float64)
+    with FirstNonFinite() as watch:
+        big.add_(1.0)
+        big.mul_(10.0)  # its input was finite before it ran
+        big.add_(1.0)  # passes the inf on
+    assert (watch.found.op, watch.found.produced, watch.found.phase) == ("mul_", "inf", "forward")
+    assert "big.mul_(10.0)" in watch.found.where
 
 
 def test_a_replay_without_a_non_finite_value_names_no_operation():

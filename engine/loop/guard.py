@@ -176,10 +176,13 @@ class FirstNonFinite(TorchDispatchMode):
         self.phase, self.index = "forward", 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.found is not None:
+            return func(*args, **(kwargs or {}))
+        finite = _kind(_floats((args, kwargs))) is None  # before it runs: an in-place operation changes its input
         out = func(*args, **(kwargs or {}))
-        if self.found is None:
+        if finite:
             produced = _kind(_floats(out))
-            if produced and _kind(_floats((args, kwargs))) is None:
+            if produced:
                 node = torch._C._current_autograd_node()
                 if node is not None:
                     made = node.metadata.get("traceback_") or []

@@ -5,6 +5,7 @@ step (engine/runs/forking.py); the dialog says how many of the parent's steps it
     clickable(fig)                the loss figure with points to click on its smoothed line
     chart_clicked(run_id)         the loss chart's on_select callback: remembers the step clicked
     open_if_asked(run_id)         opens the dialog at that step, once
+    parent_lr_changes(db, forked) the parent's lr changes on the way to a fork's step, marked on its chart
     retry_button(run, d, lr)      beside the divergence banner d
 """
 
@@ -41,6 +42,15 @@ def open_if_asked(run_id: str):
     asked = st.session_state.pop(state.FORK_ASKED, None)
     if asked and asked[0] == run_id:
         dialog(run_id, asked[1])
+
+
+def parent_lr_changes(db, forked: list[dict]) -> list[dict]:
+    """A fork's chart marks its parent's lr changes before the fork's step, where the parent's curve is drawn
+    beside it: the changes its start replayed (forked: the fork's "forked" events; none for any other run)."""
+    if not forked:
+        return []
+    at = forked[-1]["step"]
+    return [e for e in db.events(forked[-1]["data"]["parent"], kind="lr_change") if e["step"] < at]
 
 
 def lr_at(db, run: dict, step: int) -> float:

@@ -224,7 +224,7 @@ def _loss(runs, run_id):
         loss,
         smoothing,
         log_y,
-        lr_events=f.events_of("lr_change"),
+        lr_events=f.events_of("lr_change") + fork.parent_lr_changes(db, f.events_of("forked")),
         divergence=div[-1]["data"] if div else None,
         branches=_branches(db, run_id, f),
     )

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import engine
+from dashboard import fork
 from engine.build import assemble
 from engine.errors import RunStateError
 from engine.loop import checkpoint
@@ -101,6 +102,9 @@ def test_a_fork_at_step_k_replays_to_k_and_equals_the_parent_with_its_lr_changed
     assert [v for _, v in s.scalars(parent, "loss")][:K] == want[:K]  # the parent is the reference up to K
     assert got["step"] == STEPS and got["lr"] == FORK_LR
     assert sorted(int(p.stem) for p in RunFiles.of(child, store).history.glob("*.pt"))[0] == K
+    marked = fork.parent_lr_changes(s, s.events(child, kind="forked"))  # on the fork's chart, by its parent's curve
+    assert [(e["step"], e["data"]["new"]) for e in marked] == [(CHANGED_AT, CHANGED_TO)]
+    assert fork.parent_lr_changes(s, s.events(parent, kind="forked")) == []
     s.close()
 
 

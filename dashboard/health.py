@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -96,10 +97,11 @@ def latest_of(db, f, run_id: str) -> dict[str, dict[str, float]]:
             _, value = db.last_value(run_id, key)
             if value is not None:
                 out[col][layer] = value
-    for kind in ("weight", "grad"):
-        for layer in f.layers.get(kind) or f.sync_layers(db, kind):
-            most = max((n for _, n in db.nonfinite(run_id, kind, layer)), default=0)
-            out["nonfinite"][layer] = max(out["nonfinite"].get(layer, 0), most)
+    f.sync_nonfinite(db)  # incremental, per layer: f.series["nonfinite/KIND/LAYER"]
+    for key, b in f.series.items():
+        if key.startswith("nonfinite/") and len(b):
+            layer = key.split("/", 2)[2]
+            out["nonfinite"][layer] = max(out["nonfinite"].get(layer, 0), float(np.nanmax(b.vmax)))
     return {col: v for col, v in out.items() if v}
 
 

@@ -60,14 +60,23 @@ def test_the_table_shades_the_cells_outside_their_band():
     assert shaded == {(0, "update ratio"), (0, "non-finite")}
 
 
-def test_the_rows_of_a_real_run_read_from_its_store(small, store, run_inprocess):
-    run_id, _ = run_inprocess(small(mode="manual", steps=6, telemetry_every=2), store)
+def test_the_rows_of_real_runs_read_from_their_store(small, store, run_inprocess):
+    """A healthy run, and one that diverges (lr 1e6): its non-finite counts stay in its rows, at the top."""
+    healthy, _ = run_inprocess(small(mode="manual", steps=6, telemetry_every=2), store)
+    diverged, status = run_inprocess(
+        small(mode="manual", steps=8, telemetry_every=1, lr=1e6, on_divergence="stop"), store
+    )
+    assert status == "diverged"
     s = Store(store)
-    f = RunFeed(run_id)
-    f.sync_keys(s)
-    got = health.latest_of(s, f, run_id)
+    got = {}
+    for run_id in (healthy, diverged):
+        f = RunFeed(run_id)
+        f.sync_keys(s)
+        got[run_id] = health.latest_of(s, f, run_id)
     s.close()
-    assert set(got) == {"grad_norm", "update_ratio", "gradcheck", "nonfinite"}  # manual has a gradient check
-    rows = health.ranked(got)
+    assert set(got[healthy]) == {"grad_norm", "update_ratio", "gradcheck", "nonfinite"}  # manual has a check
+    rows = health.ranked(got[healthy])
     assert {r.layer for r in rows} == {"w1", "w2"} and all(r.values["nonfinite"] == 0 for r in rows)
-    assert all(r.values["grad_norm"] > 0 for r in rows)
+    assert all(r.values["grad_norm"] > 0 and not r.outside.get("nonfinite") for r in rows)
+    worst = health.ranked(got[diverged])[0]
+    assert worst.values["nonfinite"] > 0 and math.isinf(worst.outside["nonfinite"])

@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.modes.gradcheck import gradcheck_verdict
 
-from . import explain, figures, histograms, pages_common, rules, state
+from . import explain, figures, health, histograms, pages_common, rules, state
 from .about_text import ENGINE_CODE, concept_diff
 from .feed import RunFeed
 from .lecture_cells import CELLS
@@ -130,6 +130,7 @@ def _layer_view(db, f: RunFeed):
 
 
 def _health_view(db, f: RunFeed, run):
+    health.table(db, f, run)
     device = (run.get("device") or run["config"].get("device") or "").split(" ", 1)[0]
     memory = "cuda, allocated" if device == "cuda" else f"{device}, resident set of the worker"
     c1, c2 = st.columns(2)

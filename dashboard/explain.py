@@ -148,6 +148,19 @@ def what_diverged(d: dict) -> str:
     return what + (f", and {n} more step{'' if n == 1 else 's'} ran before it was noticed" if n is not None else "")
 
 
+def culprit(d: dict) -> str | None:
+    """ "the backward of `MulBackward0` in layer `w1` produced inf at step 213 (model.py:40: y = h * w1)": the first
+    operation of the divergence replay that made a non-finite value out of finite ones (engine/loop/guard.py
+    Culprit); the layer, whose gradient went non-finite first, is named with a backward operation. None when the
+    replay found none (a mode without one, an event from before it was recorded)."""
+    if not d.get("op"):
+        return None
+    layer = f" in layer `{d['layer']}`" if d.get("layer") and d.get("phase") == "backward" else ""
+    where = f" ({d['where']})" if d.get("where") else ""
+    what = f"the {d.get('phase', 'forward')} of `{d['op']}`{layer}"
+    return f"{what} produced {d.get('produced')} at step {d.get('op_step')}{where}"
+
+
 def divergence_banner(
     d: dict, status: str, run_step: int, lr: float, on_divergence: str = "pause", resumed: int | None = None
 ) -> tuple[str, str]:
@@ -156,6 +169,9 @@ def divergence_banner(
     (restored_at). resumed: the step it was resumed at since, if it was. A run whose status still reads
     queued or running, not resumed, is about to pause or stop: the event is written before the status."""
     what = f"D{what_diverged(d)[1:]}: the loss went non-finite."
+    first = culprit(d)
+    if first:
+        what += f" First: {first}."
     put_back = f"the weights of step {d['restored']}" if d.get("restored") is not None else "the first weights"
     lower = f"{lr / 10:.3g}" if lr else "a tenth of it"
     if status == "paused":
@@ -175,8 +191,8 @@ def divergence_banner(
     else:
         what += f" The run ended at step {run_step:,} ({status}), with {put_back} put back."
         todo = (
-            f"Next: on the Runs page, Fork it with a lower learning rate (a tenth: {lower}); Resume would go on "
-            "at the rate that diverged."
+            f"Next: Step back and retry at lr/10, a Fork at the last finite step with a tenth of the rate ({lower}),"
+            " drawn as a branch; Resume would go on at the rate that diverged."
         )
     return what, todo
 

@@ -17,7 +17,7 @@ import engine
 from engine import sinks
 from engine.store.db import ACTIVE
 
-from . import actions, details, explain, figures, pages_common, refresh, rules, state
+from . import actions, details, explain, figures, fork, pages_common, refresh, rules, state
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -119,6 +119,7 @@ def _banners(run, f: RunFeed, lr: float):
         else:
             st.error(pages_common.plain(what))
             st.info(pages_common.plain(todo))
+            fork.retry_button(run, d, lr)
     if run["status"] == "failed":
         st.error(pages_common.plain(f"Run failed: {run.get('error') or 'no reason recorded'}"))
     elif run["status"] == "paused" and run.get("pause_reason") == "disk_full":  # engine/sinks/store.py
@@ -223,11 +224,15 @@ def _loss(runs, run_id):
         loss,
         smoothing,
         log_y,
-        lr_events=f.events_of("lr_change"),
+        lr_events=f.events_of("lr_change") + fork.parent_lr_changes(db, f.events_of("forked")),
         divergence=div[-1]["data"] if div else None,
         branches=_branches(db, run_id, f),
     )
-    st.plotly_chart(fig, key="loss_chart", config={"displaylogo": False})
+    st.plotly_chart(  # a point clicked opens the fork dialog at its step
+        fork.clickable(fig), key=fork.CHART, config={"displaylogo": False},
+        on_select=lambda: fork.chart_clicked(run_id), selection_mode="points",
+    )  # fmt: skip
+    fork.open_if_asked(run_id)
     return {"points": max((len(t.x) for t in fig.data), default=0)}
 
 

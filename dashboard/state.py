@@ -52,6 +52,7 @@ UNLOCKED = "lp_unlocked"  # the password was entered (an exposed dashboard)
 FEEDS = "lp_feeds"  # run id -> RunFeed (pages_common.feed)
 LR_SHOWN = "lp_lr_shown"  # run id -> the rate its live lr box was last set to
 FORK_STEP, FORK_LR, FORK_OPTIMIZER = "fork_step", "fork_lr", "fork_optimizer"
+FORK_ASKED = "lp_fork_asked"  # (run id, step) of a point clicked on the loss chart: the fork dialog opens there
 GRAPH_NONCE = "graph_nonce"  # bumped by Rebuild: a new cache key for the graph
 
 # -- the address ---------------------------------------------------------------------------------

@@ -280,9 +280,14 @@ def _main(argv):
     s.add_argument("--wait", type=float, default=10.0)
     s.set_defaults(fn=cmd_set_lr)
 
-    f = sub.add_parser("fork", help="a new run from a run's checkpoint at step K, with a new lr or optimizer")
+    f = sub.add_parser("fork", help="a new run at exactly step K of a run, with a new lr or optimizer")
     f.add_argument("run")
-    f.add_argument("--step", type=int, required=True, help="fork at the newest checkpoint at or before this step")
+    f.add_argument(
+        "--step",
+        type=int,
+        required=True,
+        help="fork at exactly this step: the parent's steps from its nearest checkpoint are replayed",
+    )
     add_config_flags(f)
     f.set_defaults(fn=cmd_fork)
 

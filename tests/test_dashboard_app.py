@@ -432,7 +432,7 @@ def test_panels_without_data_say_so_instead_of_drawing_empty_axes(store, monkeyp
     at.session_state["detail_view"] = "Health"
     at.run()
     assert not at.exception, at.exception
-    assert shown(at.info).count("None yet") == 3 and not at.get("plotly_chart")
+    assert shown(at.info).count("None yet") == 4 and not at.get("plotly_chart")  # the layer table and 3 charts
     assert "Memory in use" in captions(at)
 
 

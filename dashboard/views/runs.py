@@ -137,8 +137,8 @@ with st.expander("Fork: what if the run had gone on differently from a step?"):
     if script:
         st.caption(SCRIPT)
     st.caption(
-        "A new run starts from this run's checkpoint at or before the step (it keeps its 16 newest and the "
-        "first), with the learning rate (and optimizer) you choose; its curve is drawn beside this one's."
+        "A new run starts at exactly the step, with the learning rate (and optimizer) you choose: from this run's "
+        "nearest checkpoint before it, its steps are replayed bit for bit. Its curve is drawn beside this one's."
     )
     f1, f2, f3 = st.columns(3)
     f1.number_input("from step", min_value=0, value=max(0, (run["step"] or 0) // 2), step=1, key=state.FORK_STEP)

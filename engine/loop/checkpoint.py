@@ -11,6 +11,8 @@
                                          (engine/store/files.py RunFiles: RUN.pt and RUN/STEP.pt)
     load(path)                           torch.load(weights_only=True): tensors and plain values, never code
     restore(ckpt, mode, batches, cfg)    puts it all back (a fork's cfg may change the lr or the optimizer)
+    advance(mode, batches, start, stop)  the steps start .. stop - 1 again, as the trainer took them, with the
+                                         run's recorded lr changes: a fork at a step between two checkpoints
 
 Writer (below) keeps the periodic ones (every checkpoint_seconds, and one at the start) on its own
 thread: the training thread only takes the snapshot, once a minute by default, at a flush.
@@ -133,6 +135,23 @@ def restore(ckpt: dict, mode, batches, cfg) -> int:
     if ckpt["data"] is not None:  # None: the one full batch, which has no position
         batches.seek(ckpt["data"])
     return ckpt["step"]
+
+
+def advance(mode, batches, start: int, stop: int, lr_changes=()) -> None:
+    """Take the steps start .. stop - 1 as engine/loop/trainer.py takes them (next batch, forward_backward,
+    update, zero_grad), without telemetry, which changes nothing it trains: restored at `start`, the weights,
+    optimizer state, RNG states and data position at `stop` are the run's own, bit for bit. lr_changes:
+    (step, lr) as the run recorded them (its lr_change events, in order); each is set before its step, where
+    the trainer applies a command (one before `start` is in the checkpoint's lr already; setting one at
+    `start` again changes nothing)."""
+    for step in range(start, stop):
+        for at, lr in lr_changes:
+            if at == step:
+                mode.lr = float(lr)
+        x, y = next(batches)
+        mode.forward_backward(x, y)
+        mode.update()
+        mode.zero_grad()
 
 
 class Writer:

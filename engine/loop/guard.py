@@ -6,7 +6,10 @@
     DivergenceGuard(steps)    the last weights known to give a finite loss, kept in two sets of copies that take
                               turns; put back after a divergence with the optimizer's state; and a replay of the
                               steps that diverged, on their own batches, that names the first layer whose
-                              gradient went non-finite
+                              gradient went non-finite and the first operation that produced a non-finite value
+    FirstNonFinite()          that operation: a torch dispatch mode that looks at every operation's result, on
+                              in the replay only, with autograd's anomaly mode (which keeps, for each backward
+                              operation, the forward line that made it)
 
 The watch needs only the losses; the guard needs only a Steps (engine/modes/protocol.py): the weights and
 gradients by name, the step in its parts and the optimizer, which every mode is and which a wrapper around a
@@ -18,10 +21,14 @@ from __future__ import annotations
 
 import copy
 import math
+import traceback
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from engine.modes.protocol import Steps
 
@@ -118,6 +125,75 @@ class Saved:
     data: object  # the loop's data position there (Batches.position()), handed back as it was given
 
 
+@dataclass
+class Culprit:
+    """The first operation of a replay that made a non-finite value out of finite ones."""
+
+    phase: str  # "forward", "backward" (autograd's) or "update"
+    op: str  # the autograd node in the backward ("MulBackward0"), else the aten operation ("mm")
+    produced: str  # "nan" or "inf"
+    where: str | None  # the source line that ran it: for a backward node, the forward line that made the node
+    index: int  # the replayed step it happened in, counted from 0
+
+    def info(self, first_step: int) -> dict:
+        """As a divergence event holds it, its step counted from first_step, the replay's first."""
+        return {"op": self.op, "phase": self.phase, "produced": self.produced, "op_step": first_step + self.index,
+                "where": self.where}  # fmt: skip
+
+
+def _floats(tree) -> list[torch.Tensor]:
+    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+
+def _kind(ts: list[torch.Tensor]) -> str | None:
+    """ "nan" or "inf" for the first tensor that holds one (a host check: off the hot path only), else None."""
+    for t in ts:
+        if torch.isnan(t).any():
+            return "nan"
+        if torch.isinf(t).any():
+            return "inf"
+    return None
+
+
+def _outside_torch(frames) -> str | None:
+    """The innermost frame that is neither torch's nor this module's, as "file:line: code"."""
+    skip = (str(Path(torch.__file__).parent), __file__)
+    for f in reversed(frames):
+        if not f.filename.startswith(skip):
+            return f"{Path(f.filename).name}:{f.lineno}: {(f.line or '').strip()}"
+    return None
+
+
+class FirstNonFinite(TorchDispatchMode):
+    """Runs every operation and, until it finds one, looks for the first whose result is non-finite while its
+    inputs are all finite: the operation that produced it, not one that passed it on. `phase` is set by the
+    caller (forward_backward, update); inside forward_backward, autograd's current node tells the backward apart.
+    The backward's node comes with the forward line that made it while anomaly mode records them."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: Culprit | None = None
+        self.phase, self.index = "forward", 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.found is not None:
+            return func(*args, **(kwargs or {}))
+        finite = _kind(_floats((args, kwargs))) is None  # before it runs: an in-place operation changes its input
+        out = func(*args, **(kwargs or {}))
+        if finite:
+            produced = _kind(_floats(out))
+            if produced:
+                node = torch._C._current_autograd_node()
+                if node is not None:
+                    made = node.metadata.get("traceback_") or []
+                    where = " ".join(made[-1].split()) if made else None
+                    self.found = Culprit("backward", node.name(), produced, where, self.index)
+                else:
+                    where = _outside_torch(traceback.extract_stack())
+                    self.found = Culprit(self.phase, func.overloadpacket.__name__, produced, where, self.index)
+        return out
+
+
 class DivergenceGuard:
     """The last weights known to give a finite loss, their restore, and the replay that finds the first bad layer.
 
@@ -131,6 +207,7 @@ class DivergenceGuard:
         self.steps = steps
         self.last_good: Saved | None = None  # weights known to give a finite loss
         self.candidate: Saved | None = None  # weights at the last flush, not yet vouched for
+        self.culprit: Culprit | None = None  # the last replay's first operation to produce a non-finite value
 
     def save(self, step: int, data=None) -> None:
         """Where the loop starts (a divergence before the first flush restores these), unless saved already."""
@@ -168,20 +245,26 @@ class DivergenceGuard:
 
     def replay(self, batches) -> str | None:
         """Train on `batches`, those that followed the restored weights, in order, until a gradient goes
-        non-finite; returns the first such layer (in named_params' order), or None. Host checks are allowed here:
-        a divergence is off the hot path."""
+        non-finite; returns the first such layer (in named_params' order), or None. On the way, `culprit` becomes
+        the first operation that produced a non-finite value (FirstNonFinite, with autograd's anomaly mode on for
+        the replay only), or None. Host checks are allowed here: a divergence is off the hot path."""
         names = [n for n, _ in self.steps.named_params()]
         layer = None
-        for x, y in batches:
-            self.steps.forward_backward(x, y)
-            grads = dict(self.steps.named_grads())
-            bad = [n for n in names if grads.get(n) is not None and not torch.isfinite(grads[n]).all()]
-            if bad:
-                layer = bad[0]
-                break
-            self.steps.update()
+        watch = FirstNonFinite()
+        with torch.autograd.detect_anomaly(check_nan=False), watch:
+            for watch.index, (x, y) in enumerate(batches):
+                watch.phase = "forward"
+                self.steps.forward_backward(x, y)
+                grads = dict(self.steps.named_grads())
+                bad = [n for n in names if grads.get(n) is not None and not torch.isfinite(grads[n]).all()]
+                if bad:
+                    layer = bad[0]
+                    break
+                watch.phase = "update"
+                self.steps.update()
+                self.steps.zero_grad()
             self.steps.zero_grad()
-        self.steps.zero_grad()
+        self.culprit = watch.found
         return layer
 
     def _copy(self, step: int, data, into: Saved | None = None) -> Saved:

@@ -57,7 +57,7 @@ class Trainer:
         self._sent = []  # rank 0: the commands in the word it posted last, applied with their ids
         self.callbacks = defaultdict(list)
         self.stopped = False  # a stop command ended the run early
-        self.divergence = None  # {"step": s, "layer": name, "ran_after": n, "restored": r} once diverged
+        self.divergence = None  # {"step": s, "layer": name, "ran_after": n, "restored": r, the op: guard.Culprit.info}
         self.guard = None if on_divergence == "ignore" else DivergenceGuard(mode)
         self._events = []  # (step, kind, data) for the next flush
         self.fast = GraphStep(mode, batches) if fast else None
@@ -222,19 +222,21 @@ class Trainer:
         ran_after = self.step - 1 - step
         saved = self.guard.restore()
         restored = layer = None
+        found = {}
         if saved is not None:
             restored = saved.step
             self._rewind(saved.data)
             # the steps the run took from the restored weights, the diverged one and those after it (a loss can
             # overflow a step before any gradient does), each on its own batch: the replay stops at the first bad layer
             layer = self.guard.replay(next(self.batches) for _ in range(self.step - saved.step))
+            found = self.guard.culprit.info(saved.step) if self.guard.culprit else {}  # the operation, its step
             self.guard.restore(at=self.step)
             self._rewind(saved.data)
         if self.fast is not None:  # the optimizer's load_state_dict replaced tensors that the captured step writes
             self.fast.forget()
         self.tel.rearm()  # the weights are finite again
         self.tel.after_update(self.step, self.mode)  # a snapshot of them: the last histograms shown are finite
-        self.divergence = {"step": step, "layer": layer, "ran_after": ran_after, "restored": restored}
+        self.divergence = {"step": step, "layer": layer, "ran_after": ran_after, "restored": restored, **found}
         self.trigger("on_status", "diverged", self.divergence)
         if self.on_divergence == "stop":
             self._events.append((step, "divergence", self.divergence))

@@ -3,7 +3,8 @@
     launch(cfg)                        validate, write the run as queued, hand it to the warm standby
                                        or start a detached worker
     resume_run(run_id)                 an ended run goes on from its checkpoint, in place
-    fork(run_id, step, changes)        a new run from its checkpoint at step k, with a new lr or optimizer
+    fork(run_id, step, changes)        a new run at exactly step k of it, with a new lr or optimizer
+    fork_plan(run_id, step)            where such a fork starts from, and how many steps it replays
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
@@ -37,7 +38,7 @@ from engine.loop import checkpoint
 
 from engine.loop import distributed
 
-from engine.runs import standby
+from engine.runs import forking, standby
 from engine.build.assemble import Prepared, prepare
 from engine.config.fields import KEPT_BY_FORK, RunConfig
 from engine.config.load import from_dict, to_dict
@@ -111,9 +112,10 @@ def resume_run(run_id: str, steps: int | None = None, store: str | None = None) 
 
 
 def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str:
-    """A new run from run_id's checkpoint at or nearest before `step`, with `changes` (a new lr, optimizer,
-    ...): "what if I had lowered the lr here?". It counts its steps on from the checkpoint's, records its
-    parent (an event "forked"), and is drawn as a branch on the parent's loss chart. Returns its id."""
+    """A new run that starts at exactly `step` of run_id, with `changes` (a new lr, optimizer, ...): "what if I
+    had lowered the lr here?". Its worker replays the parent's steps from the nearest checkpoint at or before
+    `step` (engine/runs/forking.py). It counts its steps on from `step`, records its parent (an event "forked"),
+    and is drawn as a branch on the parent's loss chart. Returns its id."""
     store_path = str(store or default_path())
     with opened(store_path) as s:
         parent = _reap(s, s.get_run(run_id))
@@ -122,22 +124,24 @@ def fork(run_id: str, step: int, changes: dict, store: str | None = None) -> str
         fixed = [k for k in changes if k in KEPT_BY_FORK]
         if fixed:
             raise ConfigError(f"a fork keeps the model and the data; {fixed[0]} cannot change (start a new run)")
-        files = RunFiles.of(run_id, s.path)
-        source = files.checkpoint_at_or_before(step)
-        if source is None:
-            kept = sorted(int(p.stem) for p in files.history.glob("*.pt") if p.stem.isdigit())
-            raise RunStateError(f"run {run_id} has no checkpoint at or before step {step}; it has steps {kept or 'none'}")
-        at = int(source.stem)
-        cfg = from_dict({**parent["config"], "name": f"fork of {parent['name'] or run_id} at step {at}", **changes})
+        how = forking.plan(s, run_id, step)
+        cfg = from_dict({**parent["config"], "name": f"fork of {parent['name'] or run_id} at step {step}", **changes})
         p = prepare(cfg)
-        if p.total_steps is not None and at >= p.total_steps:
-            raise ConfigError(f"the fork starts at step {at}; give it more steps than that (--steps)")
+        if p.total_steps is not None and step >= p.total_steps:
+            raise ConfigError(f"the fork starts at step {step}; give it more steps than that (--steps)")
         child = new_run_id()
         s.create_run(child, to_dict(p.cfg), name=p.cfg.name, total_steps=p.total_steps)
-        s.update_run(child, checkpoint=str(source), step=at)
-        s.add_event(child, at, "forked", {"parent": run_id, "step": at, "changes": sorted(changes)})
+        s.update_run(child, checkpoint=str(how.source), step=step)
+        s.add_event(child, step, "forked", {"parent": run_id, "step": step, "changes": sorted(changes), **how.record()})
     _start(child, store_path)
     return child
+
+
+def fork_plan(run_id: str, step: int, store=None) -> forking.Plan:
+    """Where a fork of run_id at `step` starts from and how many steps it replays (engine/runs/forking.py); raises
+    RunStateError, one line, where fork would refuse the step."""
+    with opened(store) as s:
+        return forking.plan(s, run_id, step)
 
 
 def _start(run_id: str, store_path: str) -> None:

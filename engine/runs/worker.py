@@ -28,6 +28,7 @@ import torch
 
 from engine.errors import DiskFull, LivepropError, RunStateError, StorageError
 from engine.loop import checkpoint
+from engine.runs import forking
 from engine.build.assemble import build, prepare, resolve_device
 from engine.config.load import from_dict
 from engine.loop.control import Control
@@ -210,6 +211,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
             ranks.share(row)  # the run as the others build it: they never open the store
         store.add_event(run_id, None, "environment", {**environment(p.device), "processes": ranks and ranks.world})
         files = RunFiles.of(run_id, store_path)
+        row = forking.start_of(store, run_id, row)  # a fork between two checkpoints: the parent's steps replayed
         trainer = _trainer(p, row, ranks, control)
         total = row["total_steps"] if row["checkpoint"] else p.total_steps
         device = p.device_note + (f", {ranks.world} processes ({ranks.backend})" if ranks else "")

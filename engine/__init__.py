@@ -30,6 +30,8 @@ from engine.runs.api import (
     stop,
     wait_ack,
 )
+from engine.runs.landscape import start as start_landscape
+from engine.runs.landscape import status as landscape_status
 from engine.runs.standby import retire as retire_standby
 from engine.runs.standby import warm
 from engine.store.db import ACTIVE, Store
@@ -53,6 +55,8 @@ __all__ = [
     "resume_run",
     "fork",
     "to_onnx",
+    "start_landscape",
+    "landscape_status",
     "stop",
     "set_lr",
     "kill",

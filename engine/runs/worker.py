@@ -218,6 +218,8 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         writer = checkpoint.Writer(files)
         _snapshot(trainer, p, writer)  # where it starts: a fork from an early step needs one
         trainer.add_callback("on_flush", _every(p.cfg.checkpoint_seconds, lambda: _snapshot(trainer, p, writer)))
+        # a paused run's weights as they are, for its landscape (engine/runs/landscape.py) and a fork from there
+        trainer.add_callback("on_status", lambda status, _: status == "paused" and _snapshot(trainer, p, writer))
         extra = attach_sinks(trainer, p.cfg, run_id, store_path)  # Visdom, TensorBoard; before the store sink
         trainer.add_callback("on_flush", sink.on_flush)  # so that their status events are stored
         trainer.add_callback("on_status", sink.on_status)

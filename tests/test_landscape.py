@@ -13,6 +13,7 @@ import torch
 from conftest import wait_for
 
 import engine
+from dashboard.landscape_figures import line_figure, plane_figure
 from engine.build.assemble import build, prepare
 from engine.errors import ConfigError, RunStateError
 from engine.loop import checkpoint
@@ -118,6 +119,12 @@ def test_the_job_on_an_ended_run_draws_the_line_the_plane_and_a_path_ending_at_t
     assert r["loss_2d"][2][2] == pytest.approx(want, rel=1e-12) and r["rows_done"] == 5
     assert [p["step"] for p in r["path"]] == [0, 12]  # the start and the end, the checkpoints kept
     assert (r["path"][-1]["a"], r["path"][-1]["b"]) == pytest.approx((0.0, 0.0), abs=1e-12)
+    # the charts draw exactly these numbers: the line, the plane as log10, the path and where the run is
+    line, plane = line_figure(r, 12), plane_figure(r, 12)
+    assert list(line.data[0].x) == r["alphas"] and list(line.data[0].y) == r["loss_1d"]
+    np.testing.assert_allclose(plane.data[0].z, np.log10(np.array(r["loss_2d"])))
+    assert list(plane.data[1].x) == [p["a"] for p in r["path"]] and list(plane.data[1].text) == ["step 0", "step 12"]
+    assert (plane.data[2].x, plane.data[2].y) == ((0,), (0,))
     assert engine.delete_run(run_id, store) and not RunFiles.of(run_id, store).landscape.exists()
 
 

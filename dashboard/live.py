@@ -17,7 +17,7 @@ import engine
 from engine import sinks
 from engine.store.db import ACTIVE
 
-from . import actions, details, explain, figures, pages_common, refresh, rules, state
+from . import actions, details, edit_layer, explain, figures, pages_common, refresh, rules, state
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -227,6 +227,7 @@ def _loss(runs, run_id):
         divergence=div[-1]["data"] if div else None,
         branches=_branches(db, run_id, f),
     )
+    edit_layer.edit_marks(fig, loss, f.events_of("layer_edit"))
     st.plotly_chart(fig, key="loss_chart", config={"displaylogo": False})
     return {"points": max((len(t.x) for t in fig.data), default=0)}
 

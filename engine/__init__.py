@@ -15,6 +15,7 @@ from engine.errors import ConfigError, DiskFull, LivepropError, RunStateError, S
 from engine.runs.api import (
     current_lr,
     delete_run,
+    edit_layer,
     fork,
     forks_of,
     get_run,
@@ -59,6 +60,7 @@ __all__ = [
     "landscape_status",
     "stop",
     "set_lr",
+    "edit_layer",
     "kill",
     "wait_ack",
     "get_run",

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import actions, compare, figures, landscape, live, pages_common, rules, sidebar, state
+from dashboard import actions, compare, edit_layer, figures, landscape, live, pages_common, rules, sidebar, state
 
 st.title("Train")
 st.session_state.pop(state.GOTO_TRAIN, None)  # the Runs page's way here (a resume, fork, run again): here already
@@ -47,6 +47,7 @@ if compared:
     compare.panel(compared)
 if run_id:
     live.run_panel(run_id)
+    edit_layer.panel(run_id)  # a paused run's
     landscape.panel(run_id)  # a paused or ended run's
     live.detail_panel(run_id)
 else:

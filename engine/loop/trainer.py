@@ -24,6 +24,7 @@ import math
 import time
 from collections import defaultdict
 
+from engine.loop import layer_edit
 from engine.loop.control import Control
 from engine.loop.fast import GraphStep
 from engine.loop.guard import DivergenceGuard
@@ -185,6 +186,12 @@ class Trainer:
             self._events.append((self.step, "stop", {}))
         elif command == "resume" and paused:
             self._events.append((self.step, "resume", {}))
+        elif command == "edit_layer" and paused:  # engine/loop/layer_edit.py
+            try:
+                self._events.append((self.step, "layer_edit", layer_edit.apply(self.mode, value, self.step)))
+            except layer_edit.EditRefused as e:
+                self.control.ack(cid, f"ignored: {e}")
+                return False
         elif command == "pause" and not paused:
             self.control.ack(cid)
             self._pause("pause", {"reason": value or "command"})  # a viewer's, or the store sink's "disk_full"
@@ -196,7 +203,7 @@ class Trainer:
         return command in ("stop", "resume")
 
     def _pause(self, kind, data, step=None):
-        """Flush, report paused, and block until resume or stop; set_lr applies while paused. The
+        """Flush, report paused, and block until resume or stop; set_lr and edit_layer apply while paused. The
         event is recorded at `step` (default: the current step)."""
         self._events.append((self.step if step is None else step, kind, data))
         self.flush()

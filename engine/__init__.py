@@ -28,6 +28,7 @@ from engine.runs.api import (
     resume,
     resume_run,
     set_lr,
+    step,
     stop,
     wait_ack,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "stop",
     "set_lr",
     "edit_layer",
+    "step",
     "kill",
     "wait_ack",
     "get_run",

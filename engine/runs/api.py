@@ -5,7 +5,7 @@
     resume_run(run_id)                 an ended run goes on from its checkpoint, in place
     fork(run_id, step, changes)        a new run from its checkpoint at step k, with a new lr or optimizer
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
-    edit_layer                         re-initialise or scale one layer of a paused run
+    edit_layer / step                  re-initialise or scale one layer of a paused run; take one step of it
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
     kill(run_id)                       SIGKILL a worker that does not answer
@@ -246,6 +246,14 @@ def edit_layer(run_id, layer: str, action: str, factor: float = 1.0, store=None)
     if run is not None and run["status"] != "paused":
         raise RunStateError(f"run {run_id} is {run['status']}; a layer is edited while the run is paused")
     return _send(run_id, "edit_layer", json.dumps({"layer": str(layer), "action": action, "factor": factor}), store)
+
+
+def step(run_id, store=None):
+    """One step of a paused run, the lecture's tensors of it recorded as the event "step_trace" (engine/modes/trace.py)."""
+    run = get_run(run_id, store)
+    if run is not None and run["status"] != "paused":
+        raise RunStateError(f"run {run_id} is {run['status']}; Step takes one step of a paused run")
+    return _send(run_id, "step", store=store)
 
 
 def kill(run_id, store=None):

@@ -108,3 +108,29 @@ def test_step_on_a_paused_run_takes_one_step_and_records_its_tensors(small, stor
     finally:  # the worker is this process (its pid is ours): stopped, never killed
         engine.stop(run_id, store)
         t.join(30)
+
+
+def test_the_code_tab_puts_each_tensor_beside_the_lecture_line_that_computes_it(small):
+    from dashboard.lecture_cells import CELLS
+    from dashboard.step_trace import annotate, rows
+
+    mode, batches = build(prepare(small(mode="manual", dtype="float64", bias=False)))
+    s = trace.lecture_step(mode, *next(batches))
+    lines = annotate(CELLS["manual"][1], s).splitlines()
+
+    def line(code):
+        [found] = [x for x in lines if x.strip().startswith(code)]
+        return found
+
+    assert f"← h: (16, 8) ‖·‖ {s['h']['norm']:.4g} [" in line("h = x.mm(w1)")
+    assert f"← loss: scalar ‖·‖ {s['loss']['norm']:.4g}" in line("loss = (y_pred-y)")
+    assert f"{100 * s['h < 0']['share']:.0f}% True" in line("grad_h[h<0] = 0")
+    assert "←" not in line("grad_h = grad_h_relu.clone()")  # grad_h is shown once masked, on the next line
+    assert line(f"# ← grad_h: (16, 8) ‖·‖ {s['grad_h']['norm']:.4g}") == lines[lines.index(line("grad_h[h<0]")) + 1]
+    assert f"autograd ‖·‖ {s['grad_w1']['autograd']['norm']:.4g}" in line("grad_w1 = x.t().mm(grad_h)")
+    assert "←" not in line("w1 -= learning_rate * grad_w1")
+    backward = annotate(CELLS["autograd"][1], s).split("loss.backward()")[1].splitlines()
+    assert backward[1].strip().startswith("# ← w1.grad: (20, 8)") and "w2.grad" in backward[2]
+    assert [r["tensor"] for r in rows(s)] == list(s) and rows(s)[9][
+        "‖diff‖ / ‖autograd‖"
+    ] == f"{s['grad_w1']['rel_diff']:.1e}"

@@ -5,12 +5,14 @@ direction against autograd's gradient; then the job on an ended run and on a pau
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 import pytest
 import torch
 from conftest import wait_for
+from test_dashboard_browser import dashboard  # noqa: F401 (the fixture: the dashboard on a temp store)
 
 import engine
 from dashboard.landscape_figures import line_figure, plane_figure
@@ -145,3 +147,38 @@ def test_a_paused_runs_landscape_is_at_the_step_it_paused_and_a_running_run_gets
     finally:
         engine.stop(run_id, store)
         t.join(30)
+
+
+def test_browser_a_paused_run_steps_edits_a_layer_and_draws_its_landscape(dashboard):  # noqa: F811 (the fixture)
+    """In Chromium (tests/test_dashboard_browser.py's dashboard): a manual run paused; the Code tab's Step shows the
+    lecture's tensors beside its lines; a layer scaled; the landscape drawn; resumed, the loss chart marks the edit."""
+    import re
+
+    from test_dashboard_browser import ARTIFACTS, CHROMIUM, TRACE_NAMES_JS, browser_page, status_is
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+
+    cfg = engine.RunConfig(mode="manual", d_in=20, hidden=8, d_out=3, n_samples=16, batch_size=16, steps=10**6,
+                           pace=50.0, telemetry_every=5, device="cpu", lr=1e-3)  # fmt: skip
+    run_id = engine.launch(cfg, dashboard["store"])
+    with browser_page(height=2200, failure="landscape_failure.png") as page:
+        page.goto(f"{dashboard['url']}/?run={run_id}")
+        status_is(page, "running")
+        page.get_by_role("button", name="Pause", exact=True).click()
+        status_is(page, "paused")
+        page.get_by_text("Code", exact=True).first.click()
+        page.get_by_role("button", name="Step", exact=True).click()
+        page.get_by_text(re.compile(r"Step [\d,]+: each tensor")).wait_for()
+        page.get_by_text(re.compile(r"# ← h: \(16, 8\) ‖·‖")).first.wait_for()
+        page.screenshot(path=str(ARTIFACTS / "step_through.png"), full_page=True)
+        page.get_by_role("button", name="Apply", exact=True).click()  # scale w1 by 0.5, the defaults
+        page.get_by_text("Scale w1 by 0.5: done").wait_for()
+        page.get_by_role("button", name="Landscape", exact=True).click()
+        page.get_by_text(re.compile("The path: the")).wait_for()
+        assert page.locator(".js-plotly-plot").count() >= 3  # the loss, the line, the plane
+        page.screenshot(path=str(ARTIFACTS / "landscape.png"), full_page=True)
+        page.get_by_role("button", name="Resume", exact=True).click()
+        status_is(page, "running")
+        wait_for(lambda: "layer edit" in page.evaluate(TRACE_NAMES_JS), what="the edit's mark on the loss chart")
+    engine.stop(run_id, dashboard["store"])

@@ -8,17 +8,17 @@ import streamlit as st
 
 import engine
 from engine import LivepropError
+from engine.tools.landscape import GRID, MAX_GRID, POINTS_1D, TIME_LIMIT_S
 
 from . import pages_common, state
 from .landscape_figures import line_figure, path_note, plane_figure
 
-GRIDS = (11, 21, 31, 41)  # points a side of the plane
-POINTS_1D = 41  # the line's (engine/tools/landscape.py POINTS_1D)
+GRIDS = tuple(range(11, MAX_GRID + 1, 10))  # points a side of the plane
 REFRESH_S = 1.0
 
 
 def _start(run_id: str):
-    grid = st.session_state.get("landscape_grid", 21)
+    grid = st.session_state.get("landscape_grid", GRID)
     try:
         engine.start_landscape(run_id, grid)
         st.session_state.pop(state.PAUSED_TOOL, None)
@@ -54,8 +54,11 @@ def _body(run_id: str, was_running: bool):
         help="The loss of the batch the run's next step takes, around its weights now: along its next update, and "
         "on a plane of two random directions (Li et al. 2018), computed in a background job on the run's device.",
     )
-    grid = c2.select_slider("Grid", GRIDS, value=21, key="landscape_grid", label_visibility="collapsed")
-    c3.caption(f"{POINTS_1D + grid * grid:,} forward passes of one batch (a {grid} × {grid} plane), at most 5 minutes.")
+    grid = c2.select_slider("Grid", GRIDS, value=GRID, key="landscape_grid", label_visibility="collapsed")
+    c3.caption(
+        f"{POINTS_1D + grid * grid:,} forward passes of one batch (a {grid} × {grid} plane), "
+        f"at most {TIME_LIMIT_S / 60:g} minutes."
+    )
     refused = st.session_state.get(state.PAUSED_TOOL)
     if refused and refused[:2] == (run_id, "landscape"):
         st.error(pages_common.plain(f"Landscape: {refused[2]}"))

@@ -13,11 +13,11 @@ import streamlit as st
 
 import engine
 from engine import LivepropError
+from engine.config.fields import RAW_MODES
 
 from . import actions, state
 from .lecture_cells import CELLS
 
-RAW_MODES = ("manual", "autograd", "custom_function")
 ASSIGNS = re.compile(r"^\s*(\w+)\s*=[^=]")  # "h = x.mm(w1)": the name a line computes
 GRADS_OF_BACKWARD = ("grad_w1", "grad_w2")  # what an autograd cell's loss.backward() computes, as w1.grad, w2.grad
 

@@ -16,6 +16,7 @@ from test_dashboard_browser import dashboard  # noqa: F401 (the fixture: the das
 
 import engine
 from dashboard.landscape_figures import line_figure, plane_figure
+from engine.__main__ import main as cli_main
 from engine.build.assemble import build, prepare
 from engine.errors import ConfigError, RunStateError
 from engine.loop import checkpoint
@@ -102,11 +103,18 @@ def test_the_update_direction_is_the_runs_own_step_and_leaves_the_weights_and_th
     assert str(before["optimizer"]) == str(after["optimizer"])  # its step counts and moments
 
 
-def test_the_job_on_an_ended_run_draws_the_line_the_plane_and_a_path_ending_at_the_origin(small, store, run_inprocess):
+def test_the_job_on_an_ended_run_draws_the_line_the_plane_and_a_path_ending_at_the_origin(
+    small, store, run_inprocess, capsys
+):
     run_id, status = run_inprocess(small(mode="autograd", dtype="float64", dataset="teacher", steps=12), store)
     assert status == "finished"
     with pytest.raises(ConfigError):
         job.start(run_id, grid=2, store=store)
+    assert cli_main(["--store", store, "landscape", run_id, "--grid", "99"]) == 2  # one line, nothing computed
+    assert capsys.readouterr().err == "liveprop: error: the landscape's grid is 3 to 41 points a side, got 99\n"
+    assert job.status(run_id, store) is None
+    assert cli_main(["--store", store, "landscape", run_id, "--grid", "5"]) == 0  # the job, in the foreground
+    assert capsys.readouterr().out.startswith(f"landscape of {run_id} at step 12: {ls.POINTS_1D + 25}/")
     done = job.run_job(run_id, grid=5, store=store)
     got = job.status(run_id, store)
     assert got["state"] == "done" and got["done"] == got["total"] == ls.POINTS_1D + 25 and got["eta"] is None

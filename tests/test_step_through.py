@@ -34,7 +34,7 @@ def lecture_cell(x, y, w1, w2):
                 grad_h_relu=grad_h_relu, grad_h=grad_h, grad_w1=grad_w1, mask=h < 0)  # fmt: skip
 
 
-def test_each_named_tensor_is_the_lecture_cells_and_each_gradient_has_autogradss_beside_it():
+def test_each_named_tensor_is_the_lecture_cells_and_each_gradient_has_autograds_beside_it():
     g = torch.Generator().manual_seed(3)
     x, y, w1, w2 = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((8, 5), (8, 3), (5, 6), (6, 3)))
     t, auto = trace.tensors({"w1": w1, "w2": w2}, x, y, "sse")

@@ -9,7 +9,7 @@
 
 It never runs inside a training step: the run is paused (its worker waits between two steps, and wrote its weights as
 a checkpoint when it paused: engine/runs/worker.py) or has ended. Its cost is bounded: POINTS_1D + grid * grid
-forward passes of one batch, and at most TIME_LIMIT_S.
+forward passes of one batch, and at most TIME_LIMIT_S (engine/tools/landscape.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from engine.store.db import PROJECT, opened
 from engine.store.files import RunFiles, alive
 from engine.tools import landscape as ls
 
-TIME_LIMIT_S = 300.0  # the plane stops where it is after this long
 CHECKPOINT_WAIT_S = 10.0  # how long a paused run's checkpoint of its pause is waited for
 
 
@@ -128,7 +127,7 @@ def _path(files: RunFiles, names, like: dict) -> list[tuple[int, dict]]:
     return out
 
 
-def run_job(run_id: str, grid: int = ls.GRID, store=None, time_limit: float = TIME_LIMIT_S) -> dict:
+def run_job(run_id: str, grid: int = ls.GRID, store=None, time_limit: float = ls.TIME_LIMIT_S) -> dict:
     """Compute the landscape of run_id here, writing its state as it goes; returns the final state."""
     _check_grid(grid)
     with opened(store) as s:

@@ -33,6 +33,7 @@ SPAN_1D = (-1.0, 3.0)  # its range, in units of one update: 0 is where the run i
 GRID = 21  # points a side on the plane: GRID * GRID forward passes
 MAX_GRID = 41
 SPAN_2D = 1.0  # the plane's coefficients run from -SPAN_2D to SPAN_2D (Li et al.'s [-1, 1])
+TIME_LIMIT_S = 300.0  # the plane stops where it is after this long
 
 
 def filter_dim(mode) -> int:

@@ -135,6 +135,10 @@ def test_the_job_on_an_ended_run_draws_the_line_the_plane_and_a_path_ending_at_t
     np.testing.assert_allclose(plane.data[0].z, np.log10(np.array(r["loss_2d"])))
     assert list(plane.data[1].x) == [p["a"] for p in r["path"]] and list(plane.data[1].text) == ["step 0", "step 12"]
     assert (plane.data[2].x, plane.data[2].y) == ((0,), (0,))
+    # the time limit: past it the plane stops (here at once), and the job says so
+    cut = job.run_job(run_id, grid=5, store=store, time_limit=0.0)
+    assert cut["state"] == "done" and not cut["complete"] and cut["result"]["rows_done"] == 0
+    assert cut["result"]["loss_2d"] == [[None] * 5] * 5 and cut["done"] == ls.POINTS_1D
     assert engine.delete_run(run_id, store) and not RunFiles.of(run_id, store).landscape.exists()
 
 

@@ -175,7 +175,7 @@ def landscape(mode, x, y, path: list[tuple[int, dict]], grid=GRID, seed=0, progr
         w = weights_of(mode)
         out = {
             "alphas": alphas.tolist(),
-            "loss_1d": slice_1d(mode, x, y, d_step, alphas).tolist(),
+            "loss_1d": _listed(slice_1d(mode, x, y, d_step, alphas)[None])[0],
             "update_norm": _dot(d_step, d_step) ** 0.5,
             "coefs": coefs.tolist(),
             "loss_2d": None,

@@ -5,8 +5,11 @@ direction against autograd's gradient; then the job on an ended run and on a pau
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -140,6 +143,20 @@ def test_the_job_on_an_ended_run_draws_the_line_the_plane_and_a_path_ending_at_t
     assert cut["state"] == "done" and not cut["complete"] and cut["result"]["rows_done"] == 0
     assert cut["result"]["loss_2d"] == [[None] * 5] * 5 and cut["done"] == ls.POINTS_1D
     assert engine.delete_run(run_id, store) and not RunFiles.of(run_id, store).landscape.exists()
+
+
+def test_the_jobs_eta_is_the_time_per_point_so_far_times_the_points_left_and_a_dead_job_reads_failed(store):
+    path = RunFiles.of("r", store).landscape
+    path.parent.mkdir(parents=True)
+    now = time.time()
+    path.write_text(json.dumps({"state": "running", "pid": os.getpid(), "done": 10, "total": 40, "started": now - 6,
+                                "updated": now}))  # fmt: skip
+    assert job.status("r", store)["eta"] == pytest.approx(18.0)  # 6 s for 10 points: 30 left take 18 s
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    path.write_text(path.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {gone.pid}'))
+    dead = job.status("r", store)
+    assert dead["state"] == "failed" and dead["eta"] is None and str(gone.pid) in dead["error"]
 
 
 def test_a_paused_runs_landscape_is_at_the_step_it_paused_and_a_running_run_gets_none(small, store):

@@ -47,8 +47,9 @@ if compared:
     compare.panel(compared)
 if run_id:
     live.run_panel(run_id)
-    edit_layer.panel(run_id)  # a paused run's
-    landscape.panel(run_id)  # a paused or ended run's
+    with st.container():  # always drawn, so that the detail panel keeps its place when these appear
+        edit_layer.panel(run_id)  # a paused run's
+        landscape.panel(run_id)  # a paused or ended run's
     live.detail_panel(run_id)
 else:
     st.info(

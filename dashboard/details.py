@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.modes.gradcheck import gradcheck_verdict
 
-from . import explain, figures, health, histograms, pages_common, rules, state
+from . import explain, figures, health, histograms, pages_common, rules, state, step_trace
 from .about_text import ENGINE_CODE, concept_diff
 from .feed import RunFeed
 from .lecture_cells import CELLS
@@ -45,6 +45,7 @@ def panel(runs, run_id):
     elif view == "Gradient check":
         _gradcheck_view(db, f, run)
     elif view == "Code":
+        step_trace.view(run, f)  # a raw-mode run's Step, and its tensors beside the lecture's lines
         _code_view(run)
 
 

@@ -17,7 +17,7 @@ import engine
 from engine import sinks
 from engine.store.db import ACTIVE
 
-from . import actions, details, explain, figures, fork, pages_common, refresh, rules, state
+from . import actions, details, edit_layer, explain, figures, fork, pages_common, refresh, rules, state
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -228,6 +228,7 @@ def _loss(runs, run_id):
         divergence=div[-1]["data"] if div else None,
         branches=_branches(db, run_id, f),
     )
+    edit_layer.edit_marks(fig, loss, f.events_of("layer_edit"))
     st.plotly_chart(  # a point clicked opens the fork dialog at its step
         fork.clickable(fig), key=fork.CHART, config={"displaylogo": False},
         on_select=lambda: fork.chart_clicked(run_id), selection_mode="points",

@@ -54,6 +54,7 @@ LR_SHOWN = "lp_lr_shown"  # run id -> the rate its live lr box was last set to
 FORK_STEP, FORK_LR, FORK_OPTIMIZER = "fork_step", "fork_lr", "fork_optimizer"
 FORK_ASKED = "lp_fork_asked"  # (run id, step) of a point clicked on the loss chart: the fork dialog opens there
 GRAPH_NONCE = "graph_nonce"  # bumped by Rebuild: a new cache key for the graph
+PAUSED_TOOL = "lp_paused_tool"  # (run id, tool, refusal): why the Landscape, Edit layer or Step button was refused
 
 # -- the address ---------------------------------------------------------------------------------
 RUN_PARAM = "run"  # ?run=ID: the watched run, so a reload keeps it

@@ -15,6 +15,7 @@ from engine.errors import ConfigError, DiskFull, LivepropError, RunStateError, S
 from engine.runs.api import (
     current_lr,
     delete_run,
+    edit_layer,
     fork,
     fork_plan,
     forks_of,
@@ -28,9 +29,12 @@ from engine.runs.api import (
     resume,
     resume_run,
     set_lr,
+    step,
     stop,
     wait_ack,
 )
+from engine.runs.landscape import start as start_landscape
+from engine.runs.landscape import status as landscape_status
 from engine.runs.standby import retire as retire_standby
 from engine.runs.standby import warm
 from engine.store.db import ACTIVE, Store
@@ -55,8 +59,12 @@ __all__ = [
     "fork",
     "fork_plan",
     "to_onnx",
+    "start_landscape",
+    "landscape_status",
     "stop",
     "set_lr",
+    "edit_layer",
+    "step",
     "kill",
     "wait_ack",
     "get_run",

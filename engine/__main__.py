@@ -200,6 +200,14 @@ def cmd_export(args):
     return 0
 
 
+def cmd_landscape(args):
+    from engine.runs import landscape
+
+    done = landscape.run_job(args.run, args.grid, args.store)
+    print(f"landscape of {args.run} at step {done['step']}: {done['done']}/{done['total']} points on {done['device']}")
+    return 0
+
+
 def cmd_delete(args):
     if not runs.delete_run(args.run, args.store):
         raise RunStateError(f"no run {args.run!r}")
@@ -296,6 +304,11 @@ def _main(argv):
     e.add_argument("--onnx", required=True, metavar="FILE", help="where to write the .onnx file")
     e.set_defaults(fn=cmd_export)
 
+    ls = sub.add_parser("landscape", help="the loss landscape of a paused or ended run, around its latest checkpoint")
+    ls.add_argument("run")
+    ls.add_argument("--grid", type=int, default=21, help="points a side of the 2-D slice (3 to 41; default 21)")
+    ls.set_defaults(fn=cmd_landscape)
+
     d = sub.add_parser("delete", help="delete a run, its metrics and its files (stopping it first if active)")
     d.add_argument("run")
     d.set_defaults(fn=cmd_delete)
@@ -320,7 +333,7 @@ def _main(argv):
     sb.set_defaults(fn=cmd_standby)
 
     # --store is accepted after the subcommand too
-    for sp in (t, r, m, s, f, e, d, j, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
+    for sp in (t, r, m, s, f, e, ls, d, j, w, sb, *[sub.choices[n] for n in ("pause", "resume", "stop")]):
         sp.add_argument("--store", default=argparse.SUPPRESS)
 
     args = p.parse_args(argv)

@@ -14,6 +14,7 @@ import torch
 
 from engine.build import assemble as build
 from engine.modes import MODES
+from engine.modes.losses import LOSSES
 from engine.modes.protocol import Mode, Steps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,8 @@ def test_every_mode_implements_the_protocol(small, case):
             continue
         want = list(inspect.signature(declared).parameters)[1:]  # without self
         assert list(inspect.signature(getattr(mode, name)).parameters) == want, (case, name)
-    assert isinstance(mode.lr, float) and set(typing.get_type_hints(Mode)) == {"lr"}
+    assert isinstance(mode.lr, float) and set(typing.get_type_hints(Mode)) == {"lr", "loss"}
+    assert mode.loss in LOSSES
     assert mode.optimizer is None or isinstance(mode.optimizer, torch.optim.Optimizer)
     assert (mode.model is None) == (BUILT[case]["mode"] in ("manual", "autograd", "custom_function"))
     assert [n for n, _ in mode.named_grads()] == [n for n, _ in mode.named_params()]

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import actions, compare, figures, live, pages_common, rules, sidebar, state
+from dashboard import actions, compare, edit_layer, figures, landscape, live, pages_common, rules, sidebar, state
 
 st.title("Train")
 st.session_state.pop(state.GOTO_TRAIN, None)  # the Runs page's way here (a resume, fork, run again): here already
@@ -47,6 +47,9 @@ if compared:
     compare.panel(compared)
 if run_id:
     live.run_panel(run_id)
+    with st.container():  # always drawn, so that the detail panel keeps its place when these appear
+        edit_layer.panel(run_id)  # a paused run's
+        landscape.panel(run_id)  # a paused or ended run's
     live.detail_panel(run_id)
 else:
     st.info(

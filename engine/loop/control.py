@@ -1,4 +1,5 @@
-"""Commands from another thread to the training loop: pause, resume, stop, set_lr.
+"""Commands from another thread to the training loop: pause, resume, stop, set_lr, and while paused
+edit_layer and step.
 
 The worker's store thread (engine/sinks/store.py) puts the viewers' commands here; the trainer
 checks one Python attribute (`pending`) per step and takes them at the next step boundary. Each
@@ -11,7 +12,7 @@ import threading
 
 
 class Control:
-    """Commands from another thread to the loop: pause, resume, stop, set_lr."""
+    """Commands from another thread to the loop: pause, resume, stop, set_lr, edit_layer, step."""
 
     def __init__(self):
         self.pending = False

@@ -24,10 +24,12 @@ import math
 import time
 from collections import defaultdict
 
+from engine.loop import layer_edit
 from engine.loop.control import Control
 from engine.loop.fast import GraphStep
 from engine.loop.guard import DivergenceGuard
 from engine.loop.telemetry import Flush
+from engine.modes import trace
 
 
 class Trainer:
@@ -185,6 +187,19 @@ class Trainer:
             self._events.append((self.step, "stop", {}))
         elif command == "resume" and paused:
             self._events.append((self.step, "resume", {}))
+        elif command == "edit_layer" and paused:  # engine/loop/layer_edit.py
+            try:
+                self._events.append((self.step, "layer_edit", layer_edit.apply(self.mode, value, self.step)))
+            except layer_edit.EditRefused as e:
+                self.control.ack(cid, f"ignored: {e}")
+                return False
+        elif command == "step" and paused:  # one step, its lecture's tensors traced (engine/modes/trace.py)
+            try:
+                trace.check(self.mode)
+            except trace.NotTraceable as e:
+                self.control.ack(cid, f"ignored: {e}")
+                return False
+            self._step_traced()
         elif command == "pause" and not paused:
             self.control.ack(cid)
             self._pause("pause", {"reason": value or "command"})  # a viewer's, or the store sink's "disk_full"
@@ -195,8 +210,18 @@ class Trainer:
         self.control.ack(cid)
         return command in ("stop", "resume")
 
+    def _step_traced(self):
+        """The step command, while paused: one step as run() takes it, the lecture's tensors of it traced first."""
+        step, (x, y) = self.step, next(self.batches)
+        self._events.append((step, "step_trace", trace.lecture_step(self.mode, x, y)))
+        loss = self.mode.forward_backward(x, y)
+        self.mode.update()
+        self.mode.zero_grad()
+        self.tel.record_loss(step, loss)
+        self.step = step + 1
+
     def _pause(self, kind, data, step=None):
-        """Flush, report paused, and block until resume or stop; set_lr applies while paused. The
+        """Flush, report paused, and block until resume or stop; set_lr, edit_layer and step apply while paused. The
         event is recorded at `step` (default: the current step)."""
         self._events.append((self.step if step is None else step, kind, data))
         self.flush()

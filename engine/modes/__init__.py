@@ -1,8 +1,8 @@
 """The lecture's five ways to train, one file each, with the same names and the same structure.
 
 Every mode implements Mode (protocol.py): forward_backward(x, y) -> loss, update(), zero_grad(),
-named_params(), named_grads(), the lr, optimizer and model, reference_grads(x, y) for the gradient check
-(or None), state_dict() and load_weights(). The trainer calls them in that order; the modes know nothing
+named_params(), named_grads(), the lr, the loss's name, optimizer and model, reference_grads(x, y) for the
+gradient check (or None), state_dict() and load_weights(). The trainer calls them in that order; the modes know nothing
 about telemetry.
 
 The raw modes (manual, autograd, custom_function) each hold the lecture's step with its names

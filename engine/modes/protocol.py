@@ -45,6 +45,7 @@ class Steps(Protocol):
 @runtime_checkable
 class Mode(Steps, Protocol):
     lr: float  # the learning rate of the next update; the trainer writes it (a set_lr command, a checkpoint's)
+    loss: str  # the loss's name in engine/modes/losses.py LOSSES (read by the step trace and the loss landscape)
 
     @property
     def model(self) -> torch.nn.Module | None:

@@ -6,6 +6,7 @@
     fork(run_id, step, changes)        a new run at exactly step k of it, with a new lr or optimizer
     fork_plan(run_id, step)            where such a fork starts from, and how many steps it replays
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
+    edit_layer / step                  re-initialise or scale one layer of a paused run; take one step of it
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
     kill(run_id)                       SIGKILL a worker that does not answer
@@ -22,6 +23,7 @@ spawns a plain worker only when no standby takes it. LIVEPROP_STANDBY=0 turns st
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -34,7 +36,7 @@ import threading
 import time
 
 from engine.errors import ConfigError, DiskFull, RunStateError
-from engine.loop import checkpoint
+from engine.loop import checkpoint, layer_edit
 
 from engine.loop import distributed
 
@@ -235,6 +237,27 @@ def set_lr(run_id, lr: float, store=None):
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"learning rate must be a positive finite number, got {lr}")
     return _send(run_id, "set_lr", float(lr), store=store)
+
+
+def edit_layer(run_id, layer: str, action: str, factor: float = 1.0, store=None):
+    """Re-initialise ("reinit") or scale by factor ("scale") one layer of a paused run (engine/loop/layer_edit.py);
+    the edit goes to the worker as JSON text in the control's value."""
+    if action not in layer_edit.ACTIONS:
+        raise ConfigError(f"an edit is one of {', '.join(layer_edit.ACTIONS)}, not {action!r}")
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor)):
+        raise ConfigError(f"the scale factor must be a finite number, got {factor}")
+    run = get_run(run_id, store)
+    if run is not None and run["status"] != "paused":
+        raise RunStateError(f"run {run_id} is {run['status']}; a layer is edited while the run is paused")
+    return _send(run_id, "edit_layer", json.dumps({"layer": str(layer), "action": action, "factor": factor}), store)
+
+
+def step(run_id, store=None):
+    """One step of a paused run, the lecture's tensors of it recorded as the event "step_trace" (engine/modes/trace.py)."""
+    run = get_run(run_id, store)
+    if run is not None and run["status"] != "paused":
+        raise RunStateError(f"run {run_id} is {run['status']}; Step takes one step of a paused run")
+    return _send(run_id, "step", store=store)
 
 
 def kill(run_id, store=None):

@@ -79,6 +79,10 @@ def _snapshot(trainer, p, writer):
     writer.put(checkpoint.snapshot(trainer.mode, trainer.step, p.cfg, trainer.batches))
 
 
+def _edited(flush) -> bool:
+    return any(kind == "layer_edit" for _, kind, _ in flush.events)
+
+
 def _every(seconds: float, fn):
     """An on_flush callback that calls fn() at most every `seconds` (never for 0)."""
     last = time.monotonic()
@@ -220,6 +224,10 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         writer = checkpoint.Writer(files)
         _snapshot(trainer, p, writer)  # where it starts: a fork from an early step needs one
         trainer.add_callback("on_flush", _every(p.cfg.checkpoint_seconds, lambda: _snapshot(trainer, p, writer)))
+        # a paused run's weights as they are, and after a layer edit: for its landscape (engine/runs/landscape.py),
+        # and for a fork or a resume from there
+        trainer.add_callback("on_status", lambda status, _: status == "paused" and _snapshot(trainer, p, writer))
+        trainer.add_callback("on_flush", lambda f: _edited(f) and _snapshot(trainer, p, writer))
         extra = attach_sinks(trainer, p.cfg, run_id, store_path)  # Visdom, TensorBoard; before the store sink
         trainer.add_callback("on_flush", sink.on_flush)  # so that their status events are stored
         trainer.add_callback("on_status", sink.on_status)

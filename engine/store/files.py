@@ -10,6 +10,7 @@ All of them sit under the store's folder (runs/ by default), named by the run id
     runs/logs/RUN.log                the detached worker's stdout and stderr
     runs/visdom/RUN.jsonl            the Visdom sink's spool, while points are undelivered
     runs/exports/RUN.onnx            the model exported from the Runs page (engine/tools/to_onnx.py)
+    runs/landscapes/RUN.json         the loss landscape job's progress and result (engine/runs/landscape.py)
 
 delete_run (engine/runs/api.py) removes exactly these, and nothing outside the store's folder. Beside
 them, the store's warm standby (engine/runs/standby.py) has three files of its own, named by the store:
@@ -57,6 +58,11 @@ class RunFiles:
         return self.root / "exports" / f"{self.run_id}.onnx"
 
     @property
+    def landscape(self) -> Path:
+        """The loss landscape job's progress and result (engine/runs/landscape.py)."""
+        return self.root / "landscapes" / f"{self.run_id}.json"
+
+    @property
     def history(self) -> Path:
         """The folder of the run's earlier checkpoints, STEP.pt (12 digits), for a fork from step k."""
         return self.root / "checkpoints" / self.run_id
@@ -71,10 +77,11 @@ class RunFiles:
 
     def existing(self) -> list[Path]:
         """The files of this run that exist now, leftovers of interrupted writes included."""
-        found = [p for p in (self.checkpoint, self.log, self.spool, self.onnx) if p.is_file()]
+        found = [p for p in (self.checkpoint, self.log, self.spool, self.onnx, self.landscape) if p.is_file()]
         found += self.checkpoint.parent.glob(f"{self.run_id}.pt.tmp-*")
         found += self.history.glob("*")
         found += self.spool.parent.glob(f"{self.run_id}.tmp")
+        found += self.landscape.parent.glob(f"{self.run_id}.json.tmp-*")
         return found
 
     def remove(self) -> None:

@@ -157,7 +157,9 @@ def _controls(run, lr: float):
     )
     key = state.live_lr(rid)
     shown = st.session_state.setdefault(state.LR_SHOWN, {})
-    if shown.get(rid) != lr:  # the run's rate changed (here, from the CLI, by another tab): show it
+    # the run's rate changed (here, from the CLI, by another tab), or Streamlit forgot the box (it forgets a
+    # widget that a page left undrawn: an empty box would read 0): show the rate
+    if shown.get(rid) != lr or key not in st.session_state:
         st.session_state[key] = shown[rid] = float(lr)
     c[3].number_input(
         "New learning rate",

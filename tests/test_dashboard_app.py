@@ -334,6 +334,9 @@ def test_the_live_lr_box_shows_the_watched_runs_current_rate(store, monkeypatch)
     at.run()
     assert lr_box(at, B).value == 3e-6
     assert "lr 3e-06" in " ".join(m.value for m in at.markdown)
+    at.switch_page("views/runs.py").run()  # Streamlit forgets the state of a widget that is not drawn
+    at.switch_page("views/train.py").run()
+    assert lr_box(at, B).value == 3e-6  # the rate again, not an empty box's 0
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("inf")])

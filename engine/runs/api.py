@@ -5,6 +5,7 @@
     resume_run(run_id)                 an ended run goes on from its checkpoint, in place
     fork(run_id, step, changes)        a new run from its checkpoint at step k, with a new lr or optimizer
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
+    set_plan(run_id, actions)          a running run's scheduled actions still to come, replaced
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
     kill(run_id)                       SIGKILL a worker that does not answer
@@ -21,6 +22,7 @@ spawns a plain worker only when no standby takes it. LIVEPROP_STANDBY=0 turns st
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -41,6 +43,7 @@ from engine.runs import standby
 from engine.build.assemble import Prepared, prepare
 from engine.config.fields import KEPT_BY_FORK, RunConfig
 from engine.config.load import from_dict, to_dict
+from engine.config.steering import canonical, entries_problem
 from engine.store.files import RunFiles, alive, remove_stale_tmp
 from engine.store.db import ACTIVE, PROJECT, Store, default_path, opened
 
@@ -231,6 +234,26 @@ def set_lr(run_id, lr: float, store=None):
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"learning rate must be a positive finite number, got {lr}")
     return _send(run_id, "set_lr", float(lr), store=store)
+
+
+def set_plan(run_id, actions, store=None):
+    """Replace the scheduled actions still to come of a running or paused run (engine/loop/plan.py Plan.replace):
+    the worker takes those after its step. The run's config keeps the actions up to its stored step and the new
+    ones after it, which a resume and a fork go on with."""
+    problem = entries_problem("at", list(actions))
+    if problem:
+        raise ConfigError(problem)
+    texts = list(canonical("at", actions))
+    with opened(store) as s:
+        run = s.get_run(run_id)
+        if run is not None and run["config"].get("nproc", 1) * run["config"].get("nnodes", 1) > 1:
+            raise RunStateError(f"run {run_id} trains on several processes, which keep the schedule it started with")
+        cid = _send(run_id, "set_plan", json.dumps(texts), store=s)
+        step = run["step"] or 0  # its last flush's: the actions up to it are done
+        done = [a for a in run["config"].get("at", ()) if int(a.split(":", 1)[0]) <= step]
+        ahead = [a for a in texts if int(a.split(":", 1)[0]) > step]
+        s.update_run(run_id, config=json.dumps({**run["config"], "at": done + ahead}))
+    return cid
 
 
 def kill(run_id, store=None):

@@ -61,24 +61,24 @@ class Watch:
         return f.last_step, {"why": why, "loss": mean, "lowest": self.lowest, "flushes": self.rule.flushes}
 
     def _spike(self, f):
-        worst = None
+        spikes = []  # (step, -times the median, layer, norm, median)
         for step, key, value in f.scalars:
             if not key.startswith("grad_norm/") or not math.isfinite(value):
                 continue
-            seen = self.norms[key[len("grad_norm/") :]]
-            if len(seen) >= MIN_SEEN:
-                median = statistics.median(seen)
-                if value > self.rule.over * median and (worst is None or value / median > worst[1]):
-                    worst = (step, value / median, key[len("grad_norm/") :], value, median)
+            layer = key[len("grad_norm/") :]
+            seen = self.norms[layer]
+            median = statistics.median(seen) if len(seen) >= MIN_SEEN else math.inf
+            if value > self.rule.over * median:
+                spikes.append((step, -value / median, layer, value, median))
             seen.append(value)
-        if worst is None:
+        if not spikes:
             return None
-        step, times, layer, value, median = worst
+        step, minus, layer, value, median = min(spikes)  # the first step with a spike, and its largest there
         why = (
-            f"the gradient norm of {layer} is {value:.4g}, {times:.3g} x its running median {median:.4g} "
+            f"the gradient norm of {layer} is {value:.4g}, {-minus:.3g} x its running median {median:.4g} "
             f"(the rule: over {number_text(self.rule.over)} x)"
         )
-        return step, {"why": why, "layer": layer, "norm": value, "median": median, "times": times}
+        return step, {"why": why, "layer": layer, "norm": value, "median": median, "times": -minus}
 
     def _ratio(self, f):
         last = {key[len("update_ratio/") :]: v for _, key, v in f.scalars if key.startswith("update_ratio/")}

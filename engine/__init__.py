@@ -27,6 +27,7 @@ from engine.runs.api import (
     resume,
     resume_run,
     set_lr,
+    set_plan,
     stop,
     wait_ack,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "to_onnx",
     "stop",
     "set_lr",
+    "set_plan",
     "kill",
     "wait_ack",
     "get_run",

@@ -103,7 +103,10 @@ def test_apply_puts_the_commands_to_control_and_the_events_in_the_flush():
     rules.apply(flush(0, [0.5]), 1.0, control)
     rules.apply(f, 1.0, control)
     assert control.take() == [(None, "pause", "rule")]  # the banner sends nothing
-    assert [(e[0], e[1], e[2]["rule"]) for e in f.events] == [(0, "rule", "plateau:1:pause"), (0, "rule", "plateau:1:banner")]
+    assert [(e[0], e[1], e[2]["rule"]) for e in f.events] == [
+        (0, "rule", "plateau:1:pause"),
+        (0, "rule", "plateau:1:banner"),
+    ]
 
 
 def test_in_a_run_a_rule_changes_the_lr_as_set_lr_does_and_a_spike_pauses(small, store):

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from dashboard import actions, compare, figures, live, pages_common, rules, sidebar, state
+import engine
+from dashboard import actions, compare, figures, live, pages_common, rules, sidebar, state, steering
 
 st.title("Train")
 st.session_state.pop(state.GOTO_TRAIN, None)  # the Runs page's way here (a resume, fork, run again): here already
@@ -47,6 +48,7 @@ if compared:
     compare.panel(compared)
 if run_id:
     live.run_panel(run_id)
+    steering.schedule_editor(engine.get_run(run_id, pages_common.store()))
     live.detail_panel(run_id)
 else:
     st.info(

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import engine.__main__ as cli
 from engine.__main__ import main
 from engine.build import checks
 from engine.build.assemble import Prepared, prepare
@@ -414,11 +415,13 @@ CONFIG_FILES = st.one_of(
 
 @pytest.fixture(scope="module")
 def recorded():
-    """Calls that would start training: engine.runs.api.spawn_worker and engine.runs.worker.run_worker."""
+    """Calls that would start training: engine.runs.api.spawn_worker, engine.runs.worker.run_worker, and the CLI's
+    watch of a run on several processes in the foreground (which spawns torchrun and waits for it)."""
     calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runs, "spawn_worker", lambda run_id, store=None: calls.append(run_id) or 0)
         mp.setattr(worker, "run_worker", lambda run_id, store=None, callbacks=None: calls.append(run_id) or "finished")
+        mp.setattr(cli, "watch", lambda run_id, store, progress: calls.append(run_id) or "finished")
         yield calls
 
 

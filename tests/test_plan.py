@@ -160,3 +160,20 @@ def test_a_scheduled_pause_waits_and_a_new_schedule_replaces_the_pending_one(sma
     assert (lrs[5], lrs[6]) == (1e-2, 1e-3) and (9, "stop", {}) in events
     # the stored config goes on with the new schedule (a resume reads it): the actions done and the new ones ahead
     assert engine.get_run(run_id, store)["config"]["at"] == ["3:pause", "6:lr=0.001", "9:stop"]
+
+
+@pytest.mark.full
+def test_every_rank_applies_the_schedule_at_the_same_step_as_one_process(store):
+    """Two processes under torchrun (gloo): each holds the plan and applies it at the step, with no word from
+    rank 0, so their weights agree digit for digit and follow one process's trajectory."""
+    from engine import RunConfig
+    from test_distributed import LECTURE, agree, checksums, launched, relative_gap, trajectory
+
+    kw = dict(mode="autograd", **LECTURE, at=("10:lr=3e-7", "15:checkpoint", "30:stop"))
+    assert worker.run_worker(runs.create_run(RunConfig(**kw), store)[0], store) == "stopped"
+    two = launched(RunConfig(**kw, nproc=2), store)
+    assert two["status"] == "stopped" and two["step"] == 30, two["error"]
+    ref = next(r["id"] for r in runs.list_runs(store) if r["id"] != two["id"])
+    assert relative_gap(trajectory(two["id"], store), trajectory(ref, store)) < 1e-6
+    agree(checksums(two["id"], store), 2)
+    assert RunFiles.of(two["id"], store).history_at(15).is_file()

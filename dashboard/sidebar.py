@@ -22,7 +22,7 @@ import streamlit as st
 from engine.config.fields import MODES, RunConfig, default_lr
 from engine.store.db import default_path
 
-from . import rules, state, steering, widgets
+from . import rules, state, widgets
 from .pages_common import plain
 from .state import CFG as K
 from .widgets import check, choice, number, text
@@ -79,7 +79,6 @@ def render():
         _data(why)
         _device(why)
         _run(why)
-        steering.sidebar_tables()
         _visdom(why)
     state.save_sidebar()
 

@@ -1,7 +1,7 @@
-"""Scheduled actions and rules in the dashboard: the sidebar's two small tables (the next run's RunConfig.at and
-RunConfig.rule), the Train page's editor of a running run's schedule, the rules' banner, and the events the loss
-and lr charts mark (dashboard/figures.py). The grammar and its refusals are the engine's
-(engine/config/steering.py): a bad entry is refused by the config's check and shown beside Start.
+"""Scheduled actions and rules in the dashboard: two small tables for the next run's RunConfig.at and RunConfig.rule
+(kept with the sidebar's values, state.CFG + the field), the Train page's editor of a running run's schedule, the
+rules' banner, and the events the loss and lr charts mark (dashboard/figures.py). The grammar and its refusals are
+the engine's (engine/config/steering.py): a bad entry is refused by the config's check and shown beside Start.
 
 A table holds one entry a row. Its edits come back as Streamlit's edit record ({"edited_rows", "added_rows",
 "deleted_rows"}); `edited` folds them into the entries, and the table is drawn again from those.
@@ -21,7 +21,8 @@ from .state import CFG as K
 
 COLUMN = "entry"
 MAX_MARKS = 200  # scheduled actions and rules drawn on a chart: the latest
-LABELS = {"at": "Scheduled actions (STEP:ACTION)", "rule": "Rules"}
+LABELS = {"at": "step:action", "rule": "rule"}  # a column's title
+TITLES = {"at": "Scheduled actions", "rule": "Rules"}
 PLACEHOLDERS = {"at": "300:lr=1e-7", "rule": "spike:10:pause"}
 
 
@@ -50,19 +51,29 @@ def _table(name: str, entries, key: str, on_change, args, disabled: bool = False
     )
 
 
-def _sidebar_changed(name: str):
+def _next_changed(name: str):
     st.session_state[K + name] = edited(st.session_state[K + name], st.session_state[state.STEER_TABLE + name])
 
 
-def sidebar_tables():
-    """The next run's scheduled actions and rules, one table each (in the sidebar's expander)."""
-    with st.expander("Schedule and rules"):
-        for name in ("at", "rule"):
-            _table(name, st.session_state[K + name], state.STEER_TABLE + name, _sidebar_changed, (name,))
+def next_run_tables():
+    """The next run's scheduled actions and rules, one table each, on the Train page under Start. They are not
+    in the sidebar: there the table's grid, loaded by the browser on first use, remounted the sidebar's other
+    widgets, which then came back at their lowest values (seen in Chromium: steps 0, lr 0)."""
+    with st.expander(f"Schedule and rules for the next run: {_count(K + 'at', K + 'rule')}"):
+        c1, c2 = st.columns(2)
+        for where, name in ((c1, "at"), (c2, "rule")):
+            with where:
+                st.caption(TITLES[name])
+                _table(name, st.session_state[K + name], state.STEER_TABLE + name, _next_changed, (name,))
         st.caption(
             f"e.g. {PLACEHOLDERS['at']} (the lr from step 300), 500:pause; rules: {PLACEHOLDERS['rule']}, "
             "plateau:5:lr*0.5, ratio:1e-4:1e-2:3:banner. Hover a column's title for the grammar."
         )
+
+
+def _count(at_key: str, rule_key: str) -> str:
+    n, m = len(st.session_state.get(at_key, ())), len(st.session_state.get(rule_key, ()))
+    return f"{n} action(s), {m} rule(s)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,12 +94,14 @@ def _edit_changed(run_id: str):
 def schedule_editor(run: dict):
     """The schedule of a running or paused run: its actions still to come, editable, and Replace schedule, which
     sends them (engine set_plan) in place of the pending ones. Drawn outside the live fragments, so that an edit
-    is not redrawn away."""
+    is not redrawn away; the rows start again from what is to come whenever that changed (the run went past an
+    action, a schedule was sent)."""
     if run is None or run["status"] not in ("running", "paused") or run["config"].get("mode") is None:
         return
     key = state.SCHEDULE_EDIT + run["id"]
     with st.expander(f"Schedule: {len(pending(run))} action(s) to come", expanded=False):
-        st.session_state.setdefault(key + "_entries", pending(run))
+        if st.session_state.get(key + "_seed") != pending(run):  # what is to come changed: the table shows it anew
+            st.session_state[key + "_seed"] = st.session_state[key + "_entries"] = pending(run)
         _table("at", st.session_state[key + "_entries"], key, _edit_changed, (run["id"],))
         st.button(
             "Replace schedule",

@@ -166,8 +166,9 @@ def test_a_scheduled_pause_waits_and_a_new_schedule_replaces_the_pending_one(sma
 def test_every_rank_applies_the_schedule_at_the_same_step_as_one_process(store):
     """Two processes under torchrun (gloo): each holds the plan and applies it at the step, with no word from
     rank 0, so their weights agree digit for digit and follow one process's trajectory."""
-    from engine import RunConfig
     from test_distributed import LECTURE, agree, checksums, launched, relative_gap, trajectory
+
+    from engine import RunConfig
 
     kw = dict(mode="autograd", **LECTURE, at=("10:lr=3e-7", "15:checkpoint", "30:stop"))
     assert worker.run_worker(runs.create_run(RunConfig(**kw), store)[0], store) == "stopped"

@@ -85,3 +85,8 @@ def test_a_run_paused_by_a_rule_says_why_and_its_schedule_is_replaced_from_the_t
     app.session_state[f"schedule_edit_{RUN}_entries"] = ("40:stop", "60:lr=1e-3")
     app.button(key="btn_schedule").click().run()
     assert sent == [(RUN, ("40:stop", "60:lr=1e-3"))]
+    s = Store(store)
+    s.update_run(RUN, step=45)  # past 40: the table starts again from what is to come
+    s.close()
+    app.run()
+    assert app.session_state[f"schedule_edit_{RUN}_entries"] == ()

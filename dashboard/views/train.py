@@ -40,6 +40,7 @@ if refusal and refusal != error:  # (a setting that stops Start too is said once
 elif "compare" in why:
     blocks = f"the mode is {rules.MODE_LABELS[mode]}" if mode not in rules.COMPARE_MODES else "this configuration"
     st.caption(f":grey[Compare modes is off because {blocks}: {why['compare']}]")
+steering.next_run_tables()
 pages_common.messages()
 
 run_id = pages_common.current_run()

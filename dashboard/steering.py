@@ -59,7 +59,8 @@ def next_run_tables():
     """The next run's scheduled actions and rules, one table each, on the Train page under Start. They are not
     in the sidebar: there the table's grid, loaded by the browser on first use, remounted the sidebar's other
     widgets, which then came back at their lowest values (seen in Chromium: steps 0, lr 0)."""
-    with st.expander(f"Schedule and rules for the next run: {_count(K + 'at', K + 'rule')}"):
+    with st.expander("Schedule and rules for the next run"):  # a label that stays: a new one would close it
+        st.caption(_count(K + "at", K + "rule"))
         c1, c2 = st.columns(2)
         for where, name in ((c1, "at"), (c2, "rule")):
             with where:
@@ -73,7 +74,7 @@ def next_run_tables():
 
 def _count(at_key: str, rule_key: str) -> str:
     n, m = len(st.session_state.get(at_key, ())), len(st.session_state.get(rule_key, ()))
-    return f"{n} action(s), {m} rule(s)"
+    return f"{n} scheduled action(s), {m} rule(s)"
 
 
 # ---------------------------------------------------------------------------------------------

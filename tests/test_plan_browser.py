@@ -48,8 +48,14 @@ def test_scheduled_actions_and_a_spike_rule_are_marked_on_the_charts_and_the_rul
         page.screenshot(path=str(ARTIFACTS / "schedule_lr.png"))
         page.get_by_text(re.compile(r"Schedule and rules for the next run")).click()
         tables = main.get_by_test_id("stDataFrame")
-        tables.nth(2).wait_for()  # the running run's schedule, then the next run's actions and rules
+        tables.nth(2).wait_for()  # the next run's actions and rules, then the running run's schedule
         page.evaluate("window.scrollTo(0, 0)")
+        box = tables.nth(0).bounding_box()  # a person adds a row: a click on the empty row, then typing
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] - 12)
+        time.sleep(1.0)  # the new row, its cell's editor open
+        page.keyboard.type("300:lr=1e-7")
+        page.keyboard.press("Enter")
+        page.get_by_text("1 scheduled action(s), 0 rule(s)").wait_for()
         time.sleep(0.5)
         page.screenshot(path=str(ARTIFACTS / "schedule_next_run.png"))
         # the sidebar's settings were not touched by the tables (a table in the sidebar once reset them)

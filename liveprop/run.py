@@ -13,7 +13,10 @@ Visdom and TensorBoard (engine/sinks/).
 
 Commands (engine/loop/control.py, fed from the store by the store sink) apply at the step boundary, in
 run.step: pause blocks there until resume or stop (the store sink's heartbeats go on; Ctrl-C still works),
-stop raises Stopped, set_lr scales every param group (liveprop/steer.py).
+stop raises Stopped, set_lr scales every param group (liveprop/steer.py). Scheduled actions (watch's `at`,
+engine/loop/plan.py) apply in run.step at their step, found by comparing the step with the next one's; rules
+(watch's `rules`, engine/loop/rules.py) are checked at each flush and send their commands through the same
+control, as the engine's trainer does.
 
 The guard: a non-finite loss, or a snapshot's non-finite gradient or weight, pauses the loop at the next
 step boundary after the flush that brings it, names the first such layer, and Resume goes on (on_nonfinite

@@ -78,9 +78,9 @@ def watch(
         raise TypeError(f"liveprop.watch: optimizer must be a torch.optim.Optimizer or None, not {type(optimizer)}")
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"liveprop.watch: on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
-    for name, entries in (("at", at), ("rule", rules)):
-        if entries_problem(name, list(entries)):
-            raise ValueError(f"liveprop.watch: {entries_problem(name, list(entries))}")
+    for field, entries in (("at", at), ("rule", rules)):
+        if entries_problem(field, list(entries)):
+            raise ValueError(f"liveprop.watch: {entries_problem(field, list(entries))}")
     layers = Layers(model)
     device = next((p.device for _, p in layers.params), torch.device("cpu"))
     name = name or Path(sys.argv[0] if sys.argv else "").stem or "script"

@@ -195,7 +195,7 @@ class Trainer:
 
     def _scheduled(self):
         """The plan's actions due at this step, each recorded as the event "scheduled" (engine/loop/plan.py)."""
-        for command, value, data in self.plan.due(self.step) if self.step >= self.plan.next else ():
+        for command, value, data in self.plan.due(self.step):
             self._events.append((self.step, "scheduled", data))
             if command == "checkpoint":
                 self.trigger("on_checkpoint")

@@ -2,7 +2,7 @@
 
 Callbacks run before the rerun they trigger, so the page that follows already shows their effect.
 Messages for the person go to st.session_state (state.ERROR, state.NOTICE) and are shown once.
-A control (pause, resume, stop, set lr) leaves its outcome in st.session_state (state.CONTROL): the
+A control (pause, resume, stop, set lr, a new schedule) leaves its outcome in st.session_state (state.CONTROL): the
 live status panel (a fragment, which a full-page message would not reach) shows it as sent, then
 as the worker's acknowledgement or refusal.
 """
@@ -108,6 +108,11 @@ def set_lr(run_id: str):
         lambda: engine.set_lr(run_id, lr),
     )
     expect(run_id, "lr")
+
+
+def set_plan(run_id: str, entries):
+    """A running run's scheduled actions still to come, replaced (engine set_plan; dashboard/steering.py)."""
+    _sent(run_id, f"Schedule ({len(entries)} action(s))", lambda: engine.set_plan(run_id, entries))
 
 
 def _sent(run_id: str, what: str, send):

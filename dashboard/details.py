@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.modes.gradcheck import gradcheck_verdict
 
-from . import explain, figures, health, histograms, pages_common, rules, state, step_trace
+from . import explain, figures, health, histograms, pages_common, rules, state, steering, step_trace
 from .about_text import ENGINE_CODE, concept_diff
 from .feed import RunFeed
 from .lecture_cells import CELLS
@@ -116,9 +116,10 @@ def _layer_view(db, f: RunFeed):
     )
     _chart(
         c1,
-        figures.lr_figure(f.sync(db, "lr"), f.events_of("lr_change")),
+        figures.lr_figure(f.sync(db, "lr"), f.events_of("lr_change"), steering.marks(f)),
         "lr",
-        "The learning rate at each snapshot; triangles mark changes (Set lr, the CLI's set-lr).",
+        "The learning rate at each snapshot; triangles mark changes (Set lr, the CLI's set-lr, rules), diamonds "
+        "the scheduled actions and the rules that fired.",
         wait,
     )
     _chart(

@@ -83,10 +83,11 @@ def loss_figure(
     divergence=None,
     title: str = "Loss",
     branches: dict | None = None,
+    marks=(),
 ) -> go.Figure:
     """The raw loss faint behind its EMA, lr changes as markers (and dotted lines) at their steps,
-    a divergence as a red line, and the run's forks (branches: {label: series}) as dashed lines
-    from the step they forked at."""
+    a divergence as a red line, the run's forks (branches: {label: series}) as dashed lines
+    from the step they forked at, and marks (scheduled actions and rules that fired) as diamonds."""
     b = as_buckets(series)
     fig = go.Figure()
     _raw_and_smooth(fig, b, smoothing, "loss", color_of(0))
@@ -102,6 +103,7 @@ def loss_figure(
         "#EF553B",
         lambda e: f"lr {e['data'].get('old', 0):.3g} → {e['data'].get('new', 0):.3g}",
     )
+    _marks(fig, b, marks)
     if divergence:
         fig.add_vline(
             x=divergence["step"],
@@ -109,6 +111,23 @@ def loss_figure(
             annotation_text=f"diverged ({divergence.get('layer') or '?'})",
         )
     return layout(fig, title, "loss", log_y)
+
+
+def _marks(fig, b: Buckets, marks):
+    """Scheduled actions ("scheduled: 300:lr=1e-07") and rules that fired ("rule spike:10:pause: ...") as diamonds."""
+    _event_markers(
+        fig,
+        b,
+        marks,
+        "scheduled / rule",
+        "diamond",
+        "#AB63FA",
+        lambda e: (
+            f"scheduled: {e['data'].get('action')}"
+            if e["kind"] == "scheduled"
+            else f"rule {e['data'].get('rule')}: {e['data'].get('why')}"
+        ),
+    )
 
 
 def _event_markers(fig, b: Buckets, events, name, symbol, color, text):
@@ -253,7 +272,7 @@ def gap_figure(gap, dtype: str = "float32") -> go.Figure:
 # learning rate and run health
 
 
-def lr_figure(series, lr_events=()) -> go.Figure:
+def lr_figure(series, lr_events=(), marks=()) -> go.Figure:
     b = as_buckets(series)
     fig = go.Figure()
     x, y = b.points()
@@ -269,6 +288,7 @@ def lr_figure(series, lr_events=()) -> go.Figure:
     _event_markers(
         fig, b, lr_events, "lr change", "triangle-up", "#EF553B", lambda e: f"lr → {e['data'].get('new', 0):.3g}"
     )
+    _marks(fig, b, marks)
     return layout(fig, "Learning rate", "lr", log_y=True)
 
 

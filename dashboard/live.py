@@ -17,7 +17,7 @@ import engine
 from engine import sinks
 from engine.store.db import ACTIVE
 
-from . import actions, details, edit_layer, explain, figures, fork, pages_common, refresh, rules, state
+from . import actions, details, edit_layer, explain, figures, fork, pages_common, refresh, rules, state, steering
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -75,6 +75,7 @@ def _status(runs, run_id):
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
     _sinks(f)
     _banners(run, f, lr)
+    steering.banner(run, f)
     _controls(run, lr)
     _feedback(run, db)
 
@@ -229,6 +230,7 @@ def _loss(runs, run_id):
         lr_events=f.events_of("lr_change") + fork.parent_lr_changes(db, f.events_of("forked")),
         divergence=div[-1]["data"] if div else None,
         branches=_branches(db, run_id, f),
+        marks=steering.marks(f),
     )
     edit_layer.edit_marks(fig, loss, f.events_of("layer_edit"))
     st.plotly_chart(  # a point clicked opens the fork dialog at its step

@@ -35,6 +35,7 @@ LENGTHS = ("steps", "epochs", "until stopped")
 LR_LOG = "lr_log"  # the log-scale slider beside the exact cfg_lr
 VISDOM_ON, VISDOM_HOST, VISDOM_PORT, VISDOM_ENV = "visdom_on", "visdom_host", "visdom_port", "visdom_env"
 CSV_UPLOAD = "csv_upload"
+STEER_TABLE = "steer_table_"  # + at or rule: the next run's table of its entries (dashboard/steering.py)
 SIDEBAR_READY = "lp_sidebar_ready"
 SIDEBAR_SAVED = "lp_sidebar_saved"  # the widgets' values, kept apart from their own keys (init)
 NOT_IN_URL = (*PATHS, "name")  # the path fields and free text: never in an address
@@ -51,6 +52,8 @@ CONFIRM_DELETE = "lp_confirm_delete"
 UNLOCKED = "lp_unlocked"  # the password was entered (an exposed dashboard)
 FEEDS = "lp_feeds"  # run id -> RunFeed (pages_common.feed)
 LR_SHOWN = "lp_lr_shown"  # run id -> the rate its live lr box was last set to
+SCHEDULE_EDIT = "schedule_edit_"  # + run id: the Train page's table of its schedule; + "_entries": its rows;
+# + "_seed": the actions to come its rows started from
 FORK_STEP, FORK_LR, FORK_OPTIMIZER = "fork_step", "fork_lr", "fork_optimizer"
 FORK_ASKED = "lp_fork_asked"  # (run id, step) of a point clicked on the loss chart: the fork dialog opens there
 GRAPH_NONCE = "graph_nonce"  # bumped by Rebuild: a new cache key for the graph

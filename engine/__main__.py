@@ -46,6 +46,9 @@ def add_config_flags(p: argparse.ArgumentParser):
         text = f"{help_for(f.name)} (default {f.default!r})".replace("%", "%%")  # argparse formats help with %
         if isinstance(f.default, bool):
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif isinstance(f.default, tuple):  # at, rule: the flag once per entry
+            metavar = "STEP:ACTION" if f.name == "at" else "RULE"
+            g.add_argument(flag, dest=f.name, action="append", default=None, metavar=metavar, help=text)
         else:
             g.add_argument(
                 flag,

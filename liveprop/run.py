@@ -13,7 +13,10 @@ Visdom and TensorBoard (engine/sinks/).
 
 Commands (engine/loop/control.py, fed from the store by the store sink) apply at the step boundary, in
 run.step: pause blocks there until resume or stop (the store sink's heartbeats go on; Ctrl-C still works),
-stop raises Stopped, set_lr scales every param group (liveprop/steer.py).
+stop raises Stopped, set_lr scales every param group (liveprop/steer.py). Scheduled actions (watch's `at`,
+engine/loop/plan.py) apply in run.step at their step, found by comparing the step with the next one's; rules
+(watch's `rules`, engine/loop/rules.py) are checked at each flush and send their commands through the same
+control, as the engine's trainer does.
 
 The guard: a non-finite loss, or a snapshot's non-finite gradient or weight, pauses the loop at the next
 step boundary after the flush that brings it, names the first such layer, and Resume goes on (on_nonfinite
@@ -37,6 +40,8 @@ from functools import partial
 import torch
 
 from engine.loop.control import Control
+from engine.loop.plan import Plan
+from engine.loop.rules import Rules
 from engine.loop.telemetry import Flush, Telemetry
 from engine.sinks import close as close_sinks
 from engine.sinks import describe
@@ -102,6 +107,8 @@ class Run:
         schedulers: tuple = (),
         batch_size: int | None = None,
         link: str = "",
+        plan: Plan | None = None,
+        rules: Rules | None = None,
     ):
         self.layers, self.optimizer, self.tel, self.control, self.record = layers, optimizer, telemetry, control, record
         self.id = run_id  # the run's id in the store, or the id it would have had (record None: unrecorded)
@@ -117,6 +124,7 @@ class Run:
         self._failure = None  # why the watching failed in an optimizer hook, for the next step to report
         self._said = set()  # the sinks whose error has been said
         self._taken = {}  # without an optimizer, at a snapshot step: name -> (gradient, weights) as accumulated
+        self.plan, self.rules = plan or Plan(), rules or Rules()  # engine/loop/plan.py, engine/loop/rules.py
         if optimizer is not None:
             self._hooks = [
                 optimizer.register_step_pre_hook(self._before_step),
@@ -148,6 +156,8 @@ class Run:
                 self._taken = {}
             self.tel.record_loss(self.steps, loss)
             self.steps += 1
+            if self.steps >= self.plan.next:  # the scheduled actions, before the step they name
+                self._scheduled()
             if self.tel.flush_due():
                 self._flush()
             if self.control.pending:
@@ -199,6 +209,8 @@ class Run:
         if not self.batch_size:  # samples/s would be steps/s times a batch size nobody gave
             f.scalars[:] = [s for s in f.scalars if s[1] != "samples_per_s"]
         bad = self._first_nonfinite(f)
+        if self.rules and bad is None:
+            self.rules.apply(f, self.optimizer.param_groups[0]["lr"] if self.optimizer else math.nan, self.control)
         self.subscribers.trigger("on_flush", f)
         if self.sinks:
             self._say_errors([(kind, sink.status_info()) for kind, sink in self.sinks])
@@ -250,6 +262,15 @@ class Run:
         for cid, command, value in self.control.take():
             self._apply(cid, command, value, paused=False)
 
+    def _scheduled(self):
+        """The plan's actions at this step, each recorded as the event "scheduled"; a watched loop keeps no
+        checkpoints, so a scheduled one is recorded as left out."""
+        for command, value, data in self.plan.due(self.steps):
+            left_out = {"left_out": "a watched loop keeps no checkpoints"} if command == "checkpoint" else {}
+            self._events.append((self.steps, "scheduled", {**data, **left_out}))
+            if not left_out:
+                self._apply(None, command, value, paused=False)
+
     def _apply(self, cid, command, value, paused: bool) -> bool:
         """Apply one command; True when it ends a pause (resume or stop)."""
         if command == "set_lr" and self.optimizer is None:
@@ -261,6 +282,8 @@ class Run:
         elif command == "stop":
             self._stopping = True
             self._events.append((self.steps, "stop", {}))
+        elif command == "set_plan":
+            self._events.append((self.steps, "schedule", self.plan.replace(value, self.steps)))
         elif command == "resume" and paused:
             self._events.append((self.steps, "resume", {}))
         elif command == "pause" and not paused:

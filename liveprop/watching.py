@@ -22,7 +22,10 @@ import torch
 from torch import nn
 
 from engine import RunConfig, new_run_id
+from engine.config.steering import canonical, entries_problem
 from engine.loop.control import Control
+from engine.loop.plan import Plan
+from engine.loop.rules import Rules
 from engine.loop.telemetry import Telemetry
 from engine.sinks import attach
 from engine.store.db import default_path
@@ -51,6 +54,8 @@ def watch(
     hist_bins: int = 64,
     flush_seconds: float = 0.5,
     dashboard: str = DASHBOARD,
+    at=(),
+    rules=(),
 ) -> Run:
     """Watch the loop that trains `model` with `optimizer`: call run.step(loss) after each optimizer step, and
     run.finish() at the end (or use the run as a context manager). model: an nn.Module (compiled or DDP-wrapped
@@ -65,18 +70,23 @@ def watch(
     store's path (default $LIVEPROP_STORE or runs/liveprop.db). visdom: a Visdom server's URL (default
     $LIVEPROP_VISDOM_URL; none: off). tensorboard_dir: TensorBoard event files under DIR/<run> ("" off).
     telemetry_every, telemetry_seconds, hist_bins, flush_seconds: the engine's telemetry knobs
-    (engine/config/fields.py), with its defaults. dashboard: the dashboard's address, for the link."""
+    (engine/config/fields.py), with its defaults. dashboard: the dashboard's address, for the link. at, rules:
+    scheduled actions ("300:lr=1e-7") and rules ("spike:10:pause"), as the engine's --at and --rule take them."""
     if not (isinstance(model, nn.Module) or (isinstance(model, dict) and all(map(torch.is_tensor, model.values())))):
         raise TypeError(f"liveprop.watch: model must be an nn.Module or a dict of tensors, not {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"liveprop.watch: optimizer must be a torch.optim.Optimizer or None, not {type(optimizer)}")
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"liveprop.watch: on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
+    for field, entries in (("at", at), ("rule", rules)):
+        if entries_problem(field, list(entries)):
+            raise ValueError(f"liveprop.watch: {entries_problem(field, list(entries))}")
     layers = Layers(model)
     device = next((p.device for _, p in layers.params), torch.device("cpu"))
     name = name or Path(sys.argv[0] if sys.argv else "").stem or "script"
     knobs = {"telemetry_every": telemetry_every, "telemetry_seconds": telemetry_seconds, "hist_bins": hist_bins,
-             "on_nonfinite": on_nonfinite, "device": str(device)}  # fmt: skip
+             "on_nonfinite": on_nonfinite, "device": str(device),
+             "at": list(canonical("at", at)), "rule": list(canonical("rule", rules))}  # fmt: skip
     described = script_config(name, config, model if isinstance(model, dict) else unwrapped(model), optimizer, knobs)
     store_path, run_id, control = str(store or default_path()), new_run_id(), Control()
     record = Record.open(store_path, run_id, described, total_steps, device, control)
@@ -112,6 +122,8 @@ def watch(
         schedulers=schedulers,
         batch_size=batch_size,
         link=link,
+        plan=Plan(at),
+        rules=Rules(rules),
     )
     if record:
         say(f"run {run_id} ({name}) is watched: {link}")

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import engine.__main__ as cli
 from engine.__main__ import main
 from engine.build import checks
 from engine.build.assemble import Prepared, prepare
@@ -238,7 +239,10 @@ hostile = st.one_of(
 TV_MODELS = ["alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "inception_v3", "maxvit_t"]
 TV_MODELS += ["mnasnet0_5", "mobilenet_v3_small", "regnet_y_400mf", "resnet18", "resnext50_32x4d"]
 TV_MODELS += ["shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "vgg11", "vit_b_16", "wide_resnet50_2"]
-TEXT_VALUES = {  # valid values of the free text fields
+# the list fields' entries (engine/config/steering.py): good ones, bad ones and hostile text
+AT_ENTRIES = ["0:pause", "2:lr=1e-7", "1:checkpoint", "3:stop", "2:lr=0", "x:stop", "1:lr=1e400", "5:jump", *ODD_TEXT]
+RULE_ENTRIES = ["plateau:2:lr*0.5", "spike:10:pause", "ratio:0:1:1:banner", "spike:1:pause", "plateau:2", *ODD_TEXT]
+TEXT_VALUES = {  # valid values of the free text fields, and of the list fields
     "tv_model": st.sampled_from(TV_MODELS + ["resnet9000"]),
     "pretrained": st.sampled_from(["", "torchvision", "<binary>", "<csv>"]),
     "csv_path": st.sampled_from(["<csv>", ""]),
@@ -247,6 +251,8 @@ TEXT_VALUES = {  # valid values of the free text fields
     "data_root": st.sampled_from(["<folder>", "data"]),
     "visdom": st.sampled_from(["", "off", "http://127.0.0.1:1", "localhost:1", "http://u:pw@h:1", "ftp://x"]),
     "tensorboard_dir": st.sampled_from(["", "<folder>", "<csv>"]),
+    "at": st.lists(st.sampled_from(AT_ENTRIES), max_size=3),
+    "rule": st.lists(st.sampled_from(RULE_ENTRIES), max_size=3),
 }
 
 
@@ -383,6 +389,8 @@ def as_flags(config: dict) -> list[str]:
     for name, value in config.items():
         if isinstance(FIELDS[name].default, bool) and isinstance(value, bool):
             argv.append(flag(name) if value else flag(name).replace("--", "--no-"))
+        elif isinstance(FIELDS[name].default, tuple) and isinstance(value, list):  # --at A --at B
+            argv += [a for entry in value for a in (flag(name), as_argv(entry))]
         else:
             argv += [flag(name), as_argv(value)]
     return argv
@@ -407,11 +415,13 @@ CONFIG_FILES = st.one_of(
 
 @pytest.fixture(scope="module")
 def recorded():
-    """Calls that would start training: engine.runs.api.spawn_worker and engine.runs.worker.run_worker."""
+    """Calls that would start training: engine.runs.api.spawn_worker, engine.runs.worker.run_worker, and the CLI's
+    watch of a run on several processes in the foreground (which spawns torchrun and waits for it)."""
     calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runs, "spawn_worker", lambda run_id, store=None: calls.append(run_id) or 0)
         mp.setattr(worker, "run_worker", lambda run_id, store=None, callbacks=None: calls.append(run_id) or "finished")
+        mp.setattr(cli, "watch", lambda run_id, store, progress: calls.append(run_id) or "finished")
         yield calls
 
 

@@ -56,7 +56,8 @@ def events(store: str, run_id: str, kind: str) -> list[dict]:
 # the record
 
 
-def test_the_run_holds_the_losses_the_loop_computed_its_gradients_and_the_script(store):
+def test_the_run_holds_the_losses_the_loop_computed_its_gradients_and_the_script(store, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [__file__, "--epochs", "3"])  # as `python this_file.py --epochs 3` has it
     model, (x, y) = mlp(), batch()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses, norms = [], {}
@@ -74,8 +75,8 @@ def test_the_run_holds_the_losses_the_loop_computed_its_gradients_and_the_script
     assert (row["status"], row["step"], row["pid"], row["name"]) == ("finished", 20, os.getpid(), "mlp")
     c = row["config"]
     assert (c["mode"], c["arch"], c["optimizer"], c["lr"]) == ("script", "Sequential", "Adam", 1e-2)
-    assert c["config"] == {"hidden": 5, "data": str(REPO / "data")} and c["argv"] == sys.argv[1:]
-    assert c["script"] == str(os.path.realpath(sys.argv[0]))
+    assert c["config"] == {"hidden": 5, "data": str(REPO / "data")} and c["argv"] == ["--epochs", "3"]
+    assert c["script"] == str(os.path.realpath(__file__))
     assert [v for _, v in stored(store, run.id, "loss")] == losses  # every step, as the loop read it
     for layer in ("0.weight", "0.bias", "2.weight", "2.bias"):  # the snapshots, every 3 steps
         got = stored(store, run.id, f"grad_norm/{layer}")

@@ -2,7 +2,20 @@
 
 import streamlit as st
 
-from dashboard import actions, compare, edit_layer, figures, landscape, live, pages_common, rules, sidebar, state
+import engine
+from dashboard import (
+    actions,
+    compare,
+    edit_layer,
+    figures,
+    landscape,
+    live,
+    pages_common,
+    rules,
+    sidebar,
+    state,
+    steering,
+)
 
 st.title("Train")
 st.session_state.pop(state.GOTO_TRAIN, None)  # the Runs page's way here (a resume, fork, run again): here already
@@ -39,6 +52,7 @@ if refusal and refusal != error:  # (a setting that stops Start too is said once
 elif "compare" in why:
     blocks = f"the mode is {rules.MODE_LABELS[mode]}" if mode not in rules.COMPARE_MODES else "this configuration"
     st.caption(f":grey[Compare modes is off because {blocks}: {why['compare']}]")
+steering.next_run_tables()
 pages_common.messages()
 
 run_id = pages_common.current_run()
@@ -50,6 +64,7 @@ if run_id:
     with st.container():  # always drawn, so that the detail panel keeps its place when these appear
         edit_layer.panel(run_id)  # a paused run's
         landscape.panel(run_id)  # a paused or ended run's
+        steering.schedule_editor(engine.get_run(run_id, pages_common.store()))  # a live run's actions to come
     live.detail_panel(run_id)
 else:
     st.info(

@@ -63,6 +63,19 @@ DOWNLOADED = {"dataset": ("mnist", "fashion_mnist", "cifar10")}
 NN = {"mode": ("nn", "optim")}
 
 
+AT_HELP = (
+    "scheduled actions, each STEP:ACTION, applied before step STEP runs (repeat --at for more): lr=X sets the "
+    "learning rate, pause and stop, checkpoint writes one; e.g. --at 300:lr=1e-7 --at 500:pause"
+)
+RULE_HELP = (
+    "rules checked at each flush (repeat --rule for more): plateau:K:EFFECT when the loss has not fallen below "
+    "its lowest for K flushes; spike:k:EFFECT when a layer's gradient norm is over k times its running median; "
+    "ratio:A:B:K:EFFECT when a layer's update ratio is outside [A, B] for K flushes; EFFECT is lr*F (the "
+    "learning rate times F), pause or banner (a line on the Train page); e.g. --rule spike:10:pause "
+    "--rule plateau:5:lr*0.5 --rule ratio:1e-4:1e-2:3:banner"
+)
+
+
 # Bounds keep every number inside what Python, torch, int64 and SQLite can hold, so that a config
 # that passes validate() never crashes the worker; what is allowed but does not fit in memory is
 # refused by the memory check (engine/build/assemble.py).
@@ -203,6 +216,8 @@ class RunConfig:
     checkpoint_seconds: float = knob(60.0, "a resumable checkpoint this often, and at the end; 0 = only at the end",
                                          bounds=(0.0, 86400.0))
     on_divergence: str = knob("pause",   "what to do when the loss goes non-finite", ON_DIVERGENCE)
+    at: tuple = knob((),                 AT_HELP)
+    rule: tuple = knob((),               RULE_HELP)
     name: str = knob("",                 "a label for the run")
     # remote sinks (engine/sinks/). No password here: the store keeps this config as JSON
     visdom: str = knob("",               'Visdom server URL, e.g. http://127.0.0.1:8097; '

@@ -41,6 +41,8 @@ def _coerce(key, value, typ):
         if isinstance(value, (int, float)) and value in (0, 1):  # True and False among them
             return bool(value)
         raise ConfigError(f"{key} must be true or false, got {shown(value)}")
+    if typ is tuple:  # a list field (at, rule): its entries, each judged by engine/config/reasons.py
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):  # no True for a number, no lists
         raise ConfigError(f"{key}: {shown(value)} is not a valid {typ.__name__}")
     if typ is int:

@@ -31,6 +31,7 @@ from engine.config.fields import (
     range_text,
 )
 from engine.config.load import shown
+from engine.config.steering import canonical, entries_problem
 from engine.errors import ConfigError
 
 
@@ -41,7 +42,7 @@ class Reason:
     blocks: bool  # validate refuses the config with this line
 
 
-KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text", tuple: "a list of text"}
 NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters, lone surrogates
 
 # The line a strict field's refusal says, by the field and the gate it fails; elsewhere a line made from `where`
@@ -237,12 +238,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     if c.lr == 0:
         c.lr = default_lr(c.mode)
     _resolve_init(c)
+    c.at, c.rule = canonical("at", c.at), canonical("rule", c.rule)
     return c
 
 
 def _field_problem(name, value) -> str | None:
     """One field on its own: its type, a number's bounds, a string's text and a choice's choices."""
     meta, kind = FIELDS[name].metadata, type(FIELDS[name].default)
+    if kind is tuple:  # scheduled actions, rules: engine/config/steering.py's grammar
+        return entries_problem(name, value)
     kinds = (int, float) if kind is float else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and kind is not bool):  # True is an int too
         return f"{name} must be {KINDS[kind]}, got {shown(value)}"

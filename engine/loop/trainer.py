@@ -3,6 +3,7 @@
 Events (subscribe with add_callback):
     on_flush(flush)                 a batch of telemetry (engine/loop/telemetry.py Flush)
     on_status(status, info)         "running" | "paused" | "diverged" ...
+    on_checkpoint()                 a scheduled checkpoint: the subscriber writes one (engine/runs/worker.py)
 
 The hot path per step: next batch, forward_backward, update, zero_grad, keep the loss tensor.
 No host sync, no I/O, no logging. Every K steps the telemetry snapshot adds device work; every
@@ -14,6 +15,8 @@ layer whose gradient went non-finite; the trainer rewinds its batches with them.
 Commands from viewers arrive through `control` (engine/loop/control.py), checked as one Python
 attribute per step. On several processes (`ranks`, engine/loop/distributed.py), rank 0 alone decides the
 flushes and takes the commands, and every rank applies them one step later, at the same step.
+The scheduled actions (engine/loop/plan.py) apply at their steps, found by comparing the step with the next
+one's; the rules (engine/loop/rules.py) are checked at each flush and send their commands through `control`.
 With fast (engine/loop/fast.py), a block of steps, replays of the step captured as a CUDA graph, takes the
 place of one step: commands, snapshots and flushes come between blocks.
 """
@@ -28,6 +31,8 @@ from engine.loop import layer_edit
 from engine.loop.control import Control
 from engine.loop.fast import GraphStep
 from engine.loop.guard import DivergenceGuard
+from engine.loop.plan import Plan
+from engine.loop.rules import Rules
 from engine.loop.telemetry import Flush
 from engine.modes import trace
 
@@ -45,10 +50,13 @@ class Trainer:
         pace: float = 0.0,
         ranks=None,
         fast: bool = False,
+        plan: Plan | None = None,
+        rules: Rules | None = None,
     ):
         """total_steps None: until stopped. pace: at most that many steps a second (0: full speed).
         ranks: this process's place among several (engine/loop/distributed.py), or None. fast: the step captured
-        as a CUDA graph and replayed in blocks (engine/loop/fast.py)."""
+        as a CUDA graph and replayed in blocks (engine/loop/fast.py). plan, rules: the scheduled actions and the
+        rules (engine/loop/plan.py, engine/loop/rules.py)."""
         self.mode, self.batches, self.tel = mode, batches, telemetry
         self.total_steps, self.step = math.inf if total_steps is None else total_steps, start_step
         self.pace = pace
@@ -63,6 +71,7 @@ class Trainer:
         self.guard = None if on_divergence == "ignore" else DivergenceGuard(mode)
         self._events = []  # (step, kind, data) for the next flush
         self.fast = GraphStep(mode, batches) if fast else None
+        self.plan, self.rules = plan or Plan(), rules or Rules()
 
     @property
     def outcome(self) -> str:
@@ -86,6 +95,7 @@ class Trainer:
         end = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
         pace = self.pace
         self._pace_origin = (time.perf_counter(), self.step)
+        self._scheduled()  # a new run's actions at step 0
         while self.step < end and not self.stopped:
             if self.ranks is not None:
                 self._lockstep()
@@ -95,7 +105,8 @@ class Trainer:
                 self._handle_commands()
                 continue
             if self.fast is not None:  # a block of steps: replays of the captured step
-                self.step += self.fast.block(tel, self.step, end, self.total_steps - 1)
+                self.step += self.fast.block(tel, self.step, min(end, self.plan.next), self.total_steps - 1)
+                self._scheduled()
                 if tel.flush_due():
                     self.flush()
                 continue
@@ -113,10 +124,14 @@ class Trainer:
             self.step = step + 1
             if pace:
                 self._keep_pace()
-            if self.ranks is None and tel.flush_due():
-                self.flush()
+            if self.ranks is None:
+                if self.step >= self.plan.next:  # before the flush that may checkpoint this step
+                    self._scheduled()
+                if tel.flush_due():
+                    self.flush()
         if self.ranks is not None:
             self.ranks.take()  # the last word: every rank waits for it, none acts on it
+            self._scheduled()
         self.flush()
 
     def _keep_pace(self):
@@ -137,6 +152,8 @@ class Trainer:
         f.events.extend(self._events)
         self._events = []
         bad = f.first_nonfinite()
+        if self.rules and bad is None and (self.ranks is None or self.ranks.leader):  # rank 0 sends the commands
+            self.rules.apply(f, self.mode.lr, self.control)
         if self.guard is not None and bad is None and f.losses:
             self.guard.finite(self.step, self.batches.position())
         self.trigger("on_flush", f)
@@ -153,6 +170,7 @@ class Trainer:
         """Several processes: apply rank 0's word of the step before (a flush, its commands) on every rank,
         then post the next. Rank 0 applies its commands with their ids, so that they are acknowledged."""
         word = self.ranks.take()
+        self._scheduled()  # every rank has the plan, and applies it at the same step
         if word is not None:
             flush, commands = word
             if flush:
@@ -177,6 +195,15 @@ class Trainer:
         _, received = self.ranks.take()
         return commands if leader else received
 
+    def _scheduled(self):
+        """The plan's actions due at this step, each recorded as the event "scheduled" (engine/loop/plan.py)."""
+        for command, value, data in self.plan.due(self.step):
+            self._events.append((self.step, "scheduled", data))
+            if command == "checkpoint":
+                self.trigger("on_checkpoint")
+            else:
+                self._apply(None, command, value, paused=False)
+
     def _apply(self, cid, command, value, paused):
         """Apply one command. Returns True when it ends a pause (resume or stop)."""
         if command == "set_lr":
@@ -185,6 +212,8 @@ class Trainer:
         elif command == "stop":
             self.stopped = True
             self._events.append((self.step, "stop", {}))
+        elif command == "set_plan" and self.ranks is None:  # every rank must hold the same plan
+            self._events.append((self.step, "schedule", self.plan.replace(value, self.step)))
         elif command == "resume" and paused:
             self._events.append((self.step, "resume", {}))
         elif command == "edit_layer" and paused:  # engine/loop/layer_edit.py

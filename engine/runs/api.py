@@ -7,6 +7,7 @@
     fork_plan(run_id, step)            where such a fork starts from, and how many steps it replays
     pause / resume / stop / set_lr     a control row the worker picks up at its next step boundary
     edit_layer / step                  re-initialise or scale one layer of a paused run; take one step of it
+    set_plan(run_id, actions)          a running run's scheduled actions still to come, replaced
     wait_ack(control_id)               wait for the worker's acknowledgement
     get_run / list_runs                the runs, with dead workers marked failed (reaping)
     kill(run_id)                       SIGKILL a worker that does not answer
@@ -44,6 +45,7 @@ from engine.runs import forking, standby
 from engine.build.assemble import Prepared, prepare
 from engine.config.fields import KEPT_BY_FORK, RunConfig
 from engine.config.load import from_dict, to_dict
+from engine.config.steering import canonical, entries_problem
 from engine.store.files import RunFiles, alive, remove_stale_tmp
 from engine.store.db import ACTIVE, PROJECT, Store, default_path, opened
 
@@ -258,6 +260,24 @@ def step(run_id, store=None):
     if run is not None and run["status"] != "paused":
         raise RunStateError(f"run {run_id} is {run['status']}; Step takes one step of a paused run")
     return _send(run_id, "step", store=store)
+def set_plan(run_id, actions, store=None):
+    """Replace the scheduled actions still to come of a running or paused run (engine/loop/plan.py Plan.replace):
+    the worker takes those after its step. The run's config keeps the actions up to its stored step and the new
+    ones after it, which a resume and a fork go on with."""
+    problem = entries_problem("at", list(actions))
+    if problem:
+        raise ConfigError(problem)
+    texts = list(canonical("at", actions))
+    with opened(store) as s:
+        run = s.get_run(run_id)
+        if run is not None and run["config"].get("nproc", 1) * run["config"].get("nnodes", 1) > 1:
+            raise RunStateError(f"run {run_id} trains on several processes, which keep the schedule it started with")
+        cid = _send(run_id, "set_plan", json.dumps(texts), store=s)
+        stored = run["step"] or 0  # its last flush's: the actions up to it are done
+        done = [a for a in run["config"].get("at", ()) if int(a.split(":", 1)[0]) <= stored]
+        ahead = [a for a in texts if int(a.split(":", 1)[0]) > stored]
+        s.update_run(run_id, config=json.dumps({**run["config"], "at": done + ahead}))
+    return cid
 
 
 def kill(run_id, store=None):

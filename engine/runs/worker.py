@@ -33,6 +33,8 @@ from engine.build.assemble import build, prepare, resolve_device
 from engine.config.load import from_dict
 from engine.loop.control import Control
 from engine.loop.distributed import PeerFailed, Ranks
+from engine.loop.plan import Plan
+from engine.loop.rules import Rules
 from engine.store.files import RunFiles, remove_stale_tmp
 from engine.sinks import attach as attach_sinks
 from engine.sinks import close as close_sinks
@@ -140,17 +142,20 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
     """The run's trainer, at step 0 or at its checkpoint's step (runs.py resume_run, fork)."""
     resumed = checkpoint.load(row["checkpoint"]) if row["checkpoint"] else None
     mode, batches = build(p, ranks)
+    start = checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0
     return Trainer(
         mode,
         batches,
         Telemetry.from_config(p.cfg, p.device, ranks),
         row["total_steps"] if resumed else p.total_steps,
-        start_step=checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0,
+        start_step=start,
         on_divergence=p.cfg.on_divergence,
         control=control,
         pace=p.cfg.pace,
         ranks=ranks,
         fast=p.cfg.fast,
+        plan=Plan(p.cfg.at, start, resumed=resumed is not None),
+        rules=Rules(p.cfg.rule),
     )
 
 
@@ -228,6 +233,7 @@ def run_worker(run_id: str, store_path: str | None = None, callbacks: dict | Non
         # and for a fork or a resume from there
         trainer.add_callback("on_status", lambda status, _: status == "paused" and _snapshot(trainer, p, writer))
         trainer.add_callback("on_flush", lambda f: _edited(f) and _snapshot(trainer, p, writer))
+        trainer.add_callback("on_checkpoint", lambda: _snapshot(trainer, p, writer))  # a scheduled one
         extra = attach_sinks(trainer, p.cfg, run_id, store_path)  # Visdom, TensorBoard; before the store sink
         trainer.add_callback("on_flush", sink.on_flush)  # so that their status events are stored
         trainer.add_callback("on_status", sink.on_status)

@@ -35,7 +35,7 @@ MAX_BACKLOG = 64  # writes waiting for space; then the queue fills and holds the
 
 def status_fields(status: str, info: dict) -> dict:
     """The run's row for a loop's status event: its status, and why a paused run waits (PAUSE_REASONS in
-    engine/store/schema.py: the loop's pause says command, divergence or disk_full)."""
+    engine/store/schema.py: the loop's pause says command, divergence, disk_full, schedule or rule)."""
     paused = status in ("paused", "diverged")
     return {"status": "paused" if paused else "running", "pause_reason": info.get("reason") if paused else None}
 

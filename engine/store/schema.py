@@ -45,8 +45,8 @@ CREATE TABLE IF NOT EXISTS rollup (
 BACKFILL = f"""INSERT OR REPLACE INTO rollup SELECT run, key, step / {BLOCK}, COUNT(value), MIN(value),
     MAX(value), TOTAL(value) FROM scalars WHERE (?1 = '' OR run = ?1) AND step >= ?2
     GROUP BY run, key, step / {BLOCK}"""
-# v2 -> v3: why a paused run waits ("command", "divergence", "disk_full"), a field instead of words in `error`
-PAUSE_REASONS = ("command", "divergence", "disk_full")
+# v2 -> v3: why a paused run waits, a field instead of words in `error` (schedule, rule: engine/loop/plan.py, rules.py)
+PAUSE_REASONS = ("command", "divergence", "disk_full", "schedule", "rule")
 UPSERT_ROLLUP = """INSERT INTO rollup VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, block) DO UPDATE SET
     n = n + excluded.n, vsum = vsum + excluded.vsum,
     vmin = COALESCE(MIN(COALESCE(vmin, excluded.vmin), COALESCE(excluded.vmin, vmin)), vmin),

@@ -3,6 +3,7 @@ torch.distributed joins them, and each trains on its share of every batch.
 
     command(run_id, store, cfg)         the torchrun command line for a run's workers on one machine
     Ranks.from_env(device)              this process's place among them; None in a plain process
+    Ranks.joined(device)                the same in a program that started its process group itself
       .start(loss)                      after the start-up, the groups that must answer within HANG_S
                                         (.group: the raw modes' hand-written all_reduce, engine/modes/raw.py)
       .data_parallel(model)             DistributedDataParallel around nn's and optim's model, on .group
@@ -88,6 +89,18 @@ class Ranks:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" is this rank's GPU from here on
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=START_S))
         return cls(dist.get_rank(), dist.get_world_size(), device)
+
+    @classmethod
+    def joined(cls, device: torch.device) -> Ranks | None:
+        """This process's place in a process group its program started itself (a user's script under torchrun,
+        watched by liveprop): rank 0's words on a gloo group of their own, the losses reduced on the program's
+        group; None when there is no group of several. Every rank calls it (it makes a group)."""
+        if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() <= 1:
+            return None
+        ranks = cls(dist.get_rank(), dist.get_world_size(), device)
+        # a loop may take a while between two steps (an evaluation on rank 0): START_S, not HANG_S
+        ranks.words = dist.new_group(backend="gloo", timeout=timedelta(seconds=START_S))
+        return ranks
 
     @property
     def backend(self) -> str:

@@ -24,7 +24,7 @@ import math
 import time
 from collections import defaultdict
 
-from engine.loop.control import Control
+from engine.loop.control import Control, Steering
 from engine.loop.fast import GraphStep
 from engine.loop.guard import DivergenceGuard
 from engine.loop.telemetry import Flush
@@ -60,6 +60,7 @@ class Trainer:
         self.divergence = None  # {"step": s, "layer": name, "ran_after": n, "restored": r} once diverged
         self.guard = None if on_divergence == "ignore" else DivergenceGuard(mode)
         self._events = []  # (step, kind, data) for the next flush
+        self.steering = Steering(self.control, self._events, set_lr=self._set_lr, stop=self._stop, pause=self._pause)
         self.fast = GraphStep(mode, batches) if fast else None
 
     @property
@@ -133,7 +134,7 @@ class Trainer:
             return
         f = f or Flush(self.step, [])
         f.events.extend(self._events)
-        self._events = []
+        self._events.clear()
         bad = f.first_nonfinite()
         if self.guard is not None and bad is None and f.losses:
             self.guard.finite(self.step, self.batches.position())
@@ -176,24 +177,15 @@ class Trainer:
         return commands if leader else received
 
     def _apply(self, cid, command, value, paused):
-        """Apply one command. Returns True when it ends a pause (resume or stop)."""
-        if command == "set_lr":
-            old, self.mode.lr = self.mode.lr, float(value)
-            self._events.append((self.step, "lr_change", {"old": old, "new": float(value)}))
-        elif command == "stop":
-            self.stopped = True
-            self._events.append((self.step, "stop", {}))
-        elif command == "resume" and paused:
-            self._events.append((self.step, "resume", {}))
-        elif command == "pause" and not paused:
-            self.control.ack(cid)
-            self._pause("pause", {"reason": value or "command"})  # a viewer's, or the store sink's "disk_full"
-            return False
-        else:
-            self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")
-            return False
-        self.control.ack(cid)
-        return command in ("stop", "resume")
+        """Apply one command (engine/loop/control.py Steering). Returns True when it ends a pause (resume or stop)."""
+        return self.steering.apply(self.step, command, value, paused=paused, cid=cid)
+
+    def _set_lr(self, lr: float) -> float:
+        old, self.mode.lr = self.mode.lr, lr
+        return old
+
+    def _stop(self):
+        self.stopped = True
 
     def _pause(self, kind, data, step=None):
         """Flush, report paused, and block until resume or stop; set_lr applies while paused. The

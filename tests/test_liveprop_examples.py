@@ -6,12 +6,14 @@ OneCycle schedule went on to; the dashboard's pages show a watched run."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import runpy
 import subprocess
 import sys
 import time
+from operator import itemgetter
 
 import pytest
 import torch
@@ -147,3 +149,45 @@ def test_the_digits_cnn_is_paused_given_a_rate_and_stopped_from_another_process(
     assert len(s.scalars(run_id, "loss")) == steps
     assert s.hist_layers(run_id, "grad") == ["0.bias", "0.weight", "3.bias", "3.weight", "6.bias", "6.weight"]
     s.close()
+
+
+def test_the_ddp_example_on_two_processes_records_one_process_losses_and_a_set_lr_reaches_both_ranks_at_once(store):
+    """examples/ddp_watch.py under torchrun (2 ranks, gloo) beside the same script in one plain process: rank 0's
+    record holds the one process's losses, to the step the rate was set at (after it the runs differ by design);
+    the rate set from here reaches both ranks at the same step, the one the record's lr_change names."""
+    script, env = EXAMPLES / "ddp_watch.py", {**os.environ, "LIVEPROP_STORE": store, "PYTHONPATH": str(REPO)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    procs = {
+        name: subprocess.Popen([*first, script, "--name", name, *more], env=env, stdout=subprocess.PIPE, text=True)
+        for name, first, more in (("one", [sys.executable], []), ("two", torchrun, ["--pace", "0.05"]))
+    }
+
+    def runs():
+        return {r["name"]: r for r in liveprop.list_runs(store)}
+
+    try:
+        wait_for(lambda: runs().get("two", {}).get("step", 0) >= 10, 120, what="the two ranks' steps")
+        assert wait_ack(liveprop.set_lr(runs()["two"]["id"], 0.01, store), store)["result"] == "ok"
+        out = {name: p.communicate(timeout=120)[0] for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+    assert [p.returncode for p in procs.values()] == [0, 0], out
+    ranks = sorted(
+        (json.loads(line) for line in out["two"].splitlines() if line.startswith("{")), key=itemgetter("rank")
+    )
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert ranks[0]["lr"] == ranks[1]["lr"]  # the same rate at every step on both ranks
+    changed = ranks[0]["lr"].index(0.01)  # the first step that ended with the new rate
+    assert 10 <= changed < 59 and set(ranks[0]["lr"][:changed]) == {0.05} and set(ranks[0]["lr"][changed:]) == {0.01}
+    s = Store(store)
+    one, two = (s.get_run(runs()[name]["id"]) for name in ("one", "two"))
+    assert (one["status"], two["status"], one["step"], two["step"]) == ("finished", "finished", 60, 60)
+    [change] = s.events(two["id"], kind="lr_change")
+    assert (change["step"], change["data"]) == (changed + 1, {"old": 0.05, "new": 0.01})  # the next step's update
+    losses = {name: [v for _, v in s.scalars(row["id"], "loss")] for name, row in (("one", one), ("two", two))}
+    s.close()
+    assert len(losses["one"]) == len(losses["two"]) == 60
+    same = changed + 2  # losses up to the first step the new rate updated
+    assert losses["two"][:same] == pytest.approx(losses["one"][:same], abs=1e-6, rel=1e-6)
+    assert losses["two"][same:] != pytest.approx(losses["one"][same:], abs=1e-6, rel=1e-6)

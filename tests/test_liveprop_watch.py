@@ -6,6 +6,7 @@ tests/test_liveprop_examples.py."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -320,6 +321,49 @@ def test_a_nonfinite_loss_pauses_the_loop_and_resume_goes_on(store):
     row = liveprop.get_run(run.id, store)
     assert (row["status"], row["step"]) == ("finished", 20)
     assert dict(stored(store, run.id, "loss"))[7] is None
+
+
+def test_the_guard_puts_back_the_last_finite_weights_and_resume_goes_on_from_them(store):
+    """An inf gradient at step 7 turns the weights non-finite; the guard's pause puts back the weights (and the
+    momentum) of the last flush vouched finite by the next (every step flushes here), and Resume trains on."""
+    model, (x, y) = mlp(), batch()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    run = liveprop.watch(model, opt, store=store, telemetry_every=1, flush_seconds=0.0)
+    before, seen = [], {}
+
+    def not_running():
+        status = liveprop.get_run(run.id, store)["status"]
+        return None if status == "running" else status
+
+    def look_while_paused():
+        wait_for(lambda: not_running() == "paused", what="the guard's pause")
+        seen["weights"] = [p.detach().clone() for p in model.parameters()]
+        seen["momentum"] = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+        wait_ack(liveprop.resume(run.id, store), store)
+        if wait_for(not_running, what="the end") == "paused":  # the weights it went on from diverged again
+            liveprop.stop(run.id, store)
+
+    t = threading.Thread(target=look_while_paused)
+    t.start()
+    losses = []
+    with run:
+        for i in range(20):
+            before.append([p.detach().clone() for p in model.parameters()])
+            loss = ((model(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            if i == 7:
+                model[2].weight.grad[0, 0] = float("inf")
+            opt.step()
+            losses.append(loss.item())
+            run.step(loss)
+    t.join(timeout=30)
+    [div] = events(store, run.id, "divergence")
+    assert (div["data"]["step"], div["data"]["layer"], div["data"]["restored"]) == (7, "2.weight", 6)
+    assert all(torch.equal(w, b) for w, b in zip(seen["weights"], before[6]))
+    assert all(torch.isfinite(m).all() for m in seen["momentum"])
+    assert all(map(math.isfinite, losses[9:])) and all(torch.isfinite(p).all() for p in model.parameters())
+    assert liveprop.get_run(run.id, store)["status"] == "finished"
 
 
 def test_a_nonfinite_gradient_names_its_layer_and_raise_ends_the_run_diverged(store):

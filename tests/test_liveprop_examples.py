@@ -15,9 +15,11 @@ import sys
 import time
 from operator import itemgetter
 
+import nbformat
 import pytest
 import torch
 from conftest import REPO, wait_for
+from nbclient import NotebookClient
 from streamlit.testing.v1 import AppTest
 from test_engine_lecture_seed import NOTES, SEED, lecture_cell
 
@@ -67,6 +69,30 @@ def test_the_lecture_example_is_the_autograd_cell_with_three_lines_and_records_i
     assert s.hist_layers(run_id, "grad") == ["w1", "w2"] and s.scalars(run_id, "update_ratio/w2")
     assert s.get_run(run_id)["status"] == "finished"
     s.close()
+
+
+def test_the_notebook_is_the_lecture_example_in_cells_shows_the_link_and_records_the_same_losses(store, monkeypatch):
+    """examples/notebook.ipynb executed by a Jupyter kernel (nbclient, ipykernel) after torch.manual_seed(SEED): its
+    code is the lecture example's, the watch cell's output holds the run's link, and the run holds the losses the
+    example records after the same seed; the kernel's exit ends the run."""
+    nb = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert code_of(code) == code_of((EXAMPLES / "lecture_autograd.py").read_text())
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    nb.cells.insert(first, nbformat.v4.new_code_cell(f"import torch\ntorch.manual_seed({SEED})"))
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    [row] = liveprop.list_runs(store)
+    link = f"liveprop: run {row['id']} (lecture autograd) is watched: http://127.0.0.1:8501/?run={row['id']}\n"
+    [watched] = [c for c in nb.cells if c.cell_type == "code" and "liveprop.watch(" in c.source]
+    assert [(o["name"], o["text"]) for o in watched.outputs] == [("stderr", link)]
+    wait_for(lambda: liveprop.get_run(row["id"], store)["status"] == "finished", what="the run ended with the kernel")
+    example = lecture_run(store, monkeypatch)
+    s = Store(store)
+    losses = [[v for _, v in s.scalars(run_id, "loss")] for run_id in (row["id"], example)]
+    s.close()
+    assert len(losses[0]) == 5 and losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
 def test_the_dashboard_shows_a_watched_run(store, monkeypatch):

@@ -184,6 +184,26 @@ def test_a_store_that_cannot_be_opened_costs_one_line_and_training_goes_on(tmp_p
     assert [line for line in err if "visdom" in line] and len(err) == 2, err  # Visdom gone: one line too
 
 
+FRONT_END = ("streamlit", "plotly")  # the dashboard's; a script that watches its loop never needs them
+
+WATCHED = """
+import sys, torch, liveprop
+run = liveprop.watch(torch.nn.Linear(3, 1), torch.optim.SGD(torch.nn.Linear(3, 1).parameters(), lr=0.1))
+run.step(1.0)
+run.finish()
+print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))
+"""
+
+
+def test_watch_imports_neither_streamlit_nor_plotly(store):
+    """In a fresh interpreter, as a user's script starts (the time watch takes to return is bench/bench_watch.py's)."""
+    env = {**os.environ, "LIVEPROP_STORE": store, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", WATCHED, *FRONT_END], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert "is watched" in out.stderr  # the run was made
+
+
 # ---------------------------------------------------------------------------------------------
 # steering
 

@@ -132,6 +132,16 @@ def test_the_dashboard_shows_a_watched_run(store, monkeypatch):
         assert button.disabled and "script" in (button.help or "") + " ".join(c.value for c in at.caption), key
 
 
+def onecycle_rate(total_steps: int, steps: int, max_lr: float = 3e-3) -> float:
+    """examples/digits_cnn.py's OneCycle rate after `steps` steps of `total_steps`, without a rate set."""
+    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=max_lr, total_steps=total_steps)
+    for _ in range(steps):
+        reference.step()
+        schedule.step()
+    return reference.param_groups[0]["lr"]
+
+
 def test_the_digits_cnn_is_paused_given_a_rate_and_stopped_from_another_process(store):
     proc = subprocess.Popen(
         [sys.executable, EXAMPLES / "digits_cnn.py", "--epochs", "100"],
@@ -164,13 +174,8 @@ def test_the_digits_cnn_is_paused_given_a_rate_and_stopped_from_another_process(
     steps = row["step"]
     # the OneCycle schedule went on from the rate set: its own rate after `steps` steps, times new / old
     [change] = [e["data"] for e in Store(store).events(run_id, kind="lr_change")]
-    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=3e-3, total_steps=row["total_steps"])
-    for _ in range(steps):
-        reference.step()
-        schedule.step()
     final = float(re.search(r"final lr (\S+)", out).group(1))
-    assert final == pytest.approx(reference.param_groups[0]["lr"] * change["new"] / change["old"], rel=1e-6)
+    assert final == pytest.approx(onecycle_rate(row["total_steps"], steps) * change["new"] / change["old"], rel=1e-6)
     s = Store(store)
     assert len(s.scalars(run_id, "loss")) == steps
     assert s.hist_layers(run_id, "grad") == ["0.bias", "0.weight", "3.bias", "3.weight", "6.bias", "6.weight"]

@@ -23,6 +23,7 @@ from torch import nn
 
 import liveprop
 from engine import Store, wait_ack
+from engine.loop.control import Control, Refused, Steering
 from engine.loop.telemetry import Telemetry
 from liveprop import watching
 
@@ -206,6 +207,43 @@ def test_watch_imports_neither_streamlit_nor_plotly(store):
 
 # ---------------------------------------------------------------------------------------------
 # steering
+
+
+def test_steering_applies_each_command_records_its_event_and_acknowledges_it():
+    """engine/loop/control.py Steering, which the trainer and a watched loop share, driven by hand: a viewer's
+    commands (with ids) and one the loop gives itself (no id), a refusal, and commands the state does not allow."""
+    control, events, calls = Control(), [], []
+
+    def set_lr(lr):
+        if lr <= 0:
+            raise Refused("a rate must be positive")
+        calls.append(("set_lr", lr))
+        return 0.1
+
+    steering = Steering(
+        control,
+        events,
+        set_lr=set_lr,
+        stop=lambda: calls.append(("stop",)),
+        pause=lambda kind, data: calls.append((kind, data)),
+    )
+    assert not steering.apply(3, "set_lr", 0.05, cid=1)
+    assert not steering.apply(3, "set_lr", -1.0, cid=2)
+    assert not steering.apply(4, "pause", cid=3)
+    assert not steering.apply(4, "resume", cid=4)  # while running
+    assert not steering.apply(4, "pause", paused=True, cid=5)
+    assert steering.apply(5, "resume", paused=True, cid=6)
+    assert steering.apply(6, "stop")  # the loop's own: nothing to acknowledge
+    assert events == [(3, "lr_change", {"old": 0.1, "new": 0.05}), (5, "resume", {}), (6, "stop", {})]
+    assert calls == [("set_lr", 0.05), ("pause", {"reason": "command"}), ("stop",)]
+    assert control.acks == [
+        (1, "ok"),
+        (2, "ignored: a rate must be positive"),
+        (3, "ok"),
+        (4, "ignored: resume while running"),
+        (5, "ignored: pause while paused"),
+        (6, "ok"),
+    ]
 
 
 def train_until_stopped(run, model, opt, x, y, seconds: float = 60.0) -> int:

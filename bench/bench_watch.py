@@ -12,13 +12,25 @@ which other programs on a shared machine disturb far less than the wall clock.
 
 Beside them, how long watch() takes to return in a fresh process (its first call, the one a user waits for).
 
+The peers, on the same two loops and the same steps per chunk: W&B offline (`wandb.watch(model, log="all")` and
+`wandb.log` per step), trackio (`trackio.log` per step) and TensorBoard (`add_scalar` per step, `add_histogram`
+of every weight and gradient every 100 steps). Each runs in a process of its own, started once there, its chunks
+interleaved with bare chunks in that process (beside its background threads, which slow every loop of the
+process: the row "vs its own bare"), and is set against a clean bare loop too, the chunks of a process that
+imports no tracker (the row "vs a clean bare", its rounds paired by number). Wall time only: W&B's service is a
+process of its own. The peers are the bench extra (pip install .[bench]), never needed to run Liveprop;
+BENCH_PEERS_PYTHON names a Python that has them (default: this one), and a peer it lacks gives a row that says so.
+
     python bench/bench_watch.py [--device cpu|cuda] [--rounds 12] [--chunk-seconds 1.0]
+    python bench/bench_watch.py --peer wandb|trackio|tensorboard|bare --loop NAME --steps N   (one peer's process)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
+import json
 import os
 import runpy
 import subprocess
@@ -29,13 +41,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from rows import interleave, paired, single
+from rows import interleave, paired, single, unmeasured
 
 import liveprop
 
 REPO = Path(__file__).resolve().parent.parent
 N, D_in, H, D_out = 64, 1000, 100, 10
 WARMUP_S = 0.7  # untimed steps before each chunk: past the telemetry's first two flushes (0.5 s apart)
+PEERS_PYTHON = os.environ.get("BENCH_PEERS_PYTHON", sys.executable)
+HISTOGRAM_EVERY = 100  # TensorBoard's add_histogram, as a loop would call it
+MISSING = 3  # a peer's process: its exit status when the peer is not installed
 
 
 def lecture(device):
@@ -82,32 +97,152 @@ def digits(device):
 LOOPS = {"lecture nn + Adam": lecture, "digits CNN": digits}
 
 
+class Liveprop:
+    """run = liveprop.watch(model, optimizer) and run.step(loss), writing to a real store."""
+
+    def __init__(self, store: str):
+        self.store, self.run = store, None
+
+    def attach(self, model, optimizer):
+        self.run = liveprop.watch(model, optimizer, name="bench", store=self.store)
+
+    def log(self, step: int, loss, model):
+        self.run.step(loss)
+
+    def detach(self, model):
+        self.run.finish()
+
+
+class Wandb:
+    """W&B offline: wandb.watch(model, log="all") (its default log_freq) and wandb.log per step."""
+
+    def __init__(self, folder: str):
+        os.environ.update(WANDB_MODE="offline", WANDB_DIR=folder, WANDB_SILENT="true")
+        import wandb
+
+        self.wandb, self.run = wandb, wandb.init(project="liveprop-bench", dir=folder)
+
+    def attach(self, model, optimizer):
+        self.wandb.watch(model, log="all")
+
+    def log(self, step: int, loss, model):
+        self.wandb.log({"loss": loss.item()})
+
+    def detach(self, model):
+        self.wandb.unwatch(model)
+
+    def close(self):
+        self.run.finish()
+
+
+class Trackio:
+    """trackio.log per step, to its local store (started once; its system-metrics thread runs throughout)."""
+
+    def __init__(self, folder: str):
+        os.environ["TRACKIO_DIR"] = folder
+        import trackio
+
+        self.trackio = trackio
+        trackio.init(project="liveprop-bench")
+
+    def attach(self, model, optimizer):
+        pass
+
+    def log(self, step: int, loss, model):
+        self.trackio.log({"loss": loss.item()})
+
+    def detach(self, model):
+        pass
+
+    def close(self):
+        self.trackio.finish()
+
+
+class TensorBoard:
+    """SummaryWriter: add_scalar per step, add_histogram of every weight and gradient every HISTOGRAM_EVERY."""
+
+    def __init__(self, folder: str):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(folder)
+
+    def attach(self, model, optimizer):
+        pass
+
+    def log(self, step: int, loss, model):
+        self.writer.add_scalar("loss", loss.item(), step)
+        if step % HISTOGRAM_EVERY == 0:
+            for name, p in model.named_parameters():
+                self.writer.add_histogram(f"weight/{name}", p, step)
+                if p.grad is not None:
+                    self.writer.add_histogram(f"grad/{name}", p.grad, step)
+
+    def detach(self, model):
+        pass
+
+    def close(self):
+        self.writer.close()
+
+
+PEERS = {"wandb": Wandb, "trackio": Trackio, "tensorboard": TensorBoard}
+NEEDS = {"wandb": "wandb", "trackio": "trackio", "tensorboard": "tensorboard"}  # the package each one imports
+
+
 def _sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def side(loop, device, steps: int, store: str | None) -> tuple[float, float]:
+def side(loop, device, steps: int, tracker=None) -> tuple[float, float]:
     """One chunk's steps per second of wall time and of process CPU time: a fresh loop, WARMUP_S untimed, then
-    `steps` timed; watched when store is given."""
+    `steps` timed; with the tracker's calls when one is given (attached before, detached after the timing)."""
     model, optimizer, step = loop(device)
-    run = liveprop.watch(model, optimizer, name="bench", store=store) if store else None
-    end = time.perf_counter() + WARMUP_S
+    if tracker:
+        tracker.attach(model, optimizer)
+    n, end = 0, time.perf_counter() + WARMUP_S
     while time.perf_counter() < end:
         loss = step()
-        if run:
-            run.step(loss)
+        if tracker:
+            tracker.log(n, loss, model)
+        n += 1
     _sync(device)
     t, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         loss = step()
-        if run:
-            run.step(loss)
+        if tracker:
+            tracker.log(n, loss, model)
+        n += 1
     _sync(device)
     rates = steps / (time.perf_counter() - t), steps / (time.process_time() - cpu)
-    if run:
-        run.finish()
+    if tracker:
+        tracker.detach(model)
     return rates
+
+
+def peer_process(peer: str, loop: str, device: str, steps: int, rounds: int) -> dict:
+    """In a process of the peer's own: its chunks interleaved with bare ones ("bare": every round's bare chunk);
+    peer "bare": bare chunks only, in a process that imports no tracker."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = partial(side, LOOPS[loop], device, steps)
+        if peer == "bare":
+            return {"bare": [bare() for _ in range(rounds)], "tool": []}
+        tracker = PEERS[peer](tmp)
+        got_bare, got_tool = interleave(bare, partial(bare, tracker), rounds)
+        tracker.close()
+        return {"bare": got_bare, "tool": got_tool}
+
+
+def run_peer(peer: str, loop: str, device: str, steps: int, rounds: int) -> dict | str:
+    """peer_process in a fresh process of PEERS_PYTHON: its numbers, or why there are none."""
+    argv = [PEERS_PYTHON, __file__, "--peer", peer, "--loop", loop, "--device", device]
+    argv += ["--steps", str(steps), "--rounds", str(rounds)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=1800)
+    if p.returncode == MISSING:
+        return f"{NEEDS[peer]} is not installed in {PEERS_PYTHON}: the bench extra (pip install .[bench])"
+    if p.returncode != 0:
+        return f"failed: {(p.stderr.strip().splitlines() or ['no output'])[-1]}"
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def calibrate(loop, device, chunk_s: float) -> int:
@@ -138,28 +273,50 @@ def watch_seconds(samples: int, device: str, store: str) -> list[float]:
     return out
 
 
-def report_rows(device, rounds, chunk_s, store_path, loops=None) -> list[dict]:
-    """The report's rows "watch vs bare" (bench/report.py): one per loop, and watch()'s return time."""
+def report_rows(device, rounds, chunk_s, store_path, loops=None, peers=tuple(PEERS)) -> list[dict]:
+    """The report's rows "watch vs bare" (bench/report.py): per loop, liveprop's two and each peer's two; then
+    watch()'s return time."""
     out = []
     for name in loops or LOOPS:
         loop = LOOPS[name]
         steps = calibrate(loop, device, chunk_s)
+        note = f"{steps} steps per chunk after {WARMUP_S:g} s untimed; fresh loops"
         bare, watched = interleave(
-            partial(side, loop, device, steps, None), partial(side, loop, device, steps, store_path), rounds
+            partial(side, loop, device, steps), partial(side, loop, device, steps, Liveprop(store_path)), rounds
         )
         for i, clock in enumerate(("wall", "CPU time")):
             out.append(
                 paired(
                     "watch vs bare",
-                    f"{name} ({clock})",
+                    f"liveprop on {name} ({clock})",
                     "steps/s",
                     "the same loop without liveprop",
                     [b[i] for b in bare],
                     [w[i] for w in watched],
                     target={"ratio": 0.99},
-                    note=f"{steps} steps per chunk after {WARMUP_S:g} s untimed; default telemetry; fresh loops",
+                    note=f"{note}; default telemetry",
                 )
             )
+        clean = run_peer("bare", name, device, steps, rounds) if peers else None
+        for peer in peers:
+            got = run_peer(peer, name, device, steps, rounds)
+            if isinstance(got, str) or isinstance(clean, str):
+                out.append(unmeasured("watch vs bare", f"{peer} on {name}", got if isinstance(got, str) else clean))
+                continue
+            tool = [t[0] for t in got["tool"]]
+            for anchor, values in (("its own bare", got["bare"]), ("a clean bare", clean["bare"])):
+                out.append(
+                    paired(
+                        "watch vs bare",
+                        f"{peer} on {name} vs {anchor} (wall)",
+                        "steps/s",
+                        f"the same loop without {peer}: "
+                        + ("in its process" if anchor == "its own bare" else "in a process with no tracker"),
+                        [b[0] for b in values],
+                        tool,
+                        note=f"{note}; its own process",
+                    )
+                )
     seconds = watch_seconds(min(rounds, 5), device, store_path)
     out.append(
         single(
@@ -181,11 +338,22 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--chunk-seconds", type=float, default=1.0)
+    ap.add_argument("--peer", choices=("bare", *PEERS), help="run one peer's process (report_rows starts it)")
+    ap.add_argument("--loop", choices=list(LOOPS))
+    ap.add_argument("--steps", type=int)
     args = ap.parse_args()
+    if args.peer:
+        if args.peer != "bare" and importlib.util.find_spec(NEEDS[args.peer]) is None:
+            sys.exit(MISSING)
+        print(json.dumps(peer_process(args.peer, args.loop, args.device, args.steps, args.rounds)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for r in report_rows(args.device, args.rounds, args.chunk_seconds, os.path.join(tmp, "watch.db")):
+            if r["status"] != "measured":
+                print(f"{r['name']:<48} {r['status']}: {r['note']}")
+                continue
             print(
-                f"{r['name']:<18} anchor {r['anchor_median']:10.4g}  value {r['value_median']:10.4g}  "
+                f"{r['name']:<48} anchor {r['anchor_median']:10.4g}  value {r['value_median']:10.4g}  "
                 f"median ratio {r['median_ratio']:.3f}  ratio of medians {r['ratio_of_medians']:.3f}  {r['verdict']}"
                 f"  (per round {min(r['ratios']):.3f}-{max(r['ratios']):.3f})"
             )

@@ -15,7 +15,8 @@ and steer any run, a watched loop's included, from code.
 """
 
 from engine import get_run, launch, list_runs, pause, resume, set_lr, stop
-from liveprop.run import NonFinite, Run, Stopped
+from liveprop.ending import NonFinite, Stopped
+from liveprop.run import Run
 from liveprop.watching import watch
 
 __all__ = [

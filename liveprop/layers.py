@@ -25,11 +25,14 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
 class Layers:
     """named_params, named_grads and reference_grads, as the telemetry reads a mode: the model's trainable
-    parameters, named as in its state_dict. A user's loop has no reference gradients (no gradient check)."""
+    parameters, named as in its state_dict. A user's loop has no reference gradients (no gradient check). With
+    the optimizer, the weights and the state that the divergence guard keeps and puts back (engine/loop/guard.py
+    DivergenceGuard: save, finite and restore; its replay needs the loop's own step, which only the loop has)."""
 
-    def __init__(self, model: nn.Module | dict[str, torch.Tensor]):
+    def __init__(self, model: nn.Module | dict[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None):
         named = model.items() if isinstance(model, dict) else unwrapped(model).named_parameters()
         self.params = [(name, p) for name, p in named if p.requires_grad]
+        self.optimizer = optimizer
 
     def named_params(self) -> list[tuple[str, torch.Tensor]]:
         return self.params

@@ -11,18 +11,20 @@ has its gradients and weights copied as autograd accumulates each gradient (a po
 its weights after the update read at run.step. Flushes go to the subscribers on their own threads: the store sink,
 Visdom and TensorBoard (engine/sinks/).
 
-Commands (engine/loop/control.py, fed from the store by the store sink) apply at the step boundary, in
-run.step: pause blocks there until resume or stop (the store sink's heartbeats go on; Ctrl-C still works),
-stop raises Stopped, set_lr scales every param group (liveprop/steer.py). Scheduled actions (watch's `at`,
-engine/loop/plan.py) apply in run.step at their step, found by comparing the step with the next one's; rules
-(watch's `rules`, engine/loop/rules.py) are checked at each flush and send their commands through the same
-control, as the engine's trainer does.
+Commands (engine/loop/control.py: Control, fed from the store by the store sink, and Steering, which applies
+them as it does the engine's trainer's) apply at the step boundary, in run.step: pause blocks there until resume
+or stop (the store sink's heartbeats go on; Ctrl-C still works), stop raises Stopped, set_lr scales every param
+group (liveprop/steer.py). Under torchrun, rank 0 alone records and takes the commands, and every rank applies
+them at the same step (the engine's lockstep, engine/loop/distributed.py Ranks).
+Scheduled actions (watch's `at`, engine/loop/plan.py) apply in run.step at their step, found by comparing the
+step with the next one's; rules (watch's `rules`, engine/loop/rules.py) are checked at each flush and send their
+commands through the same control, as the engine's trainer does.
 
 The guard: a non-finite loss, or a snapshot's non-finite gradient or weight, pauses the loop at the next
-step boundary after the flush that brings it, names the first such layer, and Resume goes on (on_nonfinite
-"raise" raises NonFinite instead; "ignore" goes on). It reads the flushed numbers, as the engine's trainer
-does (engine/loop/trainer.py), without restoring weights: the loop is the user's. `_first_nonfinite` and
-`_guard` are the two places a shared divergence guard would take over.
+step boundary after the flush that brings it, names the first such layer, puts back the last weights (and
+optimizer state) known finite, kept at each finite flush by the engine's DivergenceGuard (engine/loop/guard.py),
+and Resume goes on from them with the loop's next batch (on_nonfinite "raise" raises NonFinite instead; "ignore"
+goes on).
 
 Nothing but Stopped and NonFinite reaches the user's loop from here: a failure of the watching itself costs
 one line on stderr, the run is marked failed with it, and training goes on unwatched.
@@ -33,33 +35,25 @@ from __future__ import annotations
 import atexit
 import math
 import sys
-import traceback
 from collections import defaultdict
 from functools import partial
 
 import torch
 
-from engine.loop.control import Control
+from engine.loop.control import Control, Refused, Steering
+from engine.loop.distributed import Lockstep
+from engine.loop.guard import DivergenceGuard
 from engine.loop.plan import Plan
 from engine.loop.rules import Rules
 from engine.loop.telemetry import Flush, Telemetry
 from engine.sinks import close as close_sinks
 from engine.sinks import describe
+from liveprop.ending import NonFinite, Stopped, ending
 from liveprop.layers import Layers, Taken
 from liveprop.record import Record, say
 from liveprop.steer import set_lr
 
 ON_NONFINITE = ("pause", "raise", "ignore")
-
-
-class Stopped(KeyboardInterrupt):
-    """A viewer stopped the run (the dashboard's Stop, `python -m engine stop RUN`, liveprop.stop): raised by
-    run.step at the next step. A loop that handles Ctrl-C handles it too; `with liveprop.watch(...)` ends
-    quietly on it, and the run is marked stopped."""
-
-
-class NonFinite(FloatingPointError):
-    """The loss or a gradient went NaN or inf, and watch was given on_nonfinite="raise"."""
 
 
 class Subscribers:
@@ -75,17 +69,6 @@ class Subscribers:
     def trigger(self, event, *args):
         for fn in self.callbacks[event]:
             fn(*args)
-
-
-def ending(exc: BaseException | None, stopping: bool = False) -> tuple[str, str | None]:
-    """(status, error) of a run that ends with exc (None: it ran to its end): stopped on Stop and Ctrl-C,
-    diverged on NonFinite, else failed with the exception's last line, as a traceback ends."""
-    if exc is None:
-        return ("stopped" if stopping else "finished"), None
-    if isinstance(exc, KeyboardInterrupt):
-        return "stopped", None
-    line = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return ("diverged" if isinstance(exc, NonFinite) else "failed"), line
 
 
 class Run:
@@ -109,15 +92,27 @@ class Run:
         link: str = "",
         plan: Plan | None = None,
         rules: Rules | None = None,
+        ranks=None,
+        guard: DivergenceGuard | None = None,
+        resumable: bool = True,
     ):
+        """ranks: this process's place under torchrun (engine/loop/distributed.py Ranks), or None. guard: the last
+        finite weights, put back when the guard pauses (None: not kept). resumable: a pause can be resumed (rank
+        0 has a record), the same on every rank."""
         self.layers, self.optimizer, self.tel, self.control, self.record = layers, optimizer, telemetry, control, record
         self.id = run_id  # the run's id in the store, or the id it would have had (record None: unrecorded)
         self.on_nonfinite, self.schedulers, self.batch_size, self.link = on_nonfinite, schedulers, batch_size, link
+        self.ranks, self.guard, self.resumable = ranks, guard, resumable
         self.steps = 0  # steps taken: the next step's number
         self.status = "running"  # then "paused", ...; at the end, how the run ended
         self.subscribers = subscribers  # of the flushes and the status: the sinks, the store's last
         self.sinks = sinks  # [(kind, sink)] of engine/sinks/__init__.py attach: Visdom, TensorBoard
         self._events = []  # (step, kind, data) for the next flush
+        self.steering = Steering(
+            control, self._events, set_lr=self._set_lr, stop=self._stop, pause=self._pause,
+            more={"set_plan": self._set_plan},
+        )  # fmt: skip
+        self.lockstep = None if ranks is None else Lockstep(ranks, control)
         self._snapshot = False  # the optimizer's step in progress takes a snapshot
         self._stopping = False  # a stop command arrived: the next step raises Stopped
         self._watching = True  # False once the watching failed or the run ended
@@ -156,12 +151,15 @@ class Run:
                 self._taken = {}
             self.tel.record_loss(self.steps, loss)
             self.steps += 1
-            if self.steps >= self.plan.next:  # the scheduled actions, before the step they name
+            if self.steps >= self.plan.next:  # the scheduled actions, before the step they name (every rank)
                 self._scheduled()
-            if self.tel.flush_due():
-                self._flush()
-            if self.control.pending:
-                self._commands()
+            if self.ranks is not None:
+                self._lockstep()
+            else:
+                if self.tel.flush_due():
+                    self._flush()
+                if self.control.pending:
+                    self._commands()
         except (Stopped, NonFinite):
             raise
         except Exception as e:
@@ -205,12 +203,14 @@ class Run:
             return
         f = f or Flush(self.steps, [])
         f.events.extend(self._events)
-        self._events = []
+        self._events.clear()
         if not self.batch_size:  # samples/s would be steps/s times a batch size nobody gave
             f.scalars[:] = [s for s in f.scalars if s[1] != "samples_per_s"]
         bad = self._first_nonfinite(f)
-        if self.rules and bad is None:
+        if self.rules and bad is None and (self.ranks is None or self.ranks.leader):  # rank 0 sends the commands
             self.rules.apply(f, self.optimizer.param_groups[0]["lr"] if self.optimizer else math.nan, self.control)
+        if bad is None and f.losses and self.guard is not None:
+            self._keep_finite()
         self.subscribers.trigger("on_flush", f)
         if self.sinks:
             self._say_errors([(kind, sink.status_info()) for kind, sink in self.sinks])
@@ -239,9 +239,14 @@ class Run:
         return None if step is None else (step, None)
 
     def _guard(self, step: int, layer: str | None):
-        """A non-finite number at `step`: name the first layer, then pause, or raise NonFinite."""
+        """A non-finite number at `step`: name the first layer, put back the last finite weights (when kept), then
+        pause, or raise NonFinite."""
         layer = layer or self.layers.first_nonfinite()
-        info = {"step": step, "layer": layer, "ran_after": self.steps - 1 - step}
+        info = {"step": step, "layer": layer, "ran_after": self.steps - 1 - step, "restored": None}
+        if self.guard is not None and self.on_nonfinite == "pause" and self.resumable and self.status != "paused":
+            saved = self.guard.restore()
+            info["restored"] = saved and saved.step
+            self.tel.after_update(self.steps, self.layers)  # the last histograms shown are the finite weights
         self.tel.rearm()
         if self.status == "paused":  # found by the flush that starts a pause: recorded, the pause goes on
             self._events.append((step, "divergence", info))
@@ -250,10 +255,12 @@ class Run:
         if self.on_nonfinite == "raise":
             self._events.append((step, "divergence", info))
             raise NonFinite(f"run {self.id}: {what}")
-        if self.record is None:  # no store: nobody could resume it
+        if not self.resumable:  # no store: nobody could resume it
             say(f"{what}; training goes on")
             return
-        say(f"{what}; paused: Resume at {self.link}, or: python -m engine resume {self.id}")
+        back = f"; the weights of step {info['restored']} are back" if info["restored"] is not None else ""
+        if self.record is not None:
+            say(f"{what}{back}; paused: Resume at {self.link}, or: python -m engine resume {self.id}")
         self._pause("divergence", info, step, status="diverged")
 
     # -- commands ----------------------------------------------------------------------------
@@ -271,30 +278,48 @@ class Run:
             if not left_out:
                 self._apply(None, command, value, paused=False)
 
+    def _lockstep(self):
+        """Under torchrun: apply rank 0's word of the step before (a flush, its commands) on every rank, then post
+        the next, as the engine's trainer does (engine/loop/distributed.py Lockstep)."""
+        flush, commands = self.lockstep.take()
+        if flush:
+            self._flush()
+        for cid, command, value in commands:
+            self._apply(cid, command, value, paused=False)
+        if not self._stopping:
+            self.lockstep.post(self.tel.flush_due())
+
+    def _commands_while_paused(self):
+        """The commands that reach a paused loop, every half second; under torchrun, rank 0's on every rank."""
+        if self.lockstep is not None:
+            return self.lockstep.while_paused()
+        self.control.wait(0.5)
+        return self.control.take()
+
     def _apply(self, cid, command, value, paused: bool) -> bool:
-        """Apply one command; True when it ends a pause (resume or stop)."""
-        if command == "set_lr" and self.optimizer is None:
-            self.control.ack(cid, "ignored: the loop has no optimizer whose rate could be set")
-            return False
-        if command == "set_lr":
-            old = set_lr(self.optimizer, float(value), self.schedulers)
-            self._events.append((self.steps, "lr_change", {"old": old, "new": float(value)}))
-        elif command == "stop":
-            self._stopping = True
-            self._events.append((self.steps, "stop", {}))
-        elif command == "set_plan":
-            self._events.append((self.steps, "schedule", self.plan.replace(value, self.steps)))
-        elif command == "resume" and paused:
-            self._events.append((self.steps, "resume", {}))
-        elif command == "pause" and not paused:
-            self.control.ack(cid)
-            self._pause("pause", {"reason": value or "command"})
-            return False
-        else:
-            self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")
-            return False
-        self.control.ack(cid)
-        return command in ("stop", "resume")
+        """Apply one command (engine/loop/control.py Steering); True when it ends a pause (resume or stop)."""
+        return self.steering.apply(self.steps, command, value, paused=paused, cid=cid)
+
+    def _set_lr(self, lr: float) -> float:
+        if self.optimizer is None:
+            raise Refused("the loop has no optimizer whose rate could be set")
+        return set_lr(self.optimizer, lr, self.schedulers)
+
+    def _stop(self):
+        self._stopping = True
+
+    def _keep_finite(self):
+        """The weights now, known finite by this flush's losses, kept by the guard; if they cannot be (no memory
+        left for the copies), one line, and the guard pauses without putting weights back."""
+        try:
+            self.guard.finite(self.steps)
+        except Exception as e:
+            self.guard = None
+            say(f"the last finite weights are not kept: {type(e).__name__}: {e}; training goes on")
+
+    def _set_plan(self, step, value, paused):
+        """The schedule's actions still to come, replaced (engine/loop/plan.py)."""
+        return "schedule", self.plan.replace(value, step)
 
     def _pause(self, kind: str, data: dict, step: int | None = None, status: str = "paused"):
         """Flush, report paused, and wait for resume or stop; set_lr applies while paused. The commands are
@@ -304,8 +329,7 @@ class Run:
         self._flush()
         self.subscribers.trigger("on_status", status, {**data, "reason": data.get("reason", kind)})  # "divergence"
         while True:
-            self.control.wait(0.5)
-            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self.control.take()]
+            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self._commands_while_paused()]
             if self._events and not any(ended):  # an lr change while paused: recorded now, not at resume
                 self._flush()
             if any(ended):
@@ -352,8 +376,10 @@ class Run:
             sys.excepthook = self._excepthook
         events = []
         try:
-            if self._watching:
+            if self._watching and (self.ranks is None or self._stopping or status == "finished"):  # every rank
                 self.on_nonfinite = "ignore"  # the last flush is recorded, not acted on: the run is over
+                if self.ranks is not None:
+                    self.ranks.take()  # the last word: every rank waits for it, none acts on it
                 self._flush()
             events = close_sinks(self.sinks, status)
             self._say_errors(events)

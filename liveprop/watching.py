@@ -24,6 +24,8 @@ from torch import nn
 from engine import RunConfig, new_run_id
 from engine.config.steering import canonical, entries_problem
 from engine.loop.control import Control
+from engine.loop.distributed import Ranks
+from engine.loop.guard import DivergenceGuard
 from engine.loop.plan import Plan
 from engine.loop.rules import Rules
 from engine.loop.telemetry import Telemetry
@@ -46,6 +48,7 @@ def watch(
     total_steps: int | None = None,
     batch_size: int | None = None,
     on_nonfinite: str = "pause",
+    keep_finite: bool = True,
     store: str | None = None,
     visdom: str = "",
     tensorboard_dir: str = "",
@@ -66,12 +69,17 @@ def watch(
     as vars(args)), shown with the run. scheduler: an lr scheduler, or a list of them, whose base rates a
     viewer's Set lr scales too (StepLR and OneCycleLR go on from the new rate without it: liveprop/steer.py).
     total_steps: the loop's length, for the progress shown (default: until it ends). batch_size: samples per
-    step, for samples/s. on_nonfinite: "pause" (default), "raise" (NonFinite) or "ignore". store: the run
+    step, for samples/s. on_nonfinite: "pause" (default), "raise" (NonFinite) or "ignore". keep_finite: keep a copy
+    of the weights and the optimizer's state at each flush whose losses are finite (two sets: memory for two more
+    models and optimizers), put back when the guard pauses. store: the run
     store's path (default $LIVEPROP_STORE or runs/liveprop.db). visdom: a Visdom server's URL (default
     $LIVEPROP_VISDOM_URL; none: off). tensorboard_dir: TensorBoard event files under DIR/<run> ("" off).
     telemetry_every, telemetry_seconds, hist_bins, flush_seconds: the engine's telemetry knobs
     (engine/config/fields.py), with its defaults. dashboard: the dashboard's address, for the link. at, rules:
-    scheduled actions ("300:lr=1e-7") and rules ("spike:10:pause"), as the engine's --at and --rule take them."""
+    scheduled actions ("300:lr=1e-7") and rules ("spike:10:pause"), as the engine's --at and --rule take them.
+
+    Under torchrun (a process group of several, started by the script before watch): every rank calls watch,
+    rank 0 alone records, and every rank applies the viewers' commands and the scheduled actions at the same step."""
     if not (isinstance(model, nn.Module) or (isinstance(model, dict) and all(map(torch.is_tensor, model.values())))):
         raise TypeError(f"liveprop.watch: model must be an nn.Module or a dict of tensors, not {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
@@ -81,16 +89,20 @@ def watch(
     for field, entries in (("at", at), ("rule", rules)):
         if entries_problem(field, list(entries)):
             raise ValueError(f"liveprop.watch: {entries_problem(field, list(entries))}")
-    layers = Layers(model)
+    layers = Layers(model, optimizer)
     device = next((p.device for _, p in layers.params), torch.device("cpu"))
+    ranks = Ranks.joined(device)
+    leader = ranks is None or ranks.leader
     name = name or Path(sys.argv[0] if sys.argv else "").stem or "script"
     knobs = {"telemetry_every": telemetry_every, "telemetry_seconds": telemetry_seconds, "hist_bins": hist_bins,
              "on_nonfinite": on_nonfinite, "device": str(device),
              "at": list(canonical("at", at)), "rule": list(canonical("rule", rules))}  # fmt: skip
     described = script_config(name, config, model if isinstance(model, dict) else unwrapped(model), optimizer, knobs)
     store_path, run_id, control = str(store or default_path()), new_run_id(), Control()
-    record = Record.open(store_path, run_id, described, total_steps, device, control)
+    run_id = run_id if ranks is None else ranks.share(run_id)  # rank 0's on every rank
+    record = Record.open(store_path, run_id, described, total_steps, device, control) if leader else None
     telemetry = Telemetry(
+        ranks=ranks,
         device=device,
         batch_size=batch_size or 0,
         every=telemetry_every,
@@ -103,9 +115,16 @@ def watch(
     subscribers, sinks = Subscribers(), []
     try:  # Visdom and TensorBoard first, so that their status events reach the store
         shown = RunConfig(name=name, visdom=visdom, tensorboard_dir=tensorboard_dir)
-        sinks = attach(subscribers, shown, run_id, store_path, shown=described)
+        sinks = attach(subscribers, shown, run_id, store_path, shown=described) if leader else []
     except Exception as e:  # a bad address or folder: the run goes on without them
         say(f"Visdom and TensorBoard are off for this run: {type(e).__name__}: {e}")
+    guard = DivergenceGuard(layers) if keep_finite and on_nonfinite == "pause" else None
+    try:
+        if guard is not None:
+            guard.save(0)  # a divergence before the first flush puts back the starting weights
+    except Exception as e:  # no memory for the copies
+        guard = None
+        say(f"the last finite weights are not kept: {type(e).__name__}: {e}; training goes on")
     if record:
         subscribers.add_callback("on_flush", record.sink.on_flush)
         subscribers.add_callback("on_status", record.sink.on_status)
@@ -124,6 +143,9 @@ def watch(
         link=link,
         plan=Plan(at),
         rules=Rules(rules),
+        ranks=ranks,
+        guard=guard,
+        resumable=record is not None if ranks is None else ranks.share(record is not None),
     )
     if record:
         say(f"run {run_id} ({name}) is watched: {link}")

@@ -6,16 +6,20 @@ OneCycle schedule went on to; the dashboard's pages show a watched run."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import runpy
 import subprocess
 import sys
 import time
+from operator import itemgetter
 
+import nbformat
 import pytest
 import torch
 from conftest import REPO, wait_for
+from nbclient import NotebookClient
 from streamlit.testing.v1 import AppTest
 from test_engine_lecture_seed import NOTES, SEED, lecture_cell
 
@@ -67,6 +71,30 @@ def test_the_lecture_example_is_the_autograd_cell_with_three_lines_and_records_i
     s.close()
 
 
+def test_the_notebook_is_the_lecture_example_in_cells_shows_the_link_and_records_the_same_losses(store, monkeypatch):
+    """examples/notebook.ipynb executed by a Jupyter kernel (nbclient, ipykernel) after torch.manual_seed(SEED): its
+    code is the lecture example's, the watch cell's output holds the run's link, and the run holds the losses the
+    example records after the same seed; the kernel's exit ends the run."""
+    nb = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert code_of(code) == code_of((EXAMPLES / "lecture_autograd.py").read_text())
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    nb.cells.insert(first, nbformat.v4.new_code_cell(f"import torch\ntorch.manual_seed({SEED})"))
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    [row] = liveprop.list_runs(store)
+    link = f"liveprop: run {row['id']} (lecture autograd) is watched: http://127.0.0.1:8501/?run={row['id']}\n"
+    [watched] = [c for c in nb.cells if c.cell_type == "code" and "liveprop.watch(" in c.source]
+    assert [(o["name"], o["text"]) for o in watched.outputs] == [("stderr", link)]
+    wait_for(lambda: liveprop.get_run(row["id"], store)["status"] == "finished", what="the run ended with the kernel")
+    example = lecture_run(store, monkeypatch)
+    s = Store(store)
+    losses = [[v for _, v in s.scalars(run_id, "loss")] for run_id in (row["id"], example)]
+    s.close()
+    assert len(losses[0]) == 5 and losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
 def test_the_dashboard_shows_a_watched_run(store, monkeypatch):
     monkeypatch.setenv("LIVEPROP_STORE", store)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
@@ -104,6 +132,16 @@ def test_the_dashboard_shows_a_watched_run(store, monkeypatch):
         assert button.disabled and "script" in (button.help or "") + " ".join(c.value for c in at.caption), key
 
 
+def onecycle_rate(total_steps: int, steps: int, max_lr: float = 3e-3) -> float:
+    """examples/digits_cnn.py's OneCycle rate after `steps` steps of `total_steps`, without a rate set."""
+    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=max_lr, total_steps=total_steps)
+    for _ in range(steps):
+        reference.step()
+        schedule.step()
+    return reference.param_groups[0]["lr"]
+
+
 def test_the_digits_cnn_is_paused_given_a_rate_and_stopped_from_another_process(store):
     proc = subprocess.Popen(
         [sys.executable, EXAMPLES / "digits_cnn.py", "--epochs", "100"],
@@ -136,14 +174,51 @@ def test_the_digits_cnn_is_paused_given_a_rate_and_stopped_from_another_process(
     steps = row["step"]
     # the OneCycle schedule went on from the rate set: its own rate after `steps` steps, times new / old
     [change] = [e["data"] for e in Store(store).events(run_id, kind="lr_change")]
-    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=3e-3, total_steps=row["total_steps"])
-    for _ in range(steps):
-        reference.step()
-        schedule.step()
     final = float(re.search(r"final lr (\S+)", out).group(1))
-    assert final == pytest.approx(reference.param_groups[0]["lr"] * change["new"] / change["old"], rel=1e-6)
+    assert final == pytest.approx(onecycle_rate(row["total_steps"], steps) * change["new"] / change["old"], rel=1e-6)
     s = Store(store)
     assert len(s.scalars(run_id, "loss")) == steps
     assert s.hist_layers(run_id, "grad") == ["0.bias", "0.weight", "3.bias", "3.weight", "6.bias", "6.weight"]
     s.close()
+
+
+def test_the_ddp_example_on_two_processes_records_one_process_losses_and_a_set_lr_reaches_both_ranks_at_once(store):
+    """examples/ddp_watch.py under torchrun (2 ranks, gloo) beside the same script in one plain process: rank 0's
+    record holds the one process's losses, to the step the rate was set at (after it the runs differ by design);
+    the rate set from here reaches both ranks at the same step, the one the record's lr_change names."""
+    script, env = EXAMPLES / "ddp_watch.py", {**os.environ, "LIVEPROP_STORE": store, "PYTHONPATH": str(REPO)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    procs = {
+        name: subprocess.Popen([*first, script, "--name", name, *more], env=env, stdout=subprocess.PIPE, text=True)
+        for name, first, more in (("one", [sys.executable], []), ("two", torchrun, ["--pace", "0.05"]))
+    }
+
+    def runs():
+        return {r["name"]: r for r in liveprop.list_runs(store)}
+
+    try:
+        wait_for(lambda: runs().get("two", {}).get("step", 0) >= 10, 120, what="the two ranks' steps")
+        assert wait_ack(liveprop.set_lr(runs()["two"]["id"], 0.01, store), store)["result"] == "ok"
+        out = {name: p.communicate(timeout=120)[0] for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+    assert [p.returncode for p in procs.values()] == [0, 0], out
+    ranks = sorted(
+        (json.loads(line) for line in out["two"].splitlines() if line.startswith("{")), key=itemgetter("rank")
+    )
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert ranks[0]["lr"] == ranks[1]["lr"]  # the same rate at every step on both ranks
+    changed = ranks[0]["lr"].index(0.01)  # the first step that ended with the new rate
+    assert 10 <= changed < 59 and set(ranks[0]["lr"][:changed]) == {0.05} and set(ranks[0]["lr"][changed:]) == {0.01}
+    s = Store(store)
+    one, two = (s.get_run(runs()[name]["id"]) for name in ("one", "two"))
+    assert (one["status"], two["status"], one["step"], two["step"]) == ("finished", "finished", 60, 60)
+    [change] = s.events(two["id"], kind="lr_change")
+    assert (change["step"], change["data"]) == (changed + 1, {"old": 0.05, "new": 0.01})  # the next step's update
+    losses = {name: [v for _, v in s.scalars(row["id"], "loss")] for name, row in (("one", one), ("two", two))}
+    s.close()
+    assert len(losses["one"]) == len(losses["two"]) == 60
+    same = changed + 2  # losses up to the first step the new rate updated
+    assert losses["two"][:same] == pytest.approx(losses["one"][:same], abs=1e-6, rel=1e-6)
+    assert losses["two"][same:] != pytest.approx(losses["one"][same:], abs=1e-6, rel=1e-6)

@@ -6,6 +6,7 @@ tests/test_liveprop_examples.py."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from torch import nn
 
 import liveprop
 from engine import Store, wait_ack
+from engine.loop.control import Control, Refused, Steering
 from engine.loop.telemetry import Telemetry
 from liveprop import watching
 
@@ -184,8 +186,65 @@ def test_a_store_that_cannot_be_opened_costs_one_line_and_training_goes_on(tmp_p
     assert [line for line in err if "visdom" in line] and len(err) == 2, err  # Visdom gone: one line too
 
 
+FRONT_END = ("streamlit", "plotly")  # the dashboard's; a script that watches its loop never needs them
+
+WATCHED = """
+import sys, torch, liveprop
+run = liveprop.watch(torch.nn.Linear(3, 1), torch.optim.SGD(torch.nn.Linear(3, 1).parameters(), lr=0.1))
+run.step(1.0)
+run.finish()
+print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))
+"""
+
+
+def test_watch_imports_neither_streamlit_nor_plotly(store):
+    """In a fresh interpreter, as a user's script starts (the time watch takes to return is bench/bench_watch.py's)."""
+    env = {**os.environ, "LIVEPROP_STORE": store, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", WATCHED, *FRONT_END], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert "is watched" in out.stderr  # the run was made
+
+
 # ---------------------------------------------------------------------------------------------
 # steering
+
+
+def test_steering_applies_each_command_records_its_event_and_acknowledges_it():
+    """engine/loop/control.py Steering, which the trainer and a watched loop share, driven by hand: a viewer's
+    commands (with ids) and one the loop gives itself (no id), a refusal, and commands the state does not allow."""
+    control, events, calls = Control(), [], []
+
+    def set_lr(lr):
+        if lr <= 0:
+            raise Refused("a rate must be positive")
+        calls.append(("set_lr", lr))
+        return 0.1
+
+    steering = Steering(
+        control,
+        events,
+        set_lr=set_lr,
+        stop=lambda: calls.append(("stop",)),
+        pause=lambda kind, data: calls.append((kind, data)),
+    )
+    assert not steering.apply(3, "set_lr", 0.05, cid=1)
+    assert not steering.apply(3, "set_lr", -1.0, cid=2)
+    assert not steering.apply(4, "pause", cid=3)
+    assert not steering.apply(4, "resume", cid=4)  # while running
+    assert not steering.apply(4, "pause", paused=True, cid=5)
+    assert steering.apply(5, "resume", paused=True, cid=6)
+    assert steering.apply(6, "stop")  # the loop's own: nothing to acknowledge
+    assert events == [(3, "lr_change", {"old": 0.1, "new": 0.05}), (5, "resume", {}), (6, "stop", {})]
+    assert calls == [("set_lr", 0.05), ("pause", {"reason": "command"}), ("stop",)]
+    assert control.acks == [
+        (1, "ok"),
+        (2, "ignored: a rate must be positive"),
+        (3, "ok"),
+        (4, "ignored: resume while running"),
+        (5, "ignored: pause while paused"),
+        (6, "ok"),
+    ]
 
 
 def train_until_stopped(run, model, opt, x, y, seconds: float = 60.0) -> int:
@@ -321,6 +380,49 @@ def test_a_nonfinite_loss_pauses_the_loop_and_resume_goes_on(store):
     row = liveprop.get_run(run.id, store)
     assert (row["status"], row["step"]) == ("finished", 20)
     assert dict(stored(store, run.id, "loss"))[7] is None
+
+
+def test_the_guard_puts_back_the_last_finite_weights_and_resume_goes_on_from_them(store):
+    """An inf gradient at step 7 turns the weights non-finite; the guard's pause puts back the weights (and the
+    momentum) of the last flush vouched finite by the next (every step flushes here), and Resume trains on."""
+    model, (x, y) = mlp(), batch()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    run = liveprop.watch(model, opt, store=store, telemetry_every=1, flush_seconds=0.0)
+    before, seen = [], {}
+
+    def not_running():
+        status = liveprop.get_run(run.id, store)["status"]
+        return None if status == "running" else status
+
+    def look_while_paused():
+        wait_for(lambda: not_running() == "paused", what="the guard's pause")
+        seen["weights"] = [p.detach().clone() for p in model.parameters()]
+        seen["momentum"] = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+        wait_ack(liveprop.resume(run.id, store), store)
+        if wait_for(not_running, what="the end") == "paused":  # the weights it went on from diverged again
+            liveprop.stop(run.id, store)
+
+    t = threading.Thread(target=look_while_paused)
+    t.start()
+    losses = []
+    with run:
+        for i in range(20):
+            before.append([p.detach().clone() for p in model.parameters()])
+            loss = ((model(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            if i == 7:
+                model[2].weight.grad[0, 0] = float("inf")
+            opt.step()
+            losses.append(loss.item())
+            run.step(loss)
+    t.join(timeout=30)
+    [div] = events(store, run.id, "divergence")
+    assert (div["data"]["step"], div["data"]["layer"], div["data"]["restored"]) == (7, "2.weight", 6)
+    assert all(torch.equal(w, b) for w, b in zip(seen["weights"], before[6]))
+    assert all(torch.isfinite(m).all() for m in seen["momentum"])
+    assert all(map(math.isfinite, losses[9:])) and all(torch.isfinite(p).all() for p in model.parameters())
+    assert liveprop.get_run(run.id, store)["status"] == "finished"
 
 
 def test_a_nonfinite_gradient_names_its_layer_and_raise_ends_the_run_diverged(store):

@@ -3,6 +3,7 @@ torch.distributed joins them, and each trains on its share of every batch.
 
     command(run_id, store, cfg)         the torchrun command line for a run's workers on one machine
     Ranks.from_env(device)              this process's place among them; None in a plain process
+    Ranks.joined(device)                the same in a program that started its process group itself
       .start(loss)                      after the start-up, the groups that must answer within HANG_S
                                         (.group: the raw modes' hand-written all_reduce, engine/modes/raw.py)
       .data_parallel(model)             DistributedDataParallel around nn's and optim's model, on .group
@@ -88,6 +89,18 @@ class Ranks:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" is this rank's GPU from here on
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=START_S))
         return cls(dist.get_rank(), dist.get_world_size(), device)
+
+    @classmethod
+    def joined(cls, device: torch.device) -> Ranks | None:
+        """This process's place in a process group its program started itself (a user's script under torchrun,
+        watched by liveprop): rank 0's words on a gloo group of their own, the losses reduced on the program's
+        group; None when there is no group of several. Every rank calls it (it makes a group)."""
+        if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() <= 1:
+            return None
+        ranks = cls(dist.get_rank(), dist.get_world_size(), device)
+        # a loop may take a while between two steps (an evaluation on rank 0): START_S, not HANG_S
+        ranks.words = dist.new_group(backend="gloo", timeout=timedelta(seconds=START_S))
+        return ranks
 
     @property
     def backend(self) -> str:
@@ -186,6 +199,41 @@ class Ranks:
                 dist.barrier()
             finally:
                 dist.destroy_process_group()
+
+
+class Lockstep:
+    """Rank 0's word, one step late, on every rank: rank 0 alone decides the flushes and takes the commands from its
+    Control, and every rank applies them at the same step. The engine's trainer and a watched loop of a user's own
+    (liveprop/run.py) both step through one."""
+
+    def __init__(self, ranks: Ranks, control):
+        self.ranks, self.control = ranks, control
+        self._sent = []  # rank 0: the commands in the word it posted last, applied with their ids
+
+    def take(self) -> tuple[bool, list]:
+        """Rank 0's word of the step before: (flush now, [(id, command, value)]); rank 0 gets its own commands with
+        their ids, so that they are acknowledged. (False, []) before the first word."""
+        word = self.ranks.take()
+        if word is None:
+            return False, []
+        flush, commands = word
+        return flush, self._sent if self.ranks.leader else commands
+
+    def post(self, flush_due: bool) -> None:
+        """Rank 0's next word: a flush when it is due, and the commands its Control holds."""
+        leader = self.ranks.leader
+        self._sent = self.control.take() if leader and self.control.pending else []
+        self.ranks.post(leader and flush_due, self._sent)
+
+    def while_paused(self) -> list:
+        """The commands that reach a paused loop, every half second: rank 0's, on every rank."""
+        commands = []
+        if self.ranks.leader:
+            self.control.wait(0.5)
+            commands = self.control.take()
+        self.ranks.post(False, commands)
+        _, received = self.ranks.take()
+        return commands if self.ranks.leader else received
 
 
 def _die_with_parent() -> None:

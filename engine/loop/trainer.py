@@ -28,7 +28,8 @@ import time
 from collections import defaultdict
 
 from engine.loop import layer_edit
-from engine.loop.control import Control
+from engine.loop.control import Control, Refused, Steering
+from engine.loop.distributed import Lockstep
 from engine.loop.fast import GraphStep
 from engine.loop.guard import DivergenceGuard
 from engine.loop.plan import Plan
@@ -64,12 +65,16 @@ class Trainer:
         self.on_divergence = on_divergence
         self.control = control or Control()
         self.ranks = ranks
-        self._sent = []  # rank 0: the commands in the word it posted last, applied with their ids
+        self.lockstep = None if ranks is None else Lockstep(ranks, self.control)
         self.callbacks = defaultdict(list)
         self.stopped = False  # a stop command ended the run early
         self.divergence = None  # {"step": s, "layer": name, "ran_after": n, "restored": r, the op: guard.Culprit.info}
         self.guard = None if on_divergence == "ignore" else DivergenceGuard(mode)
         self._events = []  # (step, kind, data) for the next flush
+        more = {"set_plan": self._set_plan, "edit_layer": self._edit_layer, "step": self._step_command}
+        self.steering = Steering(
+            self.control, self._events, set_lr=self._set_lr, stop=self._stop, pause=self._pause, more=more
+        )
         self.fast = GraphStep(mode, batches) if fast else None
         self.plan, self.rules = plan or Plan(), rules or Rules()
 
@@ -150,7 +155,7 @@ class Trainer:
             return
         f = f or Flush(self.step, [])
         f.events.extend(self._events)
-        self._events = []
+        self._events.clear()
         bad = f.first_nonfinite()
         if self.rules and bad is None and (self.ranks is None or self.ranks.leader):  # rank 0 sends the commands
             self.rules.apply(f, self.mode.lr, self.control)
@@ -167,33 +172,23 @@ class Trainer:
             self._apply(cid, command, value, paused=False)
 
     def _lockstep(self):
-        """Several processes: apply rank 0's word of the step before (a flush, its commands) on every rank,
-        then post the next. Rank 0 applies its commands with their ids, so that they are acknowledged."""
-        word = self.ranks.take()
+        """Several processes: apply rank 0's word of the step before (a flush, its commands) on every rank, then post
+        the next (engine/loop/distributed.py Lockstep)."""
+        flush, commands = self.lockstep.take()
         self._scheduled()  # every rank has the plan, and applies it at the same step
-        if word is not None:
-            flush, commands = word
-            if flush:
-                self.flush()
-            for cid, command, value in self._sent if self.ranks.leader else commands:
-                self._apply(cid, command, value, paused=False)
+        if flush:
+            self.flush()
+        for cid, command, value in commands:
+            self._apply(cid, command, value, paused=False)
         if not self.stopped:
-            leader = self.ranks.leader
-            self._sent = self.control.take() if leader and self.control.pending else []
-            self.ranks.post(leader and self.tel.flush_due(), self._sent)
+            self.lockstep.post(self.tel.flush_due())
 
     def _commands_while_paused(self):
         """The commands that reach a paused loop, every half second; on several processes, rank 0's."""
-        leader = self.ranks is None or self.ranks.leader
-        commands = []
-        if leader:
-            self.control.wait(0.5)
-            commands = self.control.take()
-        if self.ranks is None:
-            return commands
-        self.ranks.post(False, commands)
-        _, received = self.ranks.take()
-        return commands if leader else received
+        if self.lockstep is not None:
+            return self.lockstep.while_paused()
+        self.control.wait(0.5)
+        return self.control.take()
 
     def _scheduled(self):
         """The plan's actions due at this step, each recorded as the event "scheduled" (engine/loop/plan.py)."""
@@ -205,39 +200,39 @@ class Trainer:
                 self._apply(None, command, value, paused=False)
 
     def _apply(self, cid, command, value, paused):
-        """Apply one command. Returns True when it ends a pause (resume or stop)."""
-        if command == "set_lr":
-            old, self.mode.lr = self.mode.lr, float(value)
-            self._events.append((self.step, "lr_change", {"old": old, "new": float(value)}))
-        elif command == "stop":
-            self.stopped = True
-            self._events.append((self.step, "stop", {}))
-        elif command == "set_plan" and self.ranks is None:  # every rank must hold the same plan
-            self._events.append((self.step, "schedule", self.plan.replace(value, self.step)))
-        elif command == "resume" and paused:
-            self._events.append((self.step, "resume", {}))
-        elif command == "edit_layer" and paused:  # engine/loop/layer_edit.py
-            try:
-                self._events.append((self.step, "layer_edit", layer_edit.apply(self.mode, value, self.step)))
-            except layer_edit.EditRefused as e:
-                self.control.ack(cid, f"ignored: {e}")
-                return False
-        elif command == "step" and paused:  # one step, its lecture's tensors traced (engine/modes/trace.py)
-            try:
-                trace.check(self.mode)
-            except trace.NotTraceable as e:
-                self.control.ack(cid, f"ignored: {e}")
-                return False
-            self._step_traced()
-        elif command == "pause" and not paused:
-            self.control.ack(cid)
-            self._pause("pause", {"reason": value or "command"})  # a viewer's, or the store sink's "disk_full"
-            return False
-        else:
-            self.control.ack(cid, f"ignored: {command} while {'paused' if paused else 'running'}")
-            return False
-        self.control.ack(cid)
-        return command in ("stop", "resume")
+        """Apply one command (engine/loop/control.py Steering). Returns True when it ends a pause (resume or stop)."""
+        return self.steering.apply(self.step, command, value, paused=paused, cid=cid)
+
+    def _set_lr(self, lr: float) -> float:
+        old, self.mode.lr = self.mode.lr, lr
+        return old
+
+    def _stop(self):
+        self.stopped = True
+
+    def _set_plan(self, step, value, paused):
+        """The schedule's actions still to come, replaced (engine/loop/plan.py); every rank must hold the same plan."""
+        if self.ranks is not None:
+            raise Refused("a run on several processes keeps the schedule it started with")
+        return "schedule", self.plan.replace(value, step)
+
+    def _edit_layer(self, step, value, paused):  # engine/loop/layer_edit.py
+        if not paused:
+            raise Refused("edit_layer while running")
+        try:
+            return "layer_edit", layer_edit.apply(self.mode, value, step)
+        except layer_edit.EditRefused as e:
+            raise Refused(str(e)) from None
+
+    def _step_command(self, step, value, paused):
+        """One step of a paused run, its lecture's tensors traced (engine/modes/trace.py)."""
+        if not paused:
+            raise Refused("step while running")
+        try:
+            trace.check(self.mode)
+        except trace.NotTraceable as e:
+            raise Refused(str(e)) from None
+        self._step_traced()
 
     def _step_traced(self):
         """The step command, while paused: one step as run() takes it, the lecture's tensors of it traced first."""

@@ -13,6 +13,9 @@ cost the CPU loop more than its reads. Every K steps a snapshot computes, still 
 Between flushes, every few steps a look at the losses (engine/loop/guard.py NonFiniteWatch) makes a
 flush due as soon as one is non-finite, without waiting for the device.
 
+With a Lens (engine/loop/learned.py), a snapshot also measures what the net learned: dead ReLU units, the test
+split's loss and accuracy, and for a playground set the pictures of its learned function (Flush.pictures).
+
 Where each snapshot number goes in the flush's copy is a Piece: (step, kind, layer, size). Kinds are
 HISTS (a histogram, a Flush.hists entry) or SCALARS (one number, a Flush.scalars entry stored as
 "KIND/LAYER", the names the run store has always had).
@@ -29,6 +32,7 @@ import psutil
 import torch
 
 from engine.loop.guard import NonFiniteWatch
+from engine.loop.learned import Lens, Picture
 
 HISTS = ("grad", "weight")  # a layer's histograms: of its gradient, of its weights (Hist.kind)
 SCALARS = ("grad_norm", "gradcheck", "weight_norm", "update_ratio")  # a layer's numbers, stored as "KIND/LAYER"
@@ -68,6 +72,7 @@ class Flush:
     scalars: list[tuple[int, str, float]] = field(default_factory=list)  # (step, key, value)
     hists: list[Hist] = field(default_factory=list)
     events: list[tuple[int, str, dict]] = field(default_factory=list)  # (step, kind, data)
+    pictures: list[Picture] = field(default_factory=list)
 
     @property
     def last_step(self) -> int:
@@ -132,12 +137,14 @@ class Telemetry:
         look_every: int = 0,
         losses_on_host: bool | None = None,
         ranks=None,
+        lens: Lens | None = None,
     ):
         """every: steps between snapshots, or 0 for about one every `seconds` of training; bins per
         histogram; a flush every flush_every steps or flush_seconds, whichever comes first, or as soon as
         a look (every look_every steps, 0 for the device's guard.LOOK_EVERY) sees a non-finite loss.
         losses_on_host: keep the losses as floats (default: on the CPU), else as device tensors. ranks: several
-        processes (engine/loop/distributed.py), whose losses a flush reduces and whose rate is rank 0's."""
+        processes (engine/loop/distributed.py), whose losses a flush reduces and whose rate is rank 0's. lens: what
+        the net learned, measured at each snapshot (engine/loop/learned.py), or None."""
         self.every, self.seconds, self.bins = every, seconds, bins  # every == 0: about every `seconds`
         self._next_snapshot = 0
         self._rate = 0.0  # steps/s at the last flush
@@ -155,11 +162,13 @@ class Telemetry:
         self._done = None  # steps completed at the last flush
         self.ranks = ranks
         self.watch = NonFiniteWatch(device, look_every, self.on_host)
+        self.lens = lens
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device, ranks=None) -> Telemetry:
+    def from_config(cls, cfg, device: torch.device, ranks=None, lens: Lens | None = None) -> Telemetry:
         return cls(
             ranks=ranks,
+            lens=lens,
             device=device,
             batch_size=cfg.batch_size,
             every=cfg.telemetry_every,
@@ -233,6 +242,9 @@ class Telemetry:
             if ref is not None and ref.get(name) is not None:
                 self._put(step, "gradcheck", name, grad_ratio(g, ref[name]))
         self._before = {n: p.clone() for n, p in mode.named_params()}
+        if self.lens is not None:
+            for kind, layer, t in self.lens.measure(mode, x):
+                self._put(step, kind, layer, t)
 
     def after_update(self, step: int, mode) -> None:
         """After the update: weight histograms, norms and the update/weight ratio."""
@@ -267,6 +279,8 @@ class Telemetry:
             i += piece.size
             if piece.kind in HISTS:
                 out.hists.append(Hist(piece.step, piece.layer, piece.kind, v[-3], v[-2], v[:-3], int(v[-1])))
+            elif piece.kind == "picture":
+                out.pictures.append(Picture(piece.step, piece.layer, v))
             else:
                 out.scalars.append((piece.step, f"{piece.kind}/{piece.layer}", v[0]))
         # throughput and memory, measured on the host across the flush interval

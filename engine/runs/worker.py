@@ -37,8 +37,11 @@ from engine.sinks import attach as attach_sinks
 from engine.sinks import close as close_sinks
 from engine.sinks.store import StoreSink
 from engine.store.db import PROJECT, Store, default_path, opened
+from engine.loop.learned import Lens
 from engine.loop.telemetry import Telemetry
 from engine.loop.trainer import Trainer
+from engine.build import data
+from engine.config.fields import PLAYGROUND_1D, PLAYGROUND_2D
 
 DISK_WAIT_S = 60.0  # at the end of a run, how long its last writes wait for a full disk to have space
 
@@ -138,7 +141,7 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
     return Trainer(
         mode,
         batches,
-        Telemetry.from_config(p.cfg, p.device, ranks),
+        Telemetry.from_config(p.cfg, p.device, ranks, lens(p, ranks)),
         row["total_steps"] if resumed else p.total_steps,
         start_step=checkpoint.restore(resumed, mode, batches, p.cfg) if resumed else 0,
         on_divergence=p.cfg.on_divergence,
@@ -147,6 +150,18 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
         ranks=ranks,
         fast=p.cfg.fast,
     )
+
+
+def lens(p, ranks: Ranks | None = None) -> Lens | None:
+    """What the net learned, measured at each snapshot by rank 0 (engine/loop/learned.py): dead units, the test
+    split's loss and accuracy, a playground set's pictures over its training and test points."""
+    if ranks is not None and not ranks.leader:
+        return None
+    cfg = p.cfg
+    picture = "plane" if cfg.dataset in PLAYGROUND_2D else "line" if cfg.dataset in PLAYGROUND_1D else ""
+    train = data.load(cfg)[0] if picture else None
+    points = (train.x, train.y) if picture else None
+    return Lens(p.device, getattr(torch, cfg.dtype), cfg.loss, cfg.batch_size, data.held_out(cfg), picture, points)
 
 
 def _train(trainer: Trainer) -> None:

@@ -17,7 +17,7 @@ import engine
 from engine import sinks
 from engine.store.db import ACTIVE
 
-from . import actions, details, explain, figures, pages_common, refresh, rules, state
+from . import actions, details, explain, figures, learned, pages_common, refresh, rules, state
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -225,7 +225,7 @@ def _loss(runs, run_id):
         log_y,
         lr_events=f.events_of("lr_change"),
         divergence=div[-1]["data"] if div else None,
-        branches=_branches(db, run_id, f),
+        branches=_branches(db, run_id, f) | learned.test_loss(db, f),
     )
     st.plotly_chart(fig, key="loss_chart", config={"displaylogo": False})
     return {"points": max((len(t.x) for t in fig.data), default=0)}

@@ -168,4 +168,5 @@ def test_a_1d_set_draws_its_curve(name):
     got = {(k, layer): t for k, layer, t in lens(p).measure(mode, torch.zeros(3, 1))}
     line = torch.linspace(-1.5, 1.5, learned.LINE)[:, None]
     torch.testing.assert_close(got["picture", "curve"], mode.model(line)[:, 0].detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got["picture", "points/target"], torch.sin(math.pi * line[:, 0]))
     assert got["picture", "neurons/1"].shape == (4, learned.LINE) and ("test", "accuracy") not in got

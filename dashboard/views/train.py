@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import actions, compare, figures, live, pages_common, rules, sidebar, state
+from dashboard import actions, compare, figures, learned, live, pages_common, rules, sidebar, state
 
 st.title("Train")
 st.session_state.pop(state.GOTO_TRAIN, None)  # the Runs page's way here (a resume, fork, run again): here already
@@ -47,6 +47,7 @@ if compared:
     compare.panel(compared)
 if run_id:
     live.run_panel(run_id)
+    learned.panel(run_id)
     live.detail_panel(run_id)
 else:
     st.info(

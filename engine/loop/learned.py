@@ -21,22 +21,20 @@ from typing import NamedTuple
 
 import torch
 
+from engine.config.canvas import EXTENT, GRID, LINE, TILE
 from engine.modes import deep
 from engine.modes.losses import LOSSES
 
-GRID = 128  # points a side of the square the decision regions are computed on
-TILE = 32  # points a side of each neuron's tile
-LINE = 256  # points of the line a 1D set's function is drawn on
 MAX_TILED = 64  # units a layer at most for one tile per neuron
 MAX_SHOWN = 1000  # training points drawn over the pictures at most
-EXTENT = (-1.5, 1.5)  # the square (2D) or the line (1D) the pictures cover
 
 
 class Picture(NamedTuple):
     """A picture of the learned function at a snapshot: `name` is "regions" (GRID * GRID values, row by row from
     the square's bottom, the probability of class 1), "curve" (LINE values), "neurons/K" (the K-th hidden layer:
-    units * TILE * TILE or units * LINE values, unit by unit) or "points/train", "points/test" (x1, x2, label or
-    x, y, point by point)."""
+    units * TILE * TILE or units * LINE values, unit by unit), "points/train", "points/test" (x1, x2, label or
+    x, y, point by point) or "points/target" (a 1D set's clean curve on the LINE). Where they lie:
+    engine/config/canvas.py."""
 
     step: int
     name: str
@@ -92,9 +90,12 @@ def dead_shares(taps: list[torch.Tensor]) -> list[torch.Tensor]:
 class Lens:
     """The snapshot's measures of what the net learned, for one run: see the module's docstring."""
 
-    def __init__(self, device, dtype, loss: str, batch_size: int, test=None, picture: str = "", train=None):
+    def __init__(
+        self, device, dtype, loss: str, batch_size: int, test=None, picture: str = "", train=None, target=None
+    ):
         """test: the held-out split (x, y) on the host, or None. picture: "plane" (a 2D set), "line" (1D) or "".
-        train: the training points (x, y) on the host, drawn under the pictures (at most MAX_SHOWN of them)."""
+        train: the training points (x, y) on the host, drawn under the pictures (at most MAX_SHOWN of them).
+        target: a 1D set's clean curve, a function of x, drawn on the LINE."""
         self.loss, self.batch_size = loss, batch_size
         self.test = None if test is None else (test[0].to(device, dtype), test[1].to(device))
         if self.test is not None and self.test[1].is_floating_point():
@@ -109,6 +110,8 @@ class Lens:
                 if xy is not None:
                     x, y = xy[0][:MAX_SHOWN], xy[1][:MAX_SHOWN]
                     self.points.append(("points/" + name, torch.cat([x.float(), y.float().reshape(len(x), -1)], 1)))
+            if target is not None:
+                self.points.append(("points/target", target(axis(LINE))))
 
     def measure(self, mode, x: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:
         """(kind, layer, device tensor) of every measure at this snapshot, x the step's batch; kind "picture" for a

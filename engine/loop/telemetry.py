@@ -158,6 +158,7 @@ class Telemetry:
         self._layout: list[Piece] = []  # how to read them back
         self._host_scalars: list[tuple[int, str, float]] = []
         self._before: dict[str, torch.Tensor] = {}
+        self._batch = None  # the snapshot step's x, between before_update and after_update
         self._last_flush_time = time.perf_counter()
         self._done = None  # steps completed at the last flush
         self.ranks = ranks
@@ -242,9 +243,7 @@ class Telemetry:
             if ref is not None and ref.get(name) is not None:
                 self._put(step, "gradcheck", name, grad_ratio(g, ref[name]))
         self._before = {n: p.clone() for n, p in mode.named_params()}
-        if self.lens is not None:
-            for kind, layer, t in self.lens.measure(mode, x):
-                self._put(step, kind, layer, t)
+        self._batch = x  # the lens measures on it after the update
 
     def after_update(self, step: int, mode) -> None:
         """After the update: weight histograms, norms and the update/weight ratio."""
@@ -255,7 +254,10 @@ class Telemetry:
             if name in self._before:
                 dw = torch.linalg.vector_norm((p - self._before[name]).float())
                 self._put(step, "update_ratio", name, dw / norm.clamp_min(1e-30))
-        self._before = {}
+        if self.lens is not None and self._batch is not None:  # what the updated net learned
+            for kind, layer, t in self.lens.measure(mode, self._batch):
+                self._put(step, kind, layer, t)
+        self._before, self._batch = {}, None
 
     # -- the flush: one transfer -------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from engine.store.db import PROJECT, Store, default_path, opened
 from engine.loop.learned import Lens
 from engine.loop.telemetry import Telemetry
 from engine.loop.trainer import Trainer
-from engine.build import data
+from engine.build import data, playground
 from engine.config.fields import PLAYGROUND_1D, PLAYGROUND_2D
 
 DISK_WAIT_S = 60.0  # at the end of a run, how long its last writes wait for a full disk to have space
@@ -161,7 +161,9 @@ def lens(p, ranks: Ranks | None = None) -> Lens | None:
     picture = "plane" if cfg.dataset in PLAYGROUND_2D else "line" if cfg.dataset in PLAYGROUND_1D else ""
     train = data.load(cfg)[0] if picture else None
     points = (train.x, train.y) if picture else None
-    return Lens(p.device, getattr(torch, cfg.dtype), cfg.loss, cfg.batch_size, data.held_out(cfg), picture, points)
+    target = playground.TARGETS.get(cfg.dataset)
+    dtype = getattr(torch, cfg.dtype)
+    return Lens(p.device, dtype, cfg.loss, cfg.batch_size, data.held_out(cfg), picture, points, target)
 
 
 def _train(trainer: Trainer) -> None:

@@ -1,9 +1,15 @@
 """The "What it learned" figures (dashboard/learned_figures.py), built from what a short playground run stored, and
 checked against the model called directly at the figure's own coordinates."""
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
+
+import engine
 
 from dashboard import learned_figures
 from dashboard.series import Buckets
@@ -16,22 +22,28 @@ from engine.runs.worker import lens
 from engine.store.db import Store
 
 
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+RUN = "20260101-000000-00c0de"  # a run id's shape
+
+
 def _stored_run(store, **kw):
-    """(model, db, last picture step): 40 steps of a small playground run, its snapshots written to the store."""
+    """(model, db, last picture step): 40 steps of a small playground run, stored as the finished run RUN."""
     cfg = RunConfig(mode="optim", lr=0.02, arch="mlp", hidden=6, steps=40, telemetry_every=20, device="cpu", **kw)
     p = assemble.prepare(cfg)
     mode, batches = assemble.build(p)
     trainer = Trainer(mode, batches, Telemetry.from_config(p.cfg, p.device, lens=lens(p)), 40)
     db = Store(store)
-    trainer.add_callback("on_flush", lambda f: db.write_flush("r", f))
+    db.create_run(RUN, dataclasses.asdict(p.cfg), total_steps=40)
+    trainer.add_callback("on_flush", lambda f: db.write_flush(RUN, f))
     trainer.run()
-    return mode.model, db, db.picture_steps("r", "regions" if p.spec.task == "classification" else "curve")[-1]
+    db.set_status(RUN, "finished")
+    return mode.model, db, db.picture_steps(RUN, "regions" if p.spec.task == "classification" else "curve")[-1]
 
 
 def test_the_regions_figure_shows_the_models_own_predictions(store):
     model, db, step = _stored_run(store, dataset="moons")
-    pictures = db.pictures("r", step)
-    points = db.pictures("r", 0, "points/")
+    pictures = db.pictures(RUN, step)
+    points = db.pictures(RUN, 0, "points/")
     fig = learned_figures.regions_figure(
         pictures["regions"], {"train": points["points/train"], "test": points["points/test"]}, 0.9, step
     )
@@ -58,8 +70,8 @@ def test_the_regions_figure_shows_the_models_own_predictions(store):
 
 def test_the_curve_figure_draws_the_learned_function_over_the_target(store):
     model, db, step = _stored_run(store, dataset="poly")
-    pictures = db.pictures("r", step)
-    points = db.pictures("r", 0, "points/")
+    pictures = db.pictures(RUN, step)
+    points = db.pictures(RUN, 0, "points/")
     fig = learned_figures.curve_figure(pictures["curve"], {"train": points["points/train"]}, points["points/target"])
     target, train, learned = fig.data
     x = torch.tensor(learned.x, dtype=torch.float32)[:, None]
@@ -80,3 +92,35 @@ def test_the_dead_units_figure_reads_as_a_share():
     series = Buckets.from_rows([(0, 0, 0.0, 0.0, 0.0, 1), (5, 5, 0.25, 0.25, 0.25, 1)])
     fig = learned_figures.dead_figure({"relu1": series})
     assert list(fig.data[0].y) == pytest.approx([0.0, 0.25]) and tuple(fig.layout.yaxis.range) == (-0.02, 1.02)
+
+
+def test_the_train_page_suggests_settings_for_moons_and_shows_what_a_run_learned(store, monkeypatch):
+    """The sidebar: moons picked, its suggestion put in place by the button, Start launches it. The Train page:
+    the stored run's panel with its snapshot slider and tiles, and the Health tab with the dead units."""
+    _stored_run(store, dataset="moons")
+    monkeypatch.setenv("LIVEPROP_STORE", store)
+    monkeypatch.delenv("LIVEPROP_VISDOM_URL", raising=False)
+    launched = []
+    monkeypatch.setattr(engine, "launch", lambda cfg, store=None: launched.append(cfg) or RUN)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.sidebar.selectbox(key="cfg_dataset").set_value("moons").run()
+    assert "Suggested for moons: mode optim, optimizer adam, lr 0.01" in " ".join(c.value for c in at.sidebar.caption)
+    at.sidebar.button(key="btn_suggest").click().run()
+    at.button(key="btn_start").click().run()
+    assert not at.exception, at.exception
+    (cfg,) = launched
+    assert (cfg.dataset, cfg.mode, cfg.optimizer, cfg.lr, cfg.arch, cfg.steps) == (
+        "moons",
+        "optim",
+        "adam",
+        0.01,
+        "mlp",
+        1500,
+    )
+    assert "What it learned" in [s.value for s in at.main.subheader]
+    assert at.select_slider(key="learned_at").options == ["0", "20", "39"]  # the stored snapshots
+    assert at.toggle(key="learned_tiles").value  # six hidden units: one tile each
+    at.button_group(key="detail_view").set_value("Health").run()
+    assert not at.exception, at.exception
+    assert any("output zero for the whole batch" in c.value for c in at.caption)

@@ -16,7 +16,7 @@ import sys
 import pytest
 from conftest import REPO
 
-IN_PROCESS = {"engine", "precision", "fast", "compile", "visdom", "store"}
+IN_PROCESS = {"engine", "precision", "fast", "compile", "visdom", "store", "playground"}
 SECTIONS = IN_PROCESS | {"watch", "memory", "start", "refresh"}
 ENGINE_MODES = {"manual", "autograd", "custom_function", "nn", "optim (adam)", "parallel_block + adam"}
 

@@ -10,7 +10,6 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import engine
-
 from dashboard import learned_figures
 from dashboard.series import Buckets
 from engine.build import assemble
@@ -20,7 +19,6 @@ from engine.loop.telemetry import Telemetry
 from engine.loop.trainer import Trainer
 from engine.runs.worker import lens
 from engine.store.db import Store
-
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 RUN = "20260101-000000-00c0de"  # a run id's shape

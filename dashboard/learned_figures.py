@@ -62,8 +62,8 @@ def regions_figure(regions, points: dict, accuracy: float | None = None, step: i
         title += f" · test accuracy {accuracy:.1%}"
     fig = layout(fig, title, "x2", height=460, x_steps=False)
     fig.update_layout(hovermode="closest", legend=dict(y=-0.12))
-    fig.update_xaxes(range=EXTENT, title="x1")
-    fig.update_yaxes(range=EXTENT, scaleanchor="x")
+    fig.update_xaxes(range=EXTENT, title="x1", constrain="domain")  # a square plane, no margin beside it
+    fig.update_yaxes(range=EXTENT, scaleanchor="x", constrain="domain")
     return fig
 
 

@@ -122,3 +122,6 @@ def test_the_train_page_suggests_settings_for_moons_and_shows_what_a_run_learned
     at.button_group(key="detail_view").set_value("Health").run()
     assert not at.exception, at.exception
     assert any("output zero for the whole batch" in c.value for c in at.caption)
+    charts = {e.proto.id.rsplit("-", 1)[-1]: e.proto.spec for e in at.get("plotly_chart")}
+    assert '"name":"relu1"' in charts["dead"]  # the stored dead-unit series, drawn
+    assert {"learned_picture", "learned_neurons/1", "learned_accuracy"} <= set(charts)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from engine.config.canvas import EXTENT, GRID, LINE, TILE
@@ -38,7 +39,7 @@ class Picture(NamedTuple):
 
     step: int
     name: str
-    values: list[float]
+    values: np.ndarray  # float16, as the store keeps them (a list of numbers will do)
 
 
 def axis(n: int) -> torch.Tensor:

@@ -156,6 +156,7 @@ class Telemetry:
         self._first_step = 0
         self._pieces: list[torch.Tensor] = []  # device vectors of pending snapshots
         self._layout: list[Piece] = []  # how to read them back
+        self._pictures: list[tuple[int, str, torch.Tensor]] = []  # (step, name, device vector), after the pieces
         self._host_scalars: list[tuple[int, str, float]] = []
         self._before: dict[str, torch.Tensor] = {}
         self._batch = None  # the snapshot step's x, between before_update and after_update
@@ -256,7 +257,10 @@ class Telemetry:
                 self._put(step, "update_ratio", name, dw / norm.clamp_min(1e-30))
         if self.lens is not None and self._batch is not None:  # what the updated net learned
             for kind, layer, t in self.lens.measure(mode, self._batch):
-                self._put(step, kind, layer, t)
+                if kind == "picture":
+                    self._pictures.append((step, layer, t.detach().reshape(-1)))
+                else:
+                    self._put(step, kind, layer, t)
         self._before, self._batch = {}, None
 
     # -- the flush: one transfer -------------------------------------------------------------
@@ -272,7 +276,10 @@ class Telemetry:
         if parts and self.ranks is not None:  # the whole batch's losses, still on the device
             parts[0] = self.ranks.reduce_losses(parts[0])
         parts += [torch.cat(self._pieces).double()] if self._pieces else []
-        host = torch.cat(parts).cpu().tolist()  # the one device -> host copy
+        n_numbers = n_loss + sum(piece.size for piece in self._layout)
+        parts += [torch.cat([t for _, _, t in self._pictures]).double()] if self._pictures else []
+        copied = torch.cat(parts).cpu()  # the one device -> host copy
+        host = copied[:n_numbers].tolist()
         losses, rest = host[:n_loss], host[n_loss:]
         out = Flush(self._first_step, losses, scalars=list(self._host_scalars))
         i = 0
@@ -281,10 +288,11 @@ class Telemetry:
             i += piece.size
             if piece.kind in HISTS:
                 out.hists.append(Hist(piece.step, piece.layer, piece.kind, v[-3], v[-2], v[:-3], int(v[-1])))
-            elif piece.kind == "picture":
-                out.pictures.append(Picture(piece.step, piece.layer, v))
             else:
                 out.scalars.append((piece.step, f"{piece.kind}/{piece.layer}", v[0]))
+        for step, name, t in self._pictures:  # as half floats, which the store keeps, never as Python floats
+            out.pictures.append(Picture(step, name, copied[n_numbers : n_numbers + len(t)].half().numpy()))
+            n_numbers += len(t)
         # throughput and memory, measured on the host across the flush interval
         now = time.perf_counter()
         if losses:
@@ -298,7 +306,7 @@ class Telemetry:
             out.scalars.append((out.last_step, "mem_bytes", float(memory_bytes(self.device))))
             self._done = end
         self._last_flush_time = now
-        self._losses, self._pieces, self._layout, self._host_scalars = [], [], [], []
+        self._losses, self._pieces, self._layout, self._host_scalars, self._pictures = [], [], [], [], []
         self.watch.flushed()
         return out
 

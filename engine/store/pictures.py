@@ -5,7 +5,7 @@ values in half floats (2 bytes a value: a 128 x 128 picture of the decision regi
 
 from __future__ import annotations
 
-import struct
+import numpy as np
 
 from engine.store.schema import MAX_PICTURE_STEPS
 
@@ -18,7 +18,7 @@ class Pictures:
         the last is dropped, so that the kept ones span the run (the points shown under them stay)."""
         self.db.executemany(
             "INSERT OR REPLACE INTO pictures VALUES (?,?,?,?)",
-            [(run_id, p.step, p.name, struct.pack(f"<{len(p.values)}e", *p.values)) for p in pictures],
+            [(run_id, p.step, p.name, np.asarray(p.values, dtype="<f2").tobytes()) for p in pictures],
         )
         kept = "run=? AND name NOT LIKE 'points/%'"
         steps = [
@@ -41,4 +41,4 @@ class Pictures:
             "SELECT name, data FROM pictures WHERE run=? AND step=? AND substr(name, 1, ?)=?",
             (run_id, step, len(prefix), prefix),
         )
-        return {name: list(struct.unpack(f"<{len(data) // 2}e", data)) for name, data in rows}
+        return {name: np.frombuffer(data, dtype="<f2").astype(float).tolist() for name, data in rows}

@@ -102,7 +102,7 @@ class Lens:
         if self.test is not None and self.test[1].is_floating_point():
             self.test = (self.test[0], self.test[1].to(dtype))
         self.picture = picture
-        self.points = []  # written once, at the first snapshot
+        self.points = []  # (name, device tensor): written once, at the first snapshot
         if picture:
             side = (GRID, TILE) if picture == "plane" else (LINE, LINE)
             make = plane if picture == "plane" else (lambda n: axis(n)[:, None])
@@ -110,9 +110,10 @@ class Lens:
             for name, xy in (("train", train), ("test", test)):
                 if xy is not None:
                     x, y = xy[0][:MAX_SHOWN], xy[1][:MAX_SHOWN]
-                    self.points.append(("points/" + name, torch.cat([x.float(), y.float().reshape(len(x), -1)], 1)))
+                    xy = torch.cat([x.float(), y.float().reshape(len(x), -1)], 1)
+                    self.points.append(("points/" + name, xy.to(device)))  # with the pieces, in one copy
             if target is not None:
-                self.points.append(("points/target", target(axis(LINE))))
+                self.points.append(("points/target", target(axis(LINE)).to(device)))
 
     def measure(self, mode, x: torch.Tensor) -> list[tuple[str, str, torch.Tensor]]:
         """(kind, layer, device tensor) of every measure at this snapshot, x the step's batch; kind "picture" for a

@@ -169,7 +169,8 @@ class RunConfig:
                                          "an op without one fails the run, named")
     # data
     dataset: str = knob("random",        "random: the lecture's torch.randn x and y; "
-                                         "teacher: regression against a fixed random network", DATASETS,
+                                         "teacher: regression against a fixed random network; "
+                                         "moons ... poly: the playground sets (engine/build/playground.py)", DATASETS,
                                          kept=True)
     n_samples: int = knob(64,            "random/teacher: dataset size (64 = the lecture's one full batch)",
                                          bounds=(1, 10**12),

@@ -93,7 +93,8 @@ def report_rows(device, rounds, chunk_s, store_path) -> list[dict]:
     (plain, plain_sink), (seeing, seeing_sink) = (runner(device, store_path, w) for w in (False, True))
     without = lambda steps: plain.run(max_steps=steps)  # noqa: E731
     with_lens = lambda steps: seeing.run(max_steps=steps)  # noqa: E731
-    without(2000), with_lens(2000)  # past the start-up and the automatic snapshot interval's first estimates
+    warm = max(200, int(2000 * chunk_s))  # steps past the start-up and the snapshot interval's first estimates
+    without(warm), with_lens(warm)
     # a chunk holds several snapshots (one about every second), else some chunks have one and some none
     chunk = chunk_for(without, device, SNAPSHOTS_A_CHUNK * chunk_s)
     try:

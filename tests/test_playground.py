@@ -75,11 +75,11 @@ def _built(**kw):
     return p, mode, batches
 
 
-@pytest.mark.parametrize("mode_name", ["optim", "manual"])
+@pytest.mark.parametrize("mode_name", ["optim", "manual", "custom_function"])
 def test_the_lens_numbers_match_the_model_called_directly(mode_name, sync_spy):
-    kw = {"mode": mode_name, "init": "torch", "lr": 0.05} if mode_name == "manual" else {}
-    kw.pop("optimizer", None)
-    p, mode, batches = _built(**kw, **({"optimizer": ""} if mode_name == "manual" else {}))
+    """Every mode that fits a 2D set learns it: the raw modes on the MLP's weights, nn and optim on the module."""
+    raw = {"mode": mode_name, "optimizer": "", "init": "torch", "lr": 0.05}
+    p, mode, batches = _built(**(raw if mode_name != "optim" else {}))
     for _ in range(20):
         x, y = next(batches)
         mode.forward_backward(x, y)
@@ -92,7 +92,7 @@ def test_the_lens_numbers_match_the_model_called_directly(mode_name, sync_spy):
     got = {(kind, layer): t for kind, layer, t in measured}
     # the weights, read apart: w1 (2, H), w2 (H, 2) in the lecture's layout for both modes
     w = {n: t for n, t in mode.named_params()}
-    if mode_name == "optim":
+    if mode.model is not None:
         w1, b1, w2, b2 = w["0.weight"].t(), w["0.bias"], w["2.weight"].t(), w["2.bias"]
     else:
         w1, b1, w2, b2 = w["w1"], w["b1"], w["w2"], w["b2"]

@@ -148,7 +148,8 @@ class Lens:
 
     def _test(self, mode):
         x, y = self.test
-        y_pred = forward(mode, x)
+        n = self.batch_size  # in batches of the run's size, so that it never takes more memory than a step's forward
+        y_pred = torch.cat([forward(mode, x[i : i + n]) for i in range(0, len(x), n)])
         loss = LOSSES[self.loss](y_pred, y)
         if self.loss == "sse":
             loss = loss * self.batch_size / len(x)

@@ -162,8 +162,10 @@ def lens(p, ranks: Ranks | None = None) -> Lens | None:
     train = data.load(cfg)[0] if picture else None
     points = (train.x, train.y) if picture else None
     target = playground.TARGETS.get(cfg.dataset)
-    dtype = getattr(torch, cfg.dtype)
-    return Lens(p.device, dtype, cfg.loss, cfg.batch_size, data.held_out(cfg), picture, points, target)
+    test = data.held_out(cfg)
+    if test is not None and cfg.arch == "torchvision":  # grayscale into a 3-channel network, as Batches does
+        test = (test[0].expand(-1, 3, -1, -1), test[1])
+    return Lens(p.device, getattr(torch, cfg.dtype), cfg.loss, cfg.batch_size, test, picture, points, target)
 
 
 def _train(trainer: Trainer) -> None:

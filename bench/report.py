@@ -14,6 +14,7 @@ Sections (each a bench/bench_*.py module, which also runs on its own):
     memory      worker RSS growth over a long run (target 50 MB)     bench_worker.py
     start       launch to the first stored loss point                bench_worker.py
     refresh     live panels' refresh on a 1,000,000-step run         bench_dashboard.py
+    playground  a playground run's snapshot (the lens) on vs off     bench_playground.py
 
 Pairs are measured interleaved in one run, the order alternating each round (bench/rows.py), and each row
 reports the median of per-round ratios and the ratio of the medians. A section that needs what this
@@ -47,7 +48,19 @@ import torch
 from rows import markdown_table, unmeasured
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("engine", "watch", "precision", "fast", "compile", "visdom", "store", "memory", "start", "refresh")
+SECTIONS = (
+    "engine",
+    "watch",
+    "precision",
+    "fast",
+    "compile",
+    "visdom",
+    "store",
+    "memory",
+    "start",
+    "refresh",
+    "playground",
+)
 GROUPS = {  # a section's rows' group, for the row that says it was skipped or failed
     "engine": "engine vs bare",
     "watch": "watch vs bare",
@@ -58,6 +71,7 @@ GROUPS = {  # a section's rows' group, for the row that says it was skipped or f
     "memory": "worker memory",
     "start": "start to first point",
     "refresh": "panel refresh",
+    "playground": "playground snapshot",
 }
 
 
@@ -138,6 +152,10 @@ def section_rows(name: str, args, tmp: str) -> list[dict]:
         if args.quick:
             return bench_dashboard.report_rows(4.0, Path(tmp), steps=20_000)
         return bench_dashboard.report_rows(20.0, Path(tmp))
+    if name == "playground":
+        import bench_playground
+
+        return bench_playground.report_rows(device, rounds, chunk_s, store)
     raise ValueError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
 
 

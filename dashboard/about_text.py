@@ -106,3 +106,26 @@ OUTRO = """
   lecture's tiny 1e-6; the nn loops use mean-squared error and 1e-2, Adam 1e-4. Changing the mode
   sets the lecture's rate for it.
 """
+
+PLAYGROUND = """
+### Playgrounds: see what the network learns
+Under **Data**, pick a 2D set (`moons`, `circles`, `spiral`, `xor`, `gaussians`: two classes of points) or a 1D
+curve (`sine`, `abs`, `step`, `poly`). Its points are drawn from the seed with the **noise** you set, and a fifth
+of them are held out as a test split the net never trains on. While it trains, the Train page's **What it
+learned** panel draws the decision regions (or the learned curve) under the training and test points, with the
+test accuracy, and for nets of at most 64 units a layer one tile per neuron: each hidden unit's output over the
+plane. A slider goes back through the snapshots. The Health tab shows the share of dead ReLU units.
+
+What to try, each measured with mode optim, adam, lr 0.01, arch mlp, 500 points at noise 0.1, 1,500 steps:
+- **xor with no hidden layer cannot be learned** (depth 1): no straight line splits the quadrants, and the test
+  accuracy stays near chance (40-50%). One hidden layer of 16 units reaches 99%.
+- **gaussians** need no hidden layer at all: depth 1 reaches 100%. **circles** need one: 8 hidden units reach 99%.
+- **The spiral needs a wider net**: 8 hidden units stall near 75% test accuracy, 32 near 80%, 100 (the default)
+  reach about 87%, the noise's limit; at noise 0, 100 units reach 100% and 8 stay under 80%.
+- **moons** at the defaults (100 hidden units) reach 100% within 500 steps; 8 hidden units about 90%.
+- **Too high a learning rate**: the spiral at lr 1 never settles (adam: the test accuracy wanders near chance),
+  though it stays finite, since cross-entropy's gradient is bounded. A curve fitted by sum of squares does
+  diverge: `sine` in mode manual at lr 0.1 overflows within about 15 steps, and the NaN guard pauses the run at
+  the first non-finite step, marks it on the loss chart and puts back the last finite weights.
+- The **sidebar suggests** settings that learn the set you pick; **Use these settings** puts them in place.
+"""

@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.modes.gradcheck import gradcheck_verdict
 
-from . import explain, figures, health, histograms, pages_common, rules, state, steering, step_trace
+from . import explain, figures, health, histograms, learned_figures, pages_common, rules, state, steering, step_trace
 from .about_text import ENGINE_CODE, concept_diff
 from .feed import RunFeed
 from .lecture_cells import CELLS
@@ -158,6 +158,15 @@ def _health_view(db, f: RunFeed, run):
         "nonfinite",
         "NaN and inf values counted in the weight and gradient snapshots. Healthy: zero all along; "
         "the first non-zero step is where the run diverged.",
+        "None yet: the first snapshot brings it.",
+    )
+    _chart(
+        st,
+        learned_figures.dead_figure(f.sync_prefix(db, "dead/")),
+        "dead",
+        "The share of each ReLU layer's units that output zero for the whole batch: they pass no gradient, so "
+        "they stop learning. Healthy: near 0, a few percent at most; a share that climbs towards 1 (after a too "
+        "high learning rate, say) is a layer dying.",
         "None yet: the first snapshot brings it.",
     )
 

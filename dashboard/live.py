@@ -17,7 +17,20 @@ import engine
 from engine import sinks
 from engine.store.db import ACTIVE
 
-from . import actions, details, edit_layer, explain, figures, fork, pages_common, refresh, rules, state, steering
+from . import (
+    actions,
+    details,
+    edit_layer,
+    explain,
+    figures,
+    fork,
+    learned,
+    pages_common,
+    refresh,
+    rules,
+    state,
+    steering,
+)
 from .feed import RunFeed
 from .series import CAP, Buckets
 
@@ -229,7 +242,7 @@ def _loss(runs, run_id):
         log_y,
         lr_events=f.events_of("lr_change") + fork.parent_lr_changes(db, f.events_of("forked")),
         divergence=div[-1]["data"] if div else None,
-        branches=_branches(db, run_id, f),
+        branches=_branches(db, run_id, f) | learned.test_loss(db, f),
         marks=steering.marks(f),
     )
     edit_layer.edit_marks(fig, loss, f.events_of("layer_edit"))

@@ -22,7 +22,7 @@ import streamlit as st
 from engine.config.fields import MODES, RunConfig, default_lr
 from engine.store.db import default_path
 
-from . import rules, state, widgets
+from . import rules, state, suggest, widgets
 from .pages_common import plain
 from .state import CFG as K
 from .widgets import check, choice, number, text
@@ -175,6 +175,11 @@ def _length(why):
 def _data(why):
     with st.expander("Data", expanded=False):
         choice(st, "dataset", "Dataset", why)
+        suggest.offer(st, st.session_state[K + "dataset"])
+        c1, c2 = st.columns(2)
+        number(c1, "points", "Points (playground)", why, step=50)
+        number(c2, "noise", "Noise (playground)", why, step=0.05)
+        number(st, "holdout", "Held-out test share", why, step=0.05)
         number(st, "n_samples", "Samples (random, teacher)", why, step=1)
         widgets.reason(st, why.get("n_samples"))
         if "csv" not in why:

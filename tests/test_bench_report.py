@@ -1,6 +1,7 @@
 """The bench report (bench/report.py, `make bench`) stays runnable: its sections, in their quick form, write a
 well-formed bench/results-style JSON and Markdown pair. make test runs the sections measured in this process;
-make fault also the ones that start dashboards, browsers and scripts (start, refresh, memory, watch: minutes).
+make fault also the ones that start dashboards, browsers and scripts (start, refresh, memory, watch: minutes), and
+playground (two moons runs and their snapshots: 15 s).
 No figure is judged here (speed belongs to the bench);
 what is checked is the report's shape, and that its two statistics are the ones its own per-round values give.
 """
@@ -17,7 +18,7 @@ import pytest
 from conftest import REPO
 
 IN_PROCESS = {"engine", "precision", "fast", "compile", "visdom", "store"}
-SECTIONS = IN_PROCESS | {"watch", "memory", "start", "refresh"}
+SECTIONS = IN_PROCESS | {"watch", "memory", "start", "refresh", "playground"}
 ENGINE_MODES = {"manual", "autograd", "custom_function", "nn", "optim (adam)", "parallel_block + adam"}
 
 

@@ -199,7 +199,7 @@ def finished_run(store_path, run_id=R1):
     s.write_flush(
         run_id,
         types.SimpleNamespace(
-            first_step=0, losses=[3.0, 2.0, 1.5], scalars=scalars, hists=hists, events=[], last_step=2
+            pictures=[], first_step=0, losses=[3.0, 2.0, 1.5], scalars=scalars, hists=hists, events=[], last_step=2
         ),
     )
     s.set_status(run_id, "finished")
@@ -435,7 +435,8 @@ def test_panels_without_data_say_so_instead_of_drawing_empty_axes(store, monkeyp
     at.session_state["detail_view"] = "Health"
     at.run()
     assert not at.exception, at.exception
-    assert shown(at.info).count("None yet") == 4 and not at.get("plotly_chart")  # the layer table and 3 charts
+    # the layer table, throughput, memory, non-finite values, dead units
+    assert shown(at.info).count("None yet") == 5 and not at.get("plotly_chart")
     assert "Memory in use" in captions(at)
 
 
@@ -446,7 +447,7 @@ def test_the_divergence_banner_gives_the_first_bad_step_the_layer_and_the_steps_
     A resume alone is not a recovery; finite losses after it are, and the banner says so."""
 
     def losses(first, values):
-        flush = types.SimpleNamespace(first_step=first, losses=values, scalars=[], hists=[], events=[])
+        flush = types.SimpleNamespace(pictures=[], first_step=first, losses=values, scalars=[], hists=[], events=[])
         flush.last_step = first + len(values) - 1
         s = Store(store)
         s.write_flush(DIV, flush)
@@ -547,7 +548,7 @@ def compared_run(store_path, run_id, mode, losses, dtype="float32", seed=5):
     s = Store(store_path)
     s.create_run(run_id, vars(engine.RunConfig(mode=mode, dtype=dtype, seed=seed)), total_steps=len(losses))
     flush = types.SimpleNamespace(
-        first_step=0, losses=losses, scalars=[], hists=[], events=[], last_step=len(losses) - 1
+        pictures=[], first_step=0, losses=losses, scalars=[], hists=[], events=[], last_step=len(losses) - 1
     )
     s.write_flush(run_id, flush)
     s.set_status(run_id, "finished")
@@ -592,7 +593,9 @@ def test_the_histogram_slider_moves_over_the_snapshots_and_names_the_weights_put
         for step in (0, 5, 10)
         for layer in ("0.weight", "2.weight")
     ]
-    flush = types.SimpleNamespace(first_step=0, losses=[3.0] * 11, scalars=[], hists=hists, events=[], last_step=10)
+    flush = types.SimpleNamespace(
+        pictures=[], first_step=0, losses=[3.0] * 11, scalars=[], hists=hists, events=[], last_step=10
+    )
     s.write_flush(R1, flush)
     s.add_event(R1, 7, "divergence", {"step": 7, "layer": "0.weight", "ran_after": 2, "restored": 5})
     s.set_status(R1, "paused")

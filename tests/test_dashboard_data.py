@@ -16,6 +16,7 @@ from engine.store.db import Store
 
 def flush(first, losses, scalars=(), hists=(), events=()):
     return types.SimpleNamespace(
+        pictures=[],
         first_step=first,
         losses=list(losses),
         scalars=list(scalars),

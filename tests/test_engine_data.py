@@ -68,7 +68,7 @@ def test_digits_are_scikit_learns(small):
 
     ref = load_digits()
     for arch, shape in (("mlp", (64,)), ("cnn", (1, 8, 8))):
-        cfg = build.prepare(small(mode="nn", arch=arch, dataset="digits")).cfg
+        cfg = build.prepare(small(mode="nn", arch=arch, dataset="digits", holdout=0.0)).cfg  # all of them
         ds, spec = data_mod.load(cfg)
         assert spec.in_shape == shape and spec.out_dim == 10 and spec.task == "classification"
         assert len(ds) == 1797 == spec.n
@@ -96,7 +96,7 @@ def test_csv_regression(small, tmp_path):
         4.0,3,41.5
     """,
     )
-    p = build.prepare(small(mode="nn", arch="mlp", dataset="csv", csv_path=path, csv_target="price"))
+    p = build.prepare(small(mode="nn", arch="mlp", dataset="csv", csv_path=path, csv_target="price", holdout=0.0))
     assert p.spec.task == "regression" and p.spec.in_shape == (2,) and p.spec.out_dim == 1
     assert p.cfg.loss == "mse"
     ds, _ = data_mod.load(p.cfg)
@@ -174,8 +174,9 @@ def make_image_folder(root, classes=("cat", "dog"), per_class=3, size=(10, 12)):
 def test_imagefolder_loads_resizes_and_trains(small, tmp_path, run_inprocess, store):
     folder = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"))
     p = build.prepare(
-        small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder, image_size=8, batch_size=4, steps=3)
-    )
+        small(mode="optim", arch="cnn", dataset="imagefolder", image_dir=folder, image_size=8, batch_size=4, steps=3,
+              holdout=0.0)
+    )  # fmt: skip
     assert p.spec.in_shape == (3, 8, 8) and p.spec.out_dim == 3
     ds, _ = data_mod.load(p.cfg)
     assert len(ds) == 9 and ds.classes == ["a", "b", "c"]

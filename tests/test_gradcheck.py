@@ -268,7 +268,7 @@ def write_run(store, run_id, mode, losses, checks):
     s.create_run(run_id, vars(RunConfig(mode=mode, dtype="float32")), total_steps=len(losses))
     scalars = [(step, f"gradcheck/{layer}", v) for layer, values in checks.items() for step, v in enumerate(values)]
     flush = types.SimpleNamespace(
-        first_step=0, losses=losses, scalars=scalars, hists=[], events=[], last_step=len(losses) - 1
+        pictures=[], first_step=0, losses=losses, scalars=scalars, hists=[], events=[], last_step=len(losses) - 1
     )
     s.write_flush(run_id, flush)
     s.set_status(run_id, "finished")

@@ -74,9 +74,12 @@ def test_the_rows_of_real_runs_read_from_their_store(small, store, run_inprocess
         f.sync_keys(s)
         got[run_id] = health.latest_of(s, f, run_id)
     s.close()
-    assert set(got[healthy]) == {"grad_norm", "update_ratio", "gradcheck", "nonfinite"}  # manual has a check
+    assert set(got[healthy]) == {"grad_norm", "update_ratio", "gradcheck", "nonfinite", "dead"}  # manual has a check
     rows = health.ranked(got[healthy])
-    assert {r.layer for r in rows} == {"w1", "w2"} and all(r.values["nonfinite"] == 0 for r in rows)
-    assert all(r.values["grad_norm"] > 0 and not r.outside.get("nonfinite") for r in rows)
+    layers = {r.layer: r for r in rows}  # the weights, and the ReLU whose dead units are counted (h_relu)
+    assert set(layers) == {"w1", "w2", "relu1"} and set(layers["relu1"].values) == {"dead"}
+    weights = [layers["w1"], layers["w2"]]
+    assert all(r.values["nonfinite"] == 0 for r in weights)
+    assert all(r.values["grad_norm"] > 0 and not r.outside.get("nonfinite") for r in weights)
     worst = health.ranked(got[diverged])[0]
     assert worst.values["nonfinite"] > 0 and math.isinf(worst.outside["nonfinite"])

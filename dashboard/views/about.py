@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard.about_text import INTRO, MODES, OUTRO
+from dashboard.about_text import INTRO, MODES, OUTRO, PLAYGROUND
 
 st.title("About Liveprop")
 st.markdown(INTRO)
@@ -11,3 +11,4 @@ for title, lecture, doc in MODES:
     st.markdown(doc)
     st.code(lecture, language="python")
 st.markdown(OUTRO)
+st.markdown(PLAYGROUND)

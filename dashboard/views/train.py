@@ -9,6 +9,7 @@ from dashboard import (
     edit_layer,
     figures,
     landscape,
+    learned,
     live,
     pages_common,
     rules,
@@ -61,6 +62,7 @@ if compared:
     compare.panel(compared)
 if run_id:
     live.run_panel(run_id)
+    learned.panel(run_id)
     with st.container():  # always drawn, so that the detail panel keeps its place when these appear
         edit_layer.panel(run_id)  # a paused run's
         landscape.panel(run_id)  # a paused or ended run's

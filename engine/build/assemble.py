@@ -135,7 +135,7 @@ def estimate_bytes(cfg: RunConfig, spec) -> tuple[int, int]:
     params = sum(p.numel() for p in model.parameters())
     states = {"adam": 2, "adamw": 2, "rmsprop": 2, "adagrad": 1, "sgd": 1 if cfg.momentum else 0}
     elt = 8 if cfg.dtype == "float64" else 4
-    in_memory = spec.n if cfg.dataset in ("random", "teacher", "csv", "digits") else 0
+    in_memory = spec.n if cfg.dataset in IN_MEMORY else 0
     data_elems = in_memory * (math.prod(spec.in_shape) + spec.out_dim)
     total = elt * (params * (3 + states.get(cfg.optimizer, 0)) + 3 * activations + data_elems)
     return total, params

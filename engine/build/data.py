@@ -7,6 +7,11 @@
     csv           a user's CSV: numeric columns, one of them the target
     imagefolder   torchvision.datasets.ImageFolder
     mnist, fashion_mnist, cifar10   torchvision datasets, downloaded to data_root when the network allows
+    moons, circles, spiral, xor, gaussians, sine, abs, step, poly   the playground sets (engine/build/playground.py)
+
+Every dataset but random and teacher keeps a test split apart (cfg.holdout of its samples, at most MAX_HELD_OUT,
+drawn with seed + 3; the torchvision sets take theirs from their own test split): `load` gives the rest,
+`held_out(cfg)` the test split as two tensors, which the snapshots evaluate (engine/loop/learned.py).
 
 `describe(cfg)` says a dataset's shapes without loading it (for validation and memory checks);
 `load(cfg)` builds it; engine/build/batches.py turns it into device batches.
@@ -23,8 +28,10 @@ import os
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
+from engine.build import playground
+from engine.config.fields import GENERATED, IN_MEMORY, PLAYGROUND, PLAYGROUND_2D
 from engine.errors import ConfigError
 
 IMAGE_ARCHS = ("cnn", "torchvision")
@@ -58,6 +65,31 @@ class TensorData(Dataset):
     def __getitems__(self, idx):
         idx = torch.as_tensor(idx)
         return self.x[idx], self.y[idx]
+
+
+class Part(Subset):
+    """Some of a loaded dataset's samples (an image folder's training split), with their labels as `targets`,
+    which the balanced sampler reads (engine/build/batches.py)."""
+
+    @property
+    def targets(self):
+        return [self.dataset.targets[i] for i in self.indices]
+
+
+MAX_HELD_OUT = 1000  # test samples at most: every snapshot evaluates them all
+
+
+def held_count(n: int, cfg) -> int:
+    """How many of a dataset's n samples are held out as its test split (none for random and teacher)."""
+    return 0 if cfg.dataset in GENERATED else min(int(n * cfg.holdout), MAX_HELD_OUT, n - 1)
+
+
+def _split(n: int, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) indices of n samples, each in the samples' order: the test's are the first held_count(n) of a
+    permutation drawn from seed + 3."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 3))
+    k = held_count(n, cfg)
+    return order[k:].sort().values, order[:k].sort().values
 
 
 def _whole_batch(batch):  # collate_fn for TensorData: __getitems__ already made the batch
@@ -150,13 +182,21 @@ def describe(cfg) -> DataSpec:
         if image:
             raise ConfigError(f"dataset {cfg.dataset!r} is tabular; arch {cfg.arch!r} needs images")
         return DataSpec((cfg.d_in,), cfg.d_out, "regression", cfg.n_samples)
+    if cfg.dataset in PLAYGROUND:
+        if image:
+            raise ConfigError(
+                f"dataset {cfg.dataset!r} is points, not images; use arch two_layer, mlp or parallel_block"
+            )
+        plane = cfg.dataset in PLAYGROUND_2D
+        n = cfg.points - held_count(cfg.points, cfg)
+        return DataSpec((2,) if plane else (1,), 2 if plane else 1, "classification" if plane else "regression", n)
     if cfg.dataset == "digits":
-        return DataSpec((1, 8, 8) if image else (64,), 10, "classification", 1797)
+        return DataSpec((1, 8, 8) if image else (64,), 10, "classification", 1797 - held_count(1797, cfg))
     if cfg.dataset == "csv":
         if image:
             raise ConfigError(f"a CSV is tabular; arch {cfg.arch!r} needs images")
         x, _, task, out = read_csv(cfg.csv_path, cfg.csv_target, cfg.task)
-        return DataSpec((x.shape[1],), out, task, len(x))
+        return DataSpec((x.shape[1],), out, task, len(x) - held_count(len(x), cfg))
     if cfg.dataset == "imagefolder":
         classes = [d for d in os.listdir(cfg.image_dir) if os.path.isdir(os.path.join(cfg.image_dir, d))]
         if not classes:
@@ -167,28 +207,30 @@ def describe(cfg) -> DataSpec:
     return DataSpec(shape if image else (math.prod(shape),), classes, "classification")
 
 
-def load(cfg) -> tuple[Dataset, DataSpec]:
-    spec = describe(cfg)
+def _tensors(cfg, spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """An in-memory dataset's x and y, all of its samples."""
     g = torch.Generator().manual_seed(cfg.seed + 1)  # data does not depend on the model's draws
     if cfg.dataset == "random":
         x = torch.randn(cfg.n_samples, cfg.d_in, generator=g)
-        y = torch.randn(cfg.n_samples, cfg.d_out, generator=g)
-        return TensorData(x, y), spec
+        return x, torch.randn(cfg.n_samples, cfg.d_out, generator=g)
     if cfg.dataset == "teacher":
         x = torch.randn(cfg.n_samples, cfg.d_in, generator=g)
         w1 = torch.randn(cfg.d_in, cfg.hidden, generator=g) / math.sqrt(cfg.d_in)
         w2 = torch.randn(cfg.hidden, cfg.d_out, generator=g) / math.sqrt(cfg.hidden)
-        y = torch.tanh(x @ w1) @ w2
-        return TensorData(x, y), spec
+        return x, torch.tanh(x @ w1) @ w2
+    if cfg.dataset in PLAYGROUND:
+        return playground.draw(cfg.dataset, cfg.points, cfg.noise, cfg.seed + 1)
     if cfg.dataset == "digits":
         from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
 
         d = load_digits()
         x = torch.tensor(d.data, dtype=torch.float32) / 16.0
-        return TensorData(x.reshape(len(x), *spec.in_shape), torch.tensor(d.target)), spec
-    if cfg.dataset == "csv":
-        x, y, _, _ = read_csv(cfg.csv_path, cfg.csv_target, cfg.task)
-        return TensorData(x, y), spec
+        return x.reshape(len(x), *spec.in_shape), torch.tensor(d.target)
+    x, y, _, _ = read_csv(cfg.csv_path, cfg.csv_target, cfg.task)
+    return x, y
+
+
+def _images(cfg, spec, train: bool = True) -> Dataset:
     import torchvision.transforms as T
 
     flat = [T.Lambda(lambda t: t.flatten())] if len(spec.in_shape) == 1 else []
@@ -196,8 +238,46 @@ def load(cfg) -> tuple[Dataset, DataSpec]:
         import torchvision
 
         tf = T.Compose([T.Resize((cfg.image_size, cfg.image_size)), T.ToTensor(), *flat])
-        return torchvision.datasets.ImageFolder(cfg.image_dir, transform=tf, loader=load_image), spec
-    return _torchvision_set(cfg, T.Compose([T.ToTensor(), *flat])), spec
+        return torchvision.datasets.ImageFolder(cfg.image_dir, transform=tf, loader=load_image)
+    return _torchvision_set(cfg, T.Compose([T.ToTensor(), *flat]), train)
+
+
+def load(cfg) -> tuple[Dataset, DataSpec]:
+    """The samples trained on, without the held-out test split."""
+    spec = describe(cfg)
+    if cfg.dataset in IN_MEMORY:
+        x, y = _tensors(cfg, spec)
+        train, _ = _split(len(x), cfg)
+        return TensorData(x[train], y[train]), spec
+    images = _images(cfg, spec)
+    if cfg.dataset == "imagefolder" and held_count(len(images), cfg):
+        return Part(images, _split(len(images), cfg)[0].tolist()), spec
+    return images, spec
+
+
+def held_out(cfg) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The test split (x, y) on the host, the same samples every time for a config; None without one."""
+    if cfg.dataset in GENERATED:
+        return None
+    spec = describe(cfg)
+    if cfg.dataset in IN_MEMORY:
+        x, y = _tensors(cfg, spec)
+        _, test = _split(len(x), cfg)
+    elif cfg.dataset == "imagefolder":
+        images = _images(cfg, spec)
+        _, test = _split(len(images), cfg)
+    elif cfg.holdout:  # a torchvision set: a sample of its own test split
+        images = _images(cfg, spec, train=False)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed + 3))
+        test = order[: min(int(len(images) * cfg.holdout), MAX_HELD_OUT)]
+    else:
+        return None
+    if not len(test):
+        return None
+    if cfg.dataset in IN_MEMORY:
+        return x[test], y[test]
+    pairs = [images[i] for i in test.tolist()]
+    return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
 
 def load_image(path: str):
@@ -227,12 +307,12 @@ def download_error(cfg, why: str) -> ConfigError:
     )
 
 
-def _torchvision_set(cfg, transform):
+def _torchvision_set(cfg, transform, train: bool = True):
     import torchvision
 
     cls_name = TORCHVISION_SETS[cfg.dataset][0]
     try:
-        return getattr(torchvision.datasets, cls_name)(cfg.data_root, train=True, download=True, transform=transform)
+        return getattr(torchvision.datasets, cls_name)(cfg.data_root, train=train, download=True, transform=transform)
     except Exception as e:  # no network: urllib's URLError, or torchvision's RuntimeError
         raise download_error(cfg, type(e).__name__) from None
 

@@ -17,7 +17,10 @@ MLP_ARCHS = ("two_layer", "mlp")
 ARCHS = MLP_ARCHS + ("parallel_block", "cnn", "torchvision")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 LOSSES = ("sse", "mse", "cross_entropy")
-DATASETS = ("random", "teacher", "digits", "csv", "imagefolder", "mnist", "fashion_mnist", "cifar10")
+PLAYGROUND_2D = ("moons", "circles", "spiral", "xor", "gaussians")  # two classes of points in the plane
+PLAYGROUND_1D = ("sine", "abs", "step", "poly")  # a curve y(x) to fit
+PLAYGROUND = PLAYGROUND_2D + PLAYGROUND_1D  # drawn from the seed (engine/build/playground.py)
+DATASETS = ("random", "teacher", "digits", "csv", "imagefolder", "mnist", "fashion_mnist", "cifar10") + PLAYGROUND
 SAMPLERS = ("none", "random", "sequential", "balanced")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
@@ -27,7 +30,9 @@ INITS = ("auto", "lecture", "randn", "torch")
 LOSSES_AUTO = ("auto",) + LOSSES
 TASKS = ("auto", "regression", "classification")
 GENERATED = ("random", "teacher")  # drawn here from the seed, n_samples of d_in features
-IN_MEMORY = GENERATED + ("digits", "csv")  # held as tensors (engine/build/data.py TensorData), the rest loaded
+IN_MEMORY = (
+    GENERATED + ("digits", "csv") + PLAYGROUND
+)  # held as tensors (engine/build/data.py TensorData), the rest loaded
 
 
 def knob(
@@ -61,6 +66,8 @@ CSV = {"dataset": ("csv",)}
 IMAGEFOLDER = {"dataset": ("imagefolder",)}
 DOWNLOADED = {"dataset": ("mnist", "fashion_mnist", "cifar10")}
 NN = {"mode": ("nn", "optim")}
+PLAYGROUNDS = {"dataset": PLAYGROUND}
+HELD_OUT = {"dataset": tuple(d for d in DATASETS if d not in GENERATED)}
 
 
 AT_HELP = (
@@ -175,11 +182,20 @@ class RunConfig:
                                          "an op without one fails the run, named")
     # data
     dataset: str = knob("random",        "random: the lecture's torch.randn x and y; "
-                                         "teacher: regression against a fixed random network", DATASETS,
+                                         "teacher: regression against a fixed random network; "
+                                         "moons ... poly: the playground sets (engine/build/playground.py)", DATASETS,
                                          kept=True)
     n_samples: int = knob(64,            "random/teacher: dataset size (64 = the lecture's one full batch)",
                                          bounds=(1, 10**12),
                                          where=TABULAR, kept=True)
+    points: int = knob(500,              "playground sets: points drawn, training and test together", bounds=(2, 10**7),
+                                         where=PLAYGROUNDS, kept=True)
+    noise: float = knob(0.1,             "playground sets: the spread added to each point (2D) or target (1D)",
+                                         bounds=(0, 10), where=PLAYGROUNDS, kept=True)
+    holdout: float = knob(0.2,           "the share of the samples held out as a test split, at most 1000 of them "
+                                         "(the torchvision sets: of their own test split), whose loss and accuracy "
+                                         "are measured at every snapshot; 0 = none", bounds=(0, 0.9),
+                                         where=HELD_OUT, kept=True)
     batch_size: int = knob(64,           "N, samples per step", bounds=SIZE,
                                          kept=True)
     shuffle: bool = knob(True,           "reshuffle the data every epoch (without a sampler)",

@@ -25,6 +25,8 @@ from engine.config.fields import (
     MAX_TEXT,
     MLP_ARCHS,
     PATHS,
+    PLAYGROUND,
+    PLAYGROUND_2D,
     RAW_MODES,
     RunConfig,
     default_lr,
@@ -185,6 +187,7 @@ def _refusals(c: RunConfig):
                 f"{' or '.join(MLP_ARCHS)}; use mode nn or optim for {c.arch!r}"
             ),
         )
+    yield from _playground_misfits(c)
     if c.dataset == "csv":
         if not c.csv_path:
             yield "csv_path", "dataset csv needs csv_path (--csv-path FILE)"
@@ -218,6 +221,20 @@ def _refusals(c: RunConfig):
                 f"dataset random, sampler none, n_samples <= batch_size); here {', '.join(misfits)}"
             ),
         )
+
+
+def _playground_misfits(c: RunConfig):
+    """A playground set is points (2D: two classes, 1D: a curve), for a net of Linear layers and its task's loss."""
+    if c.dataset not in PLAYGROUND:
+        return
+    plane = c.dataset in PLAYGROUND_2D
+    if c.arch not in MLP_ARCHS + ("parallel_block",):
+        where = "in the plane" if plane else "on a line"
+        yield "arch", f"dataset {c.dataset!r} is points {where}, not images; use arch two_layer, mlp or parallel_block"
+    if plane and c.loss not in ("auto", "cross_entropy"):
+        yield "loss", f"dataset {c.dataset!r} has two classes: its loss is cross_entropy (or auto), not {c.loss}"
+    if not plane and c.loss == "cross_entropy":
+        yield "loss", f"dataset {c.dataset!r} is a curve to fit (regression): use loss sse, mse or auto"
 
 
 def applying(cfg: RunConfig) -> dict:

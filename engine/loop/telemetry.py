@@ -13,6 +13,9 @@ cost the CPU loop more than its reads. Every K steps a snapshot computes, still 
 Between flushes, every few steps a look at the losses (engine/loop/guard.py NonFiniteWatch) makes a
 flush due as soon as one is non-finite, without waiting for the device.
 
+With a Lens (engine/loop/learned.py), a snapshot also measures what the net learned: dead ReLU units, the test
+split's loss and accuracy, and for a playground set the pictures of its learned function (Flush.pictures).
+
 Where each snapshot number goes in the flush's copy is a Piece: (step, kind, layer, size). Kinds are
 HISTS (a histogram, a Flush.hists entry) or SCALARS (one number, a Flush.scalars entry stored as
 "KIND/LAYER", the names the run store has always had).
@@ -29,6 +32,7 @@ import psutil
 import torch
 
 from engine.loop.guard import NonFiniteWatch
+from engine.loop.learned import Lens, Picture
 
 HISTS = ("grad", "weight")  # a layer's histograms: of its gradient, of its weights (Hist.kind)
 SCALARS = ("grad_norm", "gradcheck", "weight_norm", "update_ratio")  # a layer's numbers, stored as "KIND/LAYER"
@@ -68,6 +72,7 @@ class Flush:
     scalars: list[tuple[int, str, float]] = field(default_factory=list)  # (step, key, value)
     hists: list[Hist] = field(default_factory=list)
     events: list[tuple[int, str, dict]] = field(default_factory=list)  # (step, kind, data)
+    pictures: list[Picture] = field(default_factory=list)
 
     @property
     def last_step(self) -> int:
@@ -132,12 +137,14 @@ class Telemetry:
         look_every: int = 0,
         losses_on_host: bool | None = None,
         ranks=None,
+        lens: Lens | None = None,
     ):
         """every: steps between snapshots, or 0 for about one every `seconds` of training; bins per
         histogram; a flush every flush_every steps or flush_seconds, whichever comes first, or as soon as
         a look (every look_every steps, 0 for the device's guard.LOOK_EVERY) sees a non-finite loss.
         losses_on_host: keep the losses as floats (default: on the CPU), else as device tensors. ranks: several
-        processes (engine/loop/distributed.py), whose losses a flush reduces and whose rate is rank 0's."""
+        processes (engine/loop/distributed.py), whose losses a flush reduces and whose rate is rank 0's. lens: what
+        the net learned, measured at each snapshot (engine/loop/learned.py), or None."""
         self.every, self.seconds, self.bins = every, seconds, bins  # every == 0: about every `seconds`
         self._next_snapshot = 0
         self._rate = 0.0  # steps/s at the last flush
@@ -149,17 +156,21 @@ class Telemetry:
         self._first_step = 0
         self._pieces: list[torch.Tensor] = []  # device vectors of pending snapshots
         self._layout: list[Piece] = []  # how to read them back
+        self._pictures: list[tuple[int, str, torch.Tensor]] = []  # (step, name, device vector), after the pieces
         self._host_scalars: list[tuple[int, str, float]] = []
         self._before: dict[str, torch.Tensor] = {}
+        self._batch = None  # the snapshot step's x, between before_update and after_update
         self._last_flush_time = time.perf_counter()
         self._done = None  # steps completed at the last flush
         self.ranks = ranks
         self.watch = NonFiniteWatch(device, look_every, self.on_host)
+        self.lens = lens
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device, ranks=None) -> Telemetry:
+    def from_config(cls, cfg, device: torch.device, ranks=None, lens: Lens | None = None) -> Telemetry:
         return cls(
             ranks=ranks,
+            lens=lens,
             device=device,
             batch_size=cfg.batch_size,
             every=cfg.telemetry_every,
@@ -233,6 +244,7 @@ class Telemetry:
             if ref is not None and ref.get(name) is not None:
                 self._put(step, "gradcheck", name, grad_ratio(g, ref[name]))
         self._before = {n: p.clone() for n, p in mode.named_params()}
+        self._batch = x  # the lens measures on it after the update
 
     def after_update(self, step: int, mode) -> None:
         """After the update: weight histograms, norms and the update/weight ratio."""
@@ -243,7 +255,13 @@ class Telemetry:
             if name in self._before:
                 dw = torch.linalg.vector_norm((p - self._before[name]).float())
                 self._put(step, "update_ratio", name, dw / norm.clamp_min(1e-30))
-        self._before = {}
+        if self.lens is not None and self._batch is not None:  # what the updated net learned
+            for kind, layer, t in self.lens.measure(mode, self._batch):
+                if kind == "picture":
+                    self._pictures.append((step, layer, t.detach().reshape(-1)))
+                else:
+                    self._put(step, kind, layer, t)
+        self._before, self._batch = {}, None
 
     # -- the flush: one transfer -------------------------------------------------------------
 
@@ -258,7 +276,10 @@ class Telemetry:
         if parts and self.ranks is not None:  # the whole batch's losses, still on the device
             parts[0] = self.ranks.reduce_losses(parts[0])
         parts += [torch.cat(self._pieces).double()] if self._pieces else []
-        host = torch.cat(parts).cpu().tolist()  # the one device -> host copy
+        n_numbers = n_loss + sum(piece.size for piece in self._layout)
+        parts += [torch.cat([t for _, _, t in self._pictures]).double()] if self._pictures else []
+        copied = torch.cat(parts).cpu()  # the one device -> host copy
+        host = copied[:n_numbers].tolist()
         losses, rest = host[:n_loss], host[n_loss:]
         out = Flush(self._first_step, losses, scalars=list(self._host_scalars))
         i = 0
@@ -269,6 +290,9 @@ class Telemetry:
                 out.hists.append(Hist(piece.step, piece.layer, piece.kind, v[-3], v[-2], v[:-3], int(v[-1])))
             else:
                 out.scalars.append((piece.step, f"{piece.kind}/{piece.layer}", v[0]))
+        for step, name, t in self._pictures:  # as half floats, which the store keeps, never as Python floats
+            out.pictures.append(Picture(step, name, copied[n_numbers : n_numbers + len(t)].half().numpy()))
+            n_numbers += len(t)
         # throughput and memory, measured on the host across the flush interval
         now = time.perf_counter()
         if losses:
@@ -282,7 +306,7 @@ class Telemetry:
             out.scalars.append((out.last_step, "mem_bytes", float(memory_bytes(self.device))))
             self._done = end
         self._last_flush_time = now
-        self._losses, self._pieces, self._layout, self._host_scalars = [], [], [], []
+        self._losses, self._pieces, self._layout, self._host_scalars, self._pictures = [], [], [], [], []
         self.watch.flushed()
         return out
 

@@ -40,8 +40,11 @@ from engine.sinks import attach as attach_sinks
 from engine.sinks import close as close_sinks
 from engine.sinks.store import StoreSink
 from engine.store.db import PROJECT, Store, default_path, opened
+from engine.loop.learned import Lens
 from engine.loop.telemetry import Telemetry
 from engine.loop.trainer import Trainer
+from engine.build import data, playground
+from engine.config.fields import PLAYGROUND_1D, PLAYGROUND_2D
 
 DISK_WAIT_S = 60.0  # at the end of a run, how long its last writes wait for a full disk to have space
 
@@ -146,7 +149,7 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
     return Trainer(
         mode,
         batches,
-        Telemetry.from_config(p.cfg, p.device, ranks),
+        Telemetry.from_config(p.cfg, p.device, ranks, lens(p, ranks)),
         row["total_steps"] if resumed else p.total_steps,
         start_step=start,
         on_divergence=p.cfg.on_divergence,
@@ -157,6 +160,22 @@ def _trainer(p, row: dict, ranks: Ranks | None, control: Control) -> Trainer:
         plan=Plan(p.cfg.at, start, resumed=resumed is not None),
         rules=Rules(p.cfg.rule),
     )
+
+
+def lens(p, ranks: Ranks | None = None) -> Lens | None:
+    """What the net learned, measured at each snapshot by rank 0 (engine/loop/learned.py): dead units, the test
+    split's loss and accuracy, a playground set's pictures over its training and test points."""
+    if ranks is not None and not ranks.leader:
+        return None
+    cfg = p.cfg
+    picture = "plane" if cfg.dataset in PLAYGROUND_2D else "line" if cfg.dataset in PLAYGROUND_1D else ""
+    train = data.load(cfg)[0] if picture else None
+    points = (train.x, train.y) if picture else None
+    target = playground.TARGETS.get(cfg.dataset)
+    test = data.held_out(cfg)
+    if test is not None and cfg.arch == "torchvision":  # grayscale into a 3-channel network, as Batches does
+        test = (test[0].expand(-1, 3, -1, -1), test[1])
+    return Lens(p.device, getattr(torch, cfg.dtype), cfg.loss, cfg.batch_size, test, picture, points, target)
 
 
 def _train(trainer: Trainer) -> None:

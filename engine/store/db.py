@@ -1,12 +1,12 @@
 """The run store: SQLite in WAL mode, one writer per run (its worker), many readers.
 
-This module is the only code that speaks SQL: the worker, the CLI, the exporter and the dashboard
-all read and write through Store. Tables: runs, scalars (every step's loss and the per-K metrics),
-histograms, events, control (commands from viewers, acknowledged by the worker), rollup (per
-BLOCK steps: count, min, max, sum of each series) and meta (the schema version). Readers fetch
+This module (with its part engine/store/pictures.py) is the only code that speaks SQL: the worker, the CLI,
+the exporter and the dashboard all read and write through Store. Tables: runs, scalars (every step's loss and
+the per-K metrics), histograms, pictures, events, control (commands from viewers, acknowledged by the
+worker), rollup (per BLOCK steps: count, min, max, sum of each series) and meta (the schema version). Readers fetch
 incrementally (after a step or event id) or bucketed to a bounded number of rows (min and max
-per bucket, so spikes survive). Values are stored as numbers and JSON text: nothing is ever
-unpickled.
+per bucket, so spikes survive). Values are stored as numbers, JSON text and packed half floats: nothing is
+ever unpickled.
 
 The tables themselves, and how an older store is brought up to date, are engine/store/schema.py.
 """
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from engine.errors import StorageError
+from engine.store.pictures import Pictures
 from engine.store.schema import BACKFILL, BLOCK, UPSERT_ROLLUP, migrate, outdated, rollup_rows
 from engine.store.sqlite import Transaction, writes
 
@@ -51,7 +52,7 @@ def _nan_to_none(v):
     return None if v is None or not math.isfinite(v) else v
 
 
-class Store:
+class Store(Pictures):
     """A connection to the store. Use it from one thread at a time: the worker's store thread
     has its own, a dashboard session keeps one for all its refreshes (which Streamlit may run on
     different threads, one after another)."""
@@ -119,7 +120,7 @@ class Store:
     @writes
     def delete_run(self, run_id: str):
         with self.tx():
-            for table in ("scalars", "histograms", "events", "control", "rollup"):
+            for table in ("scalars", "histograms", "events", "control", "rollup", "pictures"):
                 self.db.execute(f"DELETE FROM {table} WHERE run=?", (run_id,))
             self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
@@ -128,7 +129,7 @@ class Store:
         """Forget what a run stored from `step` on, so that a resume from its checkpoint at `step`
         writes those steps again (engine/runs/api.py resume_run); events at `step` itself (the stop) stay."""
         with self.tx():
-            for table in ("scalars", "histograms"):
+            for table in ("scalars", "histograms", "pictures"):
                 self.db.execute(f"DELETE FROM {table} WHERE run=? AND step>=?", (run_id, step))
             self.db.execute("DELETE FROM events WHERE run=? AND step>?", (run_id, step))
             self.db.execute("DELETE FROM rollup WHERE run=? AND block>=?", (run_id, step // BLOCK))
@@ -158,6 +159,8 @@ class Store:
             )
             for step, kind, data in flush.events:
                 self.add_event(run_id, step, kind, data)
+            if flush.pictures:
+                self._write_pictures(run_id, flush.pictures)
             points = [("loss", flush.first_step + i, v) for i, v in enumerate(flush.losses)]
             self.db.executemany(UPSERT_ROLLUP, rollup_rows(run_id, points + [(k, s, v) for s, k, v in flush.scalars]))
             if flush.losses:

@@ -10,7 +10,7 @@ import sqlite3
 
 from engine.errors import StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BLOCK = 256  # steps per rollup block
 
 SCHEMA = """
@@ -39,12 +39,17 @@ CREATE TABLE IF NOT EXISTS rollup (
     run TEXT NOT NULL, key TEXT NOT NULL, block INTEGER NOT NULL,
     n INTEGER NOT NULL, vmin REAL, vmax REAL, vsum REAL NOT NULL,
     PRIMARY KEY (run, key, block)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pictures (
+    run TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (run, name, step)) WITHOUT ROWID;
 """
 # v1 -> v2: a rollup of every series per BLOCK steps, so a long run's overview reads 1/BLOCK of the rows;
 # the same statement, for one run from a step on, rebuilds what a truncate removed ("" and -1: every run)
 BACKFILL = f"""INSERT OR REPLACE INTO rollup SELECT run, key, step / {BLOCK}, COUNT(value), MIN(value),
     MAX(value), TOTAL(value) FROM scalars WHERE (?1 = '' OR run = ?1) AND step >= ?2
     GROUP BY run, key, step / {BLOCK}"""
+# v3 -> v4: the pictures of what a playground run learned (engine/loop/learned.py), created by SCHEMA's statement
+MAX_PICTURE_STEPS = 100  # snapshots of pictures kept per run: past it, every other one is dropped (Store.write_flush)
 # v2 -> v3: why a paused run waits, a field instead of words in `error` (schedule, rule: engine/loop/plan.py, rules.py)
 PAUSE_REASONS = ("command", "divergence", "disk_full", "schedule", "rule")
 UPSERT_ROLLUP = """INSERT INTO rollup VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run, key, block) DO UPDATE SET

@@ -45,9 +45,9 @@ def edit_marks(fig: go.Figure, loss, events) -> go.Figure:
 
 
 def _send(run_id: str):
-    layer = st.session_state.get("edit_layer")
-    action = ACTIONS[st.session_state.get("edit_action") or "Scale"]
-    factor = st.session_state.get("edit_factor")
+    layer = st.session_state.get(state.EDIT_LAYER)
+    action = ACTIONS[st.session_state.get(state.EDIT_ACTION) or "Scale"]
+    factor = st.session_state.get(state.EDIT_FACTOR)
     what = f"Scale {layer} by {factor:g}" if action == "scale" else f"Re-initialise {layer}"
     sent = {"run": run_id, "what": what, "time": time.time()}
     try:
@@ -67,9 +67,9 @@ def panel(run_id: str):
         return
     st.subheader("Edit a layer")
     c = st.columns([2, 2.2, 1.5, 1])
-    c[0].selectbox("Layer", layers, key="edit_layer")
-    action = c[1].radio("Edit", list(ACTIONS), horizontal=True, key="edit_action")
-    c[2].number_input("Factor", value=0.5, step=0.1, format="%g", key="edit_factor", disabled=action != "Scale")
+    c[0].selectbox("Layer", layers, key=state.EDIT_LAYER)
+    action = c[1].radio("Edit", list(ACTIONS), horizontal=True, key=state.EDIT_ACTION)
+    c[2].number_input("Factor", value=0.5, step=0.1, format="%g", key=state.EDIT_FACTOR, disabled=action != "Scale")
     c[3].button("Apply", key="btn_edit", on_click=_send, args=(run_id,), width="stretch")
     st.caption(
         "While paused: scale a layer's weights, or draw them again as torch.nn.Linear does (uniform in "

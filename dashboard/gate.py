@@ -95,4 +95,4 @@ class Backoff:
         until = self._addresses.get(address, (0, now))[1]
         if len(self._recent) == SERVER_TRIES:  # the window is full until its oldest try leaves it
             until = max(until, self._recent[0] + SERVER_WINDOW_S)
-        return max(0.0, until - now)
+        return round(max(0.0, until - now), 6)  # (now + 3600) - now can be 3600.0000000002: "3601 s" at ceil

@@ -106,20 +106,22 @@ def latest_of(db, f, run_id: str) -> dict[str, dict[str, float]]:
 
 
 def _frame(rows: list[Row]):
-    """The rows as a pandas Styler: numbers in short form, the cells outside their band shaded."""
+    """The rows as a pandas Styler: numbers in short form as text ("–" where a layer has no such value: the grid
+    would read "None"), the cells outside their band shaded."""
     cols = [c for c in COLUMNS if any(c in r.values for r in rows)]
+
+    def text(c, v):
+        return "–" if v is None or math.isnan(v) else f"{v:.0f}" if c == "nonfinite" else f"{v:.3g}"
+
     data = pd.DataFrame(
-        [{"layer": r.layer, **{COLUMNS[c]: r.values.get(c) for c in cols}} for r in rows],
+        [{"layer": r.layer, **{COLUMNS[c]: text(c, r.values.get(c)) for c in cols}} for r in rows],
         columns=["layer"] + [COLUMNS[c] for c in cols],
     )
     shade = pd.DataFrame("", index=data.index, columns=data.columns)
     for i, r in enumerate(rows):
         for c in r.outside:
             shade.loc[i, COLUMNS[c]] = BAD
-    fmt = {COLUMNS[c]: "{:.3g}" for c in cols if c != "nonfinite"}
-    if "nonfinite" in cols:
-        fmt[COLUMNS["nonfinite"]] = "{:.0f}"
-    return data.style.apply(lambda _: shade, axis=None).format(fmt, na_rep="–")
+    return data.style.apply(lambda _: shade, axis=None)
 
 
 def table(db, f, run: dict):

@@ -18,7 +18,7 @@ REFRESH_S = 1.0
 
 
 def _start(run_id: str):
-    grid = st.session_state.get("landscape_grid", GRID)
+    grid = st.session_state.get(state.LANDSCAPE_GRID, GRID)
     try:
         engine.start_landscape(run_id, grid)
         st.session_state.pop(state.PAUSED_TOOL, None)
@@ -54,7 +54,7 @@ def _body(run_id: str, was_running: bool):
         help="The loss of the batch the run's next step takes, around its weights now: along its next update, and "
         "on a plane of two random directions (Li et al. 2018), computed in a background job on the run's device.",
     )
-    grid = c2.select_slider("Grid", GRIDS, value=GRID, key="landscape_grid", label_visibility="collapsed")
+    grid = c2.select_slider("Grid", GRIDS, value=GRID, key=state.LANDSCAPE_GRID, label_visibility="collapsed")
     c3.caption(
         f"{POINTS_1D + grid * grid:,} forward passes of one batch (a {grid} × {grid} plane), "
         f"at most {TIME_LIMIT_S / 60:g} minutes."

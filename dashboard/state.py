@@ -58,6 +58,8 @@ FORK_STEP, FORK_LR, FORK_OPTIMIZER = "fork_step", "fork_lr", "fork_optimizer"
 FORK_ASKED = "lp_fork_asked"  # (run id, step) of a point clicked on the loss chart: the fork dialog opens there
 GRAPH_NONCE = "graph_nonce"  # bumped by Rebuild: a new cache key for the graph
 PAUSED_TOOL = "lp_paused_tool"  # (run id, tool, refusal): why the Landscape, Edit layer or Step button was refused
+EDIT_LAYER, EDIT_ACTION, EDIT_FACTOR = "edit_layer", "edit_action", "edit_factor"  # a paused run's Edit a layer
+LANDSCAPE_GRID = "landscape_grid"  # points a side of the landscape's plane
 
 # -- the address ---------------------------------------------------------------------------------
 RUN_PARAM = "run"  # ?run=ID: the watched run, so a reload keeps it

@@ -51,13 +51,19 @@ def test_a_gradient_check_is_judged_by_its_dtype_and_a_missing_series_is_no_colu
 
 
 def test_the_table_shades_the_cells_outside_their_band():
-    rows = health.ranked(latest(w1={}, w2={"update_ratio": 0.5, "nonfinite": 2}))
+    values = latest(w1={}, w2={"update_ratio": 0.5, "nonfinite": 2})
+    del values["dead"]["w1"]  # a layer without dead units (no ReLU after it)
+    rows = health.ranked(values)
     styler = health._frame(rows)
     data = styler.data
     assert list(data.columns) == ["layer", *health.COLUMNS.values()] and list(data["layer"]) == ["w2", "w1"]
     styles = styler._compute().ctx  # (row, column index) -> [(property, value)]
     shaded = {(i, data.columns[j]) for (i, j), props in styles.items() if props and "255, 75, 75" in props[0][1]}
     assert shaded == {(0, "update ratio"), (0, "non-finite")}
+    w1 = dict(zip(data.columns, data.loc[1]))  # short text; no value: a dash, not the grid's "None"
+    assert (
+        w1["dead units"] == "–" and w1["non-finite"] == "0" and w1["update ratio"] == f"{HEALTHY['update_ratio']:.3g}"
+    )
 
 
 def test_the_rows_of_real_runs_read_from_their_store(small, store, run_inprocess):

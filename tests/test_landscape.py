@@ -194,6 +194,8 @@ def test_browser_a_paused_run_steps_edits_a_layer_and_draws_its_landscape(dashbo
     with browser_page(height=2200, failure="landscape_failure.png") as page:
         page.goto(f"{dashboard['url']}/?run={run_id}")
         status_is(page, "running")
+        # past the first snapshot: the weights' histograms name the layers that Edit a layer offers
+        page.get_by_text(re.compile(r"step [1-9][\d,]+ / 1,000,000")).wait_for()
         page.get_by_role("button", name="Pause", exact=True).click()
         status_is(page, "paused")
         page.get_by_text("Code", exact=True).first.click()

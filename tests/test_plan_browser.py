@@ -8,6 +8,7 @@ import re
 import time
 
 from conftest import SMALL, wait_for
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_dashboard_browser import ARTIFACTS, TRACE_NAMES_JS, browser_page, dashboard, settle, status_is  # noqa: F401
 
 import engine
@@ -52,8 +53,13 @@ def test_scheduled_actions_and_a_spike_rule_are_marked_on_the_charts_and_the_rul
         page.evaluate("window.scrollTo(0, 0)")
         box = tables.nth(0).bounding_box()  # a person adds a row: a click on the empty row, then typing
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] - 12)
-        time.sleep(1.0)  # the new row, its cell's editor open
-        page.keyboard.type("300:lr=1e-7")
+        editor = page.locator("textarea.gdg-input")  # the grid's cell editor, open on the new row's cell
+        try:
+            editor.wait_for(state="visible", timeout=3_000)
+        except PlaywrightTimeout:  # the row came, its editor did not (a busy machine): a double click opens it
+            page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + 36 + 17)
+            editor.wait_for(state="visible")
+        editor.fill("300:lr=1e-7")
         page.keyboard.press("Enter")
         page.get_by_text("1 scheduled action(s), 0 rule(s)").wait_for()
         time.sleep(0.5)

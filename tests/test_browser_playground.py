@@ -53,6 +53,9 @@ def test_a_learner_watches_the_moons_regions_form(dashboard):  # noqa: F811
         status_is(page, "paused")
         run = engine.list_runs(dashboard["store"])[0]
         assert (run["config"]["dataset"], run["config"]["hidden"], run["status"]) == ("moons", 100, "paused")
+        main.get_by_role("button", name="Landscape", exact=True).click()  # the loss around where it paused
+        main.get_by_text(re.compile("The path: the")).wait_for(timeout=60_000)
+        assert main.get_by_text("Loss on a plane through the weights").count() >= 1
         page.screenshot(path=str(ARTIFACTS / "playground_paused.png"), full_page=True)
 
         main.get_by_role("button", name="Resume").click()

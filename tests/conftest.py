@@ -426,8 +426,32 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "full: a slow check that make fault runs and make test leaves out")
 
 
+# The files that take a minute or more, the longest first. They run before the rest, so that make test's two
+# pytest-xdist workers (each file in one) end together instead of one waiting out a long file at the end.
+LONG_FILES = (
+    "test_dashboard_browser.py",
+    "test_engine_cli.py",
+    "test_distributed.py",
+    "test_browser_forensics.py",
+    "test_landscape.py",
+    "test_plan_browser.py",
+    "test_engine_standby.py",
+    "test_engine_worker.py",
+    "test_browser_playground.py",
+    "test_liveprop_watch.py",
+    "test_faults.py",
+    "test_config_fuzz.py",
+    "test_engine_resume.py",
+    "test_browser_watch.py",
+    "test_bench_report.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """make test leaves out the `full` checks (minutes each); make fault (LIVEPROP_FAULT_FULL=1) runs them."""
+    """The long files first (LONG_FILES), the rest in their order. make test leaves out the `full` checks (minutes
+    each); make fault (LIVEPROP_FAULT_FULL=1) runs them."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
     if FAULT_FULL:
         return
     skip = pytest.mark.skip(reason="a slow full check: make fault runs it")

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from conftest import SMALL, run_in_process
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_dashboard_browser import ARTIFACTS, browser_page, dashboard, settle, status_is  # noqa: F401 (a fixture)
 
 import engine
@@ -80,9 +81,17 @@ def test_a_learner_reads_which_operation_diverged_steps_back_and_forks_from_the_
         page.get_by_text("Layer health, the worst at the top").wait_for()
         table = page.get_by_test_id("stDataFrame").filter(visible=True).first  # the next run's tables are folded
         table.wait_for()
-        box = table.bounding_box()
-        page.mouse.click(box["x"] + 12, box["y"] + 36 + 17)  # the first row's selection box
-        page.get_by_text(re.compile(r"Gradients of \w+: distribution over time")).wait_for()
+        table.scroll_into_view_if_needed()
+        charts = page.get_by_text(re.compile(r"Gradients of \w+: distribution over time"))
+        for _ in range(3):  # a click that the grid takes while it is drawn again is lost: click again
+            box = table.bounding_box()
+            page.mouse.click(box["x"] + 12, box["y"] + 36 + 17)  # the first row's selection box
+            try:
+                charts.wait_for(timeout=20_000)
+                break
+            except PlaywrightTimeout:
+                continue
+        charts.wait_for()
         time.sleep(1.0)
         page.screenshot(path=str(ARTIFACTS / "forensics_health.png"))
     forks = engine.forks_of(retry["id"], store)

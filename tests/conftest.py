@@ -444,6 +444,12 @@ LONG_FILES = (
     "test_engine_resume.py",
     "test_browser_watch.py",
     "test_bench_report.py",
+    "test_dashboard_injection.py",
+    "test_visdom_sink.py",
+    "test_visdom_server.py",
+    "test_exposed.py",
+    "test_faults_visdom.py",
+    "test_dashboard_app.py",
 )
 
 

@@ -65,6 +65,9 @@ def panel(run_id: str):
     layers = pages_common.feed(run_id).sync_layers(db, "weight") if run and run["status"] == "paused" else []
     if not layers:
         return
+    if run["config"].get("mode") == "script":  # liveprop.watch: the loop is the user's
+        st.caption("A script's run (liveprop.watch): Edit a layer, Step and Landscape need a run the engine trains.")
+        return
     st.subheader("Edit a layer")
     c = st.columns([2, 2.2, 1.5, 1])
     c[0].selectbox("Layer", layers, key=state.EDIT_LAYER)

@@ -33,8 +33,8 @@ def _running(job: dict | None) -> bool:
 def panel(run_id: str):
     """Nothing while the run is queued or running: a landscape is taken between steps, never inside one."""
     run = engine.get_run(run_id, pages_common.store())
-    if run is None or run["status"] in ("queued", "running"):
-        return
+    if run is None or run["status"] in ("queued", "running") or run["config"].get("mode") == "script":
+        return  # a script's run (liveprop.watch) keeps no checkpoint: its loop is the user's
     running = _running(engine.landscape_status(run_id, pages_common.store()))
     st.fragment(_body, run_every=REFRESH_S if running else None)(run_id, running)
 

@@ -61,6 +61,9 @@ def test_a_watched_script_draws_on_the_train_page_and_pause_set_lr_and_stop_reac
             set_number(page, "New learning rate", str(NEW_LR))
             main.get_by_role("button", name="Set lr").click()
             page.wait_for_function(f"() => ({TRACE_NAMES_JS})().includes('lr change')")
+            main.get_by_text(re.compile(r"A script's run \(liveprop\.watch\): Edit a layer")).wait_for()
+            assert main.get_by_role("button", name="Apply", exact=True).count() == 0  # not for a script
+            assert main.get_by_role("button", name="Landscape", exact=True).count() == 0
             page.screenshot(path=str(ARTIFACTS / "watch_paused_lr_set.png"))
 
             main.get_by_role("button", name="Resume").click()

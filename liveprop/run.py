@@ -41,7 +41,7 @@ from functools import partial
 import torch
 
 from engine.loop.control import Control, Refused, Steering
-from engine.loop.distributed import Lockstep
+from engine.loop.distributed import Lockstep, commands_while_paused
 from engine.loop.guard import DivergenceGuard
 from engine.loop.plan import Plan
 from engine.loop.rules import Rules
@@ -289,13 +289,6 @@ class Run:
         if not self._stopping:
             self.lockstep.post(self.tel.flush_due())
 
-    def _commands_while_paused(self):
-        """The commands that reach a paused loop, every half second; under torchrun, rank 0's on every rank."""
-        if self.lockstep is not None:
-            return self.lockstep.while_paused()
-        self.control.wait(0.5)
-        return self.control.take()
-
     def _apply(self, cid, command, value, paused: bool) -> bool:
         """Apply one command (engine/loop/control.py Steering); True when it ends a pause (resume or stop)."""
         return self.steering.apply(self.steps, command, value, paused=paused, cid=cid)
@@ -329,7 +322,8 @@ class Run:
         self._flush()
         self.subscribers.trigger("on_status", status, {**data, "reason": data.get("reason", kind)})  # "divergence"
         while True:
-            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self._commands_while_paused()]
+            commands = commands_while_paused(self.control, self.lockstep)
+            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in commands]
             if self._events and not any(ended):  # an lr change while paused: recorded now, not at resume
                 self._flush()
             if any(ended):

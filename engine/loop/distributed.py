@@ -236,6 +236,15 @@ class Lockstep:
         return commands if self.ranks.leader else received
 
 
+def commands_while_paused(control, lockstep: Lockstep | None) -> list:
+    """The commands that reach a paused loop, every half second; on several processes (a lockstep), rank 0's on
+    every rank. The engine's trainer and a watched loop both wait through here."""
+    if lockstep is not None:
+        return lockstep.while_paused()
+    control.wait(0.5)
+    return control.take()
+
+
 def _die_with_parent() -> None:
     """torchrun starts each rank in a session of its own; if torchrun is killed (runs.kill, SIGKILL), its
     ranks must not go on alone: the kernel kills this process when its parent dies (Linux's prctl)."""

@@ -29,7 +29,7 @@ from collections import defaultdict
 
 from engine.loop import layer_edit
 from engine.loop.control import Control, Refused, Steering
-from engine.loop.distributed import Lockstep
+from engine.loop.distributed import Lockstep, commands_while_paused
 from engine.loop.fast import GraphStep
 from engine.loop.guard import DivergenceGuard
 from engine.loop.plan import Plan
@@ -183,13 +183,6 @@ class Trainer:
         if not self.stopped:
             self.lockstep.post(self.tel.flush_due())
 
-    def _commands_while_paused(self):
-        """The commands that reach a paused loop, every half second; on several processes, rank 0's."""
-        if self.lockstep is not None:
-            return self.lockstep.while_paused()
-        self.control.wait(0.5)
-        return self.control.take()
-
     def _scheduled(self):
         """The plan's actions due at this step, each recorded as the event "scheduled" (engine/loop/plan.py)."""
         for command, value, data in self.plan.due(self.step):
@@ -251,7 +244,8 @@ class Trainer:
         self.flush()
         self.trigger("on_status", "paused", {**data, "reason": data.get("reason", kind)})  # "divergence"
         while True:
-            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in self._commands_while_paused()]
+            commands = commands_while_paused(self.control, self.lockstep)
+            ended = [self._apply(cid, cmd, v, paused=True) for cid, cmd, v in commands]
             if self._events and not any(ended):  # an lr change while paused: recorded now, not at resume
                 self.flush()
             if any(ended):

@@ -179,20 +179,9 @@ def spawn_worker(run_id: str, store: str | None = None) -> int:
     store_path = str(store or default_path())
     log = RunFiles.of(run_id, store_path).log
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            worker_command(run_id, store_path),
-            cwd=PROJECT,
-            env=standby.worker_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            close_fds=True,
-        )
+    proc = standby.detached(worker_command(run_id, store_path), log)
     with opened(store_path) as s:
         s.update_run(run_id, pid=proc.pid, heartbeat=time.time())
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so no zombie lingers
     return proc.pid
 
 

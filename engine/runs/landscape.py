@@ -62,19 +62,9 @@ def start(run_id: str, grid: int = ls.GRID, store=None) -> int:
             raise RunStateError(f"the landscape of run {run_id} is being computed already")
         path = s.path
     files.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(files.log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "landscape", run_id, "--grid", str(grid), "--store", str(path)],
-            cwd=PROJECT,
-            env=standby.worker_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            close_fds=True,
-        )
+    argv = [sys.executable, "-m", "engine", "landscape", run_id, "--grid", str(grid), "--store", str(path)]
+    proc = standby.detached(argv, files.log)
     _write(files.landscape, _state("running", proc.pid, 0, ls.POINTS_1D + grid * grid))
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so no zombie lingers
     return proc.pid
 
 

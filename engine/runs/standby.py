@@ -65,6 +65,24 @@ def enabled() -> bool:
     return os.environ.get("LIVEPROP_STANDBY", "1") != "0"
 
 
+def detached(argv: list[str], log) -> subprocess.Popen:
+    """Start argv as a process of its own session (it outlives the dashboard or the CLI that started it), its
+    output appended to `log`, with the workers' environment; a thread reaps it, so no zombie lingers."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            cwd=PROJECT,
+            env=worker_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
+        )
+    threading.Thread(target=proc.wait, daemon=True).start()
+    return proc
+
+
 def worker_env() -> dict:
     """The environment of every worker, plain or standby."""
     # torch's OpenMP threads (GNU libgomp) wait for the next op by spinning, then sleep. The default spin
@@ -89,18 +107,7 @@ def warm(store: str | None = None) -> None:
     files.log.parent.mkdir(parents=True, exist_ok=True)
     if _held(files.lock):
         return
-    with open(files.log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "standby", "--store", store_path],
-            cwd=PROJECT,
-            env=worker_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            close_fds=True,
-        )
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so no zombie lingers
+    detached([sys.executable, "-m", "engine", "standby", "--store", store_path], files.log)
 
 
 def hand_over(run_id: str, store_path: str) -> Claim | None:
